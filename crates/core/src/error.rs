@@ -1,0 +1,227 @@
+use std::error::Error;
+use std::fmt;
+use std::time::Duration;
+
+use crate::cancel::{Cause, Name, write_names};
+
+/// A boxed error, the currency of errors returned by tasks and fetchers (as in tower).
+pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
+
+/// What kind of failure ended a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// A task returned an error.
+    Failed,
+    /// A task panicked.
+    Panicked,
+    /// The group's deadline passed with tasks still pending.
+    Timeout,
+    /// The group was cancelled from outside, through a parent [`CancelToken`](crate::CancelToken).
+    Cancelled,
+}
+
+impl ErrorKind {
+    /// A short lower-case name, stable for logs and JSON: `failed`, `panicked`, `timeout`,
+    /// `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Failed => "failed",
+            Self::Panicked => "panicked",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why [`Group::wait`](crate::Group::wait) failed: the root cause, and what it cancelled.
+///
+/// The root cause is the first task to fail (by completion time; ties at the same instant go
+/// to the earlier-spawned task), the deadline, or the parent's cancellation. Siblings stopped
+/// because of it are listed by [`GroupError::cancelled`]: they were cancelled by the failed
+/// source, they did not fail themselves.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use muster_core::{ErrorKind, Group};
+///
+/// let mut group = Group::new();
+/// group.spawn("profile", async { Err::<u32, _>("connection refused") }).unwrap();
+/// let error = group.wait().await.unwrap_err();
+/// assert_eq!(error.kind(), ErrorKind::Failed);
+/// assert_eq!(error.source_name(), Some("profile"));
+/// assert!(error.to_string().starts_with("source `profile` failed"));
+/// # }
+/// ```
+pub struct GroupError {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    cause: Cause,
+    elapsed: Duration,
+    cancelled: Vec<Name>,
+    also_failed: Vec<Name>,
+    fields: Vec<(Name, String)>,
+}
+
+impl GroupError {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        cause: Cause,
+        elapsed: Duration,
+        cancelled: Vec<Name>,
+        also_failed: Vec<Name>,
+        fields: Vec<(Name, String)>,
+    ) -> Self {
+        Self {
+            inner: Box::new(Inner {
+                kind,
+                cause,
+                elapsed,
+                cancelled,
+                also_failed,
+                fields,
+            }),
+        }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// The root cause, as the group's [`CancelToken`](crate::CancelToken) reports it.
+    pub fn cause(&self) -> &Cause {
+        &self.inner.cause
+    }
+
+    /// The task that failed or panicked; `None` for a deadline or an outside cancellation.
+    pub fn source_name(&self) -> Option<&str> {
+        self.inner.cause.source_name()
+    }
+
+    /// The tasks still pending at the deadline, in spawn order; empty for other kinds.
+    pub fn pending(&self) -> &[Name] {
+        match &self.inner.cause {
+            Cause::Deadline { pending, .. } => pending,
+            _ => &[],
+        }
+    }
+
+    /// Time from the group's creation to the failure.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.elapsed
+    }
+
+    /// The tasks that were cancelled (dropped while running, or never started), in spawn
+    /// order.
+    pub fn cancelled(&self) -> &[Name] {
+        &self.inner.cancelled
+    }
+
+    /// Other tasks that failed at the same instant as the root cause; they lost the tie to
+    /// an earlier-spawned task and are recorded here rather than merged into the error.
+    pub fn also_failed(&self) -> &[Name] {
+        &self.inner.also_failed
+    }
+
+    /// The request-context fields given to the group (see
+    /// [`Field`](muster_options::Field)), in order.
+    pub fn fields(&self) -> &[(Name, String)] {
+        &self.inner.fields
+    }
+
+    /// Whether a task returned an error.
+    pub fn is_failed(&self) -> bool {
+        self.kind() == ErrorKind::Failed
+    }
+
+    /// Whether a task panicked.
+    pub fn is_panic(&self) -> bool {
+        self.kind() == ErrorKind::Panicked
+    }
+
+    /// Whether the deadline passed.
+    pub fn is_timeout(&self) -> bool {
+        self.kind() == ErrorKind::Timeout
+    }
+
+    /// Whether the group was cancelled from outside.
+    pub fn is_cancelled(&self) -> bool {
+        self.kind() == ErrorKind::Cancelled
+    }
+}
+
+impl fmt::Display for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Inner { cause, elapsed, fields, .. } = &*self.inner;
+        match cause {
+            // The task's error is this error's `source()`, so it is not repeated here.
+            Cause::Failed { name, .. } => write!(f, "source `{name}` failed after {elapsed:?}")?,
+            Cause::Panicked { name, message } => {
+                write!(f, "source `{name}` panicked after {elapsed:?}: {message}")?;
+            }
+            Cause::Deadline { after, pending } => {
+                write!(f, "deadline of {after:?} elapsed; pending: ")?;
+                write_names(f, pending)?;
+            }
+            other => write!(f, "group stopped after {elapsed:?}: {other}")?,
+        }
+        for (i, (name, value)) in fields.iter().enumerate() {
+            let separator = if i == 0 { " (" } else { ", " };
+            write!(f, "{separator}{name}={value}")?;
+        }
+        if !fields.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for GroupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Inner { kind, cause, elapsed, cancelled, also_failed, fields } = &*self.inner;
+        f.debug_struct("GroupError")
+            .field("kind", kind)
+            .field("cause", cause)
+            .field("elapsed", elapsed)
+            .field("cancelled", cancelled)
+            .field("also_failed", also_failed)
+            .field("fields", fields)
+            .finish()
+    }
+}
+
+impl Error for GroupError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match &self.inner.cause {
+            Cause::Failed { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
+
+/// Why [`Group::spawn`](crate::Group::spawn) refused a task. The task was not started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// A task with this name was already spawned; it keeps running.
+    #[error("a task named `{0}` already exists in this group")]
+    DuplicateName(Name),
+    /// The group has been cancelled and admits no new task.
+    #[error("task `{name}` refused: the group is closed ({cause})")]
+    Closed {
+        /// The refused task.
+        name: Name,
+        /// Why the group was cancelled.
+        cause: Cause,
+    },
+}

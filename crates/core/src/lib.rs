@@ -1,0 +1,75 @@
+//! Fail-fast structured concurrency: named [`Fetcher`]s run in a [`Group`].
+//!
+//! A [`Group`] runs named tasks concurrently under one optional deadline and returns every
+//! output by name, or the first failure; the moment one task fails, every other task is
+//! cancelled by being dropped, and the error names the failed task, the reason and what was
+//! cancelled. It is the counterpart of Go's `errgroup.WithContext`, Python's `TaskGroup` and
+//! Trio's nursery, with real cancellation.
+//!
+//! ```
+//! use std::time::Duration;
+//! use muster_core::{ErrorKind, Group};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let started = tokio::time::Instant::now();
+//! let mut group = Group::new();
+//! group.spawn("profile", async {
+//!     tokio::time::sleep(Duration::from_millis(30)).await;
+//!     Err::<&str, _>("profile service: 503 Service Unavailable")
+//! })?;
+//! group.spawn("transactions", async {
+//!     tokio::time::sleep(Duration::from_secs(10)).await; // cancelled long before this
+//!     Ok::<_, &str>("[...]")
+//! })?;
+//!
+//! let error = group.wait().await.unwrap_err();
+//! assert_eq!(error.kind(), ErrorKind::Failed);
+//! assert_eq!(error.source_name(), Some("profile"));
+//! assert_eq!(error.cancelled(), ["transactions"]);
+//! assert_eq!(started.elapsed(), Duration::from_millis(30));
+//! assert_eq!(error.to_string(), "source `profile` failed after 30ms");
+//! # Ok(()) }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - **Names**: tasks are named, a duplicate name is refused; outputs come back by name and in
+//!   spawn order ([`Outputs`]).
+//! - **First failure wins**: the first task to fail, by completion time, is the group's error;
+//!   ties at the same instant go to the earlier-spawned task. The siblings it cancelled are
+//!   listed as cancelled, never as errors of their own.
+//! - **Real cancellation**: cancelled tasks are dropped (their connections closed, their drop
+//!   guards run) before [`Group::wait`] returns. Dropping the `wait` future drops them too.
+//! - **Deadline**: an optional deadline fails the group naming the pending tasks.
+//! - **Cause**: the error and the group's [`CancelToken`] say why: the failed task, the
+//!   deadline, the caller's cancellation, or completion.
+//! - **Panics** become the task's error and cancel its siblings; the process does not crash.
+//! - **Concurrency limit**: queued tasks start in spawn order and never after a failure.
+//! - **Tracing**: every task runs in a `source` span (field `source = <name>`) inside the
+//!   caller's span.
+//!
+//! # Polling in place, not spawning
+//!
+//! A group polls its tasks inside the `wait` future rather than spawning one runtime task per
+//! source. That removes the `'static` bound (sources borrow the request), makes cancellation a
+//! synchronous drop that is complete when `wait` returns (an aborted spawned task is only
+//! dropped later, at the runtime's convenience), and costs one allocation per task instead of a
+//! spawn. The price is that tasks share one thread: put CPU-heavy work in
+//! `tokio::task::spawn_blocking` inside the task. `benches/group.rs` measures the group against
+//! `futures::future::try_join_all`, `tokio::task::JoinSet` and spawn + `CancellationToken`.
+//!
+//! Options (deadline, concurrency limit, tracing span, request-context fields) come from
+//! [`muster_options`]. The minimum supported Rust version is 1.85.
+#![doc(test(attr(deny(warnings))))]
+
+mod cancel;
+mod error;
+mod fetcher;
+mod group;
+
+pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
+pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
+pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
+pub use crate::group::{Group, IntoIter, Outputs};
+#[doc(no_inline)]
+pub use muster_options;
