@@ -250,34 +250,40 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             let cause = self.closed().cloned().unwrap_or(Cause::Cancelled);
             return Poll::Ready(Err(self.fail(ErrorKind::Cancelled, cause, values, &[])));
         }
-        // Drain every task that is ready now; failures in this same poll tie-break to the
-        // earliest spawned, and a task finishing together with the deadline is in time.
+        // Drain the tasks that are ready now, in waves: queued tasks start only once a wave
+        // is over and had no failure, so which tasks start never depends on the order in which
+        // a wave was polled. Failures in the same wave tie-break to the earliest spawned, and a
+        // task finishing together with the deadline is in time.
         let mut failed: Vec<(usize, ErrorKind, Cause)> = Vec::new();
-        while let Poll::Ready(Some((index, result))) = self.running.poll_next_unpin(cx) {
-            let name = self.names[index].clone();
-            let (kind, cause) = match result {
-                Ok(Ok(value)) => {
-                    values[index] = Some(value);
-                    if failed.is_empty() {
-                        if let Some(next) = self.queued.pop_front() {
-                            self.running.push(next);
-                        }
+        loop {
+            let mut freed = 0;
+            while let Poll::Ready(Some((index, result))) = self.running.poll_next_unpin(cx) {
+                match result {
+                    Ok(Ok(value)) => {
+                        values[index] = Some(value);
+                        freed += 1;
                     }
-                    continue;
+                    Ok(Err(error)) => {
+                        let (name, error) = (self.names[index].clone(), Arc::from(error));
+                        failed.push((index, ErrorKind::Failed, Cause::Failed { name, error }));
+                    }
+                    Err(panic) => {
+                        let (name, message) = (self.names[index].clone(), panic_message(&*panic));
+                        failed.push((index, ErrorKind::Panicked, Cause::Panicked { name, message }));
+                    }
                 }
-                Ok(Err(error)) => (ErrorKind::Failed, Cause::Failed { name, error: Arc::from(error) }),
-                Err(panic) => {
-                    let message = panic_message(&*panic);
-                    (ErrorKind::Panicked, Cause::Panicked { name, message })
-                }
-            };
-            failed.push((index, kind, cause));
+            }
+            if !failed.is_empty() || freed == 0 || self.queued.is_empty() {
+                break;
+            }
+            let starting = freed.min(self.queued.len());
+            self.running.extend(self.queued.drain(..starting));
         }
         let failed_indices: Vec<usize> = failed.iter().map(|(index, ..)| *index).collect();
         if let Some((_, kind, cause)) = failed.into_iter().min_by_key(|(index, ..)| *index) {
             return Poll::Ready(Err(self.fail(kind, cause, values, &failed_indices)));
         }
-        if self.running.is_empty() {
+        if self.running.is_empty() && self.queued.is_empty() {
             return Poll::Ready(Ok(()));
         }
         if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
