@@ -232,7 +232,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             )
         })
         .await?;
-        self.token.get().map(|token| token.cancel_with(Cause::Completed));
+        if let Some(token) = self.token.get() {
+            token.cancel_with(Cause::Completed);
+        }
         Ok(Outputs {
             names: std::mem::take(&mut self.names),
             values,
@@ -298,7 +300,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Cancels the group with `cause`: sets the token, then drops every task still running or
     /// queued, so their drop guards have run before `wait` returns.
     fn fail(&mut self, kind: ErrorKind, cause: Cause, values: &[Option<T>], failed: &[usize]) -> GroupError {
-        self.token.get().map(|token| token.cancel_with(cause.clone()));
+        if let Some(token) = self.token.get() {
+            token.cancel_with(cause.clone());
+        }
         self.running.clear();
         self.queued.clear();
         let root = cause.source_name();

@@ -296,10 +296,10 @@ async fn tasks_run_in_a_source_span_inside_the_callers_span() {
 
     let request_span = tracing::info_span!("dashboard", user_id = 42);
     let mut group = Group::with_options(ParentSpan(request_span)).unwrap();
-    group.spawn("profile", async { Ok::<_, SourceError>(tracing::info!("fetching")) }).unwrap();
+    group.spawn("profile", log_fetching()).unwrap();
     let contextual = tracing::info_span!("handler", request_id = "r-1");
     let mut second = Group::new();
-    contextual.in_scope(|| second.spawn("transactions", async { Ok::<_, SourceError>(tracing::info!("fetching")) }))
+    contextual.in_scope(|| second.spawn("transactions", log_fetching()))
         .unwrap();
     tracing::info_span!("elsewhere").in_scope(|| ()); // a different current span at wait time
     group.wait().await.unwrap();
@@ -310,15 +310,51 @@ async fn tasks_run_in_a_source_span_inside_the_callers_span() {
     assert!(output.contains("handler{request_id=\"r-1\"}:source{source=transactions}: fetching"), "{output}");
 }
 
+async fn log_fetching() -> Result<(), SourceError> {
+    tracing::info!("fetching");
+    Ok(())
+}
+
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(buf);
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fetchers_of_different_types_run_side_by_side_as_trait_objects() {
+    use muster_core::{BoxError, Fetcher, fetcher_fn};
+
+    struct Constant(&'static str);
+
+    #[async_trait::async_trait]
+    impl Fetcher<u64> for Constant {
+        type Output = String;
+        type Error = BoxError;
+
+        async fn fetch(&self, id: &u64) -> Result<String, BoxError> {
+            Ok(format!("{} {id}", self.0))
+        }
+    }
+
+    let doubled = fetcher_fn(|id: &u64| {
+        let id = *id;
+        async move { Ok::<_, BoxError>(format!("{}", id * 2)) }
+    });
+    let sources: Vec<(&str, std::sync::Arc<dyn Fetcher<u64, Output = String, Error = BoxError>>)> =
+        vec![("constant", std::sync::Arc::new(Constant("user"))), ("doubled", std::sync::Arc::new(doubled))];
+    let request = 21;
+    let mut group = Group::new();
+    for (name, source) in &sources {
+        group.spawn(*name, source.fetch(&request)).unwrap();
+    }
+    let outputs = group.wait().await.unwrap();
+    assert_eq!((&outputs["constant"][..], &outputs["doubled"][..]), ("user 21", "42"));
 }

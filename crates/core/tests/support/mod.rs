@@ -144,7 +144,9 @@ pub fn quiet_deliberate_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.payload_as_str() != Some(PANIC_MESSAGE) {
+            let payload = info.payload();
+            let message = (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
+            if message != Some(PANIC_MESSAGE) {
                 default(info);
             }
         }));
