@@ -1,1 +1,152 @@
-fn main() {}
+//! Project tasks written in Rust, in the style of `matklad/cargo-xtask`: `cargo xtask <task>`.
+//!
+//! Each task is a short list of cargo commands run from the workspace root with the cargo in
+//! `CARGO`. Every command is printed (`$ cargo ...`) before it runs, and the first failure
+//! stops the task with a non-zero exit code.
+//!
+//! ```text
+//! cargo xtask ci      fmt, lint, test and doc, in that order
+//! cargo xtask fmt     cargo fmt --all --check
+//! cargo xtask lint    cargo clippy --workspace --all-targets --all-features -- -D warnings
+//! cargo xtask test    cargo test --workspace --all-features (doc tests included)
+//! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+//! cargo xtask bench   cargo bench -p muster-core --bench group [ARGS...]
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <task> [ARGS...]
+
+tasks:
+  ci      fmt, lint, test and doc, stopping at the first failure
+  fmt     check formatting (cargo fmt --all --check)
+  lint    clippy on every target and feature, warnings denied
+  test    every test of the workspace, doc tests included
+  doc     build the docs, rustdoc warnings denied
+  bench   the Group benchmarks; ARGS go to the bench (e.g. `cargo xtask bench -- fail_fast`)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => return usage_error("no task given"),
+    };
+    let result = match task {
+        "ci" | "fmt" | "lint" | "test" | "doc" if !rest.is_empty() => {
+            return usage_error(&format!("`{task}` takes no arguments"));
+        }
+        "ci" => ci(),
+        "fmt" => fmt(),
+        "lint" => lint(),
+        "test" => test(),
+        "doc" => doc(),
+        "bench" => bench(rest),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        unknown => return usage_error(&format!("unknown task `{unknown}`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {task} failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints `message` and the usage, and returns the exit code for bad usage (2).
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("xtask: {message}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+/// Everything CI checks, cheapest first.
+fn ci() -> Result<(), String> {
+    fmt()?;
+    lint()?;
+    test()?;
+    doc()
+}
+
+fn fmt() -> Result<(), String> {
+    require("rustfmt", &["fmt", "--version"])?;
+    cargo(&["fmt", "--all", "--check"])
+}
+
+fn lint() -> Result<(), String> {
+    require("clippy", &["clippy", "--version"])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])
+}
+
+fn test() -> Result<(), String> {
+    cargo(&["test", "--workspace", "--all-features"])
+}
+
+fn doc() -> Result<(), String> {
+    cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps"])
+}
+
+fn bench(extra: &[String]) -> Result<(), String> {
+    let mut args = vec!["bench", "-p", "muster-core", "--bench", "group"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+/// Runs `cargo <args>` from the workspace root, printing the command first.
+fn cargo(args: &[&str]) -> Result<(), String> {
+    cargo_with_env(&[], args)
+}
+
+/// Runs `cargo <args>` with extra environment variables, printing the command first.
+fn cargo_with_env(env: &[(&str, &str)], args: &[&str]) -> Result<(), String> {
+    let shown = show(env, args);
+    eprintln!("$ {shown}");
+    let status = Command::new(cargo_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|error| format!("could not run `{shown}`: {error}"))?;
+    if status.success() { Ok(()) } else { Err(format!("`{shown}` failed ({status})")) }
+}
+
+/// Checks that the cargo subcommand of a rustup component works, so that a missing component
+/// is reported with the fix rather than as a confusing cargo error.
+fn require(component: &str, version_args: &[&str]) -> Result<(), String> {
+    let works = Command::new(cargo_bin())
+        .args(version_args)
+        .current_dir(root())
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if works {
+        Ok(())
+    } else {
+        Err(format!("the {component} component is missing; install it with `rustup component add {component}`"))
+    }
+}
+
+/// The command line as a user would type it, for the log and error messages.
+fn show(env: &[(&str, &str)], args: &[&str]) -> String {
+    let env = env.iter().map(|(key, value)| format!("{key}={}", quote(value)));
+    let args = args.iter().map(|arg| quote(arg));
+    env.chain(std::iter::once("cargo".to_owned())).chain(args).collect::<Vec<_>>().join(" ")
+}
+
+fn quote(word: &str) -> String {
+    if word.contains(char::is_whitespace) { format!("\"{word}\"") } else { word.to_owned() }
+}
+
+/// The cargo that runs this xtask (`CARGO`), or the one on `PATH`.
+fn cargo_bin() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn root() -> PathBuf {
+    let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
+    xtask.parent().unwrap_or(xtask).to_path_buf()
+}

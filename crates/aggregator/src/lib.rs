@@ -25,7 +25,8 @@
 
 #[doc(inline)]
 pub use muster_core::{
-    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, Name, Outputs, SpawnError, fetcher_fn,
+    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, Name, Outputs, SpawnError,
+    fetcher_fn,
 };
 #[doc(inline)]
 pub use muster_options::{Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, ParentSpan, option_fn};

@@ -81,16 +81,7 @@ impl GroupError {
         also_failed: Vec<Name>,
         fields: Vec<(Name, String)>,
     ) -> Self {
-        Self {
-            inner: Box::new(Inner {
-                kind,
-                cause,
-                elapsed,
-                cancelled,
-                also_failed,
-                fields,
-            }),
-        }
+        Self { inner: Box::new(Inner { kind, cause, elapsed, cancelled, also_failed, fields }) }
     }
 
     /// The kind of failure.

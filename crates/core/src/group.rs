@@ -150,9 +150,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// [`Cause::Completed`] when it succeeds and with [`Cause::Dropped`] when it is dropped
     /// before finishing. Cancelling it cancels the group.
     pub fn token(&self) -> CancelToken {
-        self.token
-            .get_or_init(|| self.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child))
-            .clone()
+        self.token.get_or_init(|| self.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child)).clone()
     }
 
     /// Adds a task named `name`. It starts when [`wait`](Group::wait) is first polled (or, with
@@ -223,22 +221,12 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         let cancelled = self.token.get().or(self.parent.as_ref()).map(CancelToken::cancelled_owned);
         let mut deadline = pin!(deadline);
         let mut cancelled = pin!(cancelled);
-        poll_fn(|cx| {
-            self.poll_wait(
-                cx,
-                &mut values,
-                deadline.as_mut().as_pin_mut(),
-                cancelled.as_mut().as_pin_mut(),
-            )
-        })
-        .await?;
+        poll_fn(|cx| self.poll_wait(cx, &mut values, deadline.as_mut().as_pin_mut(), cancelled.as_mut().as_pin_mut()))
+            .await?;
         if let Some(token) = self.token.get() {
             token.cancel_with(Cause::Completed);
         }
-        Ok(Outputs {
-            names: std::mem::take(&mut self.names),
-            values,
-        })
+        Ok(Outputs { names: std::mem::take(&mut self.names), values })
     }
 
     fn poll_wait(
@@ -306,11 +294,8 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         self.running.clear();
         self.queued.clear();
         let root = cause.source_name();
-        let also_failed = failed
-            .iter()
-            .map(|&index| self.names[index].clone())
-            .filter(|name| Some(&**name) != root)
-            .collect();
+        let also_failed =
+            failed.iter().map(|&index| self.names[index].clone()).filter(|name| Some(&**name) != root).collect();
         let cancelled = self.unfinished(values, failed);
         let fields = std::mem::take(&mut self.fields);
         GroupError::new(kind, cause, self.started.elapsed(), cancelled, also_failed, fields)

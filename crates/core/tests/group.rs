@@ -299,8 +299,7 @@ async fn tasks_run_in_a_source_span_inside_the_callers_span() {
     group.spawn("profile", log_fetching()).unwrap();
     let contextual = tracing::info_span!("handler", request_id = "r-1");
     let mut second = Group::new();
-    contextual.in_scope(|| second.spawn("transactions", log_fetching()))
-        .unwrap();
+    contextual.in_scope(|| second.spawn("transactions", log_fetching())).unwrap();
     tracing::info_span!("elsewhere").in_scope(|| ()); // a different current span at wait time
     group.wait().await.unwrap();
     second.wait().await.unwrap();

@@ -94,7 +94,8 @@ fn model(scenario: &Scenario) -> (Expected, Vec<usize>) {
                 break;
             }
             running.retain(|i| !wave.contains(i));
-            let failed: Vec<usize> = wave.iter().copied().filter(|&i| matches!(outcome(i), Outcome::Err | Outcome::Panic)).collect();
+            let failed: Vec<usize> =
+                wave.iter().copied().filter(|&i| matches!(outcome(i), Outcome::Err | Outcome::Panic)).collect();
             wave.iter().filter(|i| !failed.contains(i)).for_each(|&i| done[i] = true);
             if let Some(&root) = failed.iter().min() {
                 let kind = if outcome(root) == Outcome::Err { ErrorKind::Failed } else { ErrorKind::Panicked };

@@ -208,10 +208,7 @@ pub struct Field {
 impl Field {
     /// A field named `name` whose value is `value` rendered with [`Display`](fmt::Display).
     pub fn new(name: impl Into<Cow<'static, str>>, value: impl fmt::Display) -> Self {
-        Self {
-            name: name.into(),
-            value: value.to_string(),
-        }
+        Self { name: name.into(), value: value.to_string() }
     }
 }
 
@@ -262,23 +259,14 @@ mod tests {
 
     #[test]
     fn zero_deadline_is_refused() {
-        assert_eq!(
-            GroupConfig::build(Deadline(Duration::ZERO)).unwrap_err(),
-            OptionError::ZeroDeadline
-        );
+        assert_eq!(GroupConfig::build(Deadline(Duration::ZERO)).unwrap_err(), OptionError::ZeroDeadline);
     }
 
     #[test]
     fn field_names_must_be_unique_and_non_empty() {
         let twice = (Field::new("user_id", 1), Field::new("user_id", 2));
-        assert_eq!(
-            GroupConfig::build(twice).unwrap_err(),
-            OptionError::DuplicateField("user_id".into())
-        );
-        assert_eq!(
-            GroupConfig::build(Field::new("", 1)).unwrap_err(),
-            OptionError::EmptyFieldName
-        );
+        assert_eq!(GroupConfig::build(twice).unwrap_err(), OptionError::DuplicateField("user_id".into()));
+        assert_eq!(GroupConfig::build(Field::new("", 1)).unwrap_err(), OptionError::EmptyFieldName);
     }
 
     #[test]

@@ -145,7 +145,8 @@ pub fn quiet_deliberate_panics() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let payload = info.payload();
-            let message = (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
+            let message =
+                (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
             if message != Some(PANIC_MESSAGE) {
                 default(info);
             }
