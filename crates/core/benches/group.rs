@@ -1,1 +1,358 @@
-fn main() {}
+//! `muster_core::Group` against hand-written fail-fast baselines, side by side.
+//!
+//! Run with:
+//!
+//! ```text
+//! cargo bench -p muster-core --bench group
+//! cargo bench -p muster-core --bench group -- fail_fast      # one scenario (a regex)
+//! cargo bench -p muster-core --bench group -- --noplot       # no HTML report
+//! ```
+//!
+//! Every benchmark group is a scenario; its function ids are the implementations and its
+//! parameter is the number of sources N:
+//!
+//! - `muster`: `Group::new()`, N `spawn`s with precomputed `&'static str` names, `wait()`.
+//! - `try_join_all`: `futures::future::try_join_all` over the N source futures (polled in
+//!   place, like the group, but without names, panics, deadline or cause).
+//! - `join_set`: `tokio::task::JoinSet`, one runtime task per source tagged with its index so
+//!   the outputs come back in spawn order, `join_next` in a loop; on the first error
+//!   `abort_all` and drain `join_next` until empty, so every aborted task has been dropped.
+//! - `spawn_token`: `tokio::spawn` per source, each selecting on a clone of a
+//!   `tokio_util` `CancellationToken`; the handles are awaited in spawn order, and on the first
+//!   error the token is cancelled and the remaining handles are awaited.
+//!
+//! Scenarios (every source returns `Result<usize, Boom>`, `Boom` a zero-size error):
+//!
+//! - `ready`: each source is immediately `Ok(i)`.
+//! - `yield_once`: each source does `tokio::task::yield_now().await`, then `Ok(i)`.
+//! - `fail_fast`: source 0 yields once and fails, every other source is pending forever; the
+//!   time runs until the implementation returns the error with every sibling dropped.
+//! - `cancel_latency` (N = 8): source 0 fails after a real 1 ms `tokio::time::sleep`, the
+//!   others sleep 10 s; the time is the sleep (about 2 ms: tokio's timer rounds a deadline up
+//!   to its next 1 ms tick) plus detection and cancellation.
+//!
+//! Everything runs on one tokio multi-thread runtime with 2 worker threads. Each timing loop
+//! runs inside a task spawned on that runtime (`to_async(&rt).iter_custom`), because a server
+//! handler runs on a worker thread: spawning from a worker uses its local queue, while
+//! spawning from `block_on`'s thread goes through the global injection queue and every run
+//! pays for waking parked workers and the `block_on` thread (about 57 µs per run for the
+//! spawn-based baselines, whatever N, which would hide everything else).
+//!
+//! Before measuring, `check` runs every implementation once per scenario and N, and asserts
+//! that it returns the right outputs or error (for muster, that the error names the failing
+//! source) and that every source future has been dropped when it returns.
+
+use std::error::Error;
+use std::fmt;
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, SamplingMode};
+use futures::future::try_join_all;
+use muster_core::{Group, GroupError, Outputs};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Precomputed task names, so that formatting names is not measured.
+const NAMES: [&str; 64] = [
+    "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11", "s12", "s13", "s14", "s15", "s16", "s17",
+    "s18", "s19", "s20", "s21", "s22", "s23", "s24", "s25", "s26", "s27", "s28", "s29", "s30", "s31", "s32", "s33",
+    "s34", "s35", "s36", "s37", "s38", "s39", "s40", "s41", "s42", "s43", "s44", "s45", "s46", "s47", "s48", "s49",
+    "s50", "s51", "s52", "s53", "s54", "s55", "s56", "s57", "s58", "s59", "s60", "s61", "s62", "s63",
+];
+
+const SIZES: [usize; 3] = [2, 8, 64];
+const LATENCY_N: usize = 8;
+
+/// The error of a failing source: free to construct, and boxing it does not allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Boom;
+
+impl fmt::Display for Boom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("boom")
+    }
+}
+
+impl Error for Boom {}
+
+// ---------------------------------------------------------------------------------------------
+// Sources: one function per scenario, so each scenario's future is only as large as it needs.
+
+async fn ready(i: usize) -> Result<usize, Boom> {
+    Ok(i)
+}
+
+async fn yield_once(i: usize) -> Result<usize, Boom> {
+    tokio::task::yield_now().await;
+    Ok(i)
+}
+
+async fn fail_fast(i: usize) -> Result<usize, Boom> {
+    if i == 0 {
+        tokio::task::yield_now().await;
+        Err(Boom)
+    } else {
+        std::future::pending().await
+    }
+}
+
+async fn cancel_latency(i: usize) -> Result<usize, Boom> {
+    if i == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Err(Boom)
+    } else {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(i)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Implementations.
+
+async fn run_muster<S, F>(n: usize, source: S) -> Result<Outputs<usize>, GroupError>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let mut group = Group::new();
+    for (i, &name) in NAMES[..n].iter().enumerate() {
+        group.spawn(name, source(i)).expect("the names are unique");
+    }
+    group.wait().await
+}
+
+async fn run_try_join_all<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    try_join_all((0..n).map(source)).await
+}
+
+async fn run_join_set<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let task = source(i);
+        set.spawn(async move { (i, task.await) });
+    }
+    let mut outputs = vec![0; n];
+    while let Some(joined) = set.join_next().await {
+        match joined.expect("the sources do not panic") {
+            (i, Ok(value)) => outputs[i] = value,
+            (_, Err(error)) => {
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                return Err(error);
+            }
+        }
+    }
+    Ok(outputs)
+}
+
+async fn run_spawn_token<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let token = CancellationToken::new();
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let token = token.clone();
+            let task = source(i);
+            tokio::spawn(async move {
+                tokio::select! {
+                    biased;
+                    () = token.cancelled() => None,
+                    result = task => Some(result),
+                }
+            })
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(n);
+    let mut handles = handles.into_iter();
+    for handle in handles.by_ref() {
+        match handle.await.expect("the sources do not panic") {
+            Some(Ok(value)) => outputs.push(value),
+            Some(Err(error)) => {
+                token.cancel();
+                for handle in handles {
+                    // Cancelled (`None`) or already finished: either way the task is gone.
+                    let _ = handle.await;
+                }
+                return Err(error);
+            }
+            None => unreachable!("the token is cancelled only after a failure"),
+        }
+    }
+    Ok(outputs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks, run once before measuring.
+
+/// Source futures alive right now: every implementation must have dropped them all on return.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+struct Live;
+
+impl Live {
+    fn new() -> Self {
+        LIVE.fetch_add(1, Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `source`, counted in [`LIVE`] for as long as its future exists.
+fn counted<S, F>(source: S) -> impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = F::Output> + Send>>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    move |i| {
+        let live = Live::new();
+        let task = source(i);
+        Box::pin(async move {
+            let _live = live;
+            task.await
+        })
+    }
+}
+
+fn assert_all_dropped(what: &str) {
+    assert_eq!(LIVE.load(Ordering::SeqCst), 0, "{what}: source futures still alive after it returned");
+}
+
+async fn check_scenario<S, F>(scenario: &str, n: usize, source: S, fails: bool)
+where
+    S: Fn(usize) -> F + Copy,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let expected: Vec<usize> = (0..n).collect();
+    let what = |implementation: &str| format!("{scenario}/{implementation}/{n}");
+
+    let muster = run_muster(n, counted(source)).await;
+    assert_all_dropped(&what("muster"));
+    match muster {
+        Ok(outputs) => {
+            assert!(!fails, "{}: succeeded, expected a failure", what("muster"));
+            assert!(outputs.names().eq(NAMES[..n].iter().copied()), "{}: wrong names", what("muster"));
+            let values: Vec<usize> = outputs.iter().map(|(_, &value)| value).collect();
+            assert_eq!(values, expected, "{}: wrong outputs", what("muster"));
+        }
+        Err(error) => {
+            assert!(fails, "{}: unexpected failure: {error}", what("muster"));
+            assert!(error.is_failed(), "{}: not a task failure: {error}", what("muster"));
+            assert_eq!(error.source_name(), Some(NAMES[0]), "{}: wrong failing source", what("muster"));
+            assert_eq!(error.cancelled().len(), n - 1, "{}: wrong cancelled siblings", what("muster"));
+        }
+    }
+
+    let expected = if fails { Err(Boom) } else { Ok(expected) };
+    let result = run_try_join_all(n, counted(source)).await;
+    assert_all_dropped(&what("try_join_all"));
+    assert_eq!(result, expected, "{}", what("try_join_all"));
+    let result = run_join_set(n, counted(source)).await;
+    assert_all_dropped(&what("join_set"));
+    assert_eq!(result, expected, "{}", what("join_set"));
+    let result = run_spawn_token(n, counted(source)).await;
+    assert_all_dropped(&what("spawn_token"));
+    assert_eq!(result, expected, "{}", what("spawn_token"));
+}
+
+fn check(rt: &Runtime) {
+    let checks = async {
+        for n in SIZES {
+            check_scenario("ready", n, ready, false).await;
+            check_scenario("yield_once", n, yield_once, false).await;
+            check_scenario("fail_fast", n, fail_fast, true).await;
+        }
+        let started = Instant::now();
+        check_scenario("cancel_latency", LATENCY_N, cancel_latency, true).await;
+        assert!(started.elapsed() < Duration::from_secs(5), "cancel_latency: a sleeping source was waited for");
+    };
+    // On a worker thread, like the measurements.
+    rt.block_on(rt.spawn(checks)).expect("the checks passed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements.
+
+/// Times `iters` runs of `run` inside a task on `rt`'s workers.
+fn measure<R, F, O>(b: &mut criterion::Bencher<'_>, rt: &Runtime, run: R)
+where
+    R: Fn() -> F + Copy + Send + 'static,
+    F: Future<Output = O> + Send,
+{
+    b.to_async(rt).iter_custom(|iters| async move {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            for _ in 0..iters {
+                black_box(run().await);
+            }
+            started.elapsed()
+        })
+        .await
+        .expect("the benchmark task does not panic")
+    });
+}
+
+fn bench_scenario<S, F>(c: &mut Criterion, rt: &Runtime, scenario: &str, sizes: &[usize], source: S)
+where
+    S: Fn(usize) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let mut group = c.benchmark_group(scenario);
+    if scenario == "cancel_latency" {
+        // ~1 ms per iteration: fewer, equal-sized samples keep the run short.
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+    }
+    for &n in sizes {
+        group.bench_with_input(BenchmarkId::new("muster", n), &n, |b, &n| {
+            measure(b, rt, move || run_muster(n, source));
+        });
+        group.bench_with_input(BenchmarkId::new("try_join_all", n), &n, |b, &n| {
+            measure(b, rt, move || run_try_join_all(n, source));
+        });
+        group.bench_with_input(BenchmarkId::new("join_set", n), &n, |b, &n| {
+            measure(b, rt, move || run_join_set(n, source));
+        });
+        group.bench_with_input(BenchmarkId::new("spawn_token", n), &n, |b, &n| {
+            measure(b, rt, move || run_spawn_token(n, source));
+        });
+    }
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build().expect("a tokio runtime");
+    check(&rt);
+    bench_scenario(c, &rt, "ready", &SIZES, ready);
+    bench_scenario(c, &rt, "yield_once", &SIZES, yield_once);
+    bench_scenario(c, &rt, "fail_fast", &SIZES, fail_fast);
+    bench_scenario(c, &rt, "cancel_latency", &[LATENCY_N], cancel_latency);
+}
+
+fn main() {
+    let mut criterion = Criterion::default()
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500))
+        .sample_size(50)
+        .configure_from_args();
+    benches(&mut criterion);
+    criterion.final_summary();
+}
