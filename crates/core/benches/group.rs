@@ -14,6 +14,9 @@
 //! - `muster`: `Group::new()`, N `spawn`s with precomputed `&'static str` names, `wait()`.
 //! - `try_join_all`: `futures::future::try_join_all` over the N source futures (polled in
 //!   place, like the group, but without names, panics, deadline or cause).
+//! - `try_join_all_boxed`: the same over boxed futures, as a hand-written aggregator over
+//!   sources of different types (or `async_trait` fetchers) must do: the like-for-like
+//!   baseline, since a group stores each task boxed.
 //! - `join_set`: `tokio::task::JoinSet`, one runtime task per source tagged with its index so
 //!   the outputs come back in spawn order, `join_next` in a loop; on the first error
 //!   `abort_all` and drain `join_next` until empty, so every aborted task has been dropped.
@@ -46,6 +49,7 @@ use std::error::Error;
 use std::fmt;
 use std::future::Future;
 use std::hint::black_box;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -133,6 +137,17 @@ where
     try_join_all((0..n).map(source)).await
 }
 
+/// `try_join_all` over boxed futures: what a hand-written aggregator over sources of different
+/// types (or `async_trait` fetchers) runs, since the futures must share one type.
+async fn run_try_join_all_boxed<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let boxed = |i| -> Pin<Box<dyn Future<Output = Result<usize, Boom>> + Send>> { Box::pin(source(i)) };
+    try_join_all((0..n).map(boxed)).await
+}
+
 async fn run_join_set<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
 where
     S: Fn(usize) -> F,
@@ -217,7 +232,7 @@ impl Drop for Live {
 }
 
 /// `source`, counted in [`LIVE`] for as long as its future exists.
-fn counted<S, F>(source: S) -> impl Fn(usize) -> std::pin::Pin<Box<dyn Future<Output = F::Output> + Send>>
+fn counted<S, F>(source: S) -> impl Fn(usize) -> Pin<Box<dyn Future<Output = F::Output> + Send>>
 where
     S: Fn(usize) -> F,
     F: Future<Output = Result<usize, Boom>> + Send + 'static,
@@ -265,6 +280,9 @@ where
     let result = run_try_join_all(n, counted(source)).await;
     assert_all_dropped(&what("try_join_all"));
     assert_eq!(result, expected, "{}", what("try_join_all"));
+    let result = run_try_join_all_boxed(n, counted(source)).await;
+    assert_all_dropped(&what("try_join_all_boxed"));
+    assert_eq!(result, expected, "{}", what("try_join_all_boxed"));
     let result = run_join_set(n, counted(source)).await;
     assert_all_dropped(&what("join_set"));
     assert_eq!(result, expected, "{}", what("join_set"));
@@ -326,6 +344,9 @@ where
         });
         group.bench_with_input(BenchmarkId::new("try_join_all", n), &n, |b, &n| {
             measure(b, rt, move || run_try_join_all(n, source));
+        });
+        group.bench_with_input(BenchmarkId::new("try_join_all_boxed", n), &n, |b, &n| {
+            measure(b, rt, move || run_try_join_all_boxed(n, source));
         });
         group.bench_with_input(BenchmarkId::new("join_set", n), &n, |b, &n| {
             measure(b, rt, move || run_join_set(n, source));

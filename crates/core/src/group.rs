@@ -1,4 +1,3 @@
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::{Future, poll_fn};
 use std::ops::Index;
@@ -18,9 +17,50 @@ use tracing::Instrument as _;
 use crate::cancel::{CancelToken, Cause, Name};
 use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 
-/// What a task's future resolves to inside the group: its index, and its result or panic.
-type TaskOutput<T> = (usize, std::thread::Result<Result<T, BoxError>>);
-type Task<'a, T> = Pin<Box<dyn Future<Output = TaskOutput<T>> + Send + 'a>>;
+/// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
+/// beyond the task itself. Larger groups poll only the tasks that were woken (through a
+/// `FuturesUnordered`, one more allocation per task), so a wake-up costs O(1) instead of O(N).
+/// The same threshold as `futures::future::join_all`, for the same reason.
+const FEW: usize = 32;
+
+/// A task as the group stores it: panics caught, the error boxed, inside its span.
+type Task<'a, T> = Pin<Box<dyn Future<Output = std::thread::Result<Result<T, BoxError>>> + Send + 'a>>;
+
+/// Where a task is in its life.
+enum State<'a, T> {
+    /// Waiting for a slot under the concurrency limit; never polled.
+    Queued(Task<'a, T>),
+    /// Running, polled in place by `wait`.
+    Running(Task<'a, T>),
+    /// Running inside the group's `FuturesUnordered` (large groups).
+    Pooled,
+    /// Finished with this output.
+    Done(T),
+    /// Failed or panicked.
+    Failed,
+    /// Dropped before it finished.
+    Cancelled,
+}
+
+struct Slot<'a, T> {
+    name: Name,
+    state: State<'a, T>,
+}
+
+/// A task of a large group, tagged with its slot.
+struct Pooled<'a, T> {
+    index: usize,
+    task: Task<'a, T>,
+}
+
+impl<T> Future for Pooled<'_, T> {
+    type Output = (usize, std::thread::Result<Result<T, BoxError>>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index;
+        self.task.as_mut().poll(cx).map(|output| (index, output))
+    }
+}
 
 /// A fail-fast set of named tasks: the Rust counterpart of Go's `errgroup.WithContext`, with
 /// real cancellation.
@@ -77,9 +117,16 @@ pub struct Group<'a, T> {
     fields: Vec<(Name, String)>,
     parent: Option<CancelToken>,
     token: OnceLock<CancelToken>,
-    names: Vec<Name>,
-    running: FuturesUnordered<Task<'a, T>>,
-    queued: VecDeque<Task<'a, T>>,
+    slots: Vec<Slot<'a, T>>,
+    /// A hash of each slot's name, in slot order: the duplicate check scans these (a tight,
+    /// vectorised loop) and compares names only on a hash match.
+    hashes: Vec<u64>,
+    /// Tasks running (polled in place or pooled).
+    running: usize,
+    /// The first queued slot; queued slots are a suffix of `slots`.
+    next_queued: Option<usize>,
+    /// The running tasks of a large group; `None` for a small one.
+    pool: Option<FuturesUnordered<Pooled<'a, T>>>,
 }
 
 impl<'a, T: Send + 'a> Group<'a, T> {
@@ -120,9 +167,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             fields,
             parent: None,
             token: OnceLock::new(),
-            names: Vec::new(),
-            running: FuturesUnordered::new(),
-            queued: VecDeque::new(),
+            slots: Vec::new(),
+            hashes: Vec::new(),
+            running: 0,
+            next_queued: None,
+            pool: None,
         }
     }
 
@@ -173,35 +222,41 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             let cause = cause.clone();
             return Err(SpawnError::Closed { name, cause });
         }
-        if self.names.contains(&name) {
+        let hash = name_hash(&name);
+        if self.hashes.contains(&hash) && self.slots.iter().any(|slot| slot.name == name) {
             return Err(SpawnError::DuplicateName(name));
         }
         let span = match &self.span {
             Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
             None => tracing::info_span!("source", source = %name),
         };
-        let index = self.names.len();
-        self.names.push(name);
-        let task = AssertUnwindSafe(async move { task.await.map_err(Into::into) })
-            .catch_unwind()
-            .map(move |result| (index, result))
-            .instrument(span);
-        if self.running.len() < self.limit {
-            self.running.push(Box::pin(task));
+        let task: Task<'a, T> =
+            Box::pin(AssertUnwindSafe(async move { task.await.map_err(Into::into) }).catch_unwind().instrument(span));
+        let state = if self.running < self.limit {
+            self.running += 1;
+            State::Running(task)
         } else {
-            self.queued.push_back(Box::pin(task));
+            self.next_queued.get_or_insert(self.slots.len());
+            State::Queued(task)
+        };
+        if self.slots.is_empty() {
+            // Most groups are small: one allocation each instead of growing 4, then 8.
+            self.slots.reserve(8);
+            self.hashes.reserve(8);
         }
+        self.slots.push(Slot { name, state });
+        self.hashes.push(hash);
         Ok(())
     }
 
     /// The number of tasks spawned so far.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.slots.len()
     }
 
     /// Whether no task has been spawned.
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.slots.is_empty()
     }
 
     /// Runs every task to completion and returns their outputs by name, or fails fast.
@@ -216,29 +271,42 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Dropping the returned future drops every task (they are owned by it) and cancels the
     /// group's token with [`Cause::Dropped`]; nothing keeps running.
     pub async fn wait(mut self) -> Result<Outputs<T>, GroupError> {
-        let mut values: Vec<Option<T>> = std::iter::repeat_with(|| None).take(self.len()).collect();
+        if self.slots.len() > FEW {
+            let pool = FuturesUnordered::new();
+            for (index, slot) in self.slots.iter_mut().enumerate() {
+                if !matches!(slot.state, State::Running(_)) {
+                    continue;
+                }
+                if let State::Running(task) = std::mem::replace(&mut slot.state, State::Pooled) {
+                    pool.push(Pooled { index, task });
+                }
+            }
+            self.pool = Some(pool);
+        }
         let deadline = self.deadline.map(|after| tokio::time::sleep_until(self.started + after));
         let cancelled = self.token.get().or(self.parent.as_ref()).map(CancelToken::cancelled_owned);
         let mut deadline = pin!(deadline);
         let mut cancelled = pin!(cancelled);
-        poll_fn(|cx| self.poll_wait(cx, &mut values, deadline.as_mut().as_pin_mut(), cancelled.as_mut().as_pin_mut()))
-            .await?;
+        poll_fn(|cx| self.poll_wait(cx, deadline.as_mut().as_pin_mut(), cancelled.as_mut().as_pin_mut())).await?;
         if let Some(token) = self.token.get() {
             token.cancel_with(Cause::Completed);
         }
-        Ok(Outputs { names: std::mem::take(&mut self.names), values })
+        let entries = self.slots.drain(..).map(|slot| match slot.state {
+            State::Done(value) => (slot.name, Some(value)),
+            _ => (slot.name, None),
+        });
+        Ok(Outputs { entries: entries.collect() })
     }
 
     fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
-        values: &mut [Option<T>],
         deadline: Option<Pin<&mut Sleep>>,
         cancelled: Option<Pin<&mut WaitForCancellationFutureOwned>>,
     ) -> Poll<Result<(), GroupError>> {
         if cancelled.is_some_and(|cancelled| cancelled.poll(cx).is_ready()) {
             let cause = self.closed().cloned().unwrap_or(Cause::Cancelled);
-            return Poll::Ready(Err(self.fail(ErrorKind::Cancelled, cause, values, &[])));
+            return Poll::Ready(Err(self.fail(ErrorKind::Cancelled, cause, &[])));
         }
         // Drain the tasks that are ready now, in waves: queued tasks start only once a wave
         // is over and had no failure, so which tasks start never depends on the order in which
@@ -246,66 +314,109 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         // task finishing together with the deadline is in time.
         let mut failed: Vec<(usize, ErrorKind, Cause)> = Vec::new();
         loop {
-            let mut freed = 0;
-            while let Poll::Ready(Some((index, result))) = self.running.poll_next_unpin(cx) {
-                match result {
-                    Ok(Ok(value)) => {
-                        values[index] = Some(value);
-                        freed += 1;
-                    }
-                    Ok(Err(error)) => {
-                        let (name, error) = (self.names[index].clone(), Arc::from(error));
-                        failed.push((index, ErrorKind::Failed, Cause::Failed { name, error }));
-                    }
-                    Err(panic) => {
-                        let (name, message) = (self.names[index].clone(), panic_message(&*panic));
-                        failed.push((index, ErrorKind::Panicked, Cause::Panicked { name, message }));
-                    }
+            let finished = self.running;
+            for index in 0..self.slots.len() {
+                let State::Running(task) = &mut self.slots[index].state else { continue };
+                if let Poll::Ready(output) = task.as_mut().poll(cx) {
+                    self.settle(index, output, &mut failed);
                 }
             }
-            if !failed.is_empty() || freed == 0 || self.queued.is_empty() {
+            if let Some(mut pool) = self.pool.take() {
+                while let Poll::Ready(Some((index, output))) = pool.poll_next_unpin(cx) {
+                    self.settle(index, output, &mut failed);
+                }
+                self.pool = Some(pool);
+            }
+            let freed = finished - self.running - failed.len();
+            if !failed.is_empty() || freed == 0 || self.next_queued.is_none() {
                 break;
             }
-            let starting = freed.min(self.queued.len());
-            self.running.extend(self.queued.drain(..starting));
+            (0..freed).for_each(|_| self.start_next());
         }
         let failed_indices: Vec<usize> = failed.iter().map(|(index, ..)| *index).collect();
         if let Some((_, kind, cause)) = failed.into_iter().min_by_key(|(index, ..)| *index) {
-            return Poll::Ready(Err(self.fail(kind, cause, values, &failed_indices)));
+            return Poll::Ready(Err(self.fail(kind, cause, &failed_indices)));
         }
-        if self.running.is_empty() && self.queued.is_empty() {
+        if self.running == 0 && self.next_queued.is_none() {
             return Poll::Ready(Ok(()));
         }
         if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
             let after = self.deadline.unwrap_or_default();
-            let pending = self.unfinished(values, &[]).into();
+            let pending = self.unfinished().into();
             let cause = Cause::Deadline { after, pending };
-            return Poll::Ready(Err(self.fail(ErrorKind::Timeout, cause, values, &[])));
+            return Poll::Ready(Err(self.fail(ErrorKind::Timeout, cause, &[])));
         }
         Poll::Pending
     }
 
+    /// Records the output of the task in slot `index`.
+    fn settle(
+        &mut self,
+        index: usize,
+        output: std::thread::Result<Result<T, BoxError>>,
+        failed: &mut Vec<(usize, ErrorKind, Cause)>,
+    ) {
+        self.running -= 1;
+        let slot = &mut self.slots[index];
+        let name = || slot.name.clone();
+        let (kind, cause) = match output {
+            Ok(Ok(value)) => {
+                slot.state = State::Done(value);
+                return;
+            }
+            Ok(Err(error)) => (ErrorKind::Failed, Cause::Failed { name: name(), error: Arc::from(error) }),
+            Err(panic) => (ErrorKind::Panicked, Cause::Panicked { name: name(), message: panic_message(&*panic) }),
+        };
+        slot.state = State::Failed;
+        failed.push((index, kind, cause));
+    }
+
+    /// Starts the first queued task, if any.
+    fn start_next(&mut self) {
+        let Some(index) = self.next_queued else { return };
+        self.next_queued = (index + 1 < self.slots.len()).then_some(index + 1);
+        let slot = &mut self.slots[index];
+        let State::Queued(task) = std::mem::replace(&mut slot.state, State::Cancelled) else { return };
+        self.running += 1;
+        match &mut self.pool {
+            Some(pool) => {
+                slot.state = State::Pooled;
+                pool.push(Pooled { index, task });
+            }
+            None => slot.state = State::Running(task),
+        }
+    }
+
     /// Cancels the group with `cause`: sets the token, then drops every task still running or
     /// queued, so their drop guards have run before `wait` returns.
-    fn fail(&mut self, kind: ErrorKind, cause: Cause, values: &[Option<T>], failed: &[usize]) -> GroupError {
+    fn fail(&mut self, kind: ErrorKind, cause: Cause, failed: &[usize]) -> GroupError {
         if let Some(token) = self.token.get() {
             token.cancel_with(cause.clone());
         }
-        self.running.clear();
-        self.queued.clear();
+        self.pool = None;
+        let mut cancelled = Vec::new();
+        for slot in &mut self.slots {
+            if matches!(slot.state, State::Queued(_) | State::Running(_) | State::Pooled) {
+                slot.state = State::Cancelled;
+                cancelled.push(slot.name.clone());
+            }
+        }
+        self.running = 0;
+        self.next_queued = None;
         let root = cause.source_name();
-        let also_failed =
-            failed.iter().map(|&index| self.names[index].clone()).filter(|name| Some(&**name) != root).collect();
-        let cancelled = self.unfinished(values, failed);
+        let also_failed = (failed.iter().map(|&index| &self.slots[index].name))
+            .filter(|name| Some(&***name) != root)
+            .cloned()
+            .collect();
         let fields = std::mem::take(&mut self.fields);
         GroupError::new(kind, cause, self.started.elapsed(), cancelled, also_failed, fields)
     }
 
-    /// The tasks that have neither produced a value nor failed, in spawn order.
-    fn unfinished(&self, values: &[Option<T>], failed: &[usize]) -> Vec<Name> {
-        (values.iter().enumerate())
-            .filter(|(index, value)| value.is_none() && !failed.contains(index))
-            .map(|(index, _)| self.names[index].clone())
+    /// The tasks still running or queued, in spawn order.
+    fn unfinished(&self) -> Vec<Name> {
+        (self.slots.iter())
+            .filter(|slot| matches!(slot.state, State::Queued(_) | State::Running(_) | State::Pooled))
+            .map(|slot| slot.name.clone())
             .collect()
     }
 
@@ -335,13 +446,28 @@ impl<T> Drop for Group<'_, T> {
 
 impl<T> fmt::Debug for Group<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.slots.iter().map(|slot| &*slot.name).collect();
         f.debug_struct("Group")
-            .field("names", &self.names)
-            .field("running", &self.running.len())
-            .field("queued", &self.queued.len())
+            .field("names", &names)
+            .field("running", &self.running)
             .field("deadline", &self.deadline)
             .finish_non_exhaustive()
     }
+}
+
+/// A fast, non-cryptographic hash of a task name (FxHash's mixing step over 8-byte words). Only
+/// used to skip name comparisons; equal hashes are confirmed by comparing the names.
+fn name_hash(name: &str) -> u64 {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    let mut chunks = name.as_bytes().chunks_exact(8);
+    let mut hash = name.len() as u64;
+    for chunk in chunks.by_ref() {
+        hash = mix(hash, u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    mix(hash, u64::from_le_bytes(tail))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
@@ -369,25 +495,23 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
 /// ```
 #[derive(Clone)]
 pub struct Outputs<T> {
-    names: Vec<Name>,
-    values: Vec<Option<T>>,
+    entries: Vec<(Name, Option<T>)>,
 }
 
 impl<T> Outputs<T> {
-    fn position(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|candidate| candidate == name)
+    fn entry(&mut self, name: &str) -> Option<&mut Option<T>> {
+        self.entries.iter_mut().find(|(candidate, _)| candidate == name).map(|(_, value)| value)
     }
 
     /// The output of the task named `name`, unless there is none or it was taken.
     pub fn get(&self, name: &str) -> Option<&T> {
-        self.values[self.position(name)?].as_ref()
+        self.iter().find(|(candidate, _)| *candidate == name).map(|(_, value)| value)
     }
 
     /// Moves the output of the task named `name` out, for building typed results without
     /// clones.
     pub fn take(&mut self, name: &str) -> Option<T> {
-        let position = self.position(name)?;
-        self.values[position].take()
+        self.entry(name)?.take()
     }
 
     /// The names of the outputs not taken, in spawn order.
@@ -397,12 +521,12 @@ impl<T> Outputs<T> {
 
     /// The outputs not taken, with their names, in spawn order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &T)> {
-        (self.names.iter().zip(&self.values)).filter_map(|(name, value)| Some((&**name, value.as_ref()?)))
+        self.entries.iter().filter_map(|(name, value)| Some((&**name, value.as_ref()?)))
     }
 
     /// The number of outputs not taken.
     pub fn len(&self) -> usize {
-        self.values.iter().filter(|value| value.is_some()).count()
+        self.iter().count()
     }
 
     /// Whether every output has been taken (or the group was empty).
@@ -430,13 +554,13 @@ impl<T> IntoIterator for Outputs<T> {
     type IntoIter = IntoIter<T>;
 
     fn into_iter(self) -> IntoIter<T> {
-        IntoIter(self.names.into_iter().zip(self.values))
+        IntoIter(self.entries.into_iter())
     }
 }
 
 /// The outputs of a group by value, in spawn order; see [`Outputs`].
 #[derive(Debug)]
-pub struct IntoIter<T>(std::iter::Zip<std::vec::IntoIter<Name>, std::vec::IntoIter<Option<T>>>);
+pub struct IntoIter<T>(std::vec::IntoIter<(Name, Option<T>)>);
 
 impl<T> Iterator for IntoIter<T> {
     type Item = (Name, T);

@@ -1,6 +1,6 @@
 //! Property test: random groups on tokio's paused clock against a small reference model.
 //!
-//! Each case is 1..=32 sources, each with a delay and an outcome (ok, error, panic, hang), an
+//! Each case is 1..=48 sources (beyond 32 the group switches to its `FuturesUnordered` path), each with a delay and an outcome (ok, error, panic, hang), an
 //! optional deadline and an optional concurrency limit. The model simulates the group in
 //! virtual milliseconds and predicts the result kind, the root cause, the sources that lost a
 //! tie, the elapsed time, which sources started and exactly which were cancelled.
@@ -48,7 +48,7 @@ fn source() -> impl Strategy<Value = (u64, Outcome)> {
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
-        prop::collection::vec(source(), 1..=32),
+        prop::collection::vec(source(), 1..=48),
         prop::option::of((1u64..12).prop_map(|steps| steps * 5)),
         prop::option::of(1usize..=6),
     )
