@@ -14,7 +14,8 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, ExitCode, Stdio};
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [ARGS...]
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         "ci" => ci(),
         "fmt" => fmt(),
         "lint" => lint(),
-        "test" => test(),
+        "test" => test().map(|summary| eprintln!("\n{summary}")),
         "doc" => doc(),
         "bench" => bench(rest),
         "help" | "-h" | "--help" => {
@@ -64,12 +65,14 @@ fn usage_error(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// Everything CI checks, cheapest first.
+/// Everything CI checks, cheapest first, then a closing summary of the tests that ran.
 fn ci() -> Result<(), String> {
     fmt()?;
     lint()?;
-    test()?;
-    doc()
+    let tests = test()?;
+    doc()?;
+    eprintln!("\nci passed: fmt, clippy, docs; {tests}");
+    Ok(())
 }
 
 fn fmt() -> Result<(), String> {
@@ -82,8 +85,61 @@ fn lint() -> Result<(), String> {
     cargo(&["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"])
 }
 
-fn test() -> Result<(), String> {
-    cargo(&["test", "--workspace", "--all-features"])
+const TEST: [&str; 3] = ["test", "--workspace", "--all-features"];
+
+/// Runs every test, echoing the output, and returns a summary of the `test result:` lines of
+/// every test binary and doc-test run.
+fn test() -> Result<String, String> {
+    let shown = show(&[], &TEST);
+    eprintln!("$ {shown}");
+    let mut child = Command::new(cargo_bin())
+        .args(TEST)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|error| format!("could not run `{shown}`: {error}"))?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait().map_err(|error| format!("`{shown}` did not finish: {error}"))?;
+    if !status.success() {
+        return Err(format!("`{shown}` failed ({status})"));
+    }
+    Ok(format!(
+        "tests: {} passed, {} failed, {} ignored in {} test runs",
+        totals.passed, totals.failed, totals.ignored, totals.runs
+    ))
+}
+
+/// Sums of the `test result: ok. 17 passed; 0 failed; 0 ignored; ...` lines.
+#[derive(Debug, Default)]
+struct Totals {
+    runs: u64,
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    fn add(&mut self, line: &str) {
+        let Some(result) = line.strip_prefix("test result: ") else { return };
+        self.runs += 1;
+        for part in result.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            let (Some(count), Some(what)) = (words.next(), words.next()) else { continue };
+            let Ok(count) = count.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
 }
 
 fn doc() -> Result<(), String> {
