@@ -13,8 +13,8 @@
 //! cargo xtask bench   cargo bench -p muster-core --bench group [ARGS...]
 //! ```
 
-use std::path::{Path, PathBuf};
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 const USAGE: &str = "\

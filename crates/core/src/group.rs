@@ -455,19 +455,13 @@ impl<T> fmt::Debug for Group<'_, T> {
     }
 }
 
-/// A fast, non-cryptographic hash of a task name (FxHash's mixing step over 8-byte words). Only
-/// used to skip name comparisons; equal hashes are confirmed by comparing the names.
+/// A cheap fingerprint of a task name: its length and its first and last eight bytes. Only
+/// used to skip name comparisons; equal fingerprints are confirmed by comparing the names.
 fn name_hash(name: &str) -> u64 {
-    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-    let mix = |hash: u64, word: u64| (hash.rotate_left(5) ^ word).wrapping_mul(SEED);
-    let mut chunks = name.as_bytes().chunks_exact(8);
-    let mut hash = name.len() as u64;
-    for chunk in chunks.by_ref() {
-        hash = mix(hash, u64::from_le_bytes(chunk.try_into().unwrap_or_default()));
-    }
-    let mut tail = [0u8; 8];
-    tail[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    mix(hash, u64::from_le_bytes(tail))
+    let bytes = name.as_bytes();
+    let word = |part: &[u8]| part.iter().fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+    let (head, tail) = (word(&bytes[..bytes.len().min(8)]), word(&bytes[bytes.len().saturating_sub(8)..]));
+    (head.rotate_left(29) ^ tail).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ bytes.len() as u64
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {

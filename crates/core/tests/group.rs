@@ -242,8 +242,15 @@ async fn the_alive_task_count_returns_to_baseline_after_every_outcome() {
     support::quiet_deliberate_panics();
     let metrics = tokio::runtime::Handle::current().metrics();
     let baseline = metrics.num_alive_tasks();
-    let outcomes = [Outcome::Ok, Outcome::Err, Outcome::Panic, Outcome::Hang];
-    for outcome in outcomes {
+    // `Hang` under the 200 ms deadline times out; `(Hang, true)` drops the `wait` future first.
+    let outcomes = [
+        (Outcome::Ok, false),
+        (Outcome::Err, false),
+        (Outcome::Panic, false),
+        (Outcome::Hang, false),
+        (Outcome::Hang, true),
+    ];
+    for (outcome, drop_wait) in outcomes {
         let probe = Probe::new();
         let mut group = Group::with_options(Deadline(ms(200))).unwrap();
         for i in 0..4 {
@@ -258,7 +265,11 @@ async fn the_alive_task_count_returns_to_baseline_after_every_outcome() {
                 })
                 .unwrap();
         }
-        let _ = group.wait().await;
+        if drop_wait {
+            assert!(tokio::time::timeout(ms(20), group.wait()).await.is_err(), "the group should still be running");
+        } else {
+            let _ = group.wait().await;
+        }
         // An aborted task is released by the runtime shortly after `abort`; wait for that,
         // bounded, instead of guessing a sleep.
         let settled = tokio::time::timeout(Duration::from_secs(5), async {
