@@ -1,4 +1,5 @@
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// Why a set of options was refused.
 ///
@@ -19,4 +20,24 @@ pub enum OptionError {
     /// Two request-context fields share a name.
     #[error("context field `{0}` is set twice")]
     DuplicateField(Cow<'static, str>),
+    /// A per-source timeout of zero would fail every attempt.
+    #[error("the source timeout must be greater than zero")]
+    ZeroTimeout,
+    /// A hedge delay of zero would always run two attempts at once.
+    #[error("the hedge delay must be greater than zero")]
+    ZeroHedge,
+    /// A retry policy needs at least one attempt.
+    #[error("a retry policy needs at least 1 attempt")]
+    ZeroAttempts,
+    /// The backoff bounds are inverted or zero.
+    #[error("the retry backoff must satisfy 0 < max and min <= max (min {min:?}, max {max:?})")]
+    Backoff {
+        /// The first backoff.
+        min: Duration,
+        /// The largest backoff.
+        max: Duration,
+    },
+    /// The jitter ratio must be finite and in `0.0..100.0`.
+    #[error("the retry jitter must be a finite ratio in 0..100, not {0}")]
+    Jitter(String),
 }

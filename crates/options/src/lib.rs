@@ -19,13 +19,15 @@
 //! # Ok::<(), OptionError>(())
 //! ```
 //!
-//! Options are open: any type implementing [`GroupOption`] is one. Source-level options (optional
-//! sources, per-source timeouts, retries, hedging) follow the same pattern in their own trait, so
-//! adding them extends this crate without changing what is here.
+//! Options are open: any type implementing [`GroupOption`] is one. Source-level options
+//! ([`Optional`] with a [`Fallback`], [`Timeout`], [`Retry`], [`Hedge`]) follow the same pattern
+//! in their own trait, [`SourceOption`], and build a [`SourceConfig`].
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
 mod group;
+mod source;
 
 pub use crate::error::OptionError;
 pub use crate::group::{Deadline, Field, GroupConfig, GroupOption, Limit, OptionFn, ParentSpan, option_fn};
+pub use crate::source::{Fallback, Hedge, Optional, Retry, RetryIf, SourceConfig, SourceOption, Timeout};
