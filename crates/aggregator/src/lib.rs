@@ -23,10 +23,25 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 
+mod aggregator;
+mod error;
+mod report;
+mod source;
+
+pub use crate::aggregator::{Aggregate, Aggregator, AnyOutput, Builder, Key};
+pub use crate::error::{AggregateError, BuildError, MergeError, SourceTimeout};
+pub use crate::report::{Outcome, Report, SourceReport, TimeoutKind, Trigger};
+
 #[doc(inline)]
 pub use muster_core::{
     BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, Name, Outputs, SpawnError,
     fetcher_fn,
 };
 #[doc(inline)]
-pub use muster_options::{Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, ParentSpan, option_fn};
+pub use muster_options::{
+    Deadline, Fallback, Field, GroupConfig, GroupOption, Hedge, Limit, OptionError, Optional, ParentSpan, Retry,
+    SourceConfig, SourceOption, Timeout, option_fn,
+};
+
+#[cfg(feature = "json")]
+pub mod json;

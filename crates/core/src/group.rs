@@ -543,6 +543,12 @@ impl<T> Index<&str> for Outputs<T> {
     }
 }
 
+impl<T> FromIterator<(Name, T)> for Outputs<T> {
+    fn from_iter<I: IntoIterator<Item = (Name, T)>>(iter: I) -> Self {
+        Self { entries: iter.into_iter().map(|(name, value)| (name, Some(value))).collect() }
+    }
+}
+
 impl<T> IntoIterator for Outputs<T> {
     type Item = (Name, T);
     type IntoIter = IntoIter<T>;

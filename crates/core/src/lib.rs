@@ -63,11 +63,13 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod cancel;
+mod coalesce;
 mod error;
 mod fetcher;
 mod group;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
+pub use crate::coalesce::{CoalesceError, Coalescer};
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
 pub use crate::group::{Group, IntoIter, Outputs};

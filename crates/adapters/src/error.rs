@@ -1,0 +1,47 @@
+//! The errors of this crate's adapters.
+
+/// The error a [`MockFetcher`](crate::MockFetcher) returns for a [`Step::err`](crate::Step::err)
+/// step: the scripted message and whether a retry policy may try again.
+///
+/// `Display` is the message alone, so assertions on a group's or an aggregator's error read
+/// like the script.
+///
+/// ```
+/// use muster_adapters::MockError;
+///
+/// let error = MockError::new("profile service: 503");
+/// assert_eq!(error.to_string(), "profile service: 503");
+/// assert!(error.is_retryable());
+/// assert!(!error.permanent().is_retryable());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct MockError {
+    message: String,
+    retryable: bool,
+}
+
+impl MockError {
+    /// A retryable error with `message`, like a scripted [`Step::err`](crate::Step::err).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), retryable: true }
+    }
+
+    /// The same error, marked as not retryable.
+    #[must_use = "`permanent` returns a new error and leaves `self` unchanged"]
+    pub fn permanent(self) -> Self {
+        Self { retryable: false, ..self }
+    }
+
+    /// The scripted message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Whether a retry policy may try the call again: `true` unless the step was made
+    /// [`permanent`](crate::Step::permanent).
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}

@@ -1,0 +1,265 @@
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use muster_core::{Cause, GroupError, Name};
+use tokio::time::Instant;
+
+/// What happened in one aggregation: every source's outcome and timing, what triggered the
+/// cancellation and how long the cancellation took.
+///
+/// `Display` renders a text waterfall: one line per source, a bar from its start to its end
+/// scaled to the aggregation's total time, and its outcome.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Report {
+    /// From the start of the aggregation to its answer.
+    pub elapsed: Duration,
+    /// Every source, in declaration order.
+    pub sources: Vec<SourceReport>,
+    /// What stopped the aggregation early, if something did.
+    pub trigger: Option<Trigger>,
+    /// From the trigger to the moment every cancelled source had been dropped.
+    pub cancellation: Option<Duration>,
+    /// The request-context fields of the aggregator (`user_id`, ...).
+    pub fields: Vec<(Name, String)>,
+}
+
+/// What stopped an aggregation early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Trigger {
+    /// This required source failed (error, timeout or panic).
+    Source(Name),
+    /// The global deadline passed.
+    Deadline,
+    /// The caller cancelled the aggregation.
+    Cancelled,
+}
+
+/// One source's part in an aggregation.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SourceReport {
+    /// The source's name.
+    pub name: Name,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it started, from the start of the aggregation; `None` if it never started.
+    pub start: Option<Duration>,
+    /// How long it ran, until it finished or was cancelled.
+    pub duration: Duration,
+    /// Attempts made, retries and hedges included.
+    pub attempts: u32,
+}
+
+/// Which timeout fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// The source's own [`Timeout`](muster_options::Timeout).
+    Source,
+    /// The aggregator's global [`Deadline`](muster_options::Deadline).
+    Global,
+}
+
+/// How a source ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It returned a value.
+    Ok,
+    /// It returned an error (after its retries, if any).
+    Failed {
+        /// The error, rendered.
+        error: String,
+    },
+    /// A timeout fired.
+    TimedOut {
+        /// Which one.
+        timeout: TimeoutKind,
+    },
+    /// It panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// It was cancelled because of something else: a sibling's failure, the deadline, the
+    /// caller.
+    Cancelled {
+        /// Why, e.g. "cancelled by `profile`".
+        cause: String,
+    },
+    /// It was optional, failed, and its fallback took its place.
+    FellBack {
+        /// The failure the fallback replaced.
+        after: Box<Outcome>,
+    },
+}
+
+impl Outcome {
+    /// A short stable name: `ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed { .. } => "failed",
+            Self::TimedOut { .. } => "timeout",
+            Self::Panicked { .. } => "panicked",
+            Self::Cancelled { .. } => "cancelled",
+            Self::FellBack { .. } => "fallback",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ok => f.write_str("ok"),
+            Self::Failed { error } => write!(f, "failed: {error}"),
+            Self::TimedOut { timeout: TimeoutKind::Source } => f.write_str("timed out (source timeout)"),
+            Self::TimedOut { timeout: TimeoutKind::Global } => f.write_str("timed out (global deadline)"),
+            Self::Panicked { message } => write!(f, "panicked: {message}"),
+            Self::Cancelled { cause } => f.write_str(cause),
+            Self::FellBack { after } => write!(f, "fell back after {after}"),
+        }
+    }
+}
+
+impl Report {
+    /// The report of `name`, if there is such a source.
+    pub fn source(&self, name: &str) -> Option<&SourceReport> {
+        self.sources.iter().find(|source| source.name == name)
+    }
+
+    /// One line, `name=outcome@start+duration/attempts` per source: for log fields.
+    pub fn compact(&self) -> String {
+        let mut line = String::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            let separator = if i == 0 { "" } else { " " };
+            let start = source.start.map_or_else(|| "-".to_owned(), |start| format!("{start:?}"));
+            line += &format!(
+                "{separator}{}={}@{start}+{:?}/{}",
+                source.name,
+                source.outcome.as_str(),
+                source.duration,
+                source.attempts
+            );
+        }
+        line
+    }
+}
+
+/// Width of the waterfall's bars, in characters.
+const BAR: usize = 40;
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "aggregation took {:?}", self.elapsed)?;
+        match &self.trigger {
+            Some(Trigger::Source(name)) => write!(f, ", stopped by `{name}`")?,
+            Some(Trigger::Deadline) => f.write_str(", stopped by the deadline")?,
+            Some(Trigger::Cancelled) => f.write_str(", cancelled by the caller")?,
+            None => {}
+        }
+        if let Some(cancellation) = self.cancellation {
+            write!(f, "; cancellation took {cancellation:?}")?;
+        }
+        for (name, value) in &self.fields {
+            write!(f, " {name}={value}")?;
+        }
+        let width = self.sources.iter().map(|source| source.name.len()).max().unwrap_or(0);
+        let total = self.elapsed.as_nanos().max(1);
+        let column = |offset: Duration| (offset.as_nanos().saturating_mul(BAR as u128) / total) as usize;
+        for source in &self.sources {
+            let (start, end) = match source.start {
+                Some(start) => (column(start).min(BAR), column(start + source.duration).clamp(column(start) + 1, BAR)),
+                None => (0, 0),
+            };
+            let bar: String = (0..BAR).map(|i| if (start..end).contains(&i) { '█' } else { ' ' }).collect();
+            let attempts = if source.attempts > 1 { format!(" ({} attempts)", source.attempts) } else { String::new() };
+            write!(f, "\n  {:width$} |{bar}| {:>9?}  {}{attempts}", source.name, source.duration, source.outcome)?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects the per-source timings while an aggregation runs; shared by its source futures.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    started: Instant,
+    entries: Mutex<Vec<Entry>>,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    start: Option<Instant>,
+    end: Option<Instant>,
+    attempts: u32,
+    outcome: Option<Outcome>,
+}
+
+impl Recorder {
+    pub(crate) fn new(started: Instant, sources: usize) -> Self {
+        Self { started, entries: Mutex::new((0..sources).map(|_| Entry::default()).collect()) }
+    }
+
+    fn with<R>(&self, index: usize, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries.get_mut(index).map(f)
+    }
+
+    pub(crate) fn start(&self, index: usize) {
+        self.with(index, |entry| entry.start = Some(Instant::now()));
+    }
+
+    pub(crate) fn attempt(&self, index: usize) {
+        self.with(index, |entry| entry.attempts += 1);
+    }
+
+    pub(crate) fn finish(&self, index: usize, outcome: Outcome) {
+        self.with(index, |entry| {
+            entry.end = Some(Instant::now());
+            entry.outcome = Some(outcome);
+        });
+    }
+
+    pub(crate) fn offset(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The report, once the group has finished: sources without an outcome were cancelled
+    /// (or timed out by the global deadline) by `error`'s cause.
+    pub(crate) fn report<'n>(
+        &self,
+        names: impl Iterator<Item = &'n Name>,
+        error: Option<&GroupError>,
+        fields: Vec<(Name, String)>,
+    ) -> Report {
+        let now = Instant::now();
+        let entries = std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
+        let trigger = error.map(|error| match error.cause() {
+            Cause::Failed { name, .. } | Cause::Panicked { name, .. } => Trigger::Source(name.clone()),
+            Cause::Deadline { .. } => Trigger::Deadline,
+            _ => Trigger::Cancelled,
+        });
+        let sources = (names.zip(entries))
+            .map(|(name, entry)| {
+                let outcome = entry.outcome.unwrap_or_else(|| match error.map(GroupError::cause) {
+                    Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
+                    Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
+                    None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
+                });
+                let end = entry.end.unwrap_or(now);
+                SourceReport {
+                    name: name.clone(),
+                    outcome,
+                    start: entry.start.map(|start| start - self.started),
+                    duration: entry.start.map_or(Duration::ZERO, |start| end - start),
+                    attempts: entry.attempts,
+                }
+            })
+            .collect();
+        let cancellation = error.map(|error| (now - self.started).saturating_sub(error.elapsed()));
+        Report { elapsed: now - self.started, sources, trigger, cancellation, fields }
+    }
+}
