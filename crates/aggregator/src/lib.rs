@@ -45,3 +45,11 @@ pub use muster_options::{
 
 #[cfg(feature = "json")]
 pub mod json;
+
+/// Test doubles: scripted [`MockFetcher`](mock::MockFetcher)s and a mockall
+/// [`MockSource`](mock::MockSource) (feature `mock`).
+#[cfg(feature = "mock")]
+pub mod mock {
+    #[doc(inline)]
+    pub use muster_adapters::mock::*;
+}

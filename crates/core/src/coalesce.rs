@@ -112,9 +112,9 @@ where
     ///
     /// `call` is invoked only by the caller that starts the call, when its `run` future is
     /// first polled; a caller that joins drops its `call` unused. The call's error is converted
-    /// once into a [`SharedError`] that every waiter receives: a concrete error type, a
-    /// [`BoxError`] and a [`SharedError`] are all kept as they are, so
-    /// [`downcast_ref`](CoalesceError::get_ref) finds the source's own error type.
+    /// once into a [`SharedError`] that every waiter receives. A concrete error type, a
+    /// [`BoxError`] and a [`SharedError`] are kept as they are, never wrapped, so
+    /// `downcast_ref` on [`CoalesceError::get_ref`] finds the source's own error type.
     ///
     /// # Errors
     ///
@@ -163,6 +163,8 @@ where
         // Upgrading fails once every waiter has gone (or the call ended and was forgotten),
         // so a caller never joins an abandoned call.
         if let Some(joined) = calls.by_key.get(&key).and_then(|entry| entry.call.upgrade()) {
+            // `call` and `key` are dropped after the lock is released: their `Drop` may be
+            // anything.
             return joined;
         }
         let id = calls.next_id;

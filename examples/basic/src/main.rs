@@ -1,114 +1,147 @@
-//! The two sides of a fail-fast group, on a real clock: two sources fetched in parallel under a
-//! 1 s deadline, then the same group when one source fails and the other is cancelled.
+//! The banking dashboard, in-process, on a real clock: a user's profile and recent transactions
+//! are fetched in parallel from two mock services under a 1 s deadline.
+//!
+//! 1. Success: the JSON outputs merged into one object keyed by source name, with the report
+//!    (a waterfall); an optional `offers` source fails and falls back without failing the rest.
+//! 2. Typed merge: the same two sources with their own Rust types, assembled into a `Dashboard`.
+//! 3. Fail-fast: `profile` fails after 30 ms, `transactions` (10 s) is cancelled at once, and
+//!    the failure is logged as JSON lines tagged with the user id.
 //!
 //! Run with: cargo run -p basic
 
 use std::error::Error;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use muster::{CancelToken, Deadline, Fetcher, Group, fetcher_fn};
-use tokio::time::sleep;
+use muster::json::{JsonMerge, Value, merge_json};
+use muster::mock::MockFetcher;
+use muster::{Aggregator, AnyOutput, Deadline, Field, Key, Optional, ParentSpan};
+use serde_json::json;
+
+const USER_ID: u64 = 42;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     success().await?;
     println!();
+    typed().await?;
+    println!();
     fail_fast().await
 }
 
-/// Both sources succeed; they run in parallel, so the group takes as long as the slower one.
+/// The aggregator options of the dashboard: a 1 s deadline and the request's context.
+fn dashboard_options() -> (Deadline, Field, ParentSpan) {
+    let span = tracing::info_span!("dashboard", user_id = USER_ID);
+    (Deadline(Duration::from_secs(1)), Field::new("user_id", USER_ID), ParentSpan(span))
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
+}
+
+/// Both required sources succeed in parallel; the optional one fails and its fallback is used.
 async fn success() -> Result<(), Box<dyn Error>> {
-    println!("== success: profile (40 ms) and transactions (60 ms) under a 1 s deadline");
-    let profile = fetcher_fn(|user_id: &u64| {
-        let user_id = *user_id;
-        async move {
-            sleep(Duration::from_millis(40)).await;
-            Ok::<_, std::io::Error>(format!(r#"{{"id": {user_id}, "name": "Ada", "kyc": "verified"}}"#))
-        }
+    println!("== success: profile (40 ms), transactions (60 ms), optional offers (fails at 20 ms)");
+    let profile = json!({"name": "Ada Lovelace", "kyc": "verified"});
+    let transactions = json!({
+        "balance": "1204.50",
+        "recent": [{"amount": "-12.50", "to": "Bakery"}, {"amount": "2500.00", "from": "Payroll"}],
     });
-    let transactions = fetcher_fn(|_: &u64| async {
-        sleep(Duration::from_millis(60)).await;
-        Ok::<_, std::io::Error>(String::from(r#"[{"amount": -12.50, "to": "Bakery"}]"#))
-    });
+    let dashboard = Aggregator::<u64, Value>::builder()
+        .source("profile", MockFetcher::ok_after(ms(40), profile))
+        .source("transactions", MockFetcher::ok_after(ms(60), transactions))
+        .source_with("offers", MockFetcher::err_after(ms(20), "offers: 503"), Optional::value(json!([])))
+        .options(dashboard_options())
+        .build()?;
 
-    let user_id = 42;
     let started = Instant::now();
-    let mut group = Group::with_options(Deadline(Duration::from_secs(1)))?;
-    let token = group.token();
-    group.spawn("profile", profile.fetch(&user_id))?;
-    group.spawn("transactions", transactions.fetch(&user_id))?;
-    let outputs = group.wait().await?;
+    let aggregate = dashboard.aggregate(&USER_ID).await?;
+    let elapsed = started.elapsed();
+    let outputs = aggregate.outputs.iter().map(|(name, value)| (name, value.clone()));
+    let merged = merge_json(outputs, &JsonMerge::Namespaced)?;
+    println!("merged: {}", serde_json::to_string_pretty(&merged)?);
+    println!("elapsed: {elapsed:?} (not 100 ms: the sources ran in parallel)");
+    println!("{}", aggregate.report);
+    Ok(())
+}
 
-    // Merged the way the dashboard will answer: one JSON object keyed by source name.
-    let merged: Vec<String> = outputs.into_iter().map(|(name, body)| format!(r#""{name}": {body}"#)).collect();
-    println!("merged: {{{}}}", merged.join(", "));
-    println!("elapsed: {:?} (not 100 ms: the sources ran in parallel)", started.elapsed());
-    if let Some(cause) = token.cause() {
-        println!("token after success: {cause}");
+#[derive(Clone, Debug)]
+struct Profile {
+    name: String,
+    kyc_verified: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Transaction {
+    amount_cents: i64,
+    counterparty: String,
+}
+
+#[derive(Debug)]
+struct Dashboard {
+    profile: Profile,
+    transactions: Vec<Transaction>,
+}
+
+/// Sources of different types in one aggregator; each output comes back with its own type.
+async fn typed() -> Result<(), Box<dyn Error>> {
+    println!("== typed merge: Dashboard {{ profile: Profile, transactions: Vec<Transaction> }}");
+    let profile_key = Key::<Profile>::new("profile");
+    let transactions_key = Key::<Vec<Transaction>>::new("transactions");
+    let profile = Profile { name: "Ada Lovelace".into(), kyc_verified: true };
+    let transactions = vec![
+        Transaction { amount_cents: -1250, counterparty: "Bakery".into() },
+        Transaction { amount_cents: 250_000, counterparty: "Payroll".into() },
+    ];
+    let dashboard = Aggregator::<u64, AnyOutput>::builder()
+        .typed(&profile_key, MockFetcher::ok_after(ms(40), profile))
+        .typed(&transactions_key, MockFetcher::ok_after(ms(60), transactions))
+        .options(dashboard_options())
+        .build()?;
+
+    let mut aggregate = dashboard.aggregate(&USER_ID).await?;
+    let dashboard =
+        Dashboard { profile: aggregate.take(&profile_key)?, transactions: aggregate.take(&transactions_key)? };
+    println!("{dashboard:#?}");
+    let Dashboard { profile, transactions } = &dashboard;
+    let kyc = if profile.kyc_verified { "KYC verified" } else { "KYC pending" };
+    println!("{} ({kyc}):", profile.name);
+    for Transaction { amount_cents, counterparty } in transactions {
+        println!("  {:>9.2}  {counterparty}", *amount_cents as f64 / 100.0);
     }
     Ok(())
 }
 
-/// `profile` fails after 30 ms; `transactions` would take 10 s, and is dropped at once.
+/// `profile` fails after 30 ms; `transactions`, which would take 10 s, is cancelled at once.
 async fn fail_fast() -> Result<(), Box<dyn Error>> {
     println!("== fail-fast: profile fails after 30 ms, transactions would take 10 s");
-    let dropped = Arc::new(AtomicBool::new(false));
+    // Installed before the dashboard span is created: a span made with no subscriber stays off.
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::stdout)
+        .try_init()
+        .map_err(|error| error as Box<dyn Error>)?;
+
+    let transactions = MockFetcher::ok_after(Duration::from_secs(10), json!({"balance": "1204.50"}));
+    let dashboard = Aggregator::<u64, Value>::builder()
+        .source("profile", MockFetcher::err_after(ms(30), "profile service: 503 Service Unavailable"))
+        .source("transactions", transactions.clone())
+        .options(dashboard_options())
+        .build()?;
+
+    println!("== JSON log lines (level WARN and above)");
     let started = Instant::now();
-    let mut group = Group::with_options(Deadline(Duration::from_secs(1)))?;
-    let token = group.token();
-
-    group.spawn("profile", async {
-        sleep(Duration::from_millis(30)).await;
-        Err::<String, _>("profile service: 503 Service Unavailable")
-    })?;
-    let mut guard = DropGuard { name: "transactions", token, started, dropped: Arc::clone(&dropped), armed: true };
-    group.spawn("transactions", async move {
-        sleep(Duration::from_secs(10)).await;
-        guard.disarm();
-        Ok::<_, &str>(String::from("[...]"))
-    })?;
-
-    let Err(error) = group.wait().await else {
-        return Err("the group succeeded although `profile` failed".into());
+    let Err(error) = dashboard.aggregate(&USER_ID).await else {
+        return Err("the aggregation succeeded although `profile` failed".into());
     };
-    println!("wait returned after {:?}", started.elapsed());
+    println!("== the error, returned after {:?}", started.elapsed());
     println!("error: {error}");
-    if let Some(source) = error.source() {
-        println!("  caused by: {source}");
-    }
     println!("kind: {}", error.kind());
     println!("source_name: {:?}", error.source_name());
-    println!("cancelled: {:?}", error.cancelled());
-    println!("transactions dropped before wait returned: {}", dropped.load(Ordering::SeqCst));
+    println!("transactions cancelled: {}", transactions.was_cancelled());
+    println!("{}", error.report());
     Ok(())
-}
-
-/// Reports, when the future holding it is dropped before finishing, that it was cancelled and
-/// why, as read from the group's token.
-struct DropGuard {
-    name: &'static str,
-    token: CancelToken,
-    started: Instant,
-    dropped: Arc<AtomicBool>,
-    armed: bool,
-}
-
-impl DropGuard {
-    /// The work finished: dropping the guard now is not a cancellation.
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
-}
-
-impl Drop for DropGuard {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.dropped.store(true, Ordering::SeqCst);
-        let cause = self.token.cause().map_or_else(|| String::from("no cause yet"), ToString::to_string);
-        println!("  [{}] dropped after {:?}; token cause: {cause}", self.name, self.started.elapsed());
-    }
 }
