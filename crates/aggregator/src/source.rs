@@ -85,6 +85,16 @@ enum Failure {
 }
 
 impl Failure {
+    /// What went wrong, for log fields: the error, the timeout, the panic message.
+    fn detail(&self) -> String {
+        match self {
+            Self::Error(error) => error.to_string(),
+            Self::TimedOut { timeout: TimeoutKind::Source, after } => SourceTimeout { after: *after }.to_string(),
+            Self::TimedOut { .. } => "the global deadline was reached".to_owned(),
+            Self::Panicked(payload) => panic_message(&**payload),
+        }
+    }
+
     fn outcome(&self) -> Outcome {
         match self {
             Self::Error(error) => Outcome::Failed { error: error.to_string() },
@@ -122,11 +132,13 @@ pub(crate) async fn run<Req: ?Sized + Sync, O: Send>(
     let outcome = failure.outcome();
     let elapsed_ms = run.recorder.offset().as_millis() as u64;
     if let Some(fallback) = &source.fallback {
-        tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, reason = %outcome, "source fell back");
+        let reason = failure.detail();
+        tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, reason, "source fell back");
         run.recorder.finish(index, Outcome::FellBack { after: Box::new(outcome) });
         return Ok(fallback.as_ref().map(|make| make()));
     }
-    tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, error = %outcome, "source failed");
+    let error = failure.detail();
+    tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, error, "source failed");
     run.recorder.finish(index, outcome);
     match failure {
         Failure::Error(error) => Err(error),
@@ -175,7 +187,7 @@ async fn attempts<Req: ?Sized + Sync, O: Send>(
             return Err(failure);
         }
         let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;
-        tracing::info!(source = %source.name, attempt, backoff_ms, error = %failure.outcome(), "retrying");
+        tracing::info!(source = %source.name, attempt, backoff_ms, error = failure.detail(), "retrying");
         sleep.await;
         attempt += 1;
     }

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use muster_adapters::mock::{MockError, MockFetcher, Step};
 use muster::{
     AggregateError, Aggregator, AnyOutput, BuildError, Deadline, ErrorKind, Field, Hedge, Key, OptionError, Optional,
     Outcome, Report, Retry, SourceTimeout, Timeout, TimeoutKind, Trigger,
 };
+use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
@@ -128,8 +128,11 @@ async fn an_optional_source_pending_at_the_deadline_falls_back() {
 async fn a_retry_succeeds_on_the_third_attempt_within_budget() {
     let flaky = MockFetcher::script([Step::err("reset").after(ms(5)), Step::err("reset").after(ms(5)), Step::ok(9)]);
     let retry = Retry::attempts(3).backoff(ms(10), ms(100)).jitter(0.0);
-    let aggregator =
-        Aggregator::builder().source_with("balance", flaky.clone(), retry).options(Deadline(ms(1_000))).build().unwrap();
+    let aggregator = Aggregator::builder()
+        .source_with("balance", flaky.clone(), retry)
+        .options(Deadline(ms(1_000)))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
     assert_eq!(aggregate.outputs["balance"], 9);
@@ -144,8 +147,11 @@ async fn a_retry_stops_when_the_budget_would_be_exceeded() {
     let failing = MockFetcher::<u32>::err_after(ms(30), "overloaded");
     // The backoffs alone (20 + 40 ms) fit the deadline, so the policy is accepted at build time.
     let retry = Retry::attempts(3).backoff(ms(20), ms(1_000)).jitter(0.0);
-    let aggregator =
-        Aggregator::builder().source_with("balance", failing.clone(), retry).options(Deadline(ms(100))).build().unwrap();
+    let aggregator = Aggregator::builder()
+        .source_with("balance", failing.clone(), retry)
+        .options(Deadline(ms(100)))
+        .build()
+        .unwrap();
     let started = Instant::now();
     let error = aggregator.aggregate(&()).await.unwrap_err();
     // Attempt 1 ends at 30 ms, backoff 20 ms, attempt 2 ends at 80 ms; the next backoff (40 ms)
@@ -321,4 +327,24 @@ async fn the_report_renders_a_waterfall() {
     assert_eq!(lines[1], format!("  profile      |{full}|      30ms  failed: 503"));
     assert_eq!(lines[2], format!("  transactions |{full}|      30ms  cancelled by `profile`: 503"));
     assert_eq!(lines[3], format!("  offers       |{half}|      15ms  ok"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_aggregations_share_one_call_until_every_waiter_has_gone() {
+    let profiles = MockFetcher::script([Step::ok("ada").after(ms(50)), Step::ok("fresh").after(ms(50))]);
+    let aggregator = Aggregator::builder().source("profile", muster::Coalesced::new(profiles.clone())).build().unwrap();
+
+    let (a, b) = tokio::join!(aggregator.aggregate(&42u64), aggregator.aggregate(&42u64));
+    assert_eq!((a.unwrap().outputs["profile"], b.unwrap().outputs["profile"]), ("ada", "ada"));
+    assert_eq!(profiles.calls(), 1, "concurrent aggregations share one call");
+
+    // Both waiters leave mid-call: the shared call is cancelled, and a later aggregation starts
+    // a fresh call instead of inheriting the cancellation.
+    let (x, y) = (aggregator.aggregate(&42u64), aggregator.aggregate(&42u64));
+    let left = tokio::time::timeout(ms(10), async { tokio::join!(x, y) }).await;
+    assert!(left.is_err());
+    assert!(profiles.records()[1].is_cancelled(), "the abandoned call was not cancelled");
+    let again = aggregator.aggregate(&42u64).await.unwrap();
+    assert_eq!(again.outputs["profile"], "fresh");
+    assert_eq!(profiles.calls(), 3);
 }

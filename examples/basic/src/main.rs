@@ -59,7 +59,7 @@ async fn success() -> Result<(), Box<dyn Error>> {
     let outputs = aggregate.outputs.iter().map(|(name, value)| (name, value.clone()));
     let merged = merge_json(outputs, &JsonMerge::Namespaced)?;
     println!("merged: {}", serde_json::to_string_pretty(&merged)?);
-    println!("elapsed: {elapsed:?} (not 100 ms: the sources ran in parallel)");
+    println!("elapsed: {elapsed:?} (about the slowest source, not the sum: they ran in parallel)");
     println!("{}", aggregate.report);
     Ok(())
 }
@@ -115,15 +115,15 @@ async fn typed() -> Result<(), Box<dyn Error>> {
 async fn fail_fast() -> Result<(), Box<dyn Error>> {
     println!("== fail-fast: profile fails after 30 ms, transactions would take 10 s");
     // Installed before the dashboard span is created: a span made with no subscriber stays off.
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(true)
         .with_max_level(tracing::Level::INFO)
         .with_writer(std::io::stdout)
-        .try_init()
-        .map_err(|error| error as Box<dyn Error>)?;
+        .finish();
+    tracing::subscriber::set_global_default(logs)?;
 
     let transactions = MockFetcher::ok_after(Duration::from_secs(10), json!({"balance": "1204.50"}));
     let dashboard = Aggregator::<u64, Value>::builder()
@@ -132,7 +132,7 @@ async fn fail_fast() -> Result<(), Box<dyn Error>> {
         .options(dashboard_options())
         .build()?;
 
-    println!("== JSON log lines (level WARN and above)");
+    println!("== JSON log lines (level INFO and above)");
     let started = Instant::now();
     let Err(error) = dashboard.aggregate(&USER_ID).await else {
         return Err("the aggregation succeeded although `profile` failed".into());
