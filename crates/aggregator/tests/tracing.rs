@@ -55,7 +55,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
             }
         }
         event.record(&mut Collect(&mut fields));
-        self.0.lock().unwrap().push(fields);
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(fields);
     }
 }
 

@@ -1,0 +1,545 @@
+//! Property test: random aggregators on tokio's paused clock against a small reference model.
+//!
+//! Each case is 1..=12 scripted [`MockFetcher`] sources and an optional global [`Deadline`].
+//! A source is required or optional (with a fallback value, or omitted), may have its own
+//! [`Timeout`] and a jitter-free [`Retry`], and plays one step per attempt: a value, an error or
+//! a panic after a delay, or a hang. Every time is on a 5 ms grid, so ties are common.
+//!
+//! The model runs each source alone (sources only meet through cancellation), then combines:
+//! - An attempt ends at its delay, or at its timer if that comes strictly first: its own
+//!   timeout, or the global deadline for an optional source (when both could fire, the global
+//!   deadline is reported). A required source gets no timer at the global deadline: the group's
+//!   deadline handles it.
+//! - A failed attempt is retried (errors and timeouts, never panics) after the backoff, unless
+//!   that backoff would end at or after the deadline.
+//! - An optional source that fails falls back; a required one fails the aggregation at that
+//!   instant (ties go to the earliest declared), and everything that has not finished by then
+//!   is cancelled. A source finishing at the same instant as the failure, or at the deadline,
+//!   is in time.
+//! - Required sources still pending at the deadline make it a `Timeout` naming them.
+//!
+//! It predicts the result kind, the root cause and its error, the elapsed time, the outputs,
+//! and for every source its reported outcome, duration and attempts, and every call the mock
+//! saw (when it started and ended, and how).
+
+use std::time::Duration;
+
+use muster::mock::{CallOutcome, MockError, MockFetcher, Step as MockStep};
+use muster::{
+    AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Optional, Outcome, Retry, Timeout, TimeoutKind,
+    Trigger,
+};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+/// Longer than any scenario can take: reaching it means the aggregation hangs.
+const HORIZON: Duration = Duration::from_secs(3600);
+
+/// The message of every deliberate panic, which the panic hook keeps quiet.
+const PANIC_MESSAGE: &str = "source panicked on purpose";
+
+/// What one attempt of a source does once its delay has passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    Ok,
+    Err,
+    Panic,
+    Hang,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Step {
+    delay: u64,
+    act: Act,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    Required,
+    /// Optional, replaced by its fallback value.
+    Value,
+    /// Optional, left out of the outputs.
+    Omit,
+}
+
+/// A jitter-free retry policy: `attempts` in all, backoffs from `min` doubling up to `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RetrySpec {
+    attempts: u32,
+    min: u64,
+    max: u64,
+}
+
+impl RetrySpec {
+    /// The backoff after the `n`th failed attempt (counting from 0).
+    fn backoff(&self, n: u32) -> u64 {
+        (self.min << n.min(32)).min(self.max)
+    }
+
+    /// What the backoffs take at least, as the builder checks it against the deadline.
+    fn total_backoff(&self) -> u64 {
+        (0..self.attempts - 1).map(|n| self.backoff(n)).sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Source {
+    /// One step per attempt; the last one repeats.
+    steps: Vec<Step>,
+    policy: Policy,
+    timeout: Option<u64>,
+    retry: Option<RetrySpec>,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    sources: Vec<Source>,
+    deadline: Option<u64>,
+}
+
+/// Why an attempt, or a source, failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Failure {
+    Error(String),
+    Panicked,
+    TimedOut { kind: TimeoutKind, after: u64 },
+}
+
+impl Failure {
+    fn outcome(&self) -> Outcome {
+        match self {
+            Self::Error(error) => Outcome::Failed { error: error.clone() },
+            Self::Panicked => Outcome::Panicked { message: PANIC_MESSAGE.to_owned() },
+            Self::TimedOut { kind, .. } => Outcome::TimedOut { timeout: *kind },
+        }
+    }
+
+    /// The error the aggregation reports as its source, when this failure is the root cause.
+    fn source_error(&self) -> Option<String> {
+        match self {
+            Self::Error(error) => Some(error.clone()),
+            Self::Panicked => None,
+            Self::TimedOut { after, .. } => Some(format!("source timeout of {:?} elapsed", ms(*after))),
+        }
+    }
+
+    /// The cause the siblings it cancelled report.
+    fn cancelled_by(&self, root: usize) -> String {
+        match self {
+            Self::Panicked => format!("cancelled by `s{root}`: panicked: {PANIC_MESSAGE}"),
+            other => format!("cancelled by `s{root}`: {}", other.source_error().unwrap_or_default()),
+        }
+    }
+
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Error(_) => ErrorKind::Failed,
+            Self::Panicked => ErrorKind::Panicked,
+            Self::TimedOut { .. } => ErrorKind::Timeout,
+        }
+    }
+}
+
+/// One call to a source's mock, as the model sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Call {
+    start: u64,
+    /// `None`: it never ends by itself.
+    end: Option<u64>,
+    outcome: CallOutcome,
+}
+
+/// A source run on its own, with nothing cancelling it.
+#[derive(Clone, Debug)]
+struct Solo {
+    calls: Vec<Call>,
+    /// When it finishes; `None`: never.
+    end: Option<u64>,
+    result: Option<Result<u32, Failure>>,
+}
+
+/// What happened to one source, as the report and the mock must say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct SourceExpectation {
+    outcome: Outcome,
+    duration: u64,
+    attempts: u32,
+    calls: Vec<(u64, Option<u64>, CallOutcome)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Expected {
+    /// The builder refuses the retry policy of this source: it cannot fit in the deadline.
+    Build { source: usize },
+    Ok {
+        elapsed: u64,
+        outputs: Vec<(usize, u32)>,
+    },
+    Failed {
+        kind: ErrorKind,
+        root: usize,
+        source_error: Option<String>,
+        also_failed: Vec<usize>,
+        cancelled: Vec<usize>,
+        elapsed: u64,
+    },
+    Timeout {
+        pending: Vec<usize>,
+        elapsed: u64,
+    },
+    Hang,
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn value(source: usize, attempt: usize) -> u32 {
+    (source * 10 + attempt) as u32
+}
+
+fn fallback(source: usize) -> u32 {
+    1000 + source as u32
+}
+
+fn message(source: usize, attempt: usize) -> String {
+    format!("s{source} attempt {attempt} failed on purpose")
+}
+
+/// Runs source `index` alone under the global `deadline`.
+fn solo(index: usize, source: &Source, deadline: Option<u64>) -> Solo {
+    let optional = source.policy != Policy::Required;
+    let mut calls = Vec::new();
+    let mut now = 0;
+    loop {
+        let attempt = calls.len();
+        let step = source.steps[attempt.min(source.steps.len() - 1)];
+        let own = source.timeout.map(|after| (now + after, TimeoutKind::Source, after));
+        let global = deadline.map(|at| (at, TimeoutKind::Global, at - now));
+        let timer = match (own, global) {
+            (Some(own), Some(global)) if own.0 >= global.0 => optional.then_some(global),
+            (Some(own), _) => Some(own),
+            (None, Some(global)) => optional.then_some(global),
+            (None, None) => None,
+        };
+        let natural = (step.act != Act::Hang).then_some(now + step.delay);
+        let (end, result) = match (timer, natural) {
+            (Some((at, kind, after)), natural) if natural.is_none_or(|natural| natural > at) => {
+                (Some(at), Some(Err(Failure::TimedOut { kind, after })))
+            }
+            (_, None) => (None, None),
+            (_, Some(natural)) => (Some(natural), match step.act {
+                Act::Ok => Some(Ok(value(index, attempt))),
+                Act::Err => Some(Err(Failure::Error(message(index, attempt)))),
+                Act::Panic | Act::Hang => Some(Err(Failure::Panicked)),
+            }),
+        };
+        let outcome = match &result {
+            None => CallOutcome::Pending,
+            Some(Ok(_)) => CallOutcome::Ok,
+            Some(Err(Failure::Error(_))) => CallOutcome::Err,
+            Some(Err(Failure::Panicked)) => CallOutcome::Panicked,
+            Some(Err(Failure::TimedOut { .. })) => CallOutcome::Cancelled,
+        };
+        calls.push(Call { start: now, end, outcome });
+        let (Some(end), Some(Err(failure))) = (end, &result) else { return Solo { calls, end, result } };
+        now = end;
+        let retryable = !matches!(failure, Failure::Panicked);
+        let backoff = match source.retry {
+            Some(retry) if retryable && calls.len() < retry.attempts as usize => {
+                retry.backoff(calls.len() as u32 - 1)
+            }
+            _ => return Solo { calls, end: Some(end), result },
+        };
+        if deadline.is_some_and(|deadline| now + backoff >= deadline) {
+            return Solo { calls, end: Some(end), result };
+        }
+        now += backoff;
+    }
+}
+
+/// The reference model: what the aggregation must return, and what it must report for every
+/// source.
+fn model(scenario: &Scenario) -> (Expected, Vec<SourceExpectation>) {
+    let Scenario { sources, deadline } = scenario;
+    let budget = |source: &Source| match (source.retry, deadline) {
+        (Some(retry), Some(deadline)) => retry.total_backoff() >= *deadline,
+        _ => false,
+    };
+    if let Some(source) = sources.iter().position(budget) {
+        return (Expected::Build { source }, Vec::new());
+    }
+    let solos: Vec<Solo> = sources.iter().enumerate().map(|(i, source)| solo(i, source, *deadline)).collect();
+    let required = |i: usize| sources[i].policy == Policy::Required;
+    let in_time = |end: u64| deadline.is_none_or(|deadline| end <= deadline);
+    let failure = |i: usize| match (&solos[i].result, solos[i].end) {
+        (Some(Err(failure)), Some(end)) if required(i) && in_time(end) => Some((end, failure)),
+        _ => None,
+    };
+    let first_failure = (0..sources.len()).filter_map(|i| Some((failure(i)?.0, i))).min();
+    let finished_by = |i: usize, at: u64| solos[i].end.is_some_and(|end| end <= at);
+    let (expected, stop) = if let Some((at, root)) = first_failure {
+        let failed = |i: usize| failure(i).is_some_and(|(end, _)| end == at);
+        let root_failure = failure(root).map(|(_, failure)| failure.clone()).unwrap_or(Failure::Panicked);
+        let expected = Expected::Failed {
+            kind: root_failure.kind(),
+            root,
+            source_error: root_failure.source_error(),
+            also_failed: (0..sources.len()).filter(|&i| i != root && failed(i)).collect(),
+            cancelled: (0..sources.len()).filter(|&i| !finished_by(i, at)).collect(),
+            elapsed: at,
+        };
+        (expected, Some((at, Outcome::Cancelled { cause: root_failure.cancelled_by(root) })))
+    } else if let Some(deadline) = *deadline
+        && (0..sources.len()).any(|i| !finished_by(i, deadline))
+    {
+        let pending: Vec<usize> = (0..sources.len()).filter(|&i| !finished_by(i, deadline)).collect();
+        assert!(pending.iter().all(|&i| required(i)), "an optional source outlived the deadline");
+        let expected = Expected::Timeout { pending, elapsed: deadline };
+        (expected, Some((deadline, Outcome::TimedOut { timeout: TimeoutKind::Global })))
+    } else if solos.iter().any(|solo| solo.end.is_none()) {
+        return (Expected::Hang, Vec::new());
+    } else {
+        let elapsed = solos.iter().filter_map(|solo| solo.end).max().unwrap_or(0);
+        let outputs = (solos.iter().enumerate())
+            .filter_map(|(i, solo)| match (&solo.result, sources[i].policy) {
+                (Some(Ok(value)), _) => Some((i, *value)),
+                (_, Policy::Value) => Some((i, fallback(i))),
+                _ => None,
+            })
+            .collect();
+        (Expected::Ok { elapsed, outputs }, None)
+    };
+    let reports = (solos.iter().enumerate())
+        .map(|(i, solo)| {
+            let stopped = stop.as_ref().filter(|(at, _)| !finished_by(i, *at));
+            let outcome = match (stopped, &solo.result) {
+                (Some((_, outcome)), _) => outcome.clone(),
+                (None, Some(Ok(_))) => Outcome::Ok,
+                (None, Some(Err(failure))) if required(i) => failure.outcome(),
+                (None, Some(Err(failure))) => Outcome::FellBack { after: Box::new(failure.outcome()) },
+                (None, None) => unreachable!("a source that never ends is stopped or hangs the aggregation"),
+            };
+            let until = stopped.map_or(u64::MAX, |(at, _)| *at);
+            let calls: Vec<_> = (solo.calls.iter())
+                .filter(|call| call.start <= until)
+                .map(|call| match call.end {
+                    Some(end) if end <= until => (call.start, Some(end), call.outcome),
+                    _ => (call.start, Some(until), CallOutcome::Cancelled),
+                })
+                .collect();
+            let duration = stopped.map_or_else(|| solo.end.unwrap_or_default(), |(at, _)| *at);
+            SourceExpectation { outcome, duration, attempts: calls.len() as u32, calls }
+        })
+        .collect();
+    (expected, reports)
+}
+
+fn names(indices: &[usize]) -> Vec<String> {
+    indices.iter().map(|i| format!("s{i}")).collect()
+}
+
+fn build(scenario: &Scenario) -> (Result<Aggregator<(), u32>, BuildError>, Vec<MockFetcher<u32>>) {
+    let mut builder = Aggregator::<(), u32>::builder();
+    let mut mocks = Vec::new();
+    for (i, source) in scenario.sources.iter().enumerate() {
+        let steps = source.steps.iter().enumerate().map(|(attempt, step)| {
+            let mock = match step.act {
+                Act::Ok => MockStep::ok(value(i, attempt)),
+                Act::Err => MockStep::err(message(i, attempt)),
+                Act::Panic => MockStep::panic(PANIC_MESSAGE),
+                Act::Hang => MockStep::hang(),
+            };
+            mock.after(ms(step.delay))
+        });
+        let mock = MockFetcher::script(steps);
+        mocks.push(mock.clone());
+        let optional = match source.policy {
+            Policy::Required => None,
+            Policy::Value => Some(Optional::value(fallback(i))),
+            Policy::Omit => Some(Optional::omit()),
+        };
+        let timeout = source.timeout.map(|after| Timeout(ms(after)));
+        let retry =
+            source.retry.map(|retry| Retry::attempts(retry.attempts).backoff(ms(retry.min), ms(retry.max)).jitter(0.0));
+        builder = builder.source_with(format!("s{i}"), mock, (optional, timeout, retry));
+    }
+    (builder.options(scenario.deadline.map(|after| Deadline(ms(after)))).build(), mocks)
+}
+
+fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
+    let (expected, reports) = model(scenario);
+    let (aggregator, mocks) = build(scenario);
+    let aggregator = match (&expected, aggregator) {
+        (Expected::Build { source }, Err(BuildError::RetryBudget { name, .. })) => {
+            prop_assert_eq!(&*name, format!("s{source}"), "the source whose retries cannot fit");
+            return Ok(());
+        }
+        (expected, Err(error)) => {
+            return Err(TestCaseError::fail(format!("expected {expected:?}, the build failed: {error}")));
+        }
+        (Expected::Build { source }, Ok(_)) => {
+            return Err(TestCaseError::fail(format!("the retries of s{source} cannot fit, yet it built")));
+        }
+        (_, Ok(aggregator)) => aggregator,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?;
+    runtime.block_on(async {
+        let clock = Instant::now();
+        let result = tokio::time::timeout(HORIZON, aggregator.aggregate(&())).await;
+        let elapsed = clock.elapsed();
+        for (i, mock) in mocks.iter().enumerate() {
+            let pending = mock.records().iter().any(|call| call.outcome() == CallOutcome::Pending);
+            prop_assert!(!pending, "a call to s{i} outlived the aggregation");
+        }
+        let report = match (&expected, result) {
+            (Expected::Ok { elapsed: at, outputs }, Ok(Ok(aggregate))) => {
+                prop_assert_eq!(elapsed, ms(*at), "elapsed");
+                let got: Vec<(String, u32)> =
+                    aggregate.outputs.iter().map(|(name, value)| (name.to_owned(), *value)).collect();
+                let want: Vec<(String, u32)> = outputs.iter().map(|&(i, value)| (format!("s{i}"), value)).collect();
+                prop_assert_eq!(got, want, "outputs");
+                prop_assert_eq!(&aggregate.report.trigger, &None, "trigger");
+                aggregate.report
+            }
+            (Expected::Failed { kind, root, source_error, also_failed, cancelled, elapsed: at }, Ok(Err(error))) => {
+                prop_assert_eq!(elapsed, ms(*at), "elapsed");
+                prop_assert_eq!(error.kind(), *kind, "kind: {}", error);
+                let timeout = error.timeout().map(|timeout| timeout.after);
+                let want_timeout = scenario.sources[*root].timeout.map(ms).filter(|_| *kind == ErrorKind::Timeout);
+                prop_assert_eq!(timeout, want_timeout, "the root's own timeout");
+                let root = format!("s{root}");
+                prop_assert_eq!(error.source_name(), Some(root.as_str()), "root cause");
+                let got_error = error.source_error().map(ToString::to_string);
+                prop_assert_eq!(&got_error, source_error, "the root's error");
+                prop_assert!(error.pending().is_empty(), "nothing is pending after a failure");
+                let group = group_error(&error)?;
+                prop_assert_eq!(group.also_failed().to_vec(), names(also_failed), "lost the tie");
+                prop_assert_eq!(group.cancelled().to_vec(), names(cancelled), "cancelled");
+                prop_assert_eq!(group.elapsed(), ms(*at), "the group's elapsed");
+                prop_assert_eq!(&error.report().trigger, &Some(Trigger::Source(root.into())), "trigger");
+                error.report().clone()
+            }
+            (Expected::Timeout { pending, elapsed: at }, Ok(Err(error))) => {
+                prop_assert_eq!(elapsed, ms(*at), "elapsed");
+                prop_assert_eq!(error.kind(), ErrorKind::Timeout, "kind: {}", error);
+                prop_assert_eq!(error.source_name(), None, "the deadline has no source");
+                prop_assert_eq!(error.pending().to_vec(), names(pending), "pending at the deadline");
+                let group = group_error(&error)?;
+                prop_assert_eq!(group.cancelled().to_vec(), names(pending), "cancelled at the deadline");
+                prop_assert_eq!(&error.report().trigger, &Some(Trigger::Deadline), "trigger");
+                error.report().clone()
+            }
+            (Expected::Hang, Err(_)) => {
+                prop_assert_eq!(elapsed, HORIZON, "elapsed");
+                return Ok(());
+            }
+            (expected, result) => {
+                let got = result.map(|inner| inner.map(|aggregate| aggregate.outputs.len()));
+                return Err(TestCaseError::fail(format!("expected {expected:?}, got {got:?}")));
+            }
+        };
+        prop_assert_eq!(report.elapsed, elapsed, "the report's elapsed");
+        prop_assert_eq!(report.sources.len(), reports.len(), "one report per source");
+        for (i, (got, want)) in report.sources.iter().zip(&reports).enumerate() {
+            prop_assert_eq!(&*got.name, format!("s{i}"), "declaration order");
+            prop_assert_eq!(&got.outcome, &want.outcome, "outcome of s{}", i);
+            prop_assert_eq!(got.start, Some(Duration::ZERO), "start of s{}", i);
+            prop_assert_eq!(got.duration, ms(want.duration), "duration of s{}", i);
+            prop_assert_eq!(got.attempts, want.attempts, "attempts of s{}", i);
+            let calls: Vec<_> = (mocks[i].records().iter())
+                .map(|call| {
+                    let offset = |at: Instant| (at - clock).as_millis() as u64;
+                    (offset(call.started()), call.ended().map(offset), call.outcome())
+                })
+                .collect();
+            prop_assert_eq!(&calls, &want.calls, "calls to s{}", i);
+        }
+        Ok(())
+    })
+}
+
+fn group_error(error: &AggregateError) -> Result<&muster::GroupError, TestCaseError> {
+    error.group_error().ok_or_else(|| TestCaseError::fail(format!("no group error in {error}")))
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    prop_oneof![5 => Just(Act::Ok), 2 => Just(Act::Err), 1 => Just(Act::Panic), 1 => Just(Act::Hang)]
+}
+
+/// Delays on a 5 ms grid, so that ties at the same instant are common.
+fn step() -> impl Strategy<Value = Step> {
+    ((0u64..=12).prop_map(|steps| steps * 5), act()).prop_map(|(delay, act)| Step { delay, act })
+}
+
+fn policy() -> impl Strategy<Value = Policy> {
+    prop_oneof![2 => Just(Policy::Required), 1 => Just(Policy::Value), 1 => Just(Policy::Omit)]
+}
+
+fn retry() -> impl Strategy<Value = RetrySpec> {
+    (2u32..=3, 1u64..=4, 0u64..=3).prop_map(|(attempts, min, extra)| RetrySpec {
+        attempts,
+        min: min * 5,
+        max: (min + extra) * 5,
+    })
+}
+
+fn source() -> impl Strategy<Value = Source> {
+    (
+        prop::collection::vec(step(), 3),
+        policy(),
+        prop::option::weighted(0.4, (1u64..=12).prop_map(|steps| steps * 5)),
+        prop::option::weighted(0.2, retry()),
+    )
+        .prop_map(|(mut steps, policy, timeout, retry)| {
+            steps.truncate(retry.map_or(1, |retry| retry.attempts as usize));
+            Source { steps, policy, timeout, retry }
+        })
+}
+
+/// Most scenarios drop the retry policies that cannot fit in the deadline, so that only a few
+/// are refused by the builder.
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        prop::collection::vec(source(), 1..=12),
+        prop::option::weighted(0.7, (1u64..=16).prop_map(|steps| steps * 5)),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(mut sources, deadline, keep_impossible_retries)| {
+            if !keep_impossible_retries && let Some(deadline) = deadline {
+                for source in &mut sources {
+                    if source.retry.is_some_and(|retry| retry.total_backoff() >= deadline) {
+                        source.retry = None;
+                        source.steps.truncate(1);
+                    }
+                }
+            }
+            Scenario { sources, deadline }
+        })
+}
+
+/// Hides the panic messages of sources that panic on purpose; every other panic is reported.
+fn quiet_deliberate_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message =
+                (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
+            if message != Some(PANIC_MESSAGE) {
+                default(info);
+            }
+        }));
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn aggregator_matches_the_reference_model(scenario in scenario()) {
+        quiet_deliberate_panics();
+        check(&scenario)?;
+    }
+}
