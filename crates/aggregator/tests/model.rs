@@ -24,7 +24,7 @@
 
 use std::time::Duration;
 
-use muster::mock::{CallOutcome, MockError, MockFetcher, Step as MockStep};
+use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use muster::{
     AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Optional, Outcome, Retry, Timeout, TimeoutKind,
     Trigger,
@@ -369,6 +369,13 @@ fn build(scenario: &Scenario) -> (Result<Aggregator<(), u32>, BuildError>, Vec<M
 
 fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     let (expected, reports) = model(scenario);
+    {
+        let tag = match &expected { Expected::Build{..}=>"build".to_string(), Expected::Ok{..}=>"ok".into(), Expected::Failed{kind, also_failed, ..}=>format!("failed-{kind:?}-tie{}", !also_failed.is_empty()), Expected::Timeout{..}=>"timeout".into(), Expected::Hang=>"hang".into() };
+        let retries = scenario.sources.iter().any(|s| s.retry.is_some());
+        let fb = reports.iter().any(|r| matches!(r.outcome, Outcome::FellBack{..}));
+        let multi = reports.iter().any(|r| r.attempts > 1);
+        eprintln!("STAT {tag} retries={retries} fellback={fb} multi={multi}");
+    }
     let (aggregator, mocks) = build(scenario);
     let aggregator = match (&expected, aggregator) {
         (Expected::Build { source }, Err(BuildError::RetryBudget { name, .. })) => {
