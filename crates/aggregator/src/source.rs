@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use muster_core::{BoxError, Fetcher, Name};
+use muster_core::{BoxError, Fetcher, Name, panic_message};
 use muster_options::{Fallback, SourceConfig};
 use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
@@ -91,7 +91,7 @@ impl Failure {
             Self::Error(error) => error.to_string(),
             Self::TimedOut { timeout: TimeoutKind::Source, after } => SourceTimeout { after: *after }.to_string(),
             Self::TimedOut { .. } => "the global deadline was reached".to_owned(),
-            Self::Panicked(payload) => panic_message(&**payload),
+            Self::Panicked(payload) => panic_message(&**payload).to_string(),
         }
     }
 
@@ -99,7 +99,7 @@ impl Failure {
         match self {
             Self::Error(error) => Outcome::Failed { error: error.to_string() },
             Self::TimedOut { timeout, .. } => Outcome::TimedOut { timeout: *timeout },
-            Self::Panicked(payload) => Outcome::Panicked { message: panic_message(&**payload) },
+            Self::Panicked(payload) => Outcome::Panicked { message: panic_message(&**payload).to_string() },
         }
     }
 }
@@ -258,15 +258,5 @@ async fn timed<Req: ?Sized + Sync, O: Send>(
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(Failure::Error(error)),
         Err(payload) => Err(Failure::Panicked(payload)),
-    }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "non-string panic payload".to_owned()
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument as _;
 
 use crate::cancel::SharedError;
 use crate::error::BoxError;
+use crate::panic_message;
 
 /// The shared call as every waiter holds it: panics caught, errors shared.
 type Call<V> = Shared<BoxFuture<'static, Result<V, CoalesceError>>>;
@@ -257,16 +258,6 @@ fn into_shared(error: BoxError) -> SharedError {
     match error.downcast::<SharedError>() {
         Ok(shared) => *shared,
         Err(error) => Arc::from(error),
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        Arc::from(*message)
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        Arc::from(message.as_str())
-    } else {
-        Arc::from("non-string panic payload")
     }
 }
 

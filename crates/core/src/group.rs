@@ -464,7 +464,14 @@ fn name_hash(name: &str) -> u64 {
     (head.rotate_left(29) ^ tail).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ bytes.len() as u64
 }
 
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
+/// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
+/// placeholder for other payloads.
+///
+/// ```
+/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 42)).unwrap_err();
+/// assert_eq!(&*muster_core::panic_message(&*payload), "boom 42");
+/// ```
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
     if let Some(message) = payload.downcast_ref::<&str>() {
         Arc::from(*message)
     } else if let Some(message) = payload.downcast_ref::<String>() {

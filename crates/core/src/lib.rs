@@ -72,6 +72,6 @@ pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::coalesce::{CoalesceError, Coalescer};
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
-pub use crate::group::{Group, IntoIter, Outputs};
+pub use crate::group::{Group, IntoIter, Outputs, panic_message};
 #[doc(no_inline)]
 pub use muster_options;
