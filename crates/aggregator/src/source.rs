@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use muster_core::{BoxError, Fetcher, Name, panic_message};
+use futures_util::future::Either;
+use muster_core::{BoxError, Fetcher, Name, panic_message, with_deadline};
 use muster_options::{Fallback, SourceConfig};
 use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
@@ -237,8 +238,16 @@ async fn timed<Req: ?Sized + Sync, O: Send>(
     run: &Run<'_>,
 ) -> Result<O, Failure> {
     run.recorder.attempt(index);
-    let fetch = AssertUnwindSafe(source.fetcher.fetch(request)).catch_unwind();
     let own = source.config.timeout.map(|after| (Instant::now() + after, TimeoutKind::Source, after));
+    // The fetcher sees the tighter of its own timeout and the global deadline as
+    // `muster_core::deadline()`, e.g. to tell its backend.
+    let budget = own.map_or_else(|| run.deadline, |(at, ..)| Some(run.deadline.map_or(at, |global| global.min(at))));
+    let fetch = source.fetcher.fetch(request);
+    let fetch = match budget {
+        Some(at) => Either::Left(with_deadline(at, fetch)),
+        None => Either::Right(fetch),
+    };
+    let fetch = AssertUnwindSafe(fetch).catch_unwind();
     let global = run.deadline.map(|at| (at, TimeoutKind::Global, at.saturating_duration_since(Instant::now())));
     let limit = match (own, global) {
         // When both fire together, the global deadline is what is reported.

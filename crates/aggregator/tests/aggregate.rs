@@ -348,3 +348,18 @@ async fn coalesced_aggregations_share_one_call_until_every_waiter_has_gone() {
     assert_eq!(again.outputs["profile"], "fresh");
     assert_eq!(profiles.calls(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fetcher_sees_the_tighter_of_its_timeout_and_the_deadline() {
+    let budget = muster::fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>(muster_core::deadline()) });
+    let aggregator = Aggregator::builder()
+        .source("global", budget.clone())
+        .source_with("own", budget, Timeout(ms(100)))
+        .options(Deadline(ms(500)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let aggregate = aggregator.aggregate(&()).await.unwrap();
+    assert_eq!(aggregate.outputs["global"], Some(started + ms(500)));
+    assert_eq!(aggregate.outputs["own"], Some(started + ms(100)));
+}

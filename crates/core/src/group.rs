@@ -15,6 +15,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::Instrument as _;
 
 use crate::cancel::{CancelToken, Cause, Name};
+use crate::deadline::with_deadline;
 use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 
 /// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
@@ -230,8 +231,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
             None => tracing::info_span!("source", source = %name),
         };
-        let task: Task<'a, T> =
-            Box::pin(AssertUnwindSafe(async move { task.await.map_err(Into::into) }).catch_unwind().instrument(span));
+        let task = AssertUnwindSafe(async move { task.await.map_err(Into::into) }).catch_unwind().instrument(span);
+        let task: Task<'a, T> = match self.deadline {
+            Some(after) => Box::pin(with_deadline(self.started + after, task)),
+            None => Box::pin(task),
+        };
         let state = if self.running < self.limit {
             self.running += 1;
             State::Running(task)

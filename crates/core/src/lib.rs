@@ -64,12 +64,14 @@
 
 mod cancel;
 mod coalesce;
+mod deadline;
 mod error;
 mod fetcher;
 mod group;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::coalesce::{CoalesceError, Coalescer};
+pub use crate::deadline::{deadline, with_deadline};
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
 pub use crate::group::{Group, IntoIter, Outputs, panic_message};
