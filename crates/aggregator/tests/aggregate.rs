@@ -353,7 +353,7 @@ async fn coalesced_aggregations_share_one_call_until_every_waiter_has_gone() {
 async fn a_fetcher_sees_the_tighter_of_its_timeout_and_the_deadline() {
     let budget = muster::fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>(muster_core::deadline()) });
     let aggregator = Aggregator::builder()
-        .source("global", budget.clone())
+        .source("global", budget)
         .source_with("own", budget, Timeout(ms(100)))
         .options(Deadline(ms(500)))
         .build()

@@ -24,11 +24,11 @@
 
 use std::time::Duration;
 
-use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use muster::{
     AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Optional, Outcome, Retry, Timeout, TimeoutKind,
     Trigger,
 };
+use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
@@ -170,7 +170,9 @@ struct SourceExpectation {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Expected {
     /// The builder refuses the retry policy of this source: it cannot fit in the deadline.
-    Build { source: usize },
+    Build {
+        source: usize,
+    },
     Ok {
         elapsed: u64,
         outputs: Vec<(usize, u32)>,
@@ -228,11 +230,15 @@ fn solo(index: usize, source: &Source, deadline: Option<u64>) -> Solo {
                 (Some(at), Some(Err(Failure::TimedOut { kind, after })))
             }
             (_, None) => (None, None),
-            (_, Some(natural)) => (Some(natural), match step.act {
-                Act::Ok => Some(Ok(value(index, attempt))),
-                Act::Err => Some(Err(Failure::Error(message(index, attempt)))),
-                Act::Panic | Act::Hang => Some(Err(Failure::Panicked)),
-            }),
+            (_, Some(natural)) => (
+                Some(natural),
+                match step.act {
+                    Act::Ok => Some(Ok(value(index, attempt))),
+                    Act::Err => Some(Err(Failure::Error(message(index, attempt)))),
+                    Act::Panic => Some(Err(Failure::Panicked)),
+                    Act::Hang => unreachable!("a hang never ends by itself"),
+                },
+            ),
         };
         let outcome = match &result {
             None => CallOutcome::Pending,
@@ -246,9 +252,7 @@ fn solo(index: usize, source: &Source, deadline: Option<u64>) -> Solo {
         now = end;
         let retryable = !matches!(failure, Failure::Panicked);
         let backoff = match source.retry {
-            Some(retry) if retryable && calls.len() < retry.attempts as usize => {
-                retry.backoff(calls.len() as u32 - 1)
-            }
+            Some(retry) if retryable && calls.len() < retry.attempts as usize => retry.backoff(calls.len() as u32 - 1),
             _ => return Solo { calls, end: Some(end), result },
         };
         if deadline.is_some_and(|deadline| now + backoff >= deadline) {
@@ -276,11 +280,11 @@ fn model(scenario: &Scenario) -> (Expected, Vec<SourceExpectation>) {
         (Some(Err(failure)), Some(end)) if required(i) && in_time(end) => Some((end, failure)),
         _ => None,
     };
-    let first_failure = (0..sources.len()).filter_map(|i| Some((failure(i)?.0, i))).min();
+    // The first failure by time; ties go to the earliest declared.
+    let first_failure = (0..sources.len()).filter_map(|i| Some((i, failure(i)?))).min_by_key(|(i, (at, _))| (*at, *i));
     let finished_by = |i: usize, at: u64| solos[i].end.is_some_and(|end| end <= at);
-    let (expected, stop) = if let Some((at, root)) = first_failure {
+    let (expected, stop) = if let Some((root, (at, root_failure))) = first_failure {
         let failed = |i: usize| failure(i).is_some_and(|(end, _)| end == at);
-        let root_failure = failure(root).map(|(_, failure)| failure.clone()).unwrap_or(Failure::Panicked);
         let expected = Expected::Failed {
             kind: root_failure.kind(),
             root,
@@ -339,11 +343,10 @@ fn names(indices: &[usize]) -> Vec<String> {
     indices.iter().map(|i| format!("s{i}")).collect()
 }
 
-fn build(scenario: &Scenario) -> (Result<Aggregator<(), u32>, BuildError>, Vec<MockFetcher<u32>>) {
-    let mut builder = Aggregator::<(), u32>::builder();
-    let mut mocks = Vec::new();
-    for (i, source) in scenario.sources.iter().enumerate() {
-        let steps = source.steps.iter().enumerate().map(|(attempt, step)| {
+/// The scripted fetcher of every source: one step per attempt.
+fn mocks(scenario: &Scenario) -> Vec<MockFetcher<u32>> {
+    let script = |(i, source): (usize, &Source)| {
+        MockFetcher::script(source.steps.iter().enumerate().map(|(attempt, step)| {
             let mock = match step.act {
                 Act::Ok => MockStep::ok(value(i, attempt)),
                 Act::Err => MockStep::err(message(i, attempt)),
@@ -351,9 +354,14 @@ fn build(scenario: &Scenario) -> (Result<Aggregator<(), u32>, BuildError>, Vec<M
                 Act::Hang => MockStep::hang(),
             };
             mock.after(ms(step.delay))
-        });
-        let mock = MockFetcher::script(steps);
-        mocks.push(mock.clone());
+        }))
+    };
+    scenario.sources.iter().enumerate().map(script).collect()
+}
+
+fn build(scenario: &Scenario, mocks: &[MockFetcher<u32>]) -> Result<Aggregator<(), u32>, BuildError> {
+    let mut builder = Aggregator::<(), u32>::builder();
+    for (i, (source, mock)) in scenario.sources.iter().zip(mocks).enumerate() {
         let optional = match source.policy {
             Policy::Required => None,
             Policy::Value => Some(Optional::value(fallback(i))),
@@ -362,22 +370,15 @@ fn build(scenario: &Scenario) -> (Result<Aggregator<(), u32>, BuildError>, Vec<M
         let timeout = source.timeout.map(|after| Timeout(ms(after)));
         let retry =
             source.retry.map(|retry| Retry::attempts(retry.attempts).backoff(ms(retry.min), ms(retry.max)).jitter(0.0));
-        builder = builder.source_with(format!("s{i}"), mock, (optional, timeout, retry));
+        builder = builder.source_with(format!("s{i}"), mock.clone(), (optional, timeout, retry));
     }
-    (builder.options(scenario.deadline.map(|after| Deadline(ms(after)))).build(), mocks)
+    builder.options(scenario.deadline.map(|after| Deadline(ms(after)))).build()
 }
 
 fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     let (expected, reports) = model(scenario);
-    {
-        let tag = match &expected { Expected::Build{..}=>"build".to_string(), Expected::Ok{..}=>"ok".into(), Expected::Failed{kind, also_failed, ..}=>format!("failed-{kind:?}-tie{}", !also_failed.is_empty()), Expected::Timeout{..}=>"timeout".into(), Expected::Hang=>"hang".into() };
-        let retries = scenario.sources.iter().any(|s| s.retry.is_some());
-        let fb = reports.iter().any(|r| matches!(r.outcome, Outcome::FellBack{..}));
-        let multi = reports.iter().any(|r| r.attempts > 1);
-        eprintln!("STAT {tag} retries={retries} fellback={fb} multi={multi}");
-    }
-    let (aggregator, mocks) = build(scenario);
-    let aggregator = match (&expected, aggregator) {
+    let mocks = mocks(scenario);
+    let aggregator = match (&expected, build(scenario, &mocks)) {
         (Expected::Build { source }, Err(BuildError::RetryBudget { name, .. })) => {
             prop_assert_eq!(&*name, format!("s{source}"), "the source whose retries cannot fit");
             return Ok(());
@@ -548,5 +549,114 @@ proptest! {
     fn aggregator_matches_the_reference_model(scenario in scenario()) {
         quiet_deliberate_panics();
         check(&scenario)?;
+    }
+}
+
+fn required(delay: u64, act: Act) -> Source {
+    Source { steps: vec![Step { delay, act }], policy: Policy::Required, timeout: None, retry: None }
+}
+
+fn optional(policy: Policy, delay: u64, act: Act) -> Source {
+    Source { policy, ..required(delay, act) }
+}
+
+impl Source {
+    fn timeout(self, after: u64) -> Self {
+        Self { timeout: Some(after), ..self }
+    }
+
+    /// Retries with backoffs from `min` to `max`, the later attempts playing `then`.
+    fn retry(mut self, attempts: u32, min: u64, max: u64, then: &[Step]) -> Self {
+        self.steps.extend_from_slice(then);
+        Self { retry: Some(RetrySpec { attempts, min, max }), ..self }
+    }
+}
+
+/// Hand-picked scenarios, with what the model predicts for each.
+fn hand_picked() -> Vec<(Scenario, Expected)> {
+    use Act::*;
+    let case = |sources: Vec<Source>, deadline: Option<u64>| Scenario { sources, deadline };
+    let failed = |kind, root, source_error: Option<String>, also_failed: Vec<usize>, cancelled, elapsed| {
+        Expected::Failed { kind, root, source_error, also_failed, cancelled, elapsed }
+    };
+    vec![
+        (
+            case(vec![required(10, Ok), required(20, Ok)], None),
+            Expected::Ok { elapsed: 20, outputs: vec![(0, 0), (1, 10)] },
+        ),
+        (
+            case(vec![required(10, Ok), required(5, Err), required(5, Panic), required(50, Ok)], None),
+            failed(ErrorKind::Failed, 1, Some(message(1, 0)), vec![2], vec![0, 3], 5),
+        ),
+        (
+            case(vec![required(5, Panic), required(10, Ok)], None),
+            failed(ErrorKind::Panicked, 0, None, vec![], vec![1], 5),
+        ),
+        (
+            case(vec![required(30, Ok).timeout(10), required(20, Ok)], Some(50)),
+            failed(ErrorKind::Timeout, 0, Some("source timeout of 10ms elapsed".into()), vec![], vec![1], 10),
+        ),
+        // A required source whose own timeout is at the deadline leaves it to the group.
+        (
+            case(vec![required(30, Ok).timeout(20), required(5, Ok)], Some(20)),
+            Expected::Timeout { pending: vec![0], elapsed: 20 },
+        ),
+        // Optional sources pending at the deadline fall back; finishing at the deadline is in time.
+        (
+            case(vec![required(20, Ok), optional(Policy::Value, 0, Hang), optional(Policy::Omit, 30, Ok)], Some(20)),
+            Expected::Ok { elapsed: 20, outputs: vec![(0, 0), (1, 1001)] },
+        ),
+        // An optional failure cancels nothing.
+        (
+            case(vec![optional(Policy::Value, 5, Err), required(10, Ok)], None),
+            Expected::Ok { elapsed: 10, outputs: vec![(0, 1000), (1, 10)] },
+        ),
+        (case(vec![required(5, Ok), required(0, Hang)], None), Expected::Hang),
+        // The second attempt starts after a 5 ms backoff and succeeds.
+        (
+            case(vec![required(10, Err).retry(2, 5, 5, &[Step { delay: 5, act: Ok }])], None),
+            Expected::Ok { elapsed: 20, outputs: vec![(0, 1)] },
+        ),
+        // A retry whose backoff would end at the deadline is not started.
+        (
+            case(vec![required(10, Err).retry(2, 10, 10, &[Step { delay: 0, act: Ok }]), required(15, Ok)], Some(20)),
+            failed(ErrorKind::Failed, 0, Some(message(0, 0)), vec![], vec![1], 10),
+        ),
+        (case(vec![required(5, Ok).retry(3, 10, 10, &[])], Some(20)), Expected::Build { source: 0 }),
+    ]
+}
+
+/// A hand-picked case of every kind, so a broken model cannot agree with a broken aggregator by
+/// predicting nothing interesting.
+#[test]
+fn the_model_predicts_each_kind() {
+    for (scenario, expected) in hand_picked() {
+        assert_eq!(model(&scenario).0, expected, "{scenario:?}");
+    }
+}
+
+#[test]
+fn the_model_reports_fallbacks_and_cancellations() {
+    let scenario = Scenario {
+        sources: vec![optional(Policy::Value, 0, Act::Hang), required(5, Act::Err), required(10, Act::Ok)],
+        deadline: Some(20),
+    };
+    let outcomes: Vec<Outcome> = model(&scenario).1.into_iter().map(|source| source.outcome).collect();
+    let cancelled = Outcome::Cancelled { cause: format!("cancelled by `s1`: {}", message(1, 0)) };
+    assert_eq!(outcomes, [cancelled.clone(), Outcome::Failed { error: message(1, 0) }, cancelled]);
+    let scenario =
+        Scenario { sources: vec![optional(Policy::Omit, 0, Act::Hang), required(10, Act::Ok)], deadline: Some(5) };
+    let outcomes: Vec<Outcome> = model(&scenario).1.into_iter().map(|source| source.outcome).collect();
+    let fell_back = Outcome::FellBack { after: Box::new(Outcome::TimedOut { timeout: TimeoutKind::Global }) };
+    assert_eq!(outcomes, [fell_back, Outcome::TimedOut { timeout: TimeoutKind::Global }]);
+}
+
+#[test]
+fn the_aggregator_agrees_with_the_model_on_the_hand_picked_cases() {
+    quiet_deliberate_panics();
+    for (scenario, _) in hand_picked() {
+        if let Err(error) = check(&scenario) {
+            panic!("{scenario:?}: {error}");
+        }
     }
 }
