@@ -41,6 +41,10 @@
 //! pays for waking parked workers and the `block_on` thread (about 57 µs per run for the
 //! spawn-based baselines, whatever N, which would hide everything else).
 //!
+//! With `-- --report PATH` (what `cargo xtask bench` runs) the same implementations are
+//! measured interleaved instead (see `support/harness.rs`), and the medians and 99th percentiles are
+//! written to PATH for the markdown report.
+//!
 //! Before measuring, `check` runs every implementation once per scenario and N, and asserts
 //! that it returns the right outputs or error (for muster, that the error names the failing
 //! source) and that every source future has been dropped when it returns.
@@ -368,7 +372,60 @@ fn benches(c: &mut Criterion) {
     bench_scenario(c, &rt, "cancel_latency", &[LATENCY_N], cancel_latency);
 }
 
+// ---------------------------------------------------------------------------------------------
+// The interleaved report of `cargo xtask bench` (`-- --report PATH`).
+
+#[path = "support/harness.rs"]
+mod harness;
+
+fn report_scenario<S, F>(rt: &Runtime, scenario: &str, n: usize, source: S, report: &mut String)
+where
+    S: Fn(usize) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let mut implementations = vec!["muster", "try_join_all", "try_join_all_boxed", "join_set", "spawn_token"];
+    if n == 2 {
+        implementations.push("try_join");
+    }
+    let batch = move |implementation: &'static str, iterations: u32| async move {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            match implementation {
+                "muster" => drop(black_box(run_muster(n, source).await)),
+                "try_join_all" => drop(black_box(run_try_join_all(n, source).await)),
+                "try_join_all_boxed" => drop(black_box(run_try_join_all_boxed(n, source).await)),
+                "join_set" => drop(black_box(run_join_set(n, source).await)),
+                "spawn_token" => drop(black_box(run_spawn_token(n, source).await)),
+                _ => drop(black_box(tokio::try_join!(source(0), source(1)))),
+            }
+        }
+        started.elapsed()
+    };
+    harness::interleaved(rt, scenario, n, &implementations, batch, report);
+}
+
+fn report(rt: &Runtime, path: &str) -> std::io::Result<()> {
+    let mut report = String::new();
+    for n in SIZES {
+        report_scenario(rt, "ready", n, ready, &mut report);
+        report_scenario(rt, "yield_once", n, yield_once, &mut report);
+        report_scenario(rt, "fail_fast", n, fail_fast, &mut report);
+    }
+    report_scenario(rt, "cancel_latency", LATENCY_N, cancel_latency, &mut report);
+    std::fs::write(path, report)
+}
+
 fn main() {
+    if let Some(path) = harness::report_path() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_time()
+            .build()
+            .expect("a tokio runtime");
+        check(&rt);
+        report(&rt, &path).expect("the report is written");
+        return;
+    }
     let mut criterion = Criterion::default()
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500))
