@@ -30,7 +30,10 @@ pub struct Aggregator<Req: ?Sized, O> {
 
 struct Inner<Req: ?Sized, O> {
     sources: Vec<Source<Req, O>>,
+    /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
+    /// The request-context fields, shared by every report instead of copied into each.
+    fields: Arc<[(Name, String)]>,
 }
 
 impl<Req: ?Sized, O> Clone for Aggregator<Req, O> {
@@ -67,9 +70,9 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
     ///
     /// Dropping the future drops every source's fetch: nothing keeps running.
     pub async fn aggregate(&self, request: &Req) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, group: config } = &*self.inner;
+        let Inner { sources, group: config, fields } = &*self.inner;
         let started = Instant::now();
-        let context = Fields(&config.fields);
+        let context = Fields(fields);
         let span = match &config.span {
             Some(parent) => tracing::info_span!(parent: parent, "aggregate", context = %context),
             None => tracing::info_span!("aggregate", context = %context),
@@ -81,12 +84,12 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
         let mut group = Group::from_config(group_config);
         for (index, source) in sources.iter().enumerate() {
             if let Err(error) = group.spawn(source.name.clone(), source::run(source, index, request, &run)) {
-                let report = recorder.report(self.names(), None, config.fields.clone());
+                let report = recorder.report(self.names(), None, Arc::clone(fields));
                 return Err(AggregateError::spawn(error, report));
             }
         }
         let result = group.wait().instrument(span.clone()).await;
-        let report = recorder.report(self.names(), result.as_ref().err(), config.fields.clone());
+        let report = recorder.report(self.names(), result.as_ref().err(), Arc::clone(fields));
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;
         match result {
@@ -196,7 +199,7 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
     /// The first problem found: an invalid source option, a duplicate or empty name, an
     /// invalid aggregator option, or a retry policy whose backoffs alone exceed the deadline.
     pub fn build(self) -> Result<Aggregator<Req, O>, BuildError> {
-        let Self { sources, group, errors } = self;
+        let Self { sources, mut group, errors } = self;
         if let Some(error) = errors.into_iter().next() {
             return Err(error);
         }
@@ -216,7 +219,8 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
                 }
             }
         }
-        Ok(Aggregator { inner: Arc::new(Inner { sources, group }) })
+        let fields = std::mem::take(&mut group.fields).into();
+        Ok(Aggregator { inner: Arc::new(Inner { sources, group, fields }) })
     }
 }
 

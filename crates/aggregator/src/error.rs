@@ -133,9 +133,18 @@ impl AggregateError {
 impl fmt::Display for AggregateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
-            Cause::Group(error) => fmt::Display::fmt(error, f),
-            Cause::Spawn(error) => fmt::Display::fmt(error, f),
+            Cause::Group(error) => fmt::Display::fmt(error, f)?,
+            Cause::Spawn(error) => fmt::Display::fmt(error, f)?,
         }
+        // The request-context fields say for which request it failed.
+        for (i, (name, value)) in self.report.fields.iter().enumerate() {
+            let separator = if i == 0 { " (" } else { ", " };
+            write!(f, "{separator}{name}={value}")?;
+        }
+        if !self.report.fields.is_empty() {
+            f.write_str(")")?;
+        }
+        Ok(())
     }
 }
 

@@ -71,6 +71,7 @@
 //! # Features
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
+//! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
 //!
 //! The minimum supported Rust version is 1.85.
@@ -101,6 +102,14 @@ pub use muster_options::{
 #[cfg(feature = "json")]
 pub mod json;
 
+/// HTTP sources: [`HttpFetcher`](http::HttpFetcher) with URL templates, typed errors and a
+/// pooled [`HttpClient`](http::HttpClient) (feature `http`).
+#[cfg(feature = "http")]
+pub mod http {
+    #[doc(inline)]
+    pub use muster_adapters::http::*;
+}
+
 /// Test doubles: scripted [`MockFetcher`](mock::MockFetcher)s and a mockall
 /// [`MockSource`](mock::MockSource) (feature `mock`).
 #[cfg(feature = "mock")]
@@ -108,3 +117,8 @@ pub mod mock {
     #[doc(inline)]
     pub use muster_adapters::mock::*;
 }
+
+// tower interop (feature `tower`): services as sources, sources as services.
+#[cfg(feature = "tower")]
+#[doc(inline)]
+pub use muster_adapters::tower::{FetcherService, ServiceFetcher, from_service};

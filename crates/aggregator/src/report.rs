@@ -1,5 +1,5 @@
 use std::fmt;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use muster_core::{Cause, GroupError, Name};
@@ -21,8 +21,8 @@ pub struct Report {
     pub trigger: Option<Trigger>,
     /// From the trigger to the moment every cancelled source had been dropped.
     pub cancellation: Option<Duration>,
-    /// The request-context fields of the aggregator (`user_id`, ...).
-    pub fields: Vec<(Name, String)>,
+    /// The request-context fields of the aggregator (`user_id`, ...), shared by its reports.
+    pub fields: Arc<[(Name, String)]>,
 }
 
 /// What stopped an aggregation early.
@@ -164,7 +164,7 @@ impl fmt::Display for Report {
         if let Some(cancellation) = self.cancellation {
             write!(f, "; cancellation took {cancellation:?}")?;
         }
-        for (name, value) in &self.fields {
+        for (name, value) in self.fields.iter() {
             write!(f, " {name}={value}")?;
         }
         let width = self.sources.iter().map(|source| source.name.len()).max().unwrap_or(0);
@@ -233,7 +233,7 @@ impl Recorder {
         &self,
         names: impl Iterator<Item = &'n Name>,
         error: Option<&GroupError>,
-        fields: Vec<(Name, String)>,
+        fields: Arc<[(Name, String)]>,
     ) -> Report {
         let now = Instant::now();
         let entries = std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));

@@ -81,6 +81,7 @@ impl<Req: ?Sized, O> fmt::Debug for Source<Req, O> {
 /// Why an attempt, or the source, failed.
 enum Failure {
     Error(BoxError),
+    /// `after` is the source's own timeout; unused for the global deadline.
     TimedOut { timeout: TimeoutKind, after: Duration },
     Panicked(Box<dyn Any + Send>),
 }
@@ -248,7 +249,7 @@ async fn timed<Req: ?Sized + Sync, O: Send>(
         None => Either::Right(fetch),
     };
     let fetch = AssertUnwindSafe(fetch).catch_unwind();
-    let global = run.deadline.map(|at| (at, TimeoutKind::Global, at.saturating_duration_since(Instant::now())));
+    let global = run.deadline.map(|at| (at, TimeoutKind::Global, Duration::ZERO));
     let limit = match (own, global) {
         // When both fire together, the global deadline is what is reported.
         (Some(own), Some(global)) if own.0 >= global.0 => source.fallback.as_ref().map(|_| global),
