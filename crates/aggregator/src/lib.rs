@@ -72,6 +72,8 @@
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
 //! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
+//! - `tower`: [`ServiceFetcher`] (any tower `Service` is a `Fetcher`) and [`FetcherService`]
+//!   (any `Fetcher` is a `Service`), so tower's layers compose with sources.
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
 //!
 //! The minimum supported Rust version is 1.85.

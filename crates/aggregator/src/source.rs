@@ -82,7 +82,10 @@ impl<Req: ?Sized, O> fmt::Debug for Source<Req, O> {
 enum Failure {
     Error(BoxError),
     /// `after` is the source's own timeout; unused for the global deadline.
-    TimedOut { timeout: TimeoutKind, after: Duration },
+    TimedOut {
+        timeout: TimeoutKind,
+        after: Duration,
+    },
     Panicked(Box<dyn Any + Send>),
 }
 
