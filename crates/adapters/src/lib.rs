@@ -37,18 +37,35 @@
 //! - `mock`: the `mock` module: the scripted `MockFetcher` (with `Step`, `CallRecord`,
 //!   `CallOutcome` and `MockError`) and the mockall-generated `MockSource`, all re-exported
 //!   here. Adds tokio (`time`), mockall, async-trait and thiserror.
+//! - `tower`: the `tower` module: `ServiceFetcher` (`from_service`) makes any tower `Service` a
+//!   `Fetcher` and `FetcherService` any `Fetcher` a `Service`, so tower's layers wrap sources.
+//! - `http`: the `http` module: `HttpFetcher`, a JSON-over-HTTP fetcher built from a URL
+//!   template (every substituted value percent-encoded as one path segment or query value),
+//!   with typed errors, a whole-exchange timeout, a streamed body limit and deadline and trace
+//!   propagation headers, on the pooled `HttpClient` (hyper 1, https via rustls). Adds hyper,
+//!   hyper-util, hyper-rustls, rustls (*ring*), http, serde, serde_json, tokio, async-trait and
+//!   thiserror.
 //!
-//! The HTTP fetcher and the tower interop will follow behind their own features. The minimum
-//! supported Rust version is 1.85.
+//! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
 
 #[cfg(feature = "mock")]
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "mock")]
 pub mod mock;
+#[cfg(feature = "tower")]
+pub mod tower;
 
+#[cfg(feature = "http")]
+#[doc(no_inline)]
+pub use crate::http::{HttpClient, HttpError, HttpFetcher};
 #[cfg(feature = "mock")]
 #[doc(no_inline)]
 pub use crate::mock::{CallOutcome, CallRecord, MockError, MockFetcher, MockSource, Step};
+#[cfg(feature = "tower")]
+#[doc(no_inline)]
+pub use crate::tower::{FetcherService, ServiceFetcher, from_service};
 #[doc(no_inline)]
 pub use muster_core;

@@ -1,0 +1,853 @@
+//! The HTTP fetcher: JSON over HTTP/1.1 (and https via rustls) from a URL template, safe by
+//! default.
+//!
+//! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
+//! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` on a pooled
+//! [`HttpClient`], and returns the validated JSON body as a
+//! [`Box<RawValue>`](serde_json::value::RawValue) (kept as text, so an aggregator passes it on
+//! without re-serialising it), or, through [`HttpFetcher::decode`], as any
+//! `T: DeserializeOwned`. Every way the exchange can fail is its own [`HttpError`] variant.
+//!
+//! ```
+//! # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
+//! #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! #     let addr = listener.local_addr()?;
+//! #     tokio::spawn(async move {
+//! #         while let Ok((mut socket, _)) = listener.accept().await {
+//! #             let _ = socket.read(&mut [0; 4096]).await;
+//! #             let head = format!(
+//! #                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+//! #                 body.len(),
+//! #             );
+//! #             let _ = socket.write_all(format!("{head}{body}").as_bytes()).await;
+//! #         }
+//! #     });
+//! #     Ok(addr)
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use muster_adapters::http::{HttpClient, HttpFetcher};
+//! use muster_core::{Fetcher, Group};
+//! use muster_core::muster_options::Deadline;
+//!
+//! let profile_addr = serve(r#"{"name": "Ada", "kyc": "verified"}"#).await?;
+//! let balance_addr = serve(r#"{"balance": 1250}"#).await?;
+//!
+//! let client = HttpClient::new(); // one pool for every source and every aggregation
+//! let profile = HttpFetcher::builder(&format!("http://{profile_addr}/v1/users/{{id}}"))
+//!     .client(client.clone())
+//!     .build()?;
+//! let balance = HttpFetcher::builder(&format!("http://{balance_addr}/v1/balance/{{id}}"))
+//!     .client(client)
+//!     .timeout(Duration::from_millis(500))
+//!     .build()?;
+//!
+//! let user_id = "7";
+//! let mut group = Group::with_options(Deadline(Duration::from_secs(1)))?;
+//! group.spawn("profile", profile.fetch(user_id))?;
+//! group.spawn("balance", balance.fetch(user_id))?;
+//! let outputs = group.wait().await?;
+//! assert_eq!(outputs["profile"].get(), r#"{"name": "Ada", "kyc": "verified"}"#);
+//! assert_eq!(outputs["balance"].get(), r#"{"balance": 1250}"#);
+//! # Ok(()) }
+//! ```
+//!
+//! # URL templates
+//!
+//! A template is an absolute `http` or `https` URL. Each `{name}` placeholder (letters,
+//! digits, `_`, `-`) stands in a path segment or a query value, never in the scheme, host or
+//! port; [`HttpFetcherBuilder::build`] refuses anything else with an [`HttpConfigError`].
+//!
+//! The value the request gives for a placeholder ([`UrlParams::param`]) is percent-encoded so
+//! that it stays exactly one path segment (or one query value), whatever it contains: every
+//! byte except the RFC 3986 unreserved characters `A-Z a-z 0-9 - _ ~` is encoded, and so is
+//! `.`. `/`, `?`, `#`, `%`, `&`, `=`, spaces, CR and LF, and the UTF-8 bytes of non-ASCII
+//! text are all encoded, so a value cannot change the host, the path structure or the query;
+//! and `.` and `..` become `%2E` and `%2E%2E`, which are not dot segments, so no client,
+//! proxy or server normalises them away (`/users/..` would otherwise address `/`). A path
+//! placeholder's value must not be empty either: `/users/` addresses another resource than
+//! `/users/7`. Query values may be empty.
+//!
+//! The URL is then parsed as an [`http::Uri`] and sent as it is, never
+//! normalised. That is why this fetcher is built on hyper rather than reqwest: reqwest parses
+//! URLs with the WHATWG `url` crate, which, like a browser, decodes `%2E%2E` to a `..` dot
+//! segment and removes it together with the segment before it, so an id of `..` would reach
+//! the parent resource. `http::Uri` keeps `%2E%2E` as it is.
+//!
+//! # Request headers
+//!
+//! Every request is a `GET` with no body, and these headers:
+//!
+//! | header | value |
+//! | --- | --- |
+//! | `accept` | `application/json` |
+//! | `user-agent` | `muster-adapters/<version>` |
+//! | `x-request-id` | [`UrlParams::request_id`], if it is a valid header value |
+//! | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
+//! | `x-muster-deadline-ms` | the time left until [`muster_core::deadline()`], in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
+//! | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
+//!
+//! `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
+//! A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
+//! sending anything.
+//!
+//! # The response
+//!
+//! - 2xx: the `Content-Type` must be `application/json` or `application/<something>+json`
+//!   ([`HttpError::ContentType`]); a `Content-Encoding` other than `identity` is refused
+//!   ([`HttpError::Encoding`]; the fetcher never asks for compression); the body is read frame
+//!   by frame and refused as soon as it exceeds the limit ([`HttpError::BodyTooLarge`]; the
+//!   excess is never buffered, and a `Content-Length` over the limit is refused before
+//!   reading); then it must be valid JSON ([`HttpError::InvalidJson`]).
+//! - 3xx: an [`HttpError::Redirect`], unless [`follow_redirects`](HttpFetcherBuilder::follow_redirects)
+//!   allows following it: only to `http`/`https` URLs with the same scheme. Static headers are
+//!   not sent to a different host or port.
+//! - anything else: an [`HttpError::Status`] with the start of the body.
+//!
+//! # Timeouts and cancellation
+//!
+//! The [`timeout`](HttpFetcherBuilder::timeout) (10 s by default) covers the whole exchange:
+//! connecting, the response head, every redirect and the whole body, so a body that dribbles
+//! in slowly times out too. Under a [`muster_core::deadline()`] the fetch gets the earlier of
+//! the two.
+//!
+//! Dropping the fetch future (which is how a [`Group`](muster_core::Group) cancels a source)
+//! aborts the request: a connection with a request in flight, or a body not read to the end,
+//! is closed rather than returned to the pool; the server sees the connection close.
+//!
+//! # Pooling
+//!
+//! An [`HttpClient`] keeps idle keep-alive connections per host (for 90 s) and is cheap to
+//! clone; share one across fetchers and aggregations. A fetcher built without
+//! [`client`](HttpFetcherBuilder::client) gets a pool of its own.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ::http::{Request, Response};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
+use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use muster_core::Fetcher;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use tokio::time::{Instant, timeout_at};
+
+mod error;
+mod params;
+mod template;
+
+pub use self::error::{HttpConfigError, HttpError};
+pub use self::params::UrlParams;
+#[doc(no_inline)]
+pub use ::http::StatusCode;
+
+use self::template::{Template, resolve_redirect};
+
+/// The header that carries the time left until the deadline, in whole milliseconds.
+const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-muster-deadline-ms");
+const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT_HEADER: HeaderName = HeaderName::from_static("traceparent");
+
+/// How much of a non-2xx body is kept in [`HttpError::Status`].
+const EXCERPT_LEN: usize = 200;
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A pooled HTTP/1.1 client for `http` and `https` URLs, shared by [`HttpFetcher`]s.
+///
+/// Cloning is cheap and every clone shares one pool of keep-alive connections, so create one
+/// client per process and hand it to every fetcher with [`HttpFetcherBuilder::client`].
+/// https uses rustls (with the *ring* crypto provider, TLS 1.2 and 1.3) and trusts the Mozilla
+/// root certificates of `webpki-roots`; [`HttpClient::with_tls_config`] takes your own
+/// rustls configuration (e.g. a private CA).
+///
+/// Connections are opened on the tokio runtime of the fetch that needs them; use a client
+/// within one runtime.
+///
+/// ```
+/// use muster_adapters::http::{HttpClient, HttpFetcher};
+///
+/// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+/// let client = HttpClient::new();
+/// let profile = HttpFetcher::builder("https://profile.internal/v1/users/{id}").client(client.clone()).build()?;
+/// let transactions =
+///     HttpFetcher::builder("https://ledger.internal/v1/users/{id}/transactions").client(client).build()?;
+/// # let _ = (profile, transactions);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl HttpClient {
+    /// A client trusting the Mozilla root certificates (`webpki-roots`).
+    pub fn new() -> Self {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        #[allow(clippy::expect_used)] // reason: a fixed provider that supports both versions
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports TLS 1.2 and 1.3")
+            .with_webpki_roots()
+            .with_no_client_auth();
+        Self::with_tls_config(config)
+    }
+
+    /// A client using `config` for https connections, e.g. one that trusts a private CA or
+    /// presents a client certificate. Its ALPN protocols are replaced by `http/1.1`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use muster_adapters::http::HttpClient;
+    ///
+    /// let roots = rustls::RootCertStore::empty(); // add your CA's certificate with `roots.add(..)`
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_no_client_auth();
+    /// let client = HttpClient::with_tls_config(config);
+    /// # let _ = client;
+    /// # Ok::<(), rustls::Error>(())
+    /// ```
+    pub fn with_tls_config(config: rustls::ClientConfig) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector =
+            HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(connector);
+        Self { client }
+    }
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpClient").finish_non_exhaustive()
+    }
+}
+
+/// A [`Fetcher`] that GETs JSON from a URL template; see [the module docs](self).
+///
+/// Its output is the validated JSON body as a [`Box<RawValue>`]; [`decode`](Self::decode)
+/// turns it into a fetcher of any deserialisable type. It fetches any request that implements
+/// [`UrlParams`] (`&str`, `String`, integers, maps, pairs, or your own type). Cloning is cheap
+/// and clones share the configuration and the client.
+///
+/// ```
+/// # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
+/// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// #     let addr = listener.local_addr()?;
+/// #     tokio::spawn(async move {
+/// #         while let Ok((mut socket, _)) = listener.accept().await {
+/// #             let _ = socket.read(&mut [0; 4096]).await;
+/// #             let head = format!(
+/// #                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+/// #                 body.len(),
+/// #             );
+/// #             let _ = socket.write_all(format!("{head}{body}").as_bytes()).await;
+/// #         }
+/// #     });
+/// #     Ok(addr)
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use muster_adapters::http::{HttpError, HttpFetcher};
+/// use muster_core::Fetcher;
+///
+/// let addr = serve(r#"{"id": 7, "name": "Ada"}"#).await?;
+/// let profiles = HttpFetcher::builder(&format!("http://{addr}/v1/users/{{id}}")).build()?;
+///
+/// let profile = profiles.fetch("7").await?;
+/// assert_eq!(profile.get(), r#"{"id": 7, "name": "Ada"}"#);
+///
+/// let by_name = HttpFetcher::builder(&format!("http://{addr}/v1/users?name={{name}}")).build()?;
+/// let error = by_name.fetch(&[("id", "7")]).await.unwrap_err();
+/// assert!(matches!(error, HttpError::MissingParam { name } if name == "name"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct HttpFetcher {
+    config: Arc<Config>,
+}
+
+struct Config {
+    client: HttpClient,
+    template: Template,
+    timeout: Duration,
+    max_body: usize,
+    max_redirects: usize,
+    /// `accept`, `user-agent` and the static headers.
+    headers: HeaderMap,
+    /// The same without the static headers, for a redirect to another host.
+    cross_origin_headers: HeaderMap,
+}
+
+impl HttpFetcher {
+    /// Starts building a fetcher for `template`, e.g.
+    /// `"https://profile.internal/v1/users/{id}"`. The template is checked by
+    /// [`HttpFetcherBuilder::build`].
+    pub fn builder(template: &str) -> HttpFetcherBuilder {
+        HttpFetcherBuilder {
+            template: template.to_owned(),
+            client: None,
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+            max_redirects: 0,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A fetcher that deserialises the JSON body into `T` instead of returning it raw.
+    /// A body that does not deserialise is an [`HttpError::InvalidJson`].
+    ///
+    /// ```
+    /// # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
+    /// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// #     let addr = listener.local_addr()?;
+    /// #     tokio::spawn(async move {
+    /// #         while let Ok((mut socket, _)) = listener.accept().await {
+    /// #             let _ = socket.read(&mut [0; 4096]).await;
+    /// #             let head = format!(
+    /// #                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+    /// #                 body.len(),
+    /// #             );
+    /// #             let _ = socket.write_all(format!("{head}{body}").as_bytes()).await;
+    /// #         }
+    /// #     });
+    /// #     Ok(addr)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use muster_adapters::http::HttpFetcher;
+    /// use muster_core::Fetcher;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Balance {
+    ///     cents: i64,
+    /// }
+    ///
+    /// let addr = serve(r#"{"cents": 125000}"#).await?;
+    /// let balances = HttpFetcher::builder(&format!("http://{addr}/v1/balance/{{id}}")).build()?.decode::<Balance>();
+    /// assert_eq!(balances.fetch(&7_u64).await?.cents, 125_000);
+    /// # Ok(()) }
+    /// ```
+    pub fn decode<T: DeserializeOwned>(self) -> Decoded<T> {
+        Decoded { fetcher: self, output: PhantomData }
+    }
+
+    /// The URL template, as given to [`builder`](Self::builder).
+    pub fn template(&self) -> &str {
+        self.config.template.as_str()
+    }
+
+    /// Fetches the body of a 2xx JSON response for `request`, checked but not parsed.
+    async fn fetch_body<P: UrlParams + ?Sized>(&self, request: &P) -> Result<Vec<u8>, HttpError> {
+        let config = &*self.config;
+        let uri = config.template.render(request)?;
+
+        let mut propagated = HeaderMap::new();
+        if let Some(id) = request.request_id().and_then(|id| HeaderValue::from_str(id).ok()) {
+            propagated.insert(REQUEST_ID_HEADER, id);
+        }
+        if let Some(traceparent) = request.traceparent().filter(|value| is_valid_traceparent(value)) {
+            if let Ok(value) = HeaderValue::from_str(traceparent) {
+                propagated.insert(TRACEPARENT_HEADER, value);
+            }
+        }
+        let now = Instant::now();
+        let mut budget = config.timeout;
+        if let Some(deadline) = muster_core::deadline() {
+            let left = deadline.saturating_duration_since(now);
+            if left.is_zero() {
+                return Err(HttpError::Timeout { after: Duration::ZERO });
+            }
+            let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+            propagated.insert(DEADLINE_HEADER, HeaderValue::from(millis));
+            budget = budget.min(left);
+        }
+        let until = now + budget;
+        let timed_out = || HttpError::Timeout { after: budget };
+
+        let origin = uri.authority().cloned();
+        let mut uri = uri;
+        let mut redirects = 0;
+        loop {
+            let mut request = Request::new(Empty::new());
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            if uri.authority() == origin.as_ref() {
+                headers.clone_from(&config.headers);
+            } else {
+                headers.clone_from(&config.cross_origin_headers);
+            }
+            headers.extend(propagated.clone());
+
+            let response = timeout_at(until, config.client.client.request(request))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|error| {
+                    if error.is_connect() {
+                        HttpError::Connect { source: error.into() }
+                    } else {
+                        HttpError::Protocol { source: error.into() }
+                    }
+                })?;
+
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response.headers().get(header::LOCATION).map(lossy);
+                let next = if redirects < config.max_redirects {
+                    location.as_deref().and_then(|location| resolve_redirect(&uri, location))
+                } else {
+                    None
+                };
+                match next {
+                    Some(next) => {
+                        redirects += 1;
+                        uri = next;
+                        continue;
+                    }
+                    None => return Err(HttpError::Redirect { status, location }),
+                }
+            }
+            if !status.is_success() {
+                let body_excerpt = read_excerpt(response.into_body(), until).await;
+                return Err(HttpError::Status { status, body_excerpt });
+            }
+            check_json_headers(&response)?;
+            return read_limited(response.into_body(), config.max_body, until).await?.ok_or_else(timed_out);
+        }
+    }
+}
+
+impl fmt::Debug for HttpFetcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config = &*self.config;
+        // Header values may be credentials: show the names only.
+        let headers: Vec<&str> = config.headers.keys().map(HeaderName::as_str).collect();
+        f.debug_struct("HttpFetcher")
+            .field("template", &config.template.as_str())
+            .field("timeout", &config.timeout)
+            .field("max_body", &config.max_body)
+            .field("max_redirects", &config.max_redirects)
+            .field("headers", &headers)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<Req: UrlParams + ?Sized + Sync> Fetcher<Req> for HttpFetcher {
+    type Output = Box<RawValue>;
+    type Error = HttpError;
+
+    /// GETs the URL for `request` and returns its validated JSON body.
+    ///
+    /// # Errors
+    ///
+    /// Every failure is an [`HttpError`]; see its variants.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future aborts the request and closes its connection.
+    async fn fetch(&self, request: &Req) -> Result<Box<RawValue>, HttpError> {
+        let body = self.fetch_body(request).await?;
+        serde_json::from_slice(&body).map_err(|source| HttpError::InvalidJson { source })
+    }
+}
+
+/// An [`HttpFetcher`] whose output is the JSON body deserialised into `T`; made by
+/// [`HttpFetcher::decode`].
+pub struct Decoded<T> {
+    fetcher: HttpFetcher,
+    output: PhantomData<fn() -> T>,
+}
+
+impl<T> Decoded<T> {
+    /// The underlying raw-JSON fetcher.
+    ///
+    /// ```
+    /// use muster_adapters::http::HttpFetcher;
+    ///
+    /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+    /// let template = "http://profile.internal/v1/users/{id}";
+    /// let profiles = HttpFetcher::builder(template).build()?.decode::<serde_json::Value>();
+    /// assert_eq!(profiles.get_ref().template(), template);
+    /// # Ok(()) }
+    /// ```
+    pub fn get_ref(&self) -> &HttpFetcher {
+        &self.fetcher
+    }
+
+    /// Unwraps the underlying raw-JSON fetcher.
+    pub fn into_inner(self) -> HttpFetcher {
+        self.fetcher
+    }
+}
+
+impl<T> Clone for Decoded<T> {
+    fn clone(&self) -> Self {
+        Self { fetcher: self.fetcher.clone(), output: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Decoded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoded").field("fetcher", &self.fetcher).field("output", &std::any::type_name::<T>()).finish()
+    }
+}
+
+#[async_trait]
+impl<Req, T> Fetcher<Req> for Decoded<T>
+where
+    Req: UrlParams + ?Sized + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Output = T;
+    type Error = HttpError;
+
+    /// GETs the URL for `request` and deserialises its JSON body into `T`.
+    ///
+    /// # Errors
+    ///
+    /// Every failure is an [`HttpError`]; see its variants.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future aborts the request and closes its connection.
+    async fn fetch(&self, request: &Req) -> Result<T, HttpError> {
+        let body = self.fetcher.fetch_body(request).await?;
+        serde_json::from_slice(&body).map_err(|source| HttpError::InvalidJson { source })
+    }
+}
+
+/// Configures an [`HttpFetcher`]; made by [`HttpFetcher::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use muster_adapters::http::{HttpClient, HttpFetcher};
+///
+/// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+/// let transactions = HttpFetcher::builder("https://ledger.internal/v1/users/{id}/transactions?limit={limit}")
+///     .client(HttpClient::new())
+///     .timeout(Duration::from_millis(800))
+///     .max_body(4 * 1024 * 1024)
+///     .follow_redirects(2)
+///     .header("authorization", "Bearer s3cr3t")
+///     .build()?;
+/// assert!(!format!("{transactions:?}").contains("s3cr3t"), "Debug shows header names only");
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct HttpFetcherBuilder {
+    template: String,
+    client: Option<HttpClient>,
+    timeout: Duration,
+    max_body: usize,
+    max_redirects: usize,
+    headers: Vec<(String, String)>,
+}
+
+impl HttpFetcherBuilder {
+    /// The client (and so the connection pool) to use. Without one, the fetcher gets a client
+    /// of its own.
+    pub fn client(mut self, client: HttpClient) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The time the whole exchange may take: connecting, the response head, redirects and
+    /// the whole body. 10 s by default; under a [`muster_core::deadline()`] the earlier of
+    /// the two applies. Must not be zero.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest response body accepted, in bytes: 1 MiB by default. Enforced while the
+    /// body streams in; the excess is never buffered. Must not be zero.
+    pub fn max_body(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Follows up to `max` redirects (0, the default, follows none: a 3xx is an
+    /// [`HttpError::Redirect`]). Only targets with the scheme of the original URL are
+    /// followed; static headers are not sent to another host or port.
+    pub fn follow_redirects(mut self, max: usize) -> Self {
+        self.max_redirects = max;
+        self
+    }
+
+    /// Adds a header sent with every request, e.g. an `authorization` token. Added twice,
+    /// the header is sent twice. The name and value are checked by [`build`](Self::build);
+    /// headers the client manages itself (`host`, `content-length`, `transfer-encoding`,
+    /// `connection`, ...) and the per-request ones (`x-request-id`, `traceparent`,
+    /// `x-muster-deadline-ms`) are refused.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Builds the fetcher.
+    ///
+    /// # Errors
+    ///
+    /// An [`HttpConfigError`] if the template is not an absolute `http`/`https` URL with
+    /// well-formed `{name}` placeholders in path segments or query values only, if a header
+    /// is invalid or reserved, or if the timeout or the body limit is zero.
+    pub fn build(self) -> Result<HttpFetcher, HttpConfigError> {
+        let template = Template::parse(&self.template)?;
+        if self.timeout.is_zero() {
+            return Err(HttpConfigError::ZeroTimeout);
+        }
+        if self.max_body == 0 {
+            return Err(HttpConfigError::ZeroMaxBody);
+        }
+
+        let mut cross_origin_headers = HeaderMap::new();
+        cross_origin_headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        cross_origin_headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(concat!("muster-adapters/", env!("CARGO_PKG_VERSION"))),
+        );
+        let mut statics = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let invalid = |reason: &str| HttpConfigError::Header { name: name.clone(), reason: reason.to_owned() };
+            let header_name = HeaderName::try_from(name.as_str()).map_err(|_| invalid("not a valid header name"))?;
+            if is_reserved(&header_name) {
+                return Err(invalid("set by the client itself"));
+            }
+            let mut header_value =
+                HeaderValue::try_from(value.as_str()).map_err(|_| invalid("not a valid header value"))?;
+            if header_name == header::AUTHORIZATION || header_name == header::COOKIE {
+                header_value.set_sensitive(true);
+            }
+            statics.append(header_name, header_value);
+        }
+        let mut headers = cross_origin_headers.clone();
+        for name in statics.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &statics {
+            headers.append(name, value.clone());
+        }
+
+        Ok(HttpFetcher {
+            config: Arc::new(Config {
+                client: self.client.unwrap_or_default(),
+                template,
+                timeout: self.timeout,
+                max_body: self.max_body,
+                max_redirects: self.max_redirects,
+                headers,
+                cross_origin_headers,
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for HttpFetcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("HttpFetcherBuilder")
+            .field("template", &self.template)
+            .field("client", &self.client)
+            .field("timeout", &self.timeout)
+            .field("max_body", &self.max_body)
+            .field("max_redirects", &self.max_redirects)
+            .field("headers", &headers)
+            .finish()
+    }
+}
+
+/// Headers a static configuration may not set: framing and connection management belong to
+/// the client, the propagation headers to each request.
+fn is_reserved(name: &HeaderName) -> bool {
+    [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        header::ACCEPT_ENCODING,
+        DEADLINE_HEADER,
+        REQUEST_ID_HEADER,
+        TRACEPARENT_HEADER,
+    ]
+    .contains(name)
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// Whether `value` is a W3C trace-context `traceparent` of version 00: `00-` 32 lower-case
+/// hex digits (not all zero) `-` 16 (not all zero) `-` 2.
+fn is_valid_traceparent(value: &str) -> bool {
+    let fields: Vec<&str> = value.split('-').collect();
+    let hex = |field: &str, len: usize| {
+        field.len() == len && field.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let nonzero = |field: &str| field.bytes().any(|byte| byte != b'0');
+    matches!(fields.as_slice(), [version, trace_id, parent_id, flags]
+        if *version == "00"
+            && hex(trace_id, 32) && nonzero(trace_id)
+            && hex(parent_id, 16) && nonzero(parent_id)
+            && hex(flags, 2))
+}
+
+/// A header value as lossy UTF-8.
+fn lossy(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+/// Refuses a 2xx response that is not uncompressed JSON.
+fn check_json_headers(response: &Response<Incoming>) -> Result<(), HttpError> {
+    let headers = response.headers();
+    for encoding in headers.get_all(header::CONTENT_ENCODING) {
+        let identity = encoding.to_str().is_ok_and(|list| {
+            list.split(',').map(str::trim).all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"))
+        });
+        if !identity {
+            return Err(HttpError::Encoding { found: lossy(encoding) });
+        }
+    }
+    let content_type = headers.get(header::CONTENT_TYPE);
+    if !content_type.is_some_and(is_json) {
+        return Err(HttpError::ContentType { found: content_type.map(lossy) });
+    }
+    Ok(())
+}
+
+/// Whether a `Content-Type` is `application/json` or `application/*+json`, parameters aside.
+fn is_json(content_type: &HeaderValue) -> bool {
+    let Ok(content_type) = content_type.to_str() else { return false };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match essence.split_once('/') {
+        Some(("application", subtype)) => subtype == "json" || (subtype.ends_with("+json") && subtype.len() > 5),
+        _ => false,
+    }
+}
+
+/// Reads the body up to `limit` bytes; `None` if `until` passes first.
+async fn read_limited(mut body: Incoming, limit: usize, until: Instant) -> Result<Option<Vec<u8>>, HttpError> {
+    let announced = body.size_hint().exact();
+    if announced.is_some_and(|len| len > limit as u64) {
+        return Err(HttpError::BodyTooLarge { limit });
+    }
+    let capacity = announced.map_or(8 * 1024, |len| usize::try_from(len).unwrap_or(limit)).min(limit);
+    let mut buffer = Vec::with_capacity(capacity);
+    loop {
+        let Ok(frame) = timeout_at(until, body.frame()).await else { return Ok(None) };
+        let Some(frame) = frame else { return Ok(Some(buffer)) };
+        let frame = frame.map_err(|error| HttpError::Protocol { source: error.into() })?;
+        if let Ok(data) = frame.into_data() {
+            if data.len() > limit - buffer.len() {
+                return Err(HttpError::BodyTooLarge { limit });
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+}
+
+/// Reads the first [`EXCERPT_LEN`] bytes of an error body, or what arrives of them before
+/// `until` or a broken connection, as lossy UTF-8 (a character cut at the end is dropped).
+async fn read_excerpt(mut body: Incoming, until: Instant) -> String {
+    let mut excerpt = Vec::new();
+    while excerpt.len() < EXCERPT_LEN {
+        match timeout_at(until, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    let take = data.len().min(EXCERPT_LEN - excerpt.len());
+                    excerpt.extend_from_slice(&data[..take]);
+                }
+            }
+            _ => break,
+        }
+    }
+    if let Err(error) = std::str::from_utf8(&excerpt) {
+        if error.error_len().is_none() {
+            excerpt.truncate(error.valid_up_to());
+        }
+    }
+    String::from_utf8_lossy(&excerpt).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_valid_version_00_traceparents_pass() {
+        assert!(is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        assert!(!is_valid_traceparent("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"), "upper case");
+        assert!(!is_valid_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"), "zero trace id");
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"), "zero parent id");
+        assert!(!is_valid_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"), "version");
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x"));
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01"), "short");
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g"));
+        assert!(!is_valid_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx: y"));
+        assert!(!is_valid_traceparent(""));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let json = |value: &'static str| is_json(&HeaderValue::from_static(value));
+        assert!(json("application/json"));
+        assert!(json("Application/JSON; charset=utf-8"));
+        assert!(json("application/problem+json"));
+        assert!(!json("application/+json"));
+        assert!(!json("text/json"));
+        assert!(!json("text/html"));
+        assert!(!json("application/jsonp"));
+        assert!(!json(""));
+    }
+
+    #[test]
+    fn static_headers_are_checked_and_may_replace_the_defaults() {
+        let builder = || HttpFetcher::builder("http://host/{id}");
+        let error = builder().header("host", "evil").build().unwrap_err();
+        assert_eq!(error.to_string(), "invalid header `host`: set by the client itself");
+        let error = builder().header("x-muster-deadline-ms", "1").build().unwrap_err();
+        assert!(matches!(error, HttpConfigError::Header { .. }));
+        let error = builder().header("bad name", "1").build().unwrap_err();
+        assert_eq!(error.to_string(), "invalid header `bad name`: not a valid header name");
+        let error = builder().header("x-a", "a\r\nb").build().unwrap_err();
+        assert_eq!(error.to_string(), "invalid header `x-a`: not a valid header value");
+        assert_eq!(builder().timeout(Duration::ZERO).build().unwrap_err(), HttpConfigError::ZeroTimeout);
+        assert_eq!(builder().max_body(0).build().unwrap_err(), HttpConfigError::ZeroMaxBody);
+
+        let fetcher = builder().header("accept", "application/vnd.x+json").header("x-a", "1").header("x-a", "2");
+        let fetcher = fetcher.build().unwrap();
+        let headers = &fetcher.config.headers;
+        assert_eq!(headers.get_all(header::ACCEPT).iter().collect::<Vec<_>>(), ["application/vnd.x+json"]);
+        assert_eq!(headers.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert!(fetcher.config.cross_origin_headers.get("x-a").is_none());
+        assert_eq!(fetcher.config.cross_origin_headers[header::ACCEPT], "application/json");
+    }
+}

@@ -1,0 +1,244 @@
+//! The errors of the HTTP fetcher: [`HttpError`] for a failed fetch, [`HttpConfigError`] for a
+//! fetcher that cannot be built.
+
+use std::fmt;
+use std::time::Duration;
+
+use ::http::StatusCode;
+use muster_core::BoxError;
+
+/// Why an [`HttpFetcher`](super::HttpFetcher) fetch failed.
+///
+/// Each failure has its own variant, a stable snake_case [`kind`](Self::kind) for logs and
+/// metrics, and an [`is_retryable`](Self::is_retryable) verdict for retry policies. The error
+/// does not name the source: the group or aggregator running the fetch adds the name.
+///
+/// `Display` never includes the response body, so an error message can be logged or returned
+/// to a client without leaking what a backend said; [`HttpError::Status`] keeps the start of
+/// the body in a field for the logs that want it.
+///
+/// ```
+/// use std::time::Duration;
+/// use muster_adapters::http::HttpError;
+///
+/// let error = HttpError::Timeout { after: Duration::from_millis(250) };
+/// assert_eq!(error.kind(), "timeout");
+/// assert!(error.is_retryable());
+/// assert_eq!(error.to_string(), "no complete response within 250ms");
+///
+/// let error = HttpError::BodyTooLarge { limit: 1 << 20 };
+/// assert_eq!(error.kind(), "body_too_large");
+/// assert!(!error.is_retryable());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The server answered with a status other than 2xx (or 3xx, see
+    /// [`Redirect`](Self::Redirect)).
+    #[error("unexpected status {status}")]
+    Status {
+        /// The status the server sent.
+        status: StatusCode,
+        /// The first 200 bytes (at most) of the response body, decoded as lossy UTF-8. Reading
+        /// it is bounded by the fetch's timeout; whatever arrived in time is kept.
+        body_excerpt: String,
+    },
+    /// No connection could be made: the name did not resolve, the connection was refused, or
+    /// the TLS handshake failed.
+    #[error("could not connect")]
+    Connect {
+        /// What went wrong.
+        #[source]
+        source: BoxError,
+    },
+    /// The whole exchange (connect, response head and body, redirects included) did not
+    /// finish within the fetcher's timeout or the remaining deadline, whichever was earlier.
+    #[error("no complete response within {after:?}")]
+    Timeout {
+        /// The time the fetch was given.
+        after: Duration,
+    },
+    /// The response body is larger than the fetcher's limit. The body was read only up to
+    /// the limit (or not at all, when `Content-Length` announced more), then the connection
+    /// was closed.
+    #[error("response body larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The response body is not valid JSON, or not the JSON a
+    /// [`Decoded`](super::Decoded) fetcher expects.
+    #[error("response body is not the expected JSON")]
+    InvalidJson {
+        /// What serde_json rejected.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A 2xx response whose `Content-Type` is neither `application/json` nor an
+    /// `application/*+json` type.
+    #[error("expected a JSON content type, found {}", Found(found.as_deref()))]
+    ContentType {
+        /// The `Content-Type` the server sent (lossy UTF-8), or `None` if it sent none.
+        found: Option<String>,
+    },
+    /// A 3xx response that was not followed: redirects are disabled (the default), the limit
+    /// was reached, or the target is not an `http`/`https` URL with the original scheme.
+    #[error("redirect ({status}) to {} not followed", Found(location.as_deref()))]
+    Redirect {
+        /// The 3xx status.
+        status: StatusCode,
+        /// The `Location` header (lossy UTF-8), or `None` if there was none.
+        location: Option<String>,
+    },
+    /// The exchange broke mid-way: the connection was reset or closed before a complete
+    /// response (an empty reply, a truncated body), or the server sent something that is not
+    /// HTTP/1 (a malformed head or chunked body, random bytes).
+    #[error("malformed or interrupted response")]
+    Protocol {
+        /// What hyper reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The request has no value for a placeholder of the URL template, or an empty one for a
+    /// placeholder in the path (an empty segment would address another resource: `/users/`
+    /// instead of `/users/7`).
+    #[error("no value for URL placeholder `{{{name}}}`")]
+    MissingParam {
+        /// The placeholder's name, without braces.
+        name: String,
+    },
+    /// A 2xx response with a `Content-Encoding` the fetcher did not ask for. The fetcher
+    /// never requests compression, so it never has to decompress (or size-check) a body.
+    #[error("unrequested content encoding `{found}`")]
+    Encoding {
+        /// The `Content-Encoding` the server sent (lossy UTF-8).
+        found: String,
+    },
+    /// The URL built from the template and the request's values is not a valid URI; in
+    /// practice, it is longer than the 65,534 bytes `http::Uri` accepts.
+    #[error("the request URL is not valid")]
+    InvalidUrl {
+        /// Why `http::Uri` refused it.
+        #[source]
+        source: ::http::uri::InvalidUri,
+    },
+}
+
+impl HttpError {
+    /// A stable snake_case name for the variant, for logs, metrics and JSON error bodies:
+    /// `"status"`, `"connect"`, `"timeout"`, `"body_too_large"`, `"invalid_json"`,
+    /// `"content_type"`, `"redirect"`, `"protocol"`, `"missing_param"`, `"encoding"` or
+    /// `"invalid_url"`.
+    ///
+    /// ```
+    /// use muster_adapters::http::HttpError;
+    ///
+    /// let error = HttpError::MissingParam { name: "id".into() };
+    /// assert_eq!(error.kind(), "missing_param");
+    /// assert_eq!(error.to_string(), "no value for URL placeholder `{id}`");
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Status { .. } => "status",
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::InvalidJson { .. } => "invalid_json",
+            Self::ContentType { .. } => "content_type",
+            Self::Redirect { .. } => "redirect",
+            Self::Protocol { .. } => "protocol",
+            Self::MissingParam { .. } => "missing_param",
+            Self::Encoding { .. } => "encoding",
+            Self::InvalidUrl { .. } => "invalid_url",
+        }
+    }
+
+    /// Whether trying again may succeed: connect errors, timeouts, broken exchanges, 5xx and
+    /// `429 Too Many Requests` are retryable; everything else would fail the same way again.
+    ///
+    /// ```
+    /// use muster_adapters::http::{HttpError, StatusCode};
+    ///
+    /// let status = |status| HttpError::Status { status, body_excerpt: String::new() };
+    /// assert!(status(StatusCode::SERVICE_UNAVAILABLE).is_retryable());
+    /// assert!(status(StatusCode::TOO_MANY_REQUESTS).is_retryable());
+    /// assert!(!status(StatusCode::NOT_FOUND).is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::Protocol { .. } => true,
+            Self::Status { status, .. } => status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, for [`Status`](Self::Status) and [`Redirect`](Self::Redirect) errors.
+    ///
+    /// ```
+    /// use muster_adapters::http::{HttpError, StatusCode};
+    ///
+    /// let error = HttpError::Redirect { status: StatusCode::FOUND, location: Some("/login".into()) };
+    /// assert_eq!(error.status(), Some(StatusCode::FOUND));
+    /// assert_eq!(error.to_string(), "redirect (302 Found) to `/login` not followed");
+    /// ```
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Status { status, .. } | Self::Redirect { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Why an [`HttpFetcherBuilder`](super::HttpFetcherBuilder) could not build a fetcher.
+///
+/// ```
+/// use muster_adapters::http::{HttpConfigError, HttpFetcher};
+///
+/// let error = HttpFetcher::builder("https://{tenant}.internal/v1/users/{id}").build().unwrap_err();
+/// assert!(matches!(error, HttpConfigError::Template { .. }));
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid URL template `https://{tenant}.internal/v1/users/{id}`: \
+///      placeholders are allowed in path segments and query values, not in the host or port",
+/// );
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpConfigError {
+    /// The URL template is not an absolute `http`/`https` URL with well-formed placeholders in
+    /// path segments or query values only.
+    #[error("invalid URL template `{template}`: {reason}")]
+    Template {
+        /// The template as given.
+        template: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A static header has an invalid name or value, or is one the client manages itself
+    /// (`host`, `content-length`, `transfer-encoding`, `connection`, ...).
+    #[error("invalid header `{name}`: {reason}")]
+    Header {
+        /// The header name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The timeout is zero.
+    #[error("the timeout must be greater than zero")]
+    ZeroTimeout,
+    /// The body limit is zero.
+    #[error("the body limit must be at least one byte")]
+    ZeroMaxBody,
+}
+
+/// Displays an optional header value: quoted, or "none".
+struct Found<'a>(Option<&'a str>);
+
+impl fmt::Display for Found<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "`{value}`"),
+            None => f.write_str("none"),
+        }
+    }
+}
