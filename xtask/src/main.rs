@@ -5,13 +5,18 @@
 //! stops the task with a non-zero exit code.
 //!
 //! ```text
-//! cargo xtask ci      fmt, lint, test and doc, in that order
+//! cargo xtask ci      fmt, lint, test, doc, e2e and a quick soak, in that order
 //! cargo xtask fmt     cargo fmt --all --check
 //! cargo xtask lint    cargo clippy --workspace --all-targets --all-features -- -D warnings
 //! cargo xtask test    cargo test --workspace --all-features (doc tests included)
 //! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-//! cargo xtask bench   cargo bench -p muster-core --bench group [ARGS...]
+//! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, checked over HTTP
+//! cargo xtask bench   every benchmark, interleaved with its baselines; writes target/bench-report.md
+//! cargo xtask soak    the soak: 200,000 aggregations (`--quick`: 5,000), checks nothing leaks
 //! ```
+
+mod bench;
+mod e2e;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -21,12 +26,14 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [ARGS...]
 
 tasks:
-  ci      fmt, lint, test and doc, stopping at the first failure
+  ci      fmt, lint, test, doc, e2e and a quick soak, stopping at the first failure
   fmt     check formatting (cargo fmt --all --check)
   lint    clippy on every target and feature, warnings denied
   test    every test of the workspace, doc tests included
   doc     build the docs, rustdoc warnings denied
-  bench   the Group benchmarks; ARGS go to the bench (e.g. `cargo xtask bench -- fail_fast`)";
+  e2e     run the dashboard binary and check its answers over HTTP
+  bench   every benchmark with its baselines, report in target/bench-report.md
+  soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -35,7 +42,7 @@ fn main() -> ExitCode {
         None => return usage_error("no task given"),
     };
     let result = match task {
-        "ci" | "fmt" | "lint" | "test" | "doc" if !rest.is_empty() => {
+        "ci" | "fmt" | "lint" | "test" | "doc" | "e2e" if !rest.is_empty() => {
             return usage_error(&format!("`{task}` takes no arguments"));
         }
         "ci" => ci(),
@@ -43,7 +50,9 @@ fn main() -> ExitCode {
         "lint" => lint(),
         "test" => test().map(|summary| eprintln!("\n{summary}")),
         "doc" => doc(),
-        "bench" => bench(rest),
+        "e2e" => e2e::run(),
+        "bench" => bench::bench(rest),
+        "soak" => soak(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -71,7 +80,9 @@ fn ci() -> Result<(), String> {
     lint()?;
     let tests = test()?;
     doc()?;
-    eprintln!("\nci passed: fmt, clippy, docs; {tests}");
+    e2e::run()?;
+    soak(&["--quick".to_owned()])?;
+    eprintln!("\nci passed: fmt, clippy, docs, e2e, quick soak; {tests}");
     Ok(())
 }
 
@@ -146,10 +157,24 @@ fn doc() -> Result<(), String> {
     cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps"])
 }
 
-fn bench(extra: &[String]) -> Result<(), String> {
-    let mut args = vec!["bench", "-p", "muster-core", "--bench", "group"];
-    args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
+/// The soak. `--quick` reuses the debug build of the test step (with its features, so nothing
+/// is built twice in CI); a full soak is built for release.
+fn soak(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let (profile, build): (&str, &[&str]) = if quick {
+        ("debug", &["build", "--workspace", "--all-features", "--bin", "soak"])
+    } else {
+        ("release", &["build", "--release", "-p", "soak"])
+    };
+    cargo(build)?;
+    let binary = e2e::target_dir().join(profile).join(format!("soak{}", std::env::consts::EXE_SUFFIX));
+    eprintln!("$ {} {}", binary.display(), args.join(" "));
+    let status = Command::new(&binary)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|error| format!("could not run {}: {error}", binary.display()))?;
+    if status.success() { Ok(()) } else { Err(format!("the soak failed ({status})")) }
 }
 
 /// Runs `cargo <args>` from the workspace root, printing the command first.

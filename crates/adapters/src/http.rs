@@ -110,8 +110,10 @@
 //!
 //! The [`timeout`](HttpFetcherBuilder::timeout) (10 s by default) covers the whole exchange:
 //! connecting, the response head, every redirect and the whole body, so a body that dribbles
-//! in slowly times out too. Under a [`muster_core::deadline()`] the fetch gets the earlier of
-//! the two.
+//! in slowly times out too. A [`muster_core::deadline()`] is sent to the backend, and a fetch
+//! already past it sends nothing, but it does not shorten the timeout: the group or aggregator
+//! that set the deadline cancels the fetch when it passes, and reports the deadline (a source
+//! timeout firing on the same tick would be reported instead).
 //!
 //! Dropping the fetch future (which is how a [`Group`](muster_core::Group) cancels a source)
 //! aborts the request: a connection with a request in flight, or a body not read to the end,
@@ -380,7 +382,7 @@ impl HttpFetcher {
             }
         }
         let now = Instant::now();
-        let mut budget = config.timeout;
+        let budget = config.timeout;
         if let Some(deadline) = muster_core::deadline() {
             let left = deadline.saturating_duration_since(now);
             if left.is_zero() {
@@ -388,8 +390,9 @@ impl HttpFetcher {
             }
             let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
             propagated.insert(DEADLINE_HEADER, HeaderValue::from(millis));
-            budget = budget.min(left);
         }
+        // The deadline is not folded into this timeout: the group (or aggregator) that set it
+        // cancels the fetch when it passes and reports the deadline, not a source timeout.
         let until = now + budget;
         let timed_out = || HttpError::Timeout { after: budget };
 
@@ -581,8 +584,8 @@ impl HttpFetcherBuilder {
     }
 
     /// The time the whole exchange may take: connecting, the response head, redirects and
-    /// the whole body. 10 s by default; under a [`muster_core::deadline()`] the earlier of
-    /// the two applies. Must not be zero.
+    /// the whole body. 10 s by default; a [`muster_core::deadline()`] is left to the group that
+    /// set it (see the module docs). Must not be zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -1,0 +1,372 @@
+//! The built-in demo backends: a profile service and a transactions service, each an axum
+//! server on an ephemeral loopback port, so the dashboard runs with no other set-up.
+//!
+//! `GET /profile/{id}` answers the user's name and KYC status, `GET /transactions/{id}` their
+//! balance and recent transactions, both built from the id. Two query parameters make the
+//! failure modes easy to try: `delay_ms=N` sleeps N ms before answering and `fail=1` (or
+//! `fail=500`, or any status from 400 to 599) answers that error status with a JSON body. Empty
+//! values mean no delay and no failure, which is what the dashboard sends when its own request
+//! has no such knob.
+//!
+//! Every backend counts the requests it started, completed and saw cancelled (the request
+//! future dropped before it answered: the client closed the connection) and records what it
+//! received, so tests can check what went over the wire.
+
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The longest delay a demo backend honours; longer ones are cut to this.
+pub const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// Which demo service a backend plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    /// `GET /profile/{id}`: name and KYC status.
+    Profile,
+    /// `GET /transactions/{id}`: balance and recent transactions.
+    Transactions,
+}
+
+impl Service {
+    /// The source name the dashboard gives this service: `profile` or `transactions`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Profile => "profile",
+            Self::Transactions => "transactions",
+        }
+    }
+
+    /// The dashboard's URL template for this service served at `addr`: the user id as the
+    /// last path segment, and the dashboard request's knobs (`profile_delay_ms`, ...) passed
+    /// on as `delay_ms` and `fail`.
+    pub fn url_template(self, addr: SocketAddr) -> String {
+        let name = self.name();
+        format!("http://{addr}/{name}/{{id}}?delay_ms={{{name}_delay_ms}}&fail={{{name}_fail}}")
+    }
+
+    /// The JSON body this service answers for `id`: the same for the same id, every time.
+    pub fn body(self, id: &str) -> Value {
+        let seed = fnv1a(id.as_bytes());
+        match self {
+            Self::Profile => {
+                const NAMES: [&str; 5] =
+                    ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra"];
+                const KYC: [&str; 3] = ["verified", "verified", "pending"];
+                json!({
+                    "id": id,
+                    "name": NAMES[(seed % 5) as usize],
+                    "kyc": KYC[(seed / 5 % 3) as usize],
+                })
+            }
+            Self::Transactions => {
+                const PAYEES: [&str; 6] = ["Bakery", "Payroll", "Rent", "Book shop", "Electricity", "Café"];
+                let recent: Vec<Value> = (0..3u64)
+                    .map(|i| {
+                        let draw = seed.rotate_left(13 * i as u32 + 7);
+                        let payee = PAYEES[(draw % 6) as usize];
+                        let cents = (draw / 6 % 20_000) as i64 + 100;
+                        let cents = if payee == "Payroll" { cents * 10 } else { -cents };
+                        json!({"date": format!("2026-11-{:02}", 20 - i), "description": payee, "amount": money(cents)})
+                    })
+                    .collect();
+                json!({
+                    "id": id,
+                    "currency": "EUR",
+                    "balance": money((seed % 500_000) as i64),
+                    "recent": recent,
+                })
+            }
+        }
+    }
+
+    fn route(self) -> &'static str {
+        match self {
+            Self::Profile => "/profile/{id}",
+            Self::Transactions => "/transactions/{id}",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `cents` as a decimal string, `-12.50`: money never goes through a float.
+fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.unsigned_abs() / 100, cents.unsigned_abs() % 100)
+}
+
+/// FNV-1a: a stable hash, so the demo data of an id never changes between runs.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// What a demo backend counts and records; cheap to clone (shared).
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    inner: Arc<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    started: AtomicUsize,
+    completed: AtomicUsize,
+    cancelled: AtomicUsize,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// One request as a demo backend received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recorded {
+    /// The request target as it arrived on the request line: path and query, still encoded.
+    pub target: String,
+    /// The `{id}` path parameter, percent-decoded by axum.
+    pub id: String,
+    /// The `x-request-id` header.
+    pub request_id: Option<String>,
+    /// The `traceparent` header.
+    pub traceparent: Option<String>,
+    /// The `x-muster-deadline-ms` header: the dashboard's remaining deadline.
+    pub deadline_ms: Option<String>,
+}
+
+impl Stats {
+    /// Requests whose handler started.
+    pub fn started(&self) -> usize {
+        self.inner.started.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered (with the body or the requested failure).
+    pub fn completed(&self) -> usize {
+        self.inner.completed.load(Ordering::SeqCst)
+    }
+
+    /// Requests dropped before they were answered: the client went away.
+    pub fn cancelled(&self) -> usize {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Requests started and neither answered nor cancelled yet.
+    pub fn in_flight(&self) -> usize {
+        self.started() - self.completed() - self.cancelled()
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn begin(&self, recorded: Recorded) -> InFlight {
+        self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).push(recorded);
+        self.inner.started.fetch_add(1, Ordering::SeqCst);
+        InFlight { stats: self.clone(), completed: false }
+    }
+}
+
+/// Counts a request as cancelled when it is dropped before [`InFlight::complete`]: that is how
+/// a backend observes the dashboard closing the connection.
+struct InFlight {
+    stats: Stats,
+    completed: bool,
+}
+
+impl InFlight {
+    fn complete(mut self) {
+        self.completed = true;
+        self.stats.inner.completed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.stats.inner.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Backend {
+    service: Service,
+    stats: Stats,
+}
+
+/// The knobs of a demo request; empty means "not set".
+#[derive(Debug, Default, Deserialize)]
+struct Knobs {
+    #[serde(default)]
+    delay_ms: String,
+    #[serde(default)]
+    fail: String,
+}
+
+/// The router of one demo backend, counting into `stats`.
+pub fn router(service: Service, stats: Stats) -> Router {
+    Router::new().route(service.route(), get(handle)).with_state(Backend { service, stats })
+}
+
+async fn handle(
+    State(backend): State<Backend>,
+    Path(id): Path<String>,
+    Query(knobs): Query<Knobs>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let target = uri.path_and_query().map_or_else(|| uri.path().to_owned(), ToString::to_string);
+    let in_flight = backend.stats.begin(Recorded {
+        target,
+        id: id.clone(),
+        request_id: header("x-request-id"),
+        traceparent: header("traceparent"),
+        deadline_ms: header("x-muster-deadline-ms"),
+    });
+    let service = backend.service;
+    let delay = match knob(&knobs.delay_ms) {
+        Ok(millis) => Duration::from_millis(millis).min(MAX_DELAY),
+        Err(()) => {
+            in_flight.complete();
+            return bad_request(service, "delay_ms must be a number of milliseconds");
+        }
+    };
+    let fail = match knob(&knobs.fail) {
+        Ok(0) => None,
+        Ok(1) => Some(StatusCode::INTERNAL_SERVER_ERROR),
+        Ok(code @ 400..=599) => StatusCode::from_u16(code as u16).ok(),
+        _ => {
+            in_flight.complete();
+            return bad_request(service, "fail must be 0, 1 or an error status (400 to 599)");
+        }
+    };
+    tokio::time::sleep(delay).await;
+    in_flight.complete();
+    match fail {
+        Some(status) => {
+            let error = format!("{service} service failed on purpose (demo, fail={})", knobs.fail);
+            (status, Json(json!({"error": error}))).into_response()
+        }
+        None => Json(service.body(&id)).into_response(),
+    }
+}
+
+/// A knob's value: empty is 0.
+fn knob(value: &str) -> Result<u64, ()> {
+    if value.is_empty() { Ok(0) } else { value.parse().map_err(drop) }
+}
+
+fn bad_request(service: Service, error: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": format!("{service}: {error}")}))).into_response()
+}
+
+/// A demo backend serving on an ephemeral loopback port. Dropping it stops the server.
+#[derive(Debug)]
+pub struct DemoBackend {
+    service: Service,
+    addr: SocketAddr,
+    stats: Stats,
+    server: JoinHandle<()>,
+}
+
+impl DemoBackend {
+    /// Binds `127.0.0.1:0` and serves `service` there.
+    ///
+    /// # Errors
+    ///
+    /// The error of binding the port.
+    pub async fn start(service: Service) -> io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let addr = listener.local_addr()?;
+        let stats = Stats::default();
+        let app = router(service, stats.clone());
+        let server = tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, app).await {
+                tracing::error!(%service, %error, "demo backend stopped");
+            }
+        });
+        Ok(Self { service, addr, stats, server })
+    }
+
+    /// The service it plays.
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The dashboard's URL template for it (see [`Service::url_template`]).
+    pub fn url_template(&self) -> String {
+        self.service.url_template(self.addr)
+    }
+
+    /// What it counted and recorded.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+impl Drop for DemoBackend {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_are_built_from_the_id_and_stable() {
+        let profile = Service::Profile.body("42");
+        assert_eq!(profile["id"], "42");
+        assert!(profile["name"].is_string() && profile["kyc"].is_string(), "{profile}");
+        assert_eq!(profile, Service::Profile.body("42"));
+        let transactions = Service::Transactions.body("42");
+        assert_eq!(transactions["recent"].as_array().map(Vec::len), Some(3), "{transactions}");
+        assert_eq!(transactions, Service::Transactions.body("42"));
+    }
+
+    #[test]
+    fn money_is_formatted_without_floats() {
+        assert_eq!(money(120_450), "1204.50");
+        assert_eq!(money(-1_250), "-12.50");
+        assert_eq!(money(5), "0.05");
+    }
+
+    #[test]
+    fn templates_pass_the_knobs_of_their_own_source() {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        assert_eq!(
+            Service::Transactions.url_template(addr),
+            "http://127.0.0.1:9/transactions/{id}?delay_ms={transactions_delay_ms}&fail={transactions_fail}"
+        );
+    }
+
+    #[test]
+    fn empty_knobs_mean_zero_and_garbage_is_refused() {
+        assert_eq!(knob(""), Ok(0));
+        assert_eq!(knob("250"), Ok(250));
+        assert_eq!(knob("-1"), Err(()));
+        assert_eq!(knob("1e3"), Err(()));
+    }
+}

@@ -1,0 +1,99 @@
+//! The `dashboard` binary itself: it prints the address it really bound first, serves there,
+//! and refuses bad flags with exit code 2 and a message.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use support::get;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dashboard");
+
+/// The binary, with none of its settings from the environment.
+fn dashboard() -> Command {
+    let mut command = Command::new(BINARY);
+    for var in ["DASHBOARD_LISTEN", "DASHBOARD_PROFILE_URL", "DASHBOARD_TRANSACTIONS_URL", "DASHBOARD_TIMEOUT_MS"] {
+        command.env_remove(var);
+    }
+    command
+}
+
+/// The running binary; killed when dropped, so a failed assertion cannot leave it behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_first_line_is_the_bound_address_and_it_serves_there() {
+    let child = dashboard()
+        .args(["--listen", "127.0.0.1:0", "--timeout-ms", "2000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the dashboard");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("piped stdout");
+    // The banner ends with the curl hints, the last one for the deadline.
+    let read = tokio::task::spawn_blocking(move || {
+        let mut banner = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let last = line.contains("# 504");
+            banner.push(line);
+            if last {
+                break;
+            }
+        }
+        banner
+    });
+    let banner = support::within(support::LIMIT, "the banner", read).await.expect("read the banner");
+
+    let addr = banner
+        .first()
+        .map_or("", String::as_str)
+        .strip_prefix("listening on http://")
+        .expect("`listening on` first")
+        .parse()
+        .expect("an addr");
+    assert!(banner.iter().any(|line| line.starts_with("profile      backend: http://127.0.0.1:")), "{banner:#?}");
+    assert!(banner.iter().any(|line| line.contains("deadline: 2000 ms")), "{banner:#?}");
+    assert!(banner.iter().any(|line| line.contains("curl -i")), "{banner:#?}");
+    let reply = get(addr, "/dashboard/42", &[]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(get(addr, "/healthz", &[]).await.body, "ok");
+}
+
+#[test]
+fn bad_flags_exit_with_2_and_say_why() {
+    for (args, message) in [
+        (&["--timeout-ms", "0"][..], "invalid value `0` for `--timeout-ms`"),
+        (&["--verbose"], "unknown argument `--verbose`"),
+        (&["--listen"], "`--listen` needs a value"),
+        (&["--profile-url", "ftp://profile/{id}", "--listen", "127.0.0.1:0"], "profile backend: invalid URL template"),
+    ] {
+        let output = dashboard().args(args).stdin(Stdio::null()).output().expect("run the dashboard");
+
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&output.stdout));
+    }
+}
+
+#[test]
+fn help_is_printed_to_stdout() {
+    let output = dashboard().arg("--help").output().expect("run the dashboard");
+
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.starts_with("usage: dashboard"), "{help}");
+    for flag in ["--listen", "--profile-url", "--transactions-url", "--timeout-ms", "DASHBOARD_TIMEOUT_MS"] {
+        assert!(help.contains(flag), "no {flag} in {help}");
+    }
+}

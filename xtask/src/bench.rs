@@ -1,0 +1,145 @@
+//! `cargo xtask bench`: runs every benchmark in its interleaved report mode, side by side with
+//! its baselines, and writes one markdown report, `target/bench-report.md`, also printed.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::cargo;
+use crate::e2e::target_dir;
+
+/// One measured line: `scenario implementation n median_ns p99_ns`.
+#[derive(Debug)]
+struct Row {
+    scenario: String,
+    implementation: String,
+    n: usize,
+    median: f64,
+    p99: f64,
+}
+
+/// Runs the benches and writes the report.
+pub(crate) fn bench(extra: &[String]) -> Result<(), String> {
+    let target = target_dir();
+    let group = target.join("bench-group.tsv");
+    let aggregator = target.join("bench-aggregator.tsv");
+    run_report(&["bench", "-p", "muster-core", "--bench", "group"], &group, extra)?;
+    run_report(&["bench", "-p", "muster", "--bench", "aggregator"], &aggregator, extra)?;
+    let mut report = String::from("# muster benchmark report\n\n");
+    report += "Interleaved rounds on one 2-worker tokio runtime; per-iteration time of each batch, median and \
+               99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
+    group_table(&read(&group)?, &mut report);
+    aggregator_table(&read(&aggregator)?, &mut report);
+    let path = target.join("bench-report.md");
+    std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    println!("{report}");
+    eprintln!("bench: report written to {}", path.display());
+    Ok(())
+}
+
+fn run_report(args: &[&str], output: &Path, extra: &[String]) -> Result<(), String> {
+    let output = output.to_string_lossy();
+    let mut args: Vec<&str> = args.to_vec();
+    args.extend(extra.iter().map(String::as_str));
+    args.extend(["--", "--report", &output]);
+    cargo(&args)
+}
+
+fn read(path: &Path) -> Result<Vec<Row>, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let parse = |line: &str| -> Option<Row> {
+        let mut fields = line.split('\t');
+        Some(Row {
+            scenario: fields.next()?.to_owned(),
+            implementation: fields.next()?.to_owned(),
+            n: fields.next()?.parse().ok()?,
+            median: fields.next()?.parse().ok()?,
+            p99: fields.next()?.parse().ok()?,
+        })
+    };
+    text.lines().map(|line| parse(line).ok_or_else(|| format!("bad line in {}: {line}", path.display()))).collect()
+}
+
+/// One scenario at one N: its rows by implementation.
+type Case<'a> = ((String, usize), BTreeMap<String, &'a Row>);
+
+/// Rows grouped by (scenario, n), in the order they were measured.
+fn by_case(rows: &[Row]) -> Vec<Case<'_>> {
+    let mut cases: Vec<Case<'_>> = Vec::new();
+    for row in rows {
+        let key = (row.scenario.clone(), row.n);
+        match cases.iter_mut().find(|(case, _)| *case == key) {
+            Some((_, implementations)) => {
+                implementations.insert(row.implementation.clone(), row);
+            }
+            None => cases.push((key, BTreeMap::from([(row.implementation.clone(), row)]))),
+        }
+    }
+    cases
+}
+
+fn time(ns: f64) -> String {
+    match ns {
+        ns if ns >= 1_000_000.0 => format!("{:.3} ms", ns / 1_000_000.0),
+        ns if ns >= 1_000.0 => format!("{:.2} µs", ns / 1_000.0),
+        ns => format!("{ns:.0} ns"),
+    }
+}
+
+fn ratio(muster: f64, baseline: Option<f64>) -> String {
+    baseline
+        .filter(|baseline| *baseline > 0.0)
+        .map_or_else(|| "-".to_owned(), |baseline| format!("{:.2}", muster / baseline))
+}
+
+fn group_table(rows: &[Row], report: &mut String) {
+    report.push_str("## group: `Group` vs hand-written baselines\n\n");
+    report.push_str(
+        "| scenario | N | muster median (p99) | try_join_all | try_join_all, boxed | try_join! | JoinSet + abort_all + drain | spawn + token | ÷ try_join_all | ÷ boxed | ÷ best spawn |\n",
+    );
+    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for ((scenario, n), implementations) in by_case(rows) {
+        let Some(muster) = implementations.get("muster") else { continue };
+        let median = |name: &str| implementations.get(name).map(|row| row.median);
+        let cell = |name: &str| {
+            implementations
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |row| format!("{} ({})", time(row.median), time(row.p99)))
+        };
+        let spawn = [median("join_set"), median("spawn_token")].into_iter().flatten().reduce(f64::min);
+        let _ = writeln!(
+            report,
+            "| {scenario} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell("muster"),
+            cell("try_join_all"),
+            cell("try_join_all_boxed"),
+            cell("try_join"),
+            cell("join_set"),
+            cell("spawn_token"),
+            ratio(muster.median, median("try_join_all")),
+            ratio(muster.median, median("try_join_all_boxed")),
+            ratio(muster.median, spawn),
+        );
+    }
+    report.push('\n');
+}
+
+fn aggregator_table(rows: &[Row], report: &mut String) {
+    report.push_str("## aggregator: the full `Aggregator` vs a bare `Group` on the same fetchers\n\n");
+    report.push_str("| scenario | N | aggregator median (p99) | group median (p99) | ratio |\n|---|---|---|---|---|\n");
+    for ((scenario, n), implementations) in by_case(rows) {
+        let (Some(aggregator), Some(group)) = (implementations.get("aggregator"), implementations.get("group")) else {
+            continue;
+        };
+        let _ = writeln!(
+            report,
+            "| {scenario} | {n} | {} ({}) | {} ({}) | {} |",
+            time(aggregator.median),
+            time(aggregator.p99),
+            time(group.median),
+            time(group.p99),
+            ratio(aggregator.median, Some(group.median)),
+        );
+    }
+    report.push('\n');
+}

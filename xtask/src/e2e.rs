@@ -1,0 +1,193 @@
+//! `cargo xtask e2e`: the dashboard binary end to end. It is started on `127.0.0.1:0` with its
+//! demo backends and checked over plain HTTP/1.1 (a success, a failing source, the deadline),
+//! with std only, then killed by its pid whatever the checks found.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{cargo, root};
+
+/// The deadline the dashboard runs with.
+const TIMEOUT: Duration = Duration::from_millis(500);
+/// The slack allowed on top of the deadline for the 504 to arrive: generous, so that a busy
+/// machine does not fail CI.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// The dashboard end to end: builds the binary (with the features of the `test` step, so CI
+/// reuses what it built), starts it on `127.0.0.1:0` with its demo backends, and checks a
+/// success, a failing source and the deadline over plain HTTP/1.1. The server is killed
+/// whatever happens.
+pub(crate) fn run() -> Result<(), String> {
+    cargo(&["build", "--workspace", "--all-features", "--bin", "dashboard"])?;
+    let binary = target_dir().join("debug").join(format!("dashboard{}", std::env::consts::EXE_SUFFIX));
+    let log = target_dir().join("e2e-dashboard.log");
+    let timeout_ms = TIMEOUT.as_millis().to_string();
+    let server = Server::start(&binary, &["--listen", "127.0.0.1:0", "--timeout-ms", &timeout_ms], &log)?;
+    let checks = checks(server.addr);
+    server.stop();
+    if checks.is_err() {
+        eprintln!("e2e: the dashboard's log is in {}", log.display());
+    }
+    checks
+}
+
+fn checks(addr: SocketAddr) -> Result<(), String> {
+    let reply = http_get(addr, "/healthz")?;
+    reply.expect(200, &["ok"])?;
+
+    let reply = http_get(addr, "/dashboard/42")?;
+    reply.expect(200, &[r#""profile":{"#, r#""transactions":{"#, r#""balance":"#])?;
+    if reply.header("content-type") != Some("application/json") {
+        return Err(format!("content-type {:?}, expected application/json", reply.header("content-type")));
+    }
+
+    let reply = http_get(addr, "/dashboard/42?profile_fail=1")?;
+    reply.expect(502, &[r#""source":"profile""#, r#""kind":"status""#, r#""error":"#])?;
+
+    let reply = http_get(addr, "/dashboard/42?transactions_delay_ms=3000")?;
+    reply.expect(504, &[r#""source":null"#, r#""kind":"timeout""#, r#""pending":["transactions"]"#])?;
+    if reply.elapsed < TIMEOUT || reply.elapsed > TIMEOUT + MARGIN {
+        return Err(format!("the 504 came after {:?}, expected {TIMEOUT:?} + at most {MARGIN:?}", reply.elapsed));
+    }
+    eprintln!("e2e: all checks passed");
+    Ok(())
+}
+
+/// The dashboard process; dropping it kills it, so no check can leave it running.
+#[derive(Debug)]
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `binary` with `args`, its logs (stderr) going to `log`, and waits for its first
+    /// line, `listening on http://ADDR`.
+    fn start(binary: &Path, args: &[&str], log: &Path) -> Result<Self, String> {
+        let log = File::create(log).map_err(|error| format!("could not create {}: {error}", log.display()))?;
+        eprintln!("$ {} {}", binary.display(), args.join(" "));
+        let mut child = Command::new(binary)
+            .args(args)
+            .current_dir(root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|error| format!("could not start {}: {error}", binary.display()))?;
+        let Some(stdout) = child.stdout.take() else { unreachable!("stdout is piped") };
+        let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
+        // Read the first line on a thread, so that a server that never prints cannot hang CI;
+        // the thread then keeps draining stdout until the server exits.
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let _ = sender.send(lines.next());
+            lines.map_while(Result::ok).for_each(drop);
+        });
+        let first = match receiver.recv_timeout(Duration::from_secs(30)) {
+            Ok(Some(Ok(line))) => line,
+            Ok(_) => {
+                let status = server.child.wait().map_or_else(|error| error.to_string(), |status| status.to_string());
+                return Err(format!("the dashboard exited before it listened ({status})"));
+            }
+            Err(_) => return Err("the dashboard printed nothing for 30 s".to_owned()),
+        };
+        eprintln!("e2e: {first}");
+        let addr = first.strip_prefix("listening on http://").and_then(|addr| addr.parse().ok());
+        server.addr = addr.ok_or_else(|| format!("expected `listening on http://ADDR`, got {first:?}"))?;
+        Ok(server)
+    }
+
+    fn stop(mut self) {
+        self.kill();
+        eprintln!("e2e: stopped the dashboard (pid {})", self.child.id());
+    }
+
+    fn kill(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP/1.1 response as the std-only client read it.
+#[derive(Debug)]
+struct Reply {
+    target: String,
+    status: u16,
+    head: String,
+    body: String,
+    elapsed: Duration,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .find_map(|(key, value)| key.trim().eq_ignore_ascii_case(name).then_some(value.trim()))
+    }
+
+    /// Checks the status and that the body contains every one of `parts`, and prints the step.
+    fn expect(&self, status: u16, parts: &[&str]) -> Result<(), String> {
+        let shown = |body: &str| match body.char_indices().nth(300) {
+            Some((end, _)) => format!("{}...", &body[..end]),
+            None => body.to_owned(),
+        };
+        if self.status != status {
+            return Err(format!(
+                "GET {}: status {}, expected {status}: {}",
+                self.target,
+                self.status,
+                shown(&self.body)
+            ));
+        }
+        if let Some(missing) = parts.iter().find(|part| !self.body.contains(*part)) {
+            return Err(format!("GET {}: no {missing} in {}", self.target, shown(&self.body)));
+        }
+        eprintln!("e2e: GET {} -> {} in {:?}: {}", self.target, self.status, self.elapsed, shown(&self.body));
+        Ok(())
+    }
+}
+
+/// `GET target` with `Connection: close`, reading until the server closes; 10 s at most per
+/// read or write, so a hung server fails the check instead of CI.
+fn http_get(addr: SocketAddr, target: &str) -> Result<Reply, String> {
+    let io = |error: std::io::Error| format!("GET {target}: {error}");
+    let started = Instant::now();
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(io)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(io)?;
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(format!("GET {target}: no HTTP response in {text:?}"));
+    };
+    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let status = status.ok_or_else(|| format!("GET {target}: bad status line in {head:?}"))?;
+    Ok(Reply { target: target.to_owned(), status, head: head.to_owned(), body: body.to_owned(), elapsed })
+}
+
+/// Where cargo puts its builds: `CARGO_TARGET_DIR`, or `target/` in the workspace root.
+pub(crate) fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
