@@ -204,9 +204,7 @@ async fn a_truncated_body_is_a_protocol_error() {
 async fn a_malformed_chunked_body_is_a_protocol_error() {
     let server = Server::start(|mut conn| async move {
         conn.read_request().await;
-        let response = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
-                        2\r\n{}\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
-        let _ = conn.write(response).await;
+        let _ = conn.write(server::MALFORMED_CHUNKED).await;
         conn.closed_within(PATIENCE).await;
     })
     .await;
@@ -219,17 +217,7 @@ async fn a_malformed_chunked_body_is_a_protocol_error() {
 async fn random_bytes_are_a_protocol_error() {
     let server = Server::start(|mut conn| async move {
         conn.read_request().await;
-        // A fixed xorshift sequence: noise, but the same noise on every run.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let noise: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state.to_le_bytes()[0]
-            })
-            .collect();
-        let _ = conn.write(noise).await;
+        let _ = conn.write(server::noise(4096)).await;
         // Keep the connection open: the error must come from the bytes, not from a close.
         conn.closed_within(PATIENCE).await;
     })

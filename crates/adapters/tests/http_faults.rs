@@ -213,24 +213,12 @@ impl Fault {
                 drop(conn);
             }
             Self::MalformedChunked => {
-                let response = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
-                                2\r\n{}\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
-                let _ = conn.write(response).await;
+                let _ = conn.write(server::MALFORMED_CHUNKED).await;
                 // Keep the connection open: the error must come from the bytes, not a close.
                 conn.closed_within(PATIENCE).await;
             }
             Self::RandomBytes => {
-                // A fixed xorshift sequence: noise, but the same noise on every run.
-                let mut state = 0x2545_f491_4f6c_dd1d_u64;
-                let noise: Vec<u8> = (0..4096)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        state.to_le_bytes()[0]
-                    })
-                    .collect();
-                let _ = conn.write(noise).await;
+                let _ = conn.write(server::noise(4096)).await;
                 conn.closed_within(PATIENCE).await;
             }
             Self::DribblingBody => {

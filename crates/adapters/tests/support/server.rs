@@ -183,3 +183,20 @@ impl Conn {
         tokio::time::timeout(limit, closed).await.is_ok()
     }
 }
+
+/// A chunked response whose second chunk-size line is not hexadecimal.
+pub const MALFORMED_CHUNKED: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+                                     2\r\n{}\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
+
+/// `len` bytes of noise from a fixed xorshift sequence: the same noise on every run.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[0]
+        })
+        .collect()
+}
