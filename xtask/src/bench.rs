@@ -30,6 +30,9 @@ pub(crate) fn bench(extra: &[String]) -> Result<(), String> {
                99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
     group_table(&read(&group)?, &mut report);
     aggregator_table(&read(&aggregator)?, &mut report);
+    // The HTTP benchmark (see `load.rs`); `MUSTER_BENCH_QUICK=1` makes its runs short.
+    let quick = std::env::var_os("MUSTER_BENCH_QUICK").is_some_and(|value| value == "1");
+    report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     println!("{report}");

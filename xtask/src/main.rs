@@ -17,6 +17,7 @@
 
 mod bench;
 mod e2e;
+mod load;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
