@@ -18,8 +18,12 @@ struct Row {
     p99: f64,
 }
 
-/// Runs the benches and writes the report.
-pub(crate) fn bench(extra: &[String]) -> Result<(), String> {
+/// Runs the benches and writes the report. `--quick` shortens the HTTP benchmark's runs; other
+/// arguments go to `cargo bench`.
+pub(crate) fn bench(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|arg| arg == "--quick");
+    let extra: Vec<String> = args.iter().filter(|arg| *arg != "--quick").cloned().collect();
+    let extra = extra.as_slice();
     let target = target_dir();
     let group = target.join("bench-group.tsv");
     let aggregator = target.join("bench-aggregator.tsv");
@@ -30,8 +34,6 @@ pub(crate) fn bench(extra: &[String]) -> Result<(), String> {
                99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
     group_table(&read(&group)?, &mut report);
     aggregator_table(&read(&aggregator)?, &mut report);
-    // The HTTP benchmark (see `load.rs`); `MUSTER_BENCH_QUICK=1` makes its runs short.
-    let quick = std::env::var_os("MUSTER_BENCH_QUICK").is_some_and(|value| value == "1");
     report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;

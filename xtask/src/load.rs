@@ -651,13 +651,4 @@ mod tests {
             assert!(rss_kib(pid).is_some_and(|kib| kib > 0));
         }
     }
-
-    /// The HTTP benchmark alone, in quick mode: builds both services for release.
-    /// `cargo test -p xtask -- --ignored --nocapture http_bench_quick`
-    #[test]
-    #[ignore = "builds for release and runs for about a minute"]
-    fn http_bench_quick() {
-        let markdown = http_bench(true).unwrap_or_else(|error| panic!("{error}"));
-        println!("{markdown}");
-    }
 }

@@ -33,7 +33,7 @@ tasks:
   test    every test of the workspace, doc tests included
   doc     build the docs, rustdoc warnings denied
   e2e     run the dashboard binary and check its answers over HTTP
-  bench   every benchmark with its baselines, report in target/bench-report.md
+  bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP runs)
   soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)";
 
 fn main() -> ExitCode {
