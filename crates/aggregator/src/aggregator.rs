@@ -102,14 +102,17 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
                 for cancelled in error.cancelled() {
                     tracing::info!(source = %cancelled, cause = %error.cause(), "source cancelled");
                 }
+                let error = AggregateError::group(error, report);
+                let report = error.report();
+                let trigger = report.trigger.as_ref().map(ToString::to_string);
                 tracing::warn!(
                     elapsed_ms,
                     outcome = error.kind().as_str(),
-                    trigger = error.source_name().unwrap_or("deadline"),
+                    trigger,
                     report = %report.compact(),
                     "aggregation finished"
                 );
-                Err(AggregateError::group(error, report))
+                Err(error)
             }
         }
     }

@@ -37,6 +37,17 @@ pub enum Trigger {
     Cancelled,
 }
 
+impl fmt::Display for Trigger {
+    /// The source's name, `deadline` or `caller`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Source(name) => f.write_str(name),
+            Self::Deadline => f.write_str("deadline"),
+            Self::Cancelled => f.write_str("caller"),
+        }
+    }
+}
+
 /// One source's part in an aggregation.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -95,6 +95,7 @@ async fn the_failure_event_carries_the_user_the_source_the_kind_and_the_elapsed_
     assert_eq!(summary.len(), 1, "one summary event per aggregation");
     assert_eq!(summary[0].get("user_id").map(String::as_str), Some("42"));
     assert_eq!(summary[0].get("outcome").map(String::as_str), Some("failed"));
+    assert_eq!(summary[0].get("trigger").map(String::as_str), Some("profile"));
     assert_eq!(
         summary[0].get("report").map(String::as_str),
         Some("profile=failed@0ns+30ms/1 transactions=cancelled@0ns+30ms/1")
