@@ -83,7 +83,9 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
         group_config.span = Some(span.clone());
         let mut group = Group::from_config(group_config);
         for (index, source) in sources.iter().enumerate() {
-            if let Err(error) = group.spawn(source.name.clone(), source::run(source, index, request, &run)) {
+            // Boxed here, the source's future is moved as a pointer through the group's wrappers.
+            let task = Box::pin(source::run(source, index, request, &run));
+            if let Err(error) = group.spawn(source.name.clone(), task) {
                 let report = recorder.report(self.names(), None, Arc::clone(fields));
                 return Err(AggregateError::spawn(error, report));
             }
@@ -95,8 +97,7 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
         match result {
             Ok(outputs) => {
                 tracing::info!(elapsed_ms, outcome = "ok", report = %report.compact(), "aggregation finished");
-                let outputs = outputs.into_iter().filter_map(|(name, value)| Some((name, value?))).collect();
-                Ok(Aggregate { outputs, report })
+                Ok(Aggregate { outputs: outputs.flatten(), report })
             }
             Err(error) => {
                 for cancelled in error.cancelled() {

@@ -172,7 +172,13 @@ async fn attempts<Req: ?Sized + Sync, O: Send>(
     });
     let mut attempt = 1;
     loop {
-        let failure = match hedged(source, index, request, run).await {
+        // A hedge holds two attempts at once; boxing it keeps every source's future small (it
+        // is moved into the group), hedged or not.
+        let result = match source.config.hedge {
+            None => timed(source, index, request, run).await,
+            Some(delay) => Box::pin(hedged(source, delay, index, request, run)).await,
+        };
+        let failure = match result {
             Ok(value) => return Ok(value),
             Err(failure) => failure,
         };
@@ -193,21 +199,22 @@ async fn attempts<Req: ?Sized + Sync, O: Send>(
         }
         let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;
         tracing::info!(source = %source.name, attempt, backoff_ms, error = failure.detail(), "retrying");
-        sleep.await;
+        // Boxed like a hedge: a timer is large, and most sources never back off.
+        Box::pin(sleep).await;
         attempt += 1;
     }
 }
 
-/// One attempt, hedged if the source has a [`Hedge`](muster_options::Hedge) delay: a second
+/// One attempt hedged after `delay` (the source's [`Hedge`](muster_options::Hedge)): a second
 /// attempt starts after the delay (or at once if the first fails before it), the first success
 /// wins and the other attempt is dropped; it fails only when both have, with the last failure.
 async fn hedged<Req: ?Sized + Sync, O: Send>(
     source: &Source<Req, O>,
+    delay: Duration,
     index: usize,
     request: &Req,
     run: &Run<'_>,
 ) -> Result<O, Failure> {
-    let Some(delay) = source.config.hedge else { return timed(source, index, request, run).await };
     let mut first = std::pin::pin!(timed(source, index, request, run));
     tokio::select! {
         biased;
@@ -262,7 +269,9 @@ async fn timed<Req: ?Sized + Sync, O: Send>(
     };
     let result = match limit {
         None => fetch.await,
-        Some((at, timeout, after)) => match tokio::time::timeout_at(at, fetch).await {
+        // Boxed: a timer is large, and only sources with a timeout (or optional ones under a
+        // deadline) need one.
+        Some((at, timeout, after)) => match Box::pin(tokio::time::timeout_at(at, fetch)).await {
             Ok(result) => result,
             Err(_) => return Err(Failure::TimedOut { timeout, after }),
         },

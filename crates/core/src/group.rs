@@ -45,6 +45,8 @@ enum State<'a, T> {
 
 struct Slot<'a, T> {
     name: Name,
+    /// A fingerprint of `name`: the duplicate check compares names only when these match.
+    hash: u64,
     state: State<'a, T>,
 }
 
@@ -119,9 +121,6 @@ pub struct Group<'a, T> {
     parent: Option<CancelToken>,
     token: OnceLock<CancelToken>,
     slots: Vec<Slot<'a, T>>,
-    /// A hash of each slot's name, in slot order: the duplicate check scans these (a tight,
-    /// vectorised loop) and compares names only on a hash match.
-    hashes: Vec<u64>,
     /// Tasks running (polled in place or pooled).
     running: usize,
     /// The first queued slot; queued slots are a suffix of `slots`.
@@ -169,7 +168,6 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             parent: None,
             token: OnceLock::new(),
             slots: Vec::new(),
-            hashes: Vec::new(),
             running: 0,
             next_queued: None,
             pool: None,
@@ -224,7 +222,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             return Err(SpawnError::Closed { name, cause });
         }
         let hash = name_hash(&name);
-        if self.hashes.contains(&hash) && self.slots.iter().any(|slot| slot.name == name) {
+        if self.slots.iter().any(|slot| slot.hash == hash && slot.name == name) {
             return Err(SpawnError::DuplicateName(name));
         }
         let span = match &self.span {
@@ -244,12 +242,10 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             State::Queued(task)
         };
         if self.slots.is_empty() {
-            // Most groups are small: one allocation each instead of growing 4, then 8.
+            // Most groups are small: one allocation instead of growing 4, then 8.
             self.slots.reserve(8);
-            self.hashes.reserve(8);
         }
-        self.slots.push(Slot { name, state });
-        self.hashes.push(hash);
+        self.slots.push(Slot { name, hash, state });
         Ok(())
     }
 
@@ -551,6 +547,24 @@ impl<T> Index<&str> for Outputs<T> {
             Some(value) => value,
             None => panic!("no output named `{name}`"),
         }
+    }
+}
+
+impl<T> Outputs<Option<T>> {
+    /// The outputs of tasks that may produce nothing (`None`), without those: an absent output
+    /// reads like a taken one. Reuses the allocation.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut group = muster_core::Group::new();
+    /// group.spawn("offers", async { Ok::<_, std::io::Error>(None::<u32>) })?;
+    /// group.spawn("profile", async { Ok::<_, std::io::Error>(Some(7)) })?;
+    /// let outputs = group.wait().await?.flatten();
+    /// assert_eq!(outputs.iter().collect::<Vec<_>>(), [("profile", &7)]);
+    /// # Ok(()) }
+    /// ```
+    pub fn flatten(self) -> Outputs<T> {
+        Outputs { entries: self.entries.into_iter().map(|(name, value)| (name, value.flatten())).collect() }
     }
 }
 
