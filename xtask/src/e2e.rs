@@ -2,14 +2,12 @@
 //! demo backends and checked over plain HTTP/1.1 (a success, a failing source, the deadline),
 //! with std only, then killed by its pid whatever the checks found.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::server::Server;
 use crate::{cargo, root};
 
 /// The deadline the dashboard runs with.
@@ -27,7 +25,8 @@ pub(crate) fn run() -> Result<(), String> {
     let binary = target_dir().join("debug").join(format!("dashboard{}", std::env::consts::EXE_SUFFIX));
     let log = target_dir().join("e2e-dashboard.log");
     let timeout_ms = TIMEOUT.as_millis().to_string();
-    let server = Server::start(&binary, &["--listen", "127.0.0.1:0", "--timeout-ms", &timeout_ms], &log)?;
+    let args = ["--listen", "127.0.0.1:0", "--timeout-ms", &timeout_ms];
+    let server = Server::start("dashboard", &binary, &args, &[], &log, 1)?;
     let checks = checks(server.addr);
     server.stop();
     if checks.is_err() {
@@ -56,70 +55,6 @@ fn checks(addr: SocketAddr) -> Result<(), String> {
     }
     eprintln!("e2e: all checks passed");
     Ok(())
-}
-
-/// The dashboard process; dropping it kills it, so no check can leave it running.
-#[derive(Debug)]
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    /// Starts `binary` with `args`, its logs (stderr) going to `log`, and waits for its first
-    /// line, `listening on http://ADDR`.
-    fn start(binary: &Path, args: &[&str], log: &Path) -> Result<Self, String> {
-        let log = File::create(log).map_err(|error| format!("could not create {}: {error}", log.display()))?;
-        eprintln!("$ {} {}", binary.display(), args.join(" "));
-        let mut child = Command::new(binary)
-            .args(args)
-            .current_dir(root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(|error| format!("could not start {}: {error}", binary.display()))?;
-        let Some(stdout) = child.stdout.take() else { unreachable!("stdout is piped") };
-        let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)) };
-        // Read the first line on a thread, so that a server that never prints cannot hang CI;
-        // the thread then keeps draining stdout until the server exits.
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = sender.send(lines.next());
-            lines.map_while(Result::ok).for_each(drop);
-        });
-        let first = match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => {
-                let status = server.child.wait().map_or_else(|error| error.to_string(), |status| status.to_string());
-                return Err(format!("the dashboard exited before it listened ({status})"));
-            }
-            Err(_) => return Err("the dashboard printed nothing for 30 s".to_owned()),
-        };
-        eprintln!("e2e: {first}");
-        let addr = first.strip_prefix("listening on http://").and_then(|addr| addr.parse().ok());
-        server.addr = addr.ok_or_else(|| format!("expected `listening on http://ADDR`, got {first:?}"))?;
-        Ok(server)
-    }
-
-    fn stop(mut self) {
-        self.kill();
-        eprintln!("e2e: stopped the dashboard (pid {})", self.child.id());
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// An HTTP/1.1 response as the std-only client read it.

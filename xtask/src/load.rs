@@ -12,16 +12,14 @@
 //! two services, round after round, and the report gives the median of the rounds.
 
 use std::fmt::Write as _;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::cargo;
 use crate::e2e::target_dir;
-use crate::{cargo, root};
+use crate::server::Server;
 
 /// Client connections, one per thread.
 const CONNECTIONS: usize = 32;
@@ -33,9 +31,6 @@ const MAX_REQUESTS_PER_CONNECTION: u64 = 10_000_000;
 const MAX_ERRORS_PER_CONNECTION: u64 = 1_000;
 /// The longest response head line accepted.
 const MAX_LINE: usize = 16 * 1024;
-/// How long a server may take to print its first lines.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The backend delays measured: the label and the dashboard request's query string.
 const DELAYS: [(&str, &str); 2] = [("0 ms", ""), ("5 ms", "?profile_delay_ms=5&transactions_delay_ms=5")];
 
@@ -65,7 +60,10 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let release = target_dir().join("release");
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
 
-    let backends = Server::start("backends", &exe("dashboard"), &["--listen", "127.0.0.1:0"], 3)?;
+    let quiet = [("RUST_LOG", "warn")];
+    let log = |name: &str| target_dir().join(format!("bench-http-{name}.log"));
+    let backends =
+        Server::start("backends", &exe("dashboard"), &["--listen", "127.0.0.1:0"], &quiet, &log("backends"), 3)?;
     let template = |service: &str| {
         backends.lines.iter().find_map(|line| {
             let (name, rest) = line.split_once(" backend: ")?;
@@ -77,14 +75,14 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     };
     let args = ["--listen", "127.0.0.1:0", "--profile-url", &profile, "--transactions-url", &transactions];
     let servers = [
-        Server::start("dashboard", &exe("dashboard"), &args, 1)?,
-        Server::start("baseline", &exe("http-baseline"), &args, 1)?,
+        Server::start("dashboard", &exe("dashboard"), &args, &quiet, &log("dashboard"), 1)?,
+        Server::start("baseline", &exe("http-baseline"), &args, &quiet, &log("baseline"), 1)?,
     ];
 
     let mut results = Vec::new();
     for (delay, query) in DELAYS {
         for server in &servers {
-            server.check(query)?;
+            check(server, query)?;
         }
         let mut runs: [Vec<Load>; 2] = Default::default();
         for round in 1..=plan.rounds {
@@ -489,94 +487,15 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().next()?.parse().ok()
 }
 
-/// A server process, killed (by its pid) when dropped, so no error path leaves one running.
-#[derive(Debug)]
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
-    /// The first lines it printed: `listening on http://ADDR` and what was asked for.
-    lines: Vec<String>,
-}
-
-impl Server {
-    /// Starts `binary` with `args` and `RUST_LOG=warn`, its stderr going to
-    /// `target/bench-http-<name>.log`, and waits for its first `lines` lines of stdout, the
-    /// first being `listening on http://ADDR`. Stdout is drained until it exits.
-    fn start(name: &'static str, binary: &Path, args: &[&str], lines: usize) -> Result<Self, String> {
-        let log_path = target_dir().join(format!("bench-http-{name}.log"));
-        let log = File::create(&log_path).map_err(|error| format!("cannot create {}: {error}", log_path.display()))?;
-        eprintln!("$ RUST_LOG=warn {} {}", binary.display(), args.join(" "));
-        let mut child = Command::new(binary)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .current_dir(root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .map_err(|error| format!("could not start {}: {error}", binary.display()))?;
-        let Some(stdout) = child.stdout.take() else { unreachable!("stdout is piped") };
-        let mut server = Self { name, child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), lines: Vec::new() };
-        let (sender, receiver) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = sender.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        while server.lines.len() < lines {
-            match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) => server.lines.push(line),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("{name} printed {:?} in {START_TIMEOUT:?}", server.lines));
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status =
-                        server.child.wait().map_or_else(|error| error.to_string(), |status| status.to_string());
-                    return Err(format!("{name} exited ({status}); its log is {}", log_path.display()));
-                }
-            }
-        }
-        let first = &server.lines[0];
-        let addr = first.strip_prefix("listening on http://").and_then(|addr| addr.parse().ok());
-        server.addr = addr.ok_or_else(|| format!("{name}: expected `listening on http://ADDR`, got {first:?}"))?;
-        eprintln!("bench http: {name} (pid {}) {first}", server.pid());
-        Ok(server)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// One request must answer 200 before the server is measured.
-    fn check(&self, query: &str) -> Result<(), String> {
-        let target = format!("/dashboard/42{query}");
-        let error = |error: io::Error| format!("{}: GET {target}: {error}", self.name);
-        let (mut stream, mut reader) = connect(self.addr).map_err(error)?;
-        write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr).map_err(error)?;
-        match reader.response().map_err(error)? {
-            Response { status: 200, .. } => Ok(()),
-            Response { status, .. } => Err(format!("{}: GET {target} answered {status}, expected 200", self.name)),
-        }
-    }
-
-    fn stop(mut self) {
-        self.kill();
-        eprintln!("bench http: stopped {} (pid {})", self.name, self.pid());
-    }
-
-    fn kill(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
+/// One request to `server` must answer 200 before it is measured.
+fn check(server: &Server, query: &str) -> Result<(), String> {
+    let target = format!("/dashboard/42{query}");
+    let error = |error: io::Error| format!("{}: GET {target}: {error}", server.name);
+    let (mut stream, mut reader) = connect(server.addr).map_err(error)?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).map_err(error)?;
+    match reader.response().map_err(error)? {
+        Response { status: 200, .. } => Ok(()),
+        Response { status, .. } => Err(format!("{}: GET {target} answered {status}, expected 200", server.name)),
     }
 }
 

@@ -18,6 +18,7 @@
 mod bench;
 mod e2e;
 mod load;
+mod server;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
