@@ -137,17 +137,7 @@ async fn slow_response_headers_time_out() {
 async fn a_body_that_dribbles_in_times_out() {
     let server = Server::start(|mut conn| async move {
         conn.read_request().await;
-        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[";
-        if conn.write(head).await.is_err() {
-            return;
-        }
-        // One byte every 20 ms: the head arrives at once, the whole body would take 20 s.
-        for _ in 0..999 {
-            tokio::time::sleep(ms(20)).await;
-            if conn.write(" ").await.is_err() {
-                return;
-            }
-        }
+        server::dribble_body(&mut conn).await;
     })
     .await;
 

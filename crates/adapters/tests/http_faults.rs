@@ -222,17 +222,7 @@ impl Fault {
                 conn.closed_within(PATIENCE).await;
             }
             Self::DribblingBody => {
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[";
-                if conn.write(head).await.is_err() {
-                    return;
-                }
-                // The whole body would take 20 s.
-                for _ in 0..999 {
-                    tokio::time::sleep(ms(20)).await;
-                    if conn.write(" ").await.is_err() {
-                        return;
-                    }
-                }
+                server::dribble_body(&mut conn).await;
             }
             Self::Status503 => {
                 let body = br#"{"error": "overloaded"}"#;

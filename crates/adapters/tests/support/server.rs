@@ -200,3 +200,18 @@ pub fn noise(len: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A 200 JSON response whose head arrives at once and whose 1000-byte body then dribbles in one
+/// byte every 20 ms (20 s in all), until the client hangs up.
+pub async fn dribble_body(conn: &mut Conn) {
+    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n[";
+    if conn.write(head).await.is_err() {
+        return;
+    }
+    for _ in 0..999 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if conn.write(" ").await.is_err() {
+            return;
+        }
+    }
+}
