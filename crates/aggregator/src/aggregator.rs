@@ -1,4 +1,5 @@
 use std::any::Any;
+use std::convert::identity;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -6,14 +7,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use muster_core::{BoxError, Fetcher, Group, Name, Outputs};
+use muster_core::{Fetcher, Group, Name, Outputs};
 use muster_options::{GroupConfig, GroupOption, SourceConfig, SourceOption};
-use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::error::{AggregateError, BuildError, MergeError};
 use crate::report::{Recorder, Report};
-use crate::source::{self, DynFetcher, MakeFallback, Run, Source};
+use crate::source::{self, Run, Source};
 
 /// Runs named sources concurrently in one fail-fast [`Group`] and merges what they return.
 ///
@@ -71,21 +71,23 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
     /// Dropping the future drops every source's fetch: nothing keeps running.
     pub async fn aggregate(&self, request: &Req) -> Result<Aggregate<O>, AggregateError> {
         let Inner { sources, group: config, fields } = &*self.inner;
-        let started = Instant::now();
         let context = Fields(fields);
         let span = match &config.span {
             Some(parent) => tracing::info_span!(parent: parent, "aggregate", context = %context),
             None => tracing::info_span!("aggregate", context = %context),
         };
-        let recorder = Recorder::new(started, sources.len());
-        let run = Run { recorder: &recorder, deadline: config.deadline.map(|after| started + after) };
         let mut group_config = config.clone();
         group_config.span = Some(span.clone());
+        // Declared before the group, which borrows them, so that they outlive it; set once the
+        // group has read the clock, the aggregation's start.
+        let (recorder, run);
         let mut group = Group::from_config(group_config);
+        let started = group.started();
+        recorder = Recorder::new(started, sources.len(), config.limit);
+        run = Run { recorder: &recorder, deadline: config.deadline.map(|after| started + after) };
         for (index, source) in sources.iter().enumerate() {
-            // Boxed here, the source's future is moved as a pointer through the group's wrappers.
-            let task = Box::pin(source::run(source, index, request, &run));
-            if let Err(error) = group.spawn(source.name.clone(), task) {
+            if let Err(error) = source.spawn(index, request, &run, &mut group) {
+                drop(group);
                 let report = recorder.report(self.names(), None, Arc::clone(fields));
                 return Err(AggregateError::spawn(error, report));
             }
@@ -157,7 +159,7 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
     where
         F: Fetcher<Req, Output = O> + 'static,
     {
-        self.push(name.into(), erase(fetcher), SourceConfig::<()>::default(), None)
+        self.push(Source::new(name.into(), fetcher, identity, SourceConfig::<()>::default(), None))
     }
 
     /// Adds a source with policies: [`Optional`](muster_options::Optional),
@@ -171,7 +173,7 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
         let mut config = SourceConfig::default();
         options.apply(&mut config);
         let fallback = source::fallback(&config, |value: &O| value.clone());
-        self.push(name.into(), erase(fetcher), config, fallback)
+        self.push(Source::new(name.into(), fetcher, identity, config, fallback))
     }
 
     /// Applies aggregator-level options: [`Deadline`](muster_options::Deadline),
@@ -182,17 +184,11 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
         self
     }
 
-    fn push<T>(
-        mut self,
-        name: Name,
-        fetcher: DynFetcher<Req, O>,
-        config: SourceConfig<T>,
-        fallback: Option<Option<MakeFallback<O>>>,
-    ) -> Self {
-        if let Err(error) = config.validate() {
-            self.errors.push(BuildError::Source { name: name.clone(), error });
+    fn push(mut self, source: Source<Req, O>) -> Self {
+        if let Err(error) = source.config.validate() {
+            self.errors.push(BuildError::Source { name: source.name.clone(), error });
         }
-        self.sources.push(Source::new(name, fetcher, config, fallback));
+        self.sources.push(source);
         self
     }
 
@@ -225,27 +221,6 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
         }
         let fields = std::mem::take(&mut group.fields).into();
         Ok(Aggregator { inner: Arc::new(Inner { sources, group, fields }) })
-    }
-}
-
-/// Boxes `fetcher`'s error, so sources of different error types share one list.
-fn erase<Req, F>(fetcher: F) -> DynFetcher<Req, F::Output>
-where
-    Req: ?Sized + Sync,
-    F: Fetcher<Req> + 'static,
-{
-    Box::new(Erased(fetcher))
-}
-
-struct Erased<F>(F);
-
-#[async_trait::async_trait]
-impl<Req: ?Sized + Sync, F: Fetcher<Req>> Fetcher<Req> for Erased<F> {
-    type Output = F::Output;
-    type Error = BoxError;
-
-    async fn fetch(&self, request: &Req) -> Result<F::Output, BoxError> {
-        self.0.fetch(request).await.map_err(Into::into)
     }
 }
 
@@ -303,7 +278,7 @@ impl<Req: ?Sized + Sync> Builder<Req, AnyOutput> {
         F: Fetcher<Req> + 'static,
         F::Output: Sync + 'static,
     {
-        self.push(key.name.clone(), Box::new(Boxed(fetcher)), SourceConfig::<()>::default(), None)
+        self.push(Source::new(key.name.clone(), fetcher, any, SourceConfig::<()>::default(), None))
     }
 
     /// Adds a source of its own output type with policies; see [`Builder::source_with`].
@@ -315,28 +290,13 @@ impl<Req: ?Sized + Sync> Builder<Req, AnyOutput> {
         let mut config = SourceConfig::default();
         options.apply(&mut config);
         let fallback = source::fallback(&config, |value: &F::Output| Box::new(value.clone()) as AnyOutput);
-        self.push(key.name.clone(), Box::new(Boxed(fetcher)), config, fallback)
+        self.push(Source::new(key.name.clone(), fetcher, any, config, fallback))
     }
 }
 
-/// Boxes a fetcher's output (and error) for an [`AnyOutput`] aggregator.
-struct Boxed<F>(F);
-
-#[async_trait::async_trait]
-impl<Req: ?Sized + Sync, F> Fetcher<Req> for Boxed<F>
-where
-    F: Fetcher<Req>,
-    F::Output: Sync + 'static,
-{
-    type Output = AnyOutput;
-    type Error = BoxError;
-
-    async fn fetch(&self, request: &Req) -> Result<AnyOutput, BoxError> {
-        match self.0.fetch(request).await {
-            Ok(value) => Ok(Box::new(value)),
-            Err(error) => Err(error.into()),
-        }
-    }
+/// Boxes a typed source's output for an [`AnyOutput`] aggregator.
+fn any<T: Send + Sync + 'static>(value: T) -> AnyOutput {
+    Box::new(value)
 }
 
 impl Aggregate<AnyOutput> {

@@ -1,5 +1,7 @@
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use muster_core::{Cause, GroupError, Name};
@@ -195,82 +197,120 @@ impl fmt::Display for Report {
 }
 
 /// Collects the per-source timings while an aggregation runs; shared by its source futures.
+/// They are all polled in place by the aggregation's task, so plain relaxed atomics suffice:
+/// no locks, one allocation.
+///
+/// Each source's end is read from the clock; its start is the aggregation's start when every
+/// source starts in the group's first poll (no concurrency limit below the number of sources),
+/// which saves a clock read per source.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     started: Instant,
-    entries: Mutex<Vec<Entry>>,
+    /// Whether every source starts at once, with the aggregation.
+    at_once: bool,
+    entries: Box<[Entry]>,
 }
 
-#[derive(Debug, Default)]
+/// An offset not recorded (yet): a source that has not started or not ended.
+const UNSET: u64 = u64::MAX;
+
+#[derive(Debug)]
 struct Entry {
-    start: Option<Instant>,
-    end: Option<Instant>,
-    attempts: u32,
-    outcome: Option<Outcome>,
+    /// Nanoseconds from the start of the aggregation to the source's start, or [`UNSET`].
+    start: AtomicU64,
+    /// Nanoseconds from the start of the aggregation to the source's end, or [`UNSET`].
+    end: AtomicU64,
+    attempts: AtomicU32,
+    /// How it ended, if it ended otherwise than with its value.
+    outcome: OnceLock<Outcome>,
 }
 
 impl Recorder {
-    pub(crate) fn new(started: Instant, sources: usize) -> Self {
-        Self { started, entries: Mutex::new((0..sources).map(|_| Entry::default()).collect()) }
-    }
-
-    fn with<R>(&self, index: usize, f: impl FnOnce(&mut Entry) -> R) -> Option<R> {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        entries.get_mut(index).map(f)
+    pub(crate) fn new(started: Instant, sources: usize, limit: Option<usize>) -> Self {
+        let entry = || Entry {
+            start: AtomicU64::new(UNSET),
+            end: AtomicU64::new(UNSET),
+            attempts: AtomicU32::new(0),
+            outcome: OnceLock::new(),
+        };
+        let at_once = limit.is_none_or(|limit| limit >= sources);
+        Self { started, at_once, entries: (0..sources).map(|_| entry()).collect() }
     }
 
     pub(crate) fn start(&self, index: usize) {
-        self.with(index, |entry| entry.start = Some(Instant::now()));
+        if let Some(entry) = self.entries.get(index) {
+            entry.start.store(if self.at_once { 0 } else { self.nanos() }, Relaxed);
+        }
     }
 
     pub(crate) fn attempt(&self, index: usize) {
-        self.with(index, |entry| entry.attempts += 1);
+        if let Some(entry) = self.entries.get(index) {
+            entry.attempts.fetch_add(1, Relaxed);
+        }
     }
 
     pub(crate) fn finish(&self, index: usize, outcome: Outcome) {
-        self.with(index, |entry| {
-            entry.end = Some(Instant::now());
-            entry.outcome = Some(outcome);
-        });
+        if let Some(entry) = self.entries.get(index) {
+            if outcome != Outcome::Ok {
+                // Only the source's own future finishes it, once.
+                let _ = entry.outcome.set(outcome);
+            }
+            entry.end.store(self.nanos(), Relaxed);
+        }
     }
 
+    /// The time since the start of the aggregation.
     pub(crate) fn offset(&self) -> Duration {
         self.started.elapsed()
     }
 
-    /// The report, once the group has finished: sources without an outcome were cancelled
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.offset().as_nanos()).unwrap_or(UNSET - 1)
+    }
+
+    /// The report, once the group has finished: sources that did not finish were cancelled
     /// (or timed out by the global deadline) by `error`'s cause.
     pub(crate) fn report<'n>(
-        &self,
+        self,
         names: impl Iterator<Item = &'n Name>,
         error: Option<&GroupError>,
         fields: Arc<[(Name, String)]>,
     ) -> Report {
-        let now = Instant::now();
-        let entries = std::mem::take(&mut *self.entries.lock().unwrap_or_else(PoisonError::into_inner));
+        // A successful aggregation answers as its last source ends: no need to read the clock.
+        let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);
+        let elapsed = match (error, last_end()) {
+            (None, Some(end)) => Duration::from_nanos(end),
+            _ => self.offset(),
+        };
         let trigger = error.map(|error| match error.cause() {
             Cause::Failed { name, .. } | Cause::Panicked { name, .. } => Trigger::Source(name.clone()),
             Cause::Deadline { .. } => Trigger::Deadline,
             _ => Trigger::Cancelled,
         });
-        let sources = (names.zip(entries))
+        let sources = (names.zip(self.entries))
             .map(|(name, entry)| {
-                let outcome = entry.outcome.unwrap_or_else(|| match error.map(GroupError::cause) {
-                    Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
-                    Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
-                    None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
-                });
-                let end = entry.end.unwrap_or(now);
+                let (start, end) = (entry.start.into_inner(), entry.end.into_inner());
+                let outcome = match (entry.outcome.into_inner(), end) {
+                    (Some(outcome), _) => outcome,
+                    (None, UNSET) => match error.map(GroupError::cause) {
+                        Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
+                        Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
+                        None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
+                    },
+                    (None, _) => Outcome::Ok,
+                };
+                let end = if end == UNSET { elapsed } else { Duration::from_nanos(end) };
+                let start = (start != UNSET).then(|| Duration::from_nanos(start));
                 SourceReport {
                     name: name.clone(),
                     outcome,
-                    start: entry.start.map(|start| start - self.started),
-                    duration: entry.start.map_or(Duration::ZERO, |start| end - start),
-                    attempts: entry.attempts,
+                    start,
+                    duration: start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
+                    attempts: entry.attempts.into_inner(),
                 }
             })
             .collect();
-        let cancellation = error.map(|error| (now - self.started).saturating_sub(error.elapsed()));
-        Report { elapsed: now - self.started, sources, trigger, cancellation, fields }
+        let cancellation = error.map(|error| elapsed.saturating_sub(error.elapsed()));
+        Report { elapsed, sources, trigger, cancellation, fields }
     }
 }

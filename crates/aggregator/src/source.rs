@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use futures_util::future::Either;
-use muster_core::{BoxError, Fetcher, Name, panic_message, with_deadline};
-use muster_options::{Fallback, SourceConfig};
+use muster_core::{BoxError, Fetcher, Group, Name, SpawnError, panic_message, with_deadline};
+use muster_options::{Fallback, Retry, SourceConfig};
 use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
 use tower::util::rng::HasherRng;
@@ -18,35 +17,90 @@ use tower::util::rng::HasherRng;
 use crate::error::SourceTimeout;
 use crate::report::{Outcome, Recorder, TimeoutKind};
 
-/// A fetcher with its error boxed, so sources of different error types share a list.
-pub(crate) type DynFetcher<Req, O> = Box<dyn Fetcher<Req, Output = O, Error = BoxError>>;
-
 /// Produces an optional source's fallback value, once per use.
 pub(crate) type MakeFallback<O> = Arc<dyn Fn() -> O + Send + Sync>;
 
 /// A named source and its policies, as the aggregator runs it.
 pub(crate) struct Source<Req: ?Sized, O> {
     pub(crate) name: Name,
-    pub(crate) fetcher: DynFetcher<Req, O>,
     pub(crate) config: SourceConfig<()>,
     /// `None`: required. `Some(None)`: optional, omitted on failure. `Some(Some(f))`: optional,
     /// replaced by `f()`.
     pub(crate) fallback: Option<Option<MakeFallback<O>>>,
+    fetcher: Box<dyn Erased<Req, O>>,
 }
 
-impl<Req: ?Sized, O> Source<Req, O> {
-    /// A source with `config`'s policies; its fallback, already turned into a maker by
-    /// [`fallback`], is passed separately because it is of the source's own type.
-    pub(crate) fn new<T>(
+impl<Req: ?Sized + Sync, O: Send> Source<Req, O> {
+    /// A source fetching with `fetcher`, whose outputs `convert` turns into the aggregator's,
+    /// with `config`'s policies; its fallback, already turned into a maker by [`fallback`], is
+    /// passed separately because it is of the source's own type.
+    pub(crate) fn new<F, C, T>(
         name: Name,
-        fetcher: DynFetcher<Req, O>,
+        fetcher: F,
+        convert: C,
         config: SourceConfig<T>,
         fallback: Option<Option<MakeFallback<O>>>,
-    ) -> Self {
+    ) -> Self
+    where
+        F: Fetcher<Req> + 'static,
+        C: Fn(F::Output) -> O + Send + Sync + 'static,
+    {
         let SourceConfig { timeout, retry, hedge, .. } = config;
         let mut erased = SourceConfig::<()>::default();
         (erased.timeout, erased.retry, erased.hedge) = (timeout, retry, hedge);
-        Self { name, fetcher, config: erased, fallback }
+        Self { name, config: erased, fallback, fetcher: Box::new(Typed { fetcher, convert }) }
+    }
+
+    /// Adds this source's run for `request` to `group`.
+    pub(crate) fn spawn<'a>(
+        &'a self,
+        index: usize,
+        request: &'a Req,
+        run: &'a Run<'a>,
+        group: &mut Group<'a, Option<O>>,
+    ) -> Result<(), SpawnError> {
+        self.fetcher.spawn(self, index, request, run, group)
+    }
+}
+
+/// A fetcher with its types erased, so that sources of different fetcher, output and error
+/// types share one list. It knows its own types: a source's run is compiled for them, so the
+/// fetcher's future is awaited and its output converted in place, with no second box around
+/// it, and the run is boxed only once, by the group.
+trait Erased<Req: ?Sized, O>: Send + Sync {
+    fn spawn<'a>(
+        &'a self,
+        source: &'a Source<Req, O>,
+        index: usize,
+        request: &'a Req,
+        run: &'a Run<'a>,
+        group: &mut Group<'a, Option<O>>,
+    ) -> Result<(), SpawnError>;
+}
+
+/// A fetcher and the conversion of its outputs to the aggregator's output type.
+struct Typed<F, C> {
+    fetcher: F,
+    convert: C,
+}
+
+impl<Req, O, F, C> Erased<Req, O> for Typed<F, C>
+where
+    Req: ?Sized + Sync,
+    O: Send,
+    F: Fetcher<Req>,
+    C: Fn(F::Output) -> O + Send + Sync,
+{
+    fn spawn<'a>(
+        &'a self,
+        source: &'a Source<Req, O>,
+        index: usize,
+        request: &'a Req,
+        run: &'a Run<'a>,
+        group: &mut Group<'a, Option<O>>,
+    ) -> Result<(), SpawnError> {
+        let call = Call { source, typed: self, index, request, run };
+        group.spawn(source.name.clone(), call.run())
     }
 }
 
@@ -100,6 +154,16 @@ impl Failure {
         }
     }
 
+    /// Whether `retry` retries after this failure: timeouts always, panics never, errors if
+    /// its classifier says so.
+    fn is_retryable(&self, retry: &Retry) -> bool {
+        match self {
+            Self::Error(error) => retry.is_retryable(&**error),
+            Self::TimedOut { .. } => true,
+            Self::Panicked(_) => false,
+        }
+    }
+
     fn outcome(&self) -> Outcome {
         match self {
             Self::Error(error) => Outcome::Failed { error: error.to_string() },
@@ -117,168 +181,197 @@ pub(crate) struct Run<'a> {
     pub(crate) deadline: Option<Instant>,
 }
 
-/// Runs `source` for `request` with its policies. Returns its value, its fallback (`None`:
-/// omitted) or, for a required source, its error; a required source's panic is resumed so
-/// that the group reports it as a panic.
-pub(crate) async fn run<Req: ?Sized + Sync, O: Send>(
-    source: &Source<Req, O>,
+/// One source's part in one aggregation: what its run and each of its attempts need.
+struct Call<'a, Req: ?Sized, O, F, C> {
+    source: &'a Source<Req, O>,
+    typed: &'a Typed<F, C>,
     index: usize,
-    request: &Req,
-    run: &Run<'_>,
-) -> Result<Option<O>, BoxError> {
-    run.recorder.start(index);
-    let failure = match attempts(source, index, request, run).await {
-        Ok(value) => {
-            run.recorder.finish(index, Outcome::Ok);
-            return Ok(Some(value));
-        }
-        Err(failure) => failure,
-    };
-    let outcome = failure.outcome();
-    let elapsed_ms = run.recorder.offset().as_millis() as u64;
-    if let Some(fallback) = &source.fallback {
-        let reason = failure.detail();
-        tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, reason, "source fell back");
-        run.recorder.finish(index, Outcome::FellBack { after: Box::new(outcome) });
-        return Ok(fallback.as_ref().map(|make| make()));
-    }
-    let error = failure.detail();
-    tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, error, "source failed");
-    run.recorder.finish(index, outcome);
-    match failure {
-        Failure::Error(error) => Err(error),
-        Failure::TimedOut { after, .. } => Err(Box::new(SourceTimeout { after })),
-        Failure::Panicked(payload) => std::panic::resume_unwind(payload),
+    request: &'a Req,
+    run: &'a Run<'a>,
+}
+
+impl<Req: ?Sized, O, F, C> Clone for Call<'_, Req, O, F, C> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
 
-/// The attempts of one source: retried under its [`Retry`](muster_options::Retry) policy with
-/// tower's jittered exponential backoff, never past the deadline.
-async fn attempts<Req: ?Sized + Sync, O: Send>(
-    source: &Source<Req, O>,
-    index: usize,
-    request: &Req,
-    run: &Run<'_>,
-) -> Result<O, Failure> {
-    let retry = source.config.retry.as_ref();
-    let mut backoff = retry.and_then(|retry| {
+impl<Req: ?Sized, O, F, C> Copy for Call<'_, Req, O, F, C> {}
+
+impl<Req, O, F, C> Call<'_, Req, O, F, C>
+where
+    Req: ?Sized + Sync,
+    O: Send,
+    F: Fetcher<Req>,
+    C: Fn(F::Output) -> O + Send + Sync,
+{
+    /// Runs the source with its policies. Returns its value, its fallback (`None`: omitted)
+    /// or, for a required source, its error; a required source's panic is resumed so that the
+    /// group reports it as a panic.
+    async fn run(self) -> Result<Option<O>, BoxError> {
+        let Self { source, index, run, .. } = self;
+        run.recorder.start(index);
+        let failure = match self.attempts().await {
+            Ok(value) => {
+                run.recorder.finish(index, Outcome::Ok);
+                return Ok(Some(value));
+            }
+            Err(failure) => failure,
+        };
+        let outcome = failure.outcome();
+        let elapsed_ms = run.recorder.offset().as_millis() as u64;
+        if let Some(fallback) = &source.fallback {
+            let reason = failure.detail();
+            tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, reason, "source fell back");
+            run.recorder.finish(index, Outcome::FellBack { after: Box::new(outcome) });
+            return Ok(fallback.as_ref().map(|make| make()));
+        }
+        let error = failure.detail();
+        tracing::warn!(source = %source.name, kind = outcome.as_str(), elapsed_ms, error, "source failed");
+        run.recorder.finish(index, outcome);
+        match failure {
+            Failure::Error(error) => Err(error),
+            Failure::TimedOut { after, .. } => Err(Box::new(SourceTimeout { after })),
+            Failure::Panicked(payload) => std::panic::resume_unwind(payload),
+        }
+    }
+
+    /// The attempts of the source: the first, then the retries its
+    /// [`Retry`](muster_options::Retry) policy allows.
+    ///
+    /// Each policy's machinery (a hedge's second attempt, timers, the backoff) is boxed and
+    /// only where the source has the policy: a source's future is moved into the group, and
+    /// most sources have none.
+    async fn attempts(&self) -> Result<O, Failure> {
+        let failure = match self.attempt().await {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        match &self.source.config.retry {
+            Some(retry) if failure.is_retryable(retry) => Box::pin(self.retries(retry, failure)).await,
+            _ => Err(failure),
+        }
+    }
+
+    /// Retries after `failure` with tower's jittered exponential backoff, never past the
+    /// deadline.
+    async fn retries(&self, retry: &Retry, mut failure: Failure) -> Result<O, Failure> {
+        let Self { source, run, .. } = *self;
         let maker = ExponentialBackoffMaker::new(
             retry.min_backoff(),
             retry.max_backoff(),
             retry.jitter_ratio(),
             HasherRng::new(),
         );
-        maker.ok().map(|mut maker| maker.make_backoff())
-    });
-    let mut attempt = 1;
-    loop {
-        // A hedge holds two attempts at once; boxing it keeps every source's future small (it
-        // is moved into the group), hedged or not.
-        let result = match source.config.hedge {
-            None => timed(source, index, request, run).await,
-            Some(delay) => Box::pin(hedged(source, delay, index, request, run)).await,
-        };
-        let failure = match result {
-            Ok(value) => return Ok(value),
-            Err(failure) => failure,
-        };
-        let retryable = match &failure {
-            Failure::Error(error) => retry.is_some_and(|retry| retry.is_retryable(&**error)),
-            Failure::TimedOut { .. } => true,
-            Failure::Panicked(_) => false,
-        };
-        let (Some(retry), Some(backoff)) = (retry, backoff.as_mut()) else { return Err(failure) };
-        if !retryable || attempt >= retry.max_attempts() {
-            return Err(failure);
+        let Ok(mut maker) = maker else { return Err(failure) };
+        let mut backoff = maker.make_backoff();
+        for attempt in 1..retry.max_attempts() {
+            let sleep = backoff.next_backoff();
+            // A retry whose backoff would end at or after the deadline is not started: the last
+            // real error is returned at once.
+            if run.deadline.is_some_and(|deadline| sleep.deadline() >= deadline) {
+                break;
+            }
+            let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;
+            tracing::info!(source = %source.name, attempt, backoff_ms, error = failure.detail(), "retrying");
+            sleep.await;
+            failure = match self.attempt().await {
+                Ok(value) => return Ok(value),
+                Err(failure) if failure.is_retryable(retry) => failure,
+                Err(failure) => return Err(failure),
+            };
         }
-        let sleep = backoff.next_backoff();
-        // A retry whose backoff would end at or after the deadline is not started: the last
-        // real error is returned at once.
-        if run.deadline.is_some_and(|deadline| sleep.deadline() >= deadline) {
-            return Err(failure);
+        Err(failure)
+    }
+
+    /// One attempt: hedged (the source's [`Hedge`](muster_options::Hedge)), timed, or plain.
+    async fn attempt(&self) -> Result<O, Failure> {
+        match (self.source.config.hedge, self.limit()) {
+            (Some(delay), _) => Box::pin(self.hedged(delay)).await,
+            (None, Some(limit)) => Box::pin(self.timed(limit)).await,
+            (None, None) => self.fetch().await,
         }
-        let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;
-        tracing::info!(source = %source.name, attempt, backoff_ms, error = failure.detail(), "retrying");
-        // Boxed like a hedge: a timer is large, and most sources never back off.
-        Box::pin(sleep).await;
-        attempt += 1;
     }
-}
 
-/// One attempt hedged after `delay` (the source's [`Hedge`](muster_options::Hedge)): a second
-/// attempt starts after the delay (or at once if the first fails before it), the first success
-/// wins and the other attempt is dropped; it fails only when both have, with the last failure.
-async fn hedged<Req: ?Sized + Sync, O: Send>(
-    source: &Source<Req, O>,
-    delay: Duration,
-    index: usize,
-    request: &Req,
-    run: &Run<'_>,
-) -> Result<O, Failure> {
-    let mut first = std::pin::pin!(timed(source, index, request, run));
-    tokio::select! {
-        biased;
-        result = &mut first => match result {
-            Ok(value) => return Ok(value),
-            Err(_) => return timed(source, index, request, run).await,
-        },
-        () = tokio::time::sleep(delay) => {}
+    /// One attempt hedged after `delay`: a second attempt starts after the delay (or at once
+    /// if the first fails before it), the first success wins and the other attempt is
+    /// dropped; it fails only when both have, with the last failure.
+    async fn hedged(&self, delay: Duration) -> Result<O, Failure> {
+        let attempt = || async {
+            match self.limit() {
+                Some(limit) => self.timed(limit).await,
+                None => self.fetch().await,
+            }
+        };
+        let mut first = std::pin::pin!(attempt());
+        tokio::select! {
+            biased;
+            result = &mut first => match result {
+                Ok(value) => return Ok(value),
+                Err(_) => return attempt().await,
+            },
+            () = tokio::time::sleep(delay) => {}
+        }
+        tracing::debug!(source = %self.source.name, "hedging");
+        let mut second = std::pin::pin!(attempt());
+        tokio::select! {
+            biased;
+            result = &mut first => match result {
+                Ok(value) => Ok(value),
+                Err(_) => second.await,
+            },
+            result = &mut second => match result {
+                Ok(value) => Ok(value),
+                Err(_) => first.await,
+            },
+        }
     }
-    tracing::debug!(source = %source.name, "hedging");
-    let mut second = std::pin::pin!(timed(source, index, request, run));
-    tokio::select! {
-        biased;
-        result = &mut first => match result {
-            Ok(value) => Ok(value),
-            Err(_) => second.await,
-        },
-        result = &mut second => match result {
-            Ok(value) => Ok(value),
-            Err(_) => first.await,
-        },
-    }
-}
 
-/// One fetch, counted as an attempt, with panics caught and the effective timeout applied: the
-/// source's own timeout, capped by the global deadline. A required source leaves the global
-/// deadline to the group (which then reports it); an optional one falls back at it.
-async fn timed<Req: ?Sized + Sync, O: Send>(
-    source: &Source<Req, O>,
-    index: usize,
-    request: &Req,
-    run: &Run<'_>,
-) -> Result<O, Failure> {
-    run.recorder.attempt(index);
-    let own = source.config.timeout.map(|after| (Instant::now() + after, TimeoutKind::Source, after));
-    // The fetcher sees the tighter of its own timeout and the global deadline as
-    // `muster_core::deadline()`, e.g. to tell its backend.
-    let budget = own.map_or_else(|| run.deadline, |(at, ..)| Some(run.deadline.map_or(at, |global| global.min(at))));
-    let fetch = source.fetcher.fetch(request);
-    let fetch = match budget {
-        Some(at) => Either::Left(with_deadline(at, fetch)),
-        None => Either::Right(fetch),
-    };
-    let fetch = AssertUnwindSafe(fetch).catch_unwind();
-    let global = run.deadline.map(|at| (at, TimeoutKind::Global, Duration::ZERO));
-    let limit = match (own, global) {
-        // When both fire together, the global deadline is what is reported.
-        (Some(own), Some(global)) if own.0 >= global.0 => source.fallback.as_ref().map(|_| global),
-        (Some(own), _) => Some(own),
-        (None, Some(global)) => source.fallback.as_ref().map(|_| global),
-        (None, None) => None,
-    };
-    let result = match limit {
-        None => fetch.await,
-        // Boxed: a timer is large, and only sources with a timeout (or optional ones under a
-        // deadline) need one.
-        Some((at, timeout, after)) => match Box::pin(tokio::time::timeout_at(at, fetch)).await {
+    /// The timeout of an attempt starting now, if it has one: the source's own timeout,
+    /// capped by the global deadline. A required source leaves the global deadline to the
+    /// group (which then reports it); an optional one falls back at it.
+    fn limit(&self) -> Option<Limit> {
+        let Self { source, run, .. } = *self;
+        let own =
+            source.config.timeout.map(|after| Limit { at: Instant::now() + after, kind: TimeoutKind::Source, after });
+        let global = run.deadline.map(|at| Limit { at, kind: TimeoutKind::Global, after: Duration::ZERO });
+        match (own, global) {
+            // When both fire together, the global deadline is what is reported.
+            (Some(own), Some(global)) if own.at >= global.at => source.fallback.as_ref().map(|_| global),
+            (Some(own), _) => Some(own),
+            (None, Some(global)) => source.fallback.as_ref().map(|_| global),
+            (None, None) => None,
+        }
+    }
+
+    /// One attempt under `limit`. The fetcher sees the tighter of its own timeout and the
+    /// global deadline (which the group sets) as `muster_core::deadline()`, e.g. to tell its
+    /// backend.
+    async fn timed(&self, limit: Limit) -> Result<O, Failure> {
+        let fetch = with_deadline(limit.at, self.fetch());
+        match tokio::time::timeout_at(limit.at, fetch).await {
             Ok(result) => result,
-            Err(_) => return Err(Failure::TimedOut { timeout, after }),
-        },
-    };
-    match result {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(Failure::Error(error)),
-        Err(payload) => Err(Failure::Panicked(payload)),
+            Err(_) => Err(Failure::TimedOut { timeout: limit.kind, after: limit.after }),
+        }
     }
+
+    /// One fetch, counted as an attempt, with its output converted and panics caught.
+    async fn fetch(&self) -> Result<O, Failure> {
+        let Self { typed, index, request, run, .. } = *self;
+        run.recorder.attempt(index);
+        match AssertUnwindSafe(typed.fetcher.fetch(request)).catch_unwind().await {
+            Ok(Ok(value)) => Ok((typed.convert)(value)),
+            Ok(Err(error)) => Err(Failure::Error(error.into())),
+            Err(payload) => Err(Failure::Panicked(payload)),
+        }
+    }
+}
+
+/// When an attempt times out, and how the timeout is reported.
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    at: Instant,
+    kind: TimeoutKind,
+    /// The source's own timeout; unused for the global deadline.
+    after: Duration,
 }

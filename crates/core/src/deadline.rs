@@ -32,6 +32,18 @@ pub fn deadline() -> Option<Instant> {
 /// Runs `future` with `deadline` as the current [`deadline()`], or the enclosing one if that is
 /// earlier: a nested deadline can only tighten the budget.
 pub fn with_deadline<F: Future>(deadline: Instant, future: F) -> impl Future<Output = F::Output> {
-    let effective = self::deadline().map_or(deadline, |outer| outer.min(deadline));
-    DEADLINE.scope(effective, future)
+    DEADLINE.scope(tighter(deadline), future)
+}
+
+/// `deadline`, or the current one if that is earlier.
+pub(crate) fn tighter(deadline: Instant) -> Instant {
+    self::deadline().map_or(deadline, |outer| outer.min(deadline))
+}
+
+/// Runs `f` with `deadline`, if any, as the current [`deadline()`].
+pub(crate) fn scoped<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
+    match deadline {
+        Some(deadline) => DEADLINE.sync_scope(deadline, f),
+        None => f(),
+    }
 }

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -50,9 +51,13 @@ pub trait Fetcher<Req: ?Sized + Sync>: Send + Sync {
     async fn fetch(&self, request: &Req) -> Result<Self::Output, Self::Error>;
 }
 
+/// The future of a [`Fetcher`]: what `#[async_trait]` makes of `async fn fetch`.
+type FetchFuture<'a, O, E> = Pin<Box<dyn Future<Output = Result<O, E>> + Send + 'a>>;
+
+// Written out instead of `#[async_trait]`: the pointer hands back the pointee's boxed future
+// as it is, where an `async fn` would box a second future around it.
 macro_rules! forward_fetcher {
     ($($pointer:ty),+) => {$(
-        #[async_trait]
         impl<Req, F> Fetcher<Req> for $pointer
         where
             Req: ?Sized + Sync,
@@ -61,8 +66,16 @@ macro_rules! forward_fetcher {
             type Output = F::Output;
             type Error = F::Error;
 
-            async fn fetch(&self, request: &Req) -> Result<F::Output, F::Error> {
-                (**self).fetch(request).await
+            fn fetch<'life0, 'life1, 'async_trait>(
+                &'life0 self,
+                request: &'life1 Req,
+            ) -> FetchFuture<'async_trait, F::Output, F::Error>
+            where
+                'life0: 'async_trait,
+                'life1: 'async_trait,
+                Self: 'async_trait,
+            {
+                (**self).fetch(request)
             }
         }
     )+};

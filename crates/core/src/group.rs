@@ -7,15 +7,13 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use muster_options::{GroupConfig, GroupOption, OptionError};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use tracing::Instrument as _;
 
 use crate::cancel::{CancelToken, Cause, Name};
-use crate::deadline::with_deadline;
+use crate::deadline::{scoped, tighter};
 use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 
 /// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
@@ -48,6 +46,48 @@ struct Slot<'a, T> {
     /// A fingerprint of `name`: the duplicate check compares names only when these match.
     hash: u64,
     state: State<'a, T>,
+}
+
+pin_project_lite::pin_project! {
+    /// A task as the group runs it: inside its span, under the group's deadline (as
+    /// [`deadline()`](crate::deadline())), with panics caught and the error boxed. One wrapper
+    /// rather than a stack of combinators, so that the task's future is moved once, into its box.
+    struct Wrapped<F> {
+        span: tracing::Span,
+        deadline: Option<Instant>,
+        // `None` once dropped, inside the span and the deadline, so that drop guards see both.
+        #[pin]
+        future: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Wrapped<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            let _entered = this.span.enter();
+            let mut future = this.future;
+            scoped(*this.deadline, || future.set(None));
+        }
+    }
+}
+
+impl<T, E, F> Future for Wrapped<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = std::thread::Result<Result<T, BoxError>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let Some(future) = this.future.as_pin_mut() else { return Poll::Pending };
+        let poll = || std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        match scoped(*this.deadline, poll) {
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result.map_err(Into::into))),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
 }
 
 /// A task of a large group, tagged with its slot.
@@ -229,11 +269,8 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
             None => tracing::info_span!("source", source = %name),
         };
-        let task = AssertUnwindSafe(async move { task.await.map_err(Into::into) }).catch_unwind().instrument(span);
-        let task: Task<'a, T> = match self.deadline {
-            Some(after) => Box::pin(with_deadline(self.started + after, task)),
-            None => Box::pin(task),
-        };
+        let deadline = self.deadline.map(|after| tighter(self.started + after));
+        let task: Task<'a, T> = Box::pin(Wrapped { span, deadline, future: Some(task) });
         let state = if self.running < self.limit {
             self.running += 1;
             State::Running(task)
@@ -247,6 +284,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         }
         self.slots.push(Slot { name, hash, state });
         Ok(())
+    }
+
+    /// When the group was created: its deadline counts from this instant.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// The number of tasks spawned so far.
