@@ -1,9 +1,9 @@
 use std::any::Any;
 use std::convert::identity;
 use std::fmt;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -92,7 +92,15 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
                 return Err(AggregateError::spawn(error, report));
             }
         }
-        let result = group.wait().instrument(span.clone()).await;
+        let result = {
+            let mut wait = pin!(group.wait());
+            let wait = poll_fn(|cx| {
+                let poll = wait.as_mut().poll(cx);
+                recorder.stamp();
+                poll
+            });
+            wait.instrument(span.clone()).await
+        };
         let report = recorder.report(self.names(), result.as_ref().err(), Arc::clone(fields));
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;

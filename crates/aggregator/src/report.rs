@@ -1,6 +1,6 @@
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,6 +12,11 @@ use tokio::time::Instant;
 ///
 /// `Display` renders a text waterfall: one line per source, a bar from its start to its end
 /// scaled to the aggregation's total time, and its outcome.
+///
+/// Sources are polled in place, one after the other, so the clock is read once per poll of
+/// the aggregation rather than per source: a source ends when the poll in which it finished
+/// does, which is when the aggregation could go on. Without a concurrency limit below the
+/// number of sources, every source starts with the aggregation.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Report {
@@ -200,19 +205,25 @@ impl fmt::Display for Report {
 /// They are all polled in place by the aggregation's task, so plain relaxed atomics suffice:
 /// no locks, one allocation.
 ///
-/// Each source's end is read from the clock; its start is the aggregation's start when every
+/// The clock is read once per poll of the group, not per source: sources ending in the same
+/// poll get the time at its end, which is when the aggregation could go on (sources are polled
+/// in place, one after the other). A source's start is the aggregation's start when every
 /// source starts in the group's first poll (no concurrency limit below the number of sources),
-/// which saves a clock read per source.
+/// else it is read when it starts.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     started: Instant,
     /// Whether every source starts at once, with the aggregation.
     at_once: bool,
+    /// Whether a source ended in the current poll: [`stamp`](Self::stamp) has work to do.
+    ended: AtomicBool,
     entries: Box<[Entry]>,
 }
 
 /// An offset not recorded (yet): a source that has not started or not ended.
 const UNSET: u64 = u64::MAX;
+/// The end of a source that ended in the current poll, until it is stamped.
+const ENDED: u64 = u64::MAX - 1;
 
 #[derive(Debug)]
 struct Entry {
@@ -234,7 +245,7 @@ impl Recorder {
             outcome: OnceLock::new(),
         };
         let at_once = limit.is_none_or(|limit| limit >= sources);
-        Self { started, at_once, entries: (0..sources).map(|_| entry()).collect() }
+        Self { started, at_once, ended: AtomicBool::new(false), entries: (0..sources).map(|_| entry()).collect() }
     }
 
     pub(crate) fn start(&self, index: usize) {
@@ -245,7 +256,7 @@ impl Recorder {
 
     pub(crate) fn attempt(&self, index: usize) {
         if let Some(entry) = self.entries.get(index) {
-            entry.attempts.fetch_add(1, Relaxed);
+            entry.attempts.store(entry.attempts.load(Relaxed) + 1, Relaxed);
         }
     }
 
@@ -255,7 +266,25 @@ impl Recorder {
                 // Only the source's own future finishes it, once.
                 let _ = entry.outcome.set(outcome);
             }
-            entry.end.store(self.nanos(), Relaxed);
+            entry.end.store(ENDED, Relaxed);
+            self.ended.store(true, Relaxed);
+        }
+    }
+
+    /// Gives the sources that ended in this poll their end: called after each poll of the
+    /// group.
+    pub(crate) fn stamp(&self) {
+        // Loads and stores rather than read-modify-writes: the sources and the stamping all
+        // run on the aggregation's task, one at a time.
+        if !self.ended.load(Relaxed) {
+            return;
+        }
+        self.ended.store(false, Relaxed);
+        let now = self.nanos();
+        for entry in &self.entries {
+            if entry.end.load(Relaxed) == ENDED {
+                entry.end.store(now, Relaxed);
+            }
         }
     }
 
@@ -265,7 +294,7 @@ impl Recorder {
     }
 
     fn nanos(&self) -> u64 {
-        u64::try_from(self.offset().as_nanos()).unwrap_or(UNSET - 1)
+        u64::try_from(self.offset().as_nanos()).unwrap_or(ENDED - 1)
     }
 
     /// The report, once the group has finished: sources that did not finish were cancelled
@@ -277,6 +306,7 @@ impl Recorder {
         fields: Arc<[(Name, String)]>,
     ) -> Report {
         // A successful aggregation answers as its last source ends: no need to read the clock.
+        self.stamp();
         let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);
         let elapsed = match (error, last_end()) {
             (None, Some(end)) => Duration::from_nanos(end),

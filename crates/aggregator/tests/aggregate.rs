@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, AnyOutput, BuildError, Deadline, ErrorKind, Field, Hedge, Key, OptionError, Optional,
-    Outcome, Report, Retry, SourceTimeout, Timeout, TimeoutKind, Trigger,
+    AggregateError, Aggregator, AnyOutput, BuildError, Deadline, ErrorKind, Field, Hedge, Key, Limit, OptionError,
+    Optional, Outcome, Report, Retry, SourceTimeout, Timeout, TimeoutKind, Trigger,
 };
 use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
@@ -88,6 +88,24 @@ async fn outputs_are_keyed_by_name_in_declaration_order() {
     assert_eq!(aggregate.outputs.iter().collect::<Vec<_>>(), [("b", &"second"), ("a", &"first")]);
     assert_eq!(aggregate.report.trigger, None);
     assert_eq!(aggregate.report.source("a").map(|a| (a.duration, a.attempts)), Some((ms(10), 1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_times_sources_queued_behind_a_limit() {
+    let aggregator = Aggregator::builder()
+        .source("first", MockFetcher::ok_after(ms(10), 1u32))
+        .source("second", MockFetcher::ok_after(ms(15), 2u32))
+        .source("third", MockFetcher::ok_after(ms(5), 3u32))
+        .options(Limit(2))
+        .build()
+        .unwrap();
+    let report = aggregator.aggregate(&()).await.unwrap().report;
+    let timing = |name: &str| report.source(name).map(|source| (source.start, source.duration));
+    assert_eq!(timing("first"), Some((Some(ms(0)), ms(10))));
+    assert_eq!(timing("second"), Some((Some(ms(0)), ms(15))));
+    // Queued until `first` ended at 10 ms, then 5 ms of its own.
+    assert_eq!(timing("third"), Some((Some(ms(10)), ms(5))));
+    assert_eq!(report.elapsed, ms(15));
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,8 +1,8 @@
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::ops::Index;
 use std::panic::AssertUnwindSafe;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,9 +63,11 @@ pin_project_lite::pin_project! {
     impl<F> PinnedDrop for Wrapped<F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            let _entered = this.span.enter();
             let mut future = this.future;
-            scoped(*this.deadline, || future.set(None));
+            if future.is_some() {
+                let _entered = this.span.enter();
+                scoped(*this.deadline, || future.set(None));
+            }
         }
     }
 }
@@ -80,13 +82,64 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let _entered = this.span.enter();
-        let Some(future) = this.future.as_pin_mut() else { return Poll::Pending };
-        let poll = || std::panic::catch_unwind(AssertUnwindSafe(|| future.poll(cx)));
+        let mut slot = this.future;
+        let poll = || {
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                let Some(future) = slot.as_mut().as_pin_mut() else { return Poll::Pending };
+                let poll = future.poll(cx);
+                if poll.is_ready() {
+                    // Dropped here, inside the span and the deadline, rather than in a
+                    // second scope when the group drops the task.
+                    slot.set(None);
+                }
+                poll
+            }))
+        };
         match scoped(*this.deadline, poll) {
             Ok(Poll::Ready(result)) => Poll::Ready(Ok(result.map_err(Into::into))),
             Ok(Poll::Pending) => Poll::Pending,
             Err(payload) => Poll::Ready(Err(payload)),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`Group::wait`]: the group's outputs or its first failure.
+    ///
+    /// Dropping it drops every task; see [`Group::wait`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Wait<'a, T> {
+        group: Group<'a, T>,
+        #[pin]
+        deadline: Option<Sleep>,
+        #[pin]
+        cancelled: Option<WaitForCancellationFutureOwned>,
+    }
+}
+
+impl<'a, T: Send + 'a> Future for Wait<'a, T> {
+    type Output = Result<Outputs<T>, GroupError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let group = this.group;
+        if let Err(error) = std::task::ready!(group.poll_wait(cx, this.deadline, this.cancelled.as_pin_mut())) {
+            return Poll::Ready(Err(error));
+        }
+        if let Some(token) = group.token.get() {
+            token.cancel_with(Cause::Completed);
+        }
+        let entries = group.slots.drain(..).map(|slot| match slot.state {
+            State::Done(value) => (slot.name, Some(value)),
+            _ => (slot.name, None),
+        });
+        Poll::Ready(Ok(Outputs { entries: entries.collect() }))
+    }
+}
+
+impl<T> fmt::Debug for Wait<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Wait").field("group", &self.group).finish_non_exhaustive()
     }
 }
 
@@ -301,18 +354,19 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         self.slots.is_empty()
     }
 
-    /// Runs every task to completion and returns their outputs by name, or fails fast.
+    /// Runs every task to completion: the returned [`Wait`] future resolves to their outputs
+    /// by name, or fails fast.
     ///
     /// # Errors
     ///
-    /// A [`GroupError`] with the root cause: the first task to fail or panic, the deadline, or
+    /// The future resolves to a [`GroupError`] with the root cause: the first task to fail or panic, the deadline, or
     /// the parent's cancellation. Every other task has been dropped when this returns.
     ///
     /// # Cancellation safety
     ///
     /// Dropping the returned future drops every task (they are owned by it) and cancels the
     /// group's token with [`Cause::Dropped`]; nothing keeps running.
-    pub async fn wait(mut self) -> Result<Outputs<T>, GroupError> {
+    pub fn wait(mut self) -> Wait<'a, T> {
         if self.slots.len() > FEW {
             let pool = FuturesUnordered::new();
             for (index, slot) in self.slots.iter_mut().enumerate() {
@@ -325,25 +379,16 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             }
             self.pool = Some(pool);
         }
-        let deadline = self.deadline.map(|after| tokio::time::sleep_until(self.started + after));
         let cancelled = self.token.get().or(self.parent.as_ref()).map(CancelToken::cancelled_owned);
-        let mut deadline = pin!(deadline);
-        let mut cancelled = pin!(cancelled);
-        poll_fn(|cx| self.poll_wait(cx, deadline.as_mut().as_pin_mut(), cancelled.as_mut().as_pin_mut())).await?;
-        if let Some(token) = self.token.get() {
-            token.cancel_with(Cause::Completed);
-        }
-        let entries = self.slots.drain(..).map(|slot| match slot.state {
-            State::Done(value) => (slot.name, Some(value)),
-            _ => (slot.name, None),
-        });
-        Ok(Outputs { entries: entries.collect() })
+        // The deadline's timer is made when a poll leaves tasks pending: a group whose tasks
+        // finish in its first poll never touches the timer wheel.
+        Wait { group: self, deadline: None, cancelled }
     }
 
     fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
-        deadline: Option<Pin<&mut Sleep>>,
+        mut deadline: Pin<&mut Option<Sleep>>,
         cancelled: Option<Pin<&mut WaitForCancellationFutureOwned>>,
     ) -> Poll<Result<(), GroupError>> {
         if cancelled.is_some_and(|cancelled| cancelled.poll(cx).is_ready()) {
@@ -382,8 +427,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         if self.running == 0 && self.next_queued.is_none() {
             return Poll::Ready(Ok(()));
         }
-        if deadline.is_some_and(|deadline| deadline.poll(cx).is_ready()) {
-            let after = self.deadline.unwrap_or_default();
+        let Some(after) = self.deadline else { return Poll::Pending };
+        if deadline.is_none() {
+            deadline.set(Some(tokio::time::sleep_until(self.started + after)));
+        }
+        if deadline.as_pin_mut().is_some_and(|deadline| deadline.poll(cx).is_ready()) {
             let pending = self.unfinished().into();
             let cause = Cause::Deadline { after, pending };
             return Poll::Ready(Err(self.fail(ErrorKind::Timeout, cause, &[])));

@@ -74,6 +74,6 @@ pub use crate::coalesce::{CoalesceError, Coalescer};
 pub use crate::deadline::{deadline, with_deadline};
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
-pub use crate::group::{Group, IntoIter, Outputs, panic_message};
+pub use crate::group::{Group, IntoIter, Outputs, Wait, panic_message};
 #[doc(no_inline)]
 pub use muster_options;
