@@ -126,8 +126,11 @@
 //! [`client`](HttpFetcherBuilder::client) gets a pool of its own.
 
 use std::fmt;
+use std::future::{Future, poll_fn};
 use std::marker::PhantomData;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -143,7 +146,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use muster_core::Fetcher;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, Sleep, sleep_until};
 
 mod error;
 mod params;
@@ -393,7 +396,8 @@ impl HttpFetcher {
         }
         // The deadline is not folded into this timeout: the group (or aggregator) that set it
         // cancels the fetch when it passes and reports the deadline, not a source timeout.
-        let until = now + budget;
+        // One timer for the whole exchange, registered once however many frames arrive.
+        let mut expiry = pin!(sleep_until(now + budget));
         let timed_out = || HttpError::Timeout { after: budget };
 
         let origin = uri.authority().cloned();
@@ -410,9 +414,9 @@ impl HttpFetcher {
             }
             headers.extend(propagated.clone());
 
-            let response = timeout_at(until, config.client.client.request(request))
+            let response = before(expiry.as_mut(), config.client.client.request(request))
                 .await
-                .map_err(|_| timed_out())?
+                .ok_or_else(timed_out)?
                 .map_err(|error| {
                     if error.is_connect() {
                         HttpError::Connect { source: error.into() }
@@ -439,11 +443,11 @@ impl HttpFetcher {
                 }
             }
             if !status.is_success() {
-                let body_excerpt = read_excerpt(response.into_body(), until).await;
+                let body_excerpt = read_excerpt(response.into_body(), expiry).await;
                 return Err(HttpError::Status { status, body_excerpt });
             }
             check_json_headers(&response)?;
-            return read_limited(response.into_body(), config.max_body, until).await?.ok_or_else(timed_out);
+            return read_limited(response.into_body(), config.max_body, expiry).await?.ok_or_else(timed_out);
         }
     }
 }
@@ -756,8 +760,22 @@ fn is_json(content_type: &HeaderValue) -> bool {
     }
 }
 
-/// Reads the body up to `limit` bytes; `None` if `until` passes first.
-async fn read_limited(mut body: Incoming, limit: usize, until: Instant) -> Result<Option<Vec<u8>>, HttpError> {
+/// `future`'s output, or `None` if `expiry` passes first.
+async fn before<F: Future>(mut expiry: Pin<&mut Sleep>, future: F) -> Option<F::Output> {
+    let mut future = pin!(future);
+    poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => expiry.as_mut().poll(cx).map(|()| None),
+    })
+    .await
+}
+
+/// Reads the body up to `limit` bytes; `None` if `expiry` passes first.
+async fn read_limited(
+    mut body: Incoming,
+    limit: usize,
+    mut expiry: Pin<&mut Sleep>,
+) -> Result<Option<Vec<u8>>, HttpError> {
     let announced = body.size_hint().exact();
     if announced.is_some_and(|len| len > limit as u64) {
         return Err(HttpError::BodyTooLarge { limit });
@@ -765,7 +783,7 @@ async fn read_limited(mut body: Incoming, limit: usize, until: Instant) -> Resul
     let capacity = announced.map_or(8 * 1024, |len| usize::try_from(len).unwrap_or(limit)).min(limit);
     let mut buffer = Vec::with_capacity(capacity);
     loop {
-        let Ok(frame) = timeout_at(until, body.frame()).await else { return Ok(None) };
+        let Some(frame) = before(expiry.as_mut(), body.frame()).await else { return Ok(None) };
         let Some(frame) = frame else { return Ok(Some(buffer)) };
         let frame = frame.map_err(|error| HttpError::Protocol { source: error.into() })?;
         if let Ok(data) = frame.into_data() {
@@ -778,12 +796,12 @@ async fn read_limited(mut body: Incoming, limit: usize, until: Instant) -> Resul
 }
 
 /// Reads the first [`EXCERPT_LEN`] bytes of an error body, or what arrives of them before
-/// `until` or a broken connection, as lossy UTF-8 (a character cut at the end is dropped).
-async fn read_excerpt(mut body: Incoming, until: Instant) -> String {
+/// `expiry` or a broken connection, as lossy UTF-8 (a character cut at the end is dropped).
+async fn read_excerpt(mut body: Incoming, mut expiry: Pin<&mut Sleep>) -> String {
     let mut excerpt = Vec::new();
     while excerpt.len() < EXCERPT_LEN {
-        match timeout_at(until, body.frame()).await {
-            Ok(Some(Ok(frame))) => {
+        match before(expiry.as_mut(), body.frame()).await {
+            Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
                     let take = data.len().min(EXCERPT_LEN - excerpt.len());
                     excerpt.extend_from_slice(&data[..take]);
