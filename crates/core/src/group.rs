@@ -359,8 +359,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     ///
     /// # Errors
     ///
-    /// The future resolves to a [`GroupError`] with the root cause: the first task to fail or panic, the deadline, or
-    /// the parent's cancellation. Every other task has been dropped when this returns.
+    /// The future resolves to a [`GroupError`] with the root cause: the first task to fail or
+    /// panic, the deadline, or the parent's cancellation. Every other task has been dropped
+    /// when it resolves.
     ///
     /// # Cancellation safety
     ///
