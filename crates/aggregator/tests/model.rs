@@ -35,8 +35,11 @@ use tokio::time::Instant;
 /// Longer than any scenario can take: reaching it means the aggregation hangs.
 const HORIZON: Duration = Duration::from_secs(3600);
 
-/// The message of every deliberate panic, which the panic hook keeps quiet.
-const PANIC_MESSAGE: &str = "source panicked on purpose";
+/// The message of every deliberate panic, and the panic hook that keeps it quiet.
+#[path = "../../core/tests/support/panics.rs"]
+mod panics;
+
+use panics::{PANIC_MESSAGE, quiet_deliberate_panics};
 
 /// What one attempt of a source does once its delay has passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -524,22 +527,6 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             }
             Scenario { sources, deadline }
         })
-}
-
-/// Hides the panic messages of sources that panic on purpose; every other panic is reported.
-fn quiet_deliberate_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message =
-                (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
-            if message != Some(PANIC_MESSAGE) {
-                default(info);
-            }
-        }));
-    });
 }
 
 proptest! {

@@ -1,6 +1,6 @@
 //! Instrumented test sources: each records when it started, whether it finished, and whether
 //! it was dropped before finishing (cancelled), and how many ran at once.
-#![allow(dead_code, unreachable_pub)] // each test binary uses a different part
+#![allow(dead_code, unreachable_pub, unused_imports)] // each test binary uses a different part
 
 use std::fmt;
 use std::future::{Future, pending};
@@ -8,6 +8,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use muster_core::{CancelToken, Cause};
+
+mod panics;
+
+pub(crate) use panics::{PANIC_MESSAGE, quiet_deliberate_panics};
 
 /// What a test source does once its delay has passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +33,6 @@ impl fmt::Display for SourceError {
 }
 
 impl std::error::Error for SourceError {}
-
-pub const PANIC_MESSAGE: &str = "source panicked on purpose";
 
 #[derive(Debug, Default)]
 pub struct State {
@@ -136,20 +138,4 @@ impl Drop for Running {
 
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
-}
-
-/// Hides the panic messages of sources that panic on purpose; every other panic is reported.
-pub fn quiet_deliberate_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message =
-                (payload.downcast_ref::<String>().map(String::as_str)).or(payload.downcast_ref::<&str>().copied());
-            if message != Some(PANIC_MESSAGE) {
-                default(info);
-            }
-        }));
-    });
 }
