@@ -284,12 +284,19 @@ where
         Err(failure)
     }
 
-    /// One attempt: hedged (the source's [`Hedge`](muster_options::Hedge)), timed, or plain.
+    /// One attempt: hedged (the source's [`Hedge`](muster_options::Hedge)) or [`single`](Self::single).
     async fn attempt(&self) -> Result<O, Failure> {
-        match (self.source.config.hedge, self.limit()) {
-            (Some(delay), _) => Box::pin(self.hedged(delay)).await,
-            (None, Some(limit)) => Box::pin(self.timed(limit)).await,
-            (None, None) => self.fetch().await,
+        match self.source.config.hedge {
+            Some(delay) => Box::pin(self.hedged(delay)).await,
+            None => self.single().await,
+        }
+    }
+
+    /// One fetch: timed if it has a [`limit`](Self::limit), plain otherwise.
+    async fn single(&self) -> Result<O, Failure> {
+        match self.limit() {
+            Some(limit) => Box::pin(self.timed(limit)).await,
+            None => self.fetch().await,
         }
     }
 
@@ -297,23 +304,17 @@ where
     /// if the first fails before it), the first success wins and the other attempt is
     /// dropped; it fails only when both have, with the last failure.
     async fn hedged(&self, delay: Duration) -> Result<O, Failure> {
-        let attempt = || async {
-            match self.limit() {
-                Some(limit) => self.timed(limit).await,
-                None => self.fetch().await,
-            }
-        };
-        let mut first = std::pin::pin!(attempt());
+        let mut first = std::pin::pin!(self.single());
         tokio::select! {
             biased;
             result = &mut first => match result {
                 Ok(value) => return Ok(value),
-                Err(_) => return attempt().await,
+                Err(_) => return self.single().await,
             },
             () = tokio::time::sleep(delay) => {}
         }
         tracing::debug!(source = %self.source.name, "hedging");
-        let mut second = std::pin::pin!(attempt());
+        let mut second = std::pin::pin!(self.single());
         tokio::select! {
             biased;
             result = &mut first => match result {
