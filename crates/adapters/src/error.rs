@@ -4,9 +4,8 @@
 /// step: the scripted message and whether a retry policy may try again.
 ///
 /// `Display` is the message alone, so assertions on a group's or an aggregator's error read
-/// like the script. A retry policy retries every error unless it has a classifier; to honour
-/// [`is_retryable`](MockError::is_retryable), give it one:
-/// `Retry::attempts(3).retry_if(|e| e.downcast_ref::<MockError>().is_some_and(MockError::is_retryable))`.
+/// like the script. A retry policy asks it through `Retryable`: a
+/// [`permanent`](MockError::permanent) error is not retried.
 ///
 /// ```
 /// use muster_adapters::MockError;

@@ -49,6 +49,7 @@
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
 
+mod classify;
 #[cfg(feature = "mock")]
 mod error;
 #[cfg(feature = "http")]

@@ -1,65 +1,122 @@
-use std::any::Any;
-use std::convert::identity;
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::marker::PhantomData;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use muster_core::{Fetcher, Group, Name, Outputs};
-use muster_options::{GroupConfig, GroupOption, SourceConfig, SourceOption};
+use muster_core::muster_options::{GroupConfig, GroupOption};
+use muster_core::{BoxError, Fetcher, Group, Name, Outputs, async_trait};
 use tracing::Instrument as _;
 
-use crate::error::{AggregateError, BuildError, MergeError};
+use crate::call::{Call, Shared};
+use crate::context::{RequestContext, aggregate_span, set};
+use crate::error::{AggregateError, BuildError, chain};
+use crate::policy::Policy;
 use crate::report::{Recorder, Report};
-use crate::source::{self, Run, Source};
 
-/// Runs named sources concurrently in one fail-fast [`Group`] and merges what they return.
+/// Runs named sources concurrently in one fail-fast [`Group`] and returns their outputs with
+/// their own types.
 ///
-/// Built by [`Aggregator::builder`]; cheap to clone (the sources are shared), and a
-/// [`tower::Service`] so it mounts directly in axum or hyper.
+/// `O` is the tuple of the sources' output types, in declaration order: an aggregator of a
+/// `String` profile, a `Vec<Tx>` and an optional `Vec<Offer>` is an
+/// `Aggregator<Req, (String, Vec<Tx>, Option<Vec<Offer>>)>`, and
+/// [`aggregate`](Aggregator::aggregate) returns exactly that tuple: a missing output, a wrong
+/// type or a wrong count does not compile. Built by [`Aggregator::builder`]; cheap to clone
+/// (the sources are shared) and meant to be shared by every request, with what varies per
+/// request in a [`RequestContext`]. It is a [`tower::Service`] as well.
 ///
-/// Every source has a policy: required (its failure fails the aggregation and cancels the
-/// others) or optional (its failure is replaced by a fallback and recorded), a per-source
-/// timeout, retries and hedging. The result is an [`Aggregate`]: the outputs keyed by source
-/// name, in declaration order, and a [`Report`].
-pub struct Aggregator<Req: ?Sized, O> {
+/// ```
+/// use muster::{Aggregator, Fallback, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let name = fetcher_fn(|id: &u64| {
+///     let id = *id;
+///     async move { Ok::<_, std::io::Error>(format!("user {id}")) }
+/// });
+/// let balance = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(1250_u64) });
+/// let offers = fetcher_fn(|_: &u64| async { Err::<Vec<String>, _>(std::io::Error::other("down")) });
+///
+/// let aggregator: Aggregator<u64, (String, u64, Vec<String>)> = Aggregator::builder()
+///     .source("name", name)
+///     .source("balance", balance)
+///     .source_with("offers", offers, Fallback(Vec::new()))
+///     .build()?;
+/// let (name, balance, offers) = aggregator.aggregate(&7).await?.outputs;
+/// assert_eq!((name.as_str(), balance, offers.len()), ("user 7", 1250, 0));
+/// # Ok(()) }
+/// ```
+///
+/// For sources of one type whose names are known only at run time (a list of backends, a JSON
+/// merge keyed by source name), start from [`Aggregator::by_name`]: the outputs are then
+/// [`Outputs`] by name, the same engine otherwise. An aggregator is itself a [`Fetcher`], so it
+/// can be a source of another (under the outer source's cancellation).
+pub struct Aggregator<Req: ?Sized, O: SourceOutputs<Req>> {
     inner: Arc<Inner<Req, O>>,
 }
 
-struct Inner<Req: ?Sized, O> {
-    sources: Vec<Source<Req, O>>,
+struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
+    sources: O::Sources,
+    names: Box<[Name]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
-    /// The request-context fields, shared by every report instead of copied into each.
-    fields: Arc<[(Name, String)]>,
+    /// The aggregator's default context fields ([`Field`](crate::Field) options).
+    fields: Vec<(Name, String)>,
 }
 
-impl<Req: ?Sized, O> Clone for Aggregator<Req, O> {
+impl<Req: ?Sized, O: SourceOutputs<Req>> Clone for Aggregator<Req, O> {
     fn clone(&self) -> Self {
         Self { inner: Arc::clone(&self.inner) }
     }
 }
 
-impl<Req: ?Sized, O> fmt::Debug for Aggregator<Req, O> {
+impl<Req: ?Sized, O: SourceOutputs<Req>> fmt::Debug for Aggregator<Req, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Aggregator").field("sources", &self.inner.sources).field("group", &self.inner.group).finish()
+        f.debug_struct("Aggregator").field("sources", &self.inner.names).field("group", &self.inner.group).finish()
     }
 }
 
-impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
-    /// A builder with no sources and no options.
-    pub fn builder() -> Builder<Req, O> {
-        Builder { sources: Vec::new(), group: GroupConfig::default(), errors: Vec::new() }
+impl<Req: ?Sized + Sync> Aggregator<Req, ()> {
+    /// A builder with no sources and no options, whose outputs are a tuple with one element
+    /// per source, in declaration order.
+    pub fn builder() -> AggregatorBuilder<Req, ()> {
+        AggregatorBuilder::new(())
     }
+}
 
+impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Aggregator<Req, Outputs<T>> {
+    /// A builder for sources of one output type `T` whose outputs come back by name, as
+    /// [`Outputs<T>`], in declaration order: for names known at run time.
+    ///
+    /// ```
+    /// use muster::{Aggregator, Outputs, fetcher_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let region = |name: &'static str| fetcher_fn(move |_: &u64| async move { Ok::<_, std::io::Error>(name.len()) });
+    /// let mut builder = Aggregator::by_name();
+    /// for name in ["eu", "us", "apac"] {
+    ///     builder = builder.source(name, region(name));
+    /// }
+    /// let outputs: Outputs<usize> = builder.build()?.aggregate(&1).await?.outputs;
+    /// assert_eq!(outputs["apac"], 4);
+    /// assert_eq!(outputs.names().collect::<Vec<_>>(), ["eu", "us", "apac"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn by_name() -> AggregatorBuilder<Req, Outputs<T>> {
+        AggregatorBuilder::new(Vec::new())
+    }
+}
+
+impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// The source names, in declaration order.
     pub fn source_names(&self) -> impl Iterator<Item = &str> {
-        self.inner.sources.iter().map(|source| &*source.name)
+        self.inner.names.iter().map(|name| &**name)
     }
 
-    /// Runs every source for `request` and merges the outputs, or fails fast.
+    /// Runs every source for `request` and returns their outputs, or fails fast. The same as
+    /// [`aggregate_with`](Self::aggregate_with) with an empty [`RequestContext`].
     ///
     /// # Errors
     ///
@@ -70,133 +127,191 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Aggregator<Req, O> {
     ///
     /// Dropping the future drops every source's fetch: nothing keeps running.
     pub async fn aggregate(&self, request: &Req) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, group: config, fields } = &*self.inner;
-        let context = Fields(fields);
-        let span = match &config.span {
-            Some(parent) => tracing::info_span!(parent: parent, "aggregate", context = %context),
-            None => tracing::info_span!("aggregate", context = %context),
-        };
+        self.aggregate_with(request, RequestContext::new()).await
+    }
+
+    /// Runs every source for `request` under `context`: its fields go to the spans, the
+    /// events, the report and the error; its deadline tightens the aggregator's.
+    ///
+    /// # Errors
+    ///
+    /// As [`aggregate`](Self::aggregate).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropping the future drops every source's fetch, and logs one `info` event saying the
+    /// caller went away and what was in flight.
+    pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
+        let Inner { sources, names, group: config, fields: defaults } = &*self.inner;
+        let RequestContext { fields: own, deadline, parent, span: parent_span } = context;
+        let mut fields = defaults.clone();
+        own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
+        let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()));
         let mut group_config = config.clone();
+        group_config.deadline = match (config.deadline, deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         group_config.span = Some(span.clone());
-        // Declared before the group, which borrows them, so that they outlive it; set once the
-        // group has read the clock, the aggregation's start.
-        let (recorder, run);
+        // Declared before the group, which borrows them, so that they outlive it.
+        let slots = O::slots(sources);
+        let shared;
         let mut group = Group::from_config(group_config);
-        let started = group.started();
-        recorder = Recorder::new(started, sources.len(), config.limit);
-        run = Run { recorder: &recorder, deadline: config.deadline.map(|after| started + after) };
-        for (index, source) in sources.iter().enumerate() {
-            if let Err(error) = source.spawn(index, request, &run, &mut group) {
-                drop(group);
-                let report = recorder.report(self.names(), None, Arc::clone(fields));
-                return Err(AggregateError::spawn(error, report));
-            }
+        if let Some(parent) = &parent {
+            group = group.with_parent(parent);
         }
+        shared = Arc::new(Shared {
+            recorder: Recorder::new(group.started(), names.len(), config.limit),
+            token: group.token(),
+        });
+        // A source is refused only when the group is closed already (a cancelled parent):
+        // `wait` then reports the cancellation, so there is nothing to handle here.
+        O::spawn(sources, names, request, &slots, &shared, &mut group);
+        let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
         let result = {
             let mut wait = pin!(group.wait());
             let wait = poll_fn(|cx| {
                 let poll = wait.as_mut().poll(cx);
-                recorder.stamp();
+                shared.recorder.stamp();
                 poll
             });
             wait.instrument(span.clone()).await
         };
-        let report = recorder.report(self.names(), result.as_ref().err(), Arc::clone(fields));
+        gone.armed = false;
+        let report = shared.recorder.report(names, result.as_ref().err(), fields);
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;
-        match result {
-            Ok(outputs) => {
-                tracing::info!(elapsed_ms, outcome = "ok", report = %report.compact(), "aggregation finished");
-                Ok(Aggregate { outputs: outputs.flatten(), report })
-            }
-            Err(error) => {
-                for cancelled in error.cancelled() {
-                    tracing::info!(source = %cancelled, cause = %error.cause(), "source cancelled");
+        let error = match result {
+            Ok(_) => match O::take(slots, names) {
+                Some(outputs) => {
+                    tracing::debug!(elapsed_ms, report = %report.compact(), "aggregation finished");
+                    return Ok(Aggregate { outputs, report });
                 }
-                let error = AggregateError::group(error, report);
-                let report = error.report();
-                let trigger = report.trigger.as_ref().map(ToString::to_string);
-                tracing::warn!(
-                    elapsed_ms,
-                    outcome = error.kind().as_str(),
-                    trigger,
-                    report = %report.compact(),
-                    "aggregation finished"
-                );
-                Err(error)
-            }
-        }
-    }
-
-    fn names(&self) -> impl Iterator<Item = &Name> {
-        self.inner.sources.iter().map(|source| &source.name)
+                None => AggregateError::missing(report),
+            },
+            Err(error) => AggregateError::group(error, report),
+        };
+        let report = error.report();
+        let cancelled: Vec<&str> = error.cancelled().iter().map(|name| &**name).collect();
+        tracing::warn!(
+            source = error.source_name(),
+            kind = error.kind().as_str(),
+            elapsed_ms,
+            error = %chain(&error),
+            cancelled = ?cancelled,
+            pending = ?error.pending().iter().map(|name| &**name).collect::<Vec<_>>(),
+            report = %report.compact(),
+            "aggregation failed"
+        );
+        Err(error)
     }
 }
 
-/// The request-context fields, rendered `user_id=42 request_id=r-1` for the aggregation span.
-struct Fields<'a>(&'a [(Name, String)]);
+/// Logs, once, that the caller stopped waiting (dropped the aggregation), with what was in
+/// flight.
+struct CallerGone<'a> {
+    shared: &'a Shared,
+    names: &'a [Name],
+    span: &'a tracing::Span,
+    armed: bool,
+}
 
-impl fmt::Display for Fields<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, value)) in self.0.iter().enumerate() {
-            let separator = if i == 0 { "" } else { " " };
-            write!(f, "{separator}{name}={value}")?;
+impl Drop for CallerGone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let in_flight = self.shared.recorder.in_flight(self.names);
+            let elapsed_ms = self.shared.recorder.offset().as_millis() as u64;
+            let _entered = self.span.enter();
+            tracing::info!(elapsed_ms, in_flight = ?in_flight, "aggregation cancelled by the caller");
         }
-        Ok(())
     }
+}
+
+/// The result of a successful aggregation: the outputs, in declaration order and with their own
+/// types, and the report.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Aggregate<O> {
+    /// The sources' outputs, as a tuple in declaration order. An [`Optional`](crate::Optional)
+    /// source's output is `Option<T>`; one with a [`Fallback`](crate::Fallback) is `T`.
+    pub outputs: O,
+    /// What happened to every source.
+    pub report: Report,
 }
 
 /// Builds an [`Aggregator`]: sources in declaration order, then options. Nothing is checked
-/// until [`build`](Builder::build), which reports the first problem.
+/// until [`build`](AggregatorBuilder::build), which reports the first problem.
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder<Req: ?Sized, O> {
-    sources: Vec<Source<Req, O>>,
+pub struct AggregatorBuilder<Req: ?Sized, O: SourceOutputs<Req>> {
+    sources: O::Sources,
+    names: Vec<Name>,
+    /// What each source's policies need of the deadline.
+    needs: Vec<Duration>,
     group: GroupConfig,
-    errors: Vec<BuildError>,
+    error: Option<BuildError>,
 }
 
-impl<Req: ?Sized, O> fmt::Debug for Builder<Req, O> {
+impl<Req: ?Sized, O: SourceOutputs<Req>> fmt::Debug for AggregatorBuilder<Req, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder").field("sources", &self.sources).field("group", &self.group).finish_non_exhaustive()
+        f.debug_struct("AggregatorBuilder")
+            .field("sources", &self.names)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
     }
 }
 
-impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
-    /// Adds a required source with no policies.
-    pub fn source<F>(self, name: impl Into<Name>, fetcher: F) -> Self
+impl<Req: ?Sized, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
+    fn new(sources: O::Sources) -> Self {
+        Self { sources, names: Vec::new(), needs: Vec::new(), group: GroupConfig::default(), error: None }
+    }
+}
+
+impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
+    /// Adds a required source: its failure fails the aggregation and cancels the others. Its
+    /// output, `F::Output`, is the next element of the aggregate's tuple.
+    pub fn source<F>(self, name: impl Into<Name>, fetcher: F) -> AggregatorBuilder<Req, O::With>
     where
-        F: Fetcher<Req, Output = O> + 'static,
+        F: Fetcher<Req> + 'static,
+        O: Push<Req, F::Output>,
     {
-        self.push(Source::new(name.into(), fetcher, identity, SourceConfig::<()>::default(), None))
+        self.source_with(name, fetcher, ())
     }
 
-    /// Adds a source with policies: [`Optional`](muster_options::Optional),
-    /// [`Timeout`](muster_options::Timeout), [`Retry`](muster_options::Retry),
-    /// [`Hedge`](muster_options::Hedge), combined in a tuple.
-    pub fn source_with<F>(self, name: impl Into<Name>, fetcher: F, options: impl SourceOption<O>) -> Self
+    /// Adds a source wrapped in `policy`: one [`Policy`] value, or a tuple of them listed from
+    /// the inside out, e.g. `(Timeout(d), Retry::attempts(3), Fallback(v))` (see
+    /// [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
+    /// element of the aggregate's tuple: `Option<T>` for [`Optional`](crate::Optional), `T`
+    /// for [`Fallback`](crate::Fallback).
+    pub fn source_with<F, P>(mut self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>
     where
-        F: Fetcher<Req, Output = O> + 'static,
-        O: Clone + Sync,
+        P: Policy<F>,
+        P::Fetcher: Fetcher<Req> + 'static,
+        O: Push<Req, <P::Fetcher as Fetcher<Req>>::Output>,
     {
-        let mut config = SourceConfig::default();
-        options.apply(&mut config);
-        let fallback = source::fallback(&config, |value: &O| value.clone());
-        self.push(Source::new(name.into(), fetcher, identity, config, fallback))
+        let name = name.into();
+        match policy.check() {
+            Ok(needs) => self.needs.push(needs),
+            Err(error) => {
+                self.needs.push(Duration::ZERO);
+                self.error.get_or_insert(BuildError::Source { name: name.clone(), error });
+            }
+        }
+        let entry: Entry<Req, <P::Fetcher as Fetcher<Req>>::Output> = Box::new(Typed(policy.wrap(fetcher)));
+        self.names.push(name);
+        AggregatorBuilder {
+            sources: O::push(self.sources, entry),
+            names: self.names,
+            needs: self.needs,
+            group: self.group,
+            error: self.error,
+        }
     }
 
-    /// Applies aggregator-level options: [`Deadline`](muster_options::Deadline),
-    /// [`Limit`](muster_options::Limit), [`ParentSpan`](muster_options::ParentSpan),
-    /// [`Field`](muster_options::Field).
+    /// Applies aggregator-level options: [`Deadline`](crate::Deadline),
+    /// [`Limit`](crate::Limit), and default [`Field`](crate::Field)s and
+    /// [`ParentSpan`](crate::ParentSpan) under the call's [`RequestContext`].
     pub fn options(mut self, options: impl GroupOption) -> Self {
         options.apply(&mut self.group);
-        self
-    }
-
-    fn push(mut self, source: Source<Req, O>) -> Self {
-        if let Err(error) = source.config.validate() {
-            self.errors.push(BuildError::Source { name: source.name.clone(), error });
-        }
-        self.sources.push(source);
         self
     }
 
@@ -204,127 +319,299 @@ impl<Req: ?Sized + Sync, O: Send + 'static> Builder<Req, O> {
     ///
     /// # Errors
     ///
-    /// The first problem found: an invalid source option, a duplicate or empty name, an
-    /// invalid aggregator option, or a retry policy whose backoffs alone exceed the deadline.
+    /// The first problem found: an invalid source policy, a duplicate or empty name, an
+    /// invalid aggregator option, or a source whose policies (a retry's backoffs) need the
+    /// whole deadline.
     pub fn build(self) -> Result<Aggregator<Req, O>, BuildError> {
-        let Self { sources, mut group, errors } = self;
-        if let Some(error) = errors.into_iter().next() {
+        let Self { sources, names, needs, mut group, error } = self;
+        if let Some(error) = error {
             return Err(error);
         }
         group.validate()?;
-        for (i, source) in sources.iter().enumerate() {
-            if source.name.is_empty() {
+        for (i, name) in names.iter().enumerate() {
+            if name.is_empty() {
                 return Err(BuildError::EmptyName);
             }
-            if sources[..i].iter().any(|earlier| earlier.name == source.name) {
-                return Err(BuildError::DuplicateSource(source.name.clone()));
-            }
-            if let (Some(retry), Some(deadline)) = (&source.config.retry, group.deadline) {
-                let needs = retry.min_total_backoff();
-                if needs >= deadline {
-                    let (name, attempts) = (source.name.clone(), retry.max_attempts());
-                    return Err(BuildError::RetryBudget { name, attempts, needs, deadline });
-                }
+            if names[..i].contains(name) {
+                return Err(BuildError::DuplicateSource(name.clone()));
             }
         }
-        let fields = std::mem::take(&mut group.fields).into();
-        Ok(Aggregator { inner: Arc::new(Inner { sources, group, fields }) })
+        if let Some(deadline) = group.deadline {
+            if let Some((name, &needs)) =
+                names.iter().zip(&needs).find(|(_, needs)| **needs >= deadline && !needs.is_zero())
+            {
+                return Err(BuildError::Budget { name: name.clone(), needs, deadline });
+            }
+        }
+        let fields = std::mem::take(&mut group.fields);
+        Ok(Aggregator { inner: Arc::new(Inner { sources, names: names.into(), group, fields }) })
     }
 }
 
-/// The result of a successful aggregation: the outputs by source name, in declaration order
-/// (an optional source that failed is there with its fallback, or absent if omitted), and the
-/// report.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Aggregate<O> {
-    /// The outputs, by source name.
-    pub outputs: Outputs<O>,
-    /// What happened to every source.
-    pub report: Report,
-}
+/// A source's output, written by its task once it has it.
+pub struct Slot<T>(Mutex<Option<T>>);
 
-/// The output type of an aggregator whose sources have different types: each value is taken
-/// back out with its typed [`Key`].
-pub type AnyOutput = Box<dyn Any + Send + Sync>;
-
-/// Names a source of type `T` in an [`Aggregator<Req, AnyOutput>`], to take its output back
-/// with its own type: no string look-ups or casts in user code.
-pub struct Key<T> {
-    name: Name,
-    _type: PhantomData<fn() -> T>,
-}
-
-impl<T> Key<T> {
-    /// A key for the source named `name`.
-    pub fn new(name: impl Into<Name>) -> Self {
-        Self { name: name.into(), _type: PhantomData }
-    }
-
-    /// The source's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-impl<T> Clone for Key<T> {
-    fn clone(&self) -> Self {
-        Self::new(self.name.clone())
-    }
-}
-
-impl<T> fmt::Debug for Key<T> {
+impl<T> fmt::Debug for Slot<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Key").field(&self.name).field(&std::any::type_name::<T>()).finish()
+        f.write_str("Slot")
     }
 }
 
-impl<Req: ?Sized + Sync> Builder<Req, AnyOutput> {
-    /// Adds a required source of its own output type, named by `key`.
-    pub fn typed<F>(self, key: &Key<F::Output>, fetcher: F) -> Self
-    where
-        F: Fetcher<Req> + 'static,
-        F::Output: Sync + 'static,
-    {
-        self.push(Source::new(key.name.clone(), fetcher, any, SourceConfig::<()>::default(), None))
-    }
-
-    /// Adds a source of its own output type with policies; see [`Builder::source_with`].
-    pub fn typed_with<F>(self, key: &Key<F::Output>, fetcher: F, options: impl SourceOption<F::Output>) -> Self
-    where
-        F: Fetcher<Req> + 'static,
-        F::Output: Clone + Sync + 'static,
-    {
-        let mut config = SourceConfig::default();
-        options.apply(&mut config);
-        let fallback = source::fallback(&config, |value: &F::Output| Box::new(value.clone()) as AnyOutput);
-        self.push(Source::new(key.name.clone(), fetcher, any, config, fallback))
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
     }
 }
 
-/// Boxes a typed source's output for an [`AnyOutput`] aggregator.
-fn any<T: Send + Sync + 'static>(value: T) -> AnyOutput {
-    Box::new(value)
+impl<T> Slot<T> {
+    fn put(&self, value: T) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+    }
+
+    fn take(self) -> Option<T> {
+        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
-impl Aggregate<AnyOutput> {
-    /// Moves the output named by `key` out, with its type.
-    ///
-    /// # Errors
-    ///
-    /// [`MergeError::Missing`] if there is no such output (unknown source, omitted by its
-    /// fallback, or taken already), [`MergeError::WrongType`] if the key's type is not the
-    /// source's.
-    pub fn take<T: 'static>(&mut self, key: &Key<T>) -> Result<T, MergeError> {
-        let value = self.outputs.take(&key.name).ok_or_else(|| MergeError::Missing(key.name.clone()))?;
-        value.downcast::<T>().map(|value| *value).map_err(|_| MergeError::WrongType(key.name.clone()))
+/// A source as an aggregator stores it: its fetcher's type erased, its output type kept.
+pub type Entry<Req, T> = Box<dyn Erased<Req, T>>;
+
+/// A fetcher with its type erased but its output type kept, so that sources of different
+/// fetcher types but one output type look alike. A source's run is compiled for its own
+/// fetcher: the fetch is awaited and its output stored in place, and the run is boxed once, by
+/// the group.
+#[doc(hidden)]
+pub trait Erased<Req: ?Sized, T>: Send + Sync {
+    /// Adds this source's run for `request`, as source `index`, to `group`.
+    fn spawn<'a>(&'a self, name: &Name, call: Call, request: &'a Req, slot: &'a Slot<T>, group: &mut Group<'a, ()>);
+}
+
+struct Typed<F>(F);
+
+impl<Req, F> Erased<Req, F::Output> for Typed<F>
+where
+    Req: ?Sized + Sync,
+    F: Fetcher<Req>,
+{
+    fn spawn<'a>(
+        &'a self,
+        name: &Name,
+        call: Call,
+        request: &'a Req,
+        slot: &'a Slot<F::Output>,
+        group: &mut Group<'a, ()>,
+    ) {
+        let run = async move {
+            let (shared, index) = (Arc::clone(&call.shared), call.index);
+            shared.recorder.start(index);
+            match call.scope(self.0.fetch(request)).await {
+                Ok(value) => {
+                    slot.put(value);
+                    shared.recorder.finish(index, None);
+                    Ok(())
+                }
+                Err(error) => {
+                    let error: BoxError = error.into();
+                    tracing::debug!(error = %error, "source failed");
+                    shared.recorder.finish(index, Some(&error));
+                    Err(error)
+                }
+            }
+        };
+        let _ = group.spawn(name.clone(), run);
+    }
+}
+
+/// The outputs of an aggregator's sources: implemented for tuples of up to 12 output types
+/// (and `()`), which is what [`AggregatorBuilder::source`] builds. Not meant to be implemented
+/// elsewhere; its items are the aggregator's plumbing.
+pub trait SourceOutputs<Req: ?Sized>: Sized + Send + 'static {
+    /// The sources, one [`Entry`] per output.
+    #[doc(hidden)]
+    type Sources: Send + Sync;
+    /// Where the outputs are written while the aggregation runs.
+    #[doc(hidden)]
+    type Slots: Send + Sync;
+
+    /// Empty slots for `sources`.
+    #[doc(hidden)]
+    fn slots(sources: &Self::Sources) -> Self::Slots;
+
+    /// Spawns every source into `group`.
+    #[doc(hidden)]
+    fn spawn<'a>(
+        sources: &'a Self::Sources,
+        names: &[Name],
+        request: &'a Req,
+        slots: &'a Self::Slots,
+        shared: &Arc<Shared>,
+        group: &mut Group<'a, ()>,
+    );
+
+    /// The outputs, once every source has written its own.
+    #[doc(hidden)]
+    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self>;
+}
+
+/// Adds one source of output `T` to a [`SourceOutputs`] tuple: `(A, B)` becomes `(A, B, T)`.
+pub trait Push<Req: ?Sized, T>: SourceOutputs<Req> {
+    /// The tuple with `T` appended.
+    type With: SourceOutputs<Req>;
+
+    /// Appends `entry` to `sources`.
+    #[doc(hidden)]
+    fn push(sources: Self::Sources, entry: Entry<Req, T>) -> <Self::With as SourceOutputs<Req>>::Sources;
+}
+
+impl<Req: ?Sized> SourceOutputs<Req> for () {
+    type Sources = ();
+    type Slots = ();
+
+    fn slots((): &()) {}
+
+    fn spawn<'a>(_: &'a (), _: &[Name], _: &'a Req, _: &'a (), _: &Arc<Shared>, _: &mut Group<'a, ()>) {}
+
+    fn take((): (), _: &[Name]) -> Option<()> {
+        Some(())
+    }
+}
+
+impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
+    type Sources = Vec<Entry<Req, T>>;
+    type Slots = Box<[Slot<T>]>;
+
+    fn slots(sources: &Self::Sources) -> Self::Slots {
+        sources.iter().map(|_| Slot::default()).collect()
+    }
+
+    fn spawn<'a>(
+        sources: &'a Self::Sources,
+        names: &[Name],
+        request: &'a Req,
+        slots: &'a Self::Slots,
+        shared: &Arc<Shared>,
+        group: &mut Group<'a, ()>,
+    ) {
+        for (index, ((source, name), slot)) in sources.iter().zip(names).zip(slots.iter()).enumerate() {
+            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, slot, group);
+        }
+    }
+
+    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self> {
+        names.iter().zip(slots.into_vec()).map(|(name, slot)| Some((name.clone(), slot.take()?))).collect()
+    }
+}
+
+impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Push<Req, T> for Outputs<T> {
+    type With = Self;
+
+    fn push(mut sources: Self::Sources, entry: Entry<Req, T>) -> Self::Sources {
+        sources.push(entry);
+        sources
+    }
+}
+
+macro_rules! outputs {
+    ($($T:ident $i:tt),+) => {
+        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
+            type Sources = ($(Entry<Req, $T>,)+);
+            type Slots = ($(Slot<$T>,)+);
+
+            fn slots(_: &Self::Sources) -> Self::Slots {
+                ($(Slot::<$T>::default(),)+)
+            }
+
+            fn spawn<'a>(
+                sources: &'a Self::Sources,
+                names: &[Name],
+                request: &'a Req,
+                slots: &'a Self::Slots,
+                shared: &Arc<Shared>,
+                group: &mut Group<'a, ()>,
+            ) {
+                $(
+                    if let Some(name) = names.get($i) {
+                        let call = Call { shared: Arc::clone(shared), index: $i };
+                        sources.$i.spawn(name, call, request, &slots.$i, group);
+                    }
+                )+
+            }
+
+            fn take(slots: Self::Slots, _: &[Name]) -> Option<Self> {
+                Some(($(slots.$i.take()?,)+))
+            }
+        }
+    };
+}
+
+macro_rules! push {
+    ($($T:ident),*) => {
+        #[allow(non_snake_case)]
+        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static,)* New: Send + 'static> Push<Req, New> for ($($T,)*) {
+            type With = ($($T,)* New,);
+
+            fn push(sources: Self::Sources, entry: Entry<Req, New>) -> <Self::With as SourceOutputs<Req>>::Sources {
+                let ($($T,)*) = sources;
+                ($($T,)* entry,)
+            }
+        }
+    };
+}
+
+outputs!(A 0);
+outputs!(A 0, B 1);
+outputs!(A 0, B 1, C 2);
+outputs!(A 0, B 1, C 2, D 3);
+outputs!(A 0, B 1, C 2, D 3, E 4);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+push!();
+push!(A);
+push!(A, B);
+push!(A, B, C);
+push!(A, B, C, D);
+push!(A, B, C, D, E);
+push!(A, B, C, D, E, F);
+push!(A, B, C, D, E, F, G);
+push!(A, B, C, D, E, F, G, H);
+push!(A, B, C, D, E, F, G, H, I);
+push!(A, B, C, D, E, F, G, H, I, J);
+push!(A, B, C, D, E, F, G, H, I, J, K);
+
+/// An aggregator is a source of another: its fetch aggregates under the outer source's
+/// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
+/// deadline. Its error is the inner [`AggregateError`].
+#[async_trait]
+impl<Req, O> Fetcher<Req> for Aggregator<Req, O>
+where
+    Req: ?Sized + Sync,
+    O: SourceOutputs<Req>,
+{
+    type Output = O;
+    type Error = AggregateError;
+
+    async fn fetch(&self, request: &Req) -> Result<O, AggregateError> {
+        let mut context = RequestContext::new();
+        if let Some(token) = crate::cancellation() {
+            context = context.cancel_on(&token);
+        }
+        if let Some(remaining) = crate::remaining() {
+            context = context.deadline(remaining);
+        }
+        self.aggregate_with(request, context).await.map(|aggregate| aggregate.outputs)
     }
 }
 
 impl<Req, O> tower::Service<Req> for Aggregator<Req, O>
 where
     Req: Send + Sync + 'static,
-    O: Send + 'static,
+    O: SourceOutputs<Req>,
 {
     type Response = Aggregate<O>;
     type Error = AggregateError;

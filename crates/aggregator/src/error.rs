@@ -2,12 +2,13 @@ use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
-use muster_core::{ErrorKind, GroupError, Name, SpawnError};
-use muster_options::OptionError;
+use muster_core::muster_options::OptionError;
+use muster_core::{ErrorKind, GroupError, Name};
 
-use crate::report::Report;
+use crate::report::{Outcome, Report, TimeoutKind};
 
-/// Why [`Builder::build`](crate::Builder::build) refused a configuration. Nothing was built.
+/// Why [`AggregatorBuilder::build`](crate::AggregatorBuilder::build) refused a configuration.
+/// Nothing was built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -17,11 +18,11 @@ pub enum BuildError {
     /// A source needs a name.
     #[error("a source name must not be empty")]
     EmptyName,
-    /// A group-level option is invalid.
+    /// An aggregator-level option is invalid.
     #[error("invalid aggregator option")]
     Options(#[from] OptionError),
-    /// A source-level option is invalid.
-    #[error("invalid option for source `{name}`")]
+    /// A source's policy is invalid.
+    #[error("invalid policy for source `{name}`")]
     Source {
         /// The source.
         name: Name,
@@ -29,38 +30,31 @@ pub enum BuildError {
         #[source]
         error: OptionError,
     },
-    /// A retry policy cannot fit in the deadline: its backoffs alone take longer.
+    /// A source's policies cannot fit in the deadline: a retry's backoffs alone take at least
+    /// as long.
     #[error(
-        "source `{name}`: {attempts} attempts need at least {needs:?} of backoff, more than the {deadline:?} deadline"
+        "source `{name}`: its policies need at least {needs:?} (retry backoffs), not less than the {deadline:?} deadline"
     )]
-    RetryBudget {
+    Budget {
         /// The source.
         name: Name,
-        /// The attempts the policy allows.
-        attempts: u32,
-        /// The least time its backoffs take.
+        /// The least time its policies take.
         needs: Duration,
         /// The aggregator's deadline.
         deadline: Duration,
     },
 }
 
-/// A source's attempt ran out of time under its own [`Timeout`](muster_options::Timeout).
-///
-/// Returned as the source's error (so it names the source in the
-/// [`AggregateError`]); retryable under a [`Retry`](muster_options::Retry) policy.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("source timeout of {after:?} elapsed")]
-pub struct SourceTimeout {
-    /// The timeout that elapsed.
-    pub after: Duration,
-}
-
 /// Why [`Aggregator::aggregate`](crate::Aggregator::aggregate) failed, with the full report.
 ///
 /// The root cause is the first required source to fail (its name, kind and error), the global
 /// deadline (with the pending sources), or the caller's cancellation. The report says what
-/// happened to every source, including the siblings that were cancelled.
+/// happened to every source, including the siblings that were cancelled, and carries the
+/// call's context fields.
+///
+/// `Display` is one line: what failed, for which request (`source `profile` failed after
+/// 30ms (user_id=42)`); [`Error::source`] is the source's own error, so the whole chain is
+/// there for a logger; [`chain`](Self::chain) renders it in one string.
 pub struct AggregateError {
     cause: Cause,
     report: Box<Report>,
@@ -68,7 +62,8 @@ pub struct AggregateError {
 
 enum Cause {
     Group(GroupError),
-    Spawn(SpawnError),
+    /// Cannot happen: every source of a successful group writes its output.
+    Missing,
 }
 
 impl AggregateError {
@@ -76,39 +71,39 @@ impl AggregateError {
         Self { cause: Cause::Group(error), report: Box::new(report) }
     }
 
-    pub(crate) fn spawn(error: SpawnError, report: Report) -> Self {
-        Self { cause: Cause::Spawn(error), report: Box::new(report) }
+    pub(crate) fn missing(report: Report) -> Self {
+        Self { cause: Cause::Missing, report: Box::new(report) }
     }
 
     /// The kind of failure: `Failed`, `Panicked`, `Timeout` (the global deadline, or a
     /// source's own timeout) or `Cancelled`.
     pub fn kind(&self) -> ErrorKind {
         match &self.cause {
-            Cause::Group(error) if error.is_failed() && self.timeout().is_some() => ErrorKind::Timeout,
+            Cause::Group(error) if error.is_failed() && self.timed_out() => ErrorKind::Timeout,
             Cause::Group(error) => error.kind(),
-            Cause::Spawn(_) => ErrorKind::Cancelled,
+            Cause::Missing => ErrorKind::Failed,
         }
+    }
+
+    /// Whether the failed source's own timeout is what failed it.
+    fn timed_out(&self) -> bool {
+        let outcome = self.source_name().and_then(|name| self.report.source(name)).map(|source| &source.outcome);
+        matches!(outcome, Some(Outcome::TimedOut { timeout: TimeoutKind::Source }))
     }
 
     /// The source that failed, if a source did (not the deadline or a cancellation).
     pub fn source_name(&self) -> Option<&str> {
-        match &self.cause {
-            Cause::Group(error) => error.source_name(),
-            Cause::Spawn(_) => None,
-        }
+        self.group_error().and_then(GroupError::source_name)
     }
 
     /// The sources still pending when the global deadline passed; empty otherwise.
     pub fn pending(&self) -> &[Name] {
-        match &self.cause {
-            Cause::Group(error) => error.pending(),
-            Cause::Spawn(_) => &[],
-        }
+        self.group_error().map_or(&[], GroupError::pending)
     }
 
-    /// The source's own timeout, when that is what failed it.
-    pub fn timeout(&self) -> Option<&SourceTimeout> {
-        self.source().and_then(|error| error.downcast_ref::<SourceTimeout>())
+    /// The sources cancelled because of the failure, in declaration order.
+    pub fn cancelled(&self) -> &[Name] {
+        self.group_error().map_or(&[], GroupError::cancelled)
     }
 
     /// The failed source's error, to downcast to its concrete type.
@@ -121,20 +116,44 @@ impl AggregateError {
         &self.report
     }
 
-    /// The underlying group error, if the group ran.
+    /// The value of the call's context field `name` (see
+    /// [`RequestContext`](crate::RequestContext)), if set.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.report.field(name)
+    }
+
+    /// The underlying group error.
     pub fn group_error(&self) -> Option<&GroupError> {
         match &self.cause {
             Cause::Group(error) => Some(error),
-            Cause::Spawn(_) => None,
+            Cause::Missing => None,
         }
     }
+
+    /// This error and every error under it, `a: b: c`: for a log line that must say what the
+    /// connector said. Not for clients: it may carry internal detail (addresses, library
+    /// text).
+    pub fn chain(&self) -> String {
+        chain(self)
+    }
+}
+
+/// `error` and its sources, `a: b: c`.
+pub(crate) fn chain(error: &(dyn Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        message = format!("{message}: {error}");
+        cause = error.source();
+    }
+    message
 }
 
 impl fmt::Display for AggregateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.cause {
             Cause::Group(error) => fmt::Display::fmt(error, f)?,
-            Cause::Spawn(error) => fmt::Display::fmt(error, f)?,
+            Cause::Missing => f.write_str("a source ended without an output")?,
         }
         // The request-context fields say for which request it failed.
         for (i, (name, value)) in self.report.fields.iter().enumerate() {
@@ -153,7 +172,7 @@ impl fmt::Debug for AggregateError {
         let mut debug = f.debug_struct("AggregateError");
         match &self.cause {
             Cause::Group(error) => debug.field("error", error),
-            Cause::Spawn(error) => debug.field("error", error),
+            Cause::Missing => debug.field("error", &"missing output"),
         };
         debug.field("report", &self.report).finish()
     }
@@ -161,22 +180,6 @@ impl fmt::Debug for AggregateError {
 
 impl Error for AggregateError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match &self.cause {
-            Cause::Group(error) => error.source(),
-            Cause::Spawn(error) => error.source(),
-        }
+        self.group_error().and_then(Error::source)
     }
-}
-
-/// Why a typed output could not be taken from an [`Aggregate`](crate::Aggregate).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum MergeError {
-    /// No output under that key: the source is unknown, was omitted by its fallback, or its
-    /// output was already taken.
-    #[error("no output for source `{0}`")]
-    Missing(Name),
-    /// The key's type is not the source's output type.
-    #[error("the output of source `{0}` is not of the key's type")]
-    WrongType(Name),
 }

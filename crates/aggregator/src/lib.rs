@@ -3,103 +3,137 @@
 //! source failed, why, and for which request.
 //!
 //! This is the crate to depend on. Build an [`Aggregator`] from named sources (anything that
-//! implements [`Fetcher`]) and options, then call [`aggregate`](Aggregator::aggregate) for each
-//! request:
+//! implements [`Fetcher`]), each wrapped in the [`policy`] layers it needs, then call
+//! [`aggregate`](Aggregator::aggregate) for each request. The outputs come back as a tuple in
+//! declaration order, each with its own type:
 //!
 //! ```
 //! use std::time::Duration;
-//! use muster::{Aggregator, Deadline, ErrorKind, Field, Optional, Retry, Timeout, fetcher_fn};
+//! use muster::{Aggregator, Deadline, Fallback, RequestContext, Retry, Timeout, fetcher_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! #[derive(Debug)]
+//! struct Profile { name: String }
+//!
 //! // Sources: here closures; in a service, HTTP fetchers or your own `Fetcher` impls.
 //! let profile = fetcher_fn(|user_id: &u64| {
 //!     let user_id = *user_id;
-//!     async move { Ok::<_, std::io::Error>(format!("profile of {user_id}")) }
+//!     async move { Ok::<_, std::io::Error>(Profile { name: format!("user {user_id}") }) }
 //! });
 //! let transactions = fetcher_fn(|_: &u64| async {
 //!     tokio::time::sleep(Duration::from_millis(20)).await;
-//!     Ok::<_, std::io::Error>(String::from("3 transactions"))
+//!     Ok::<_, std::io::Error>(vec![12_50_u64, 3_99])
 //! });
-//! let offers = fetcher_fn(|_: &u64| async { Err::<String, _>(std::io::Error::other("offers are down")) });
+//! let offers = fetcher_fn(|_: &u64| async { Err::<Vec<String>, _>(std::io::Error::other("offers are down")) });
 //!
+//! // Built once, shared by every request.
 //! let aggregator = Aggregator::builder()
-//!     .source("profile", profile)
+//!     .source("profile", profile) // required: its failure cancels the others
 //!     .source_with("transactions", transactions, (Timeout(Duration::from_millis(300)), Retry::attempts(2)))
-//!     .source_with("offers", offers, Optional::value(String::from("no offers")))
-//!     .options((Deadline(Duration::from_secs(1)), Field::new("service", "dashboard")))
+//!     .source_with("offers", offers, Fallback(Vec::new())) // optional: falls back
+//!     .options(Deadline(Duration::from_secs(1)))
 //!     .build()?;
 //!
-//! match aggregator.aggregate(&42).await {
+//! let context = RequestContext::new().field("user_id", 42);
+//! match aggregator.aggregate_with(&42, context).await {
 //!     Ok(aggregate) => {
-//!         // Keyed by source name, in declaration order; the optional source fell back.
-//!         assert_eq!(aggregate.outputs["profile"], "profile of 42");
-//!         assert_eq!(aggregate.outputs["offers"], "no offers");
+//!         let (profile, transactions, offers) = aggregate.outputs; // (Profile, Vec<u64>, Vec<String>)
+//!         assert_eq!((profile.name.as_str(), transactions.len(), offers.len()), ("user 42", 2, 0));
 //!         println!("{}", aggregate.report); // a text waterfall of every source
 //!     }
-//!     Err(error) => {
-//!         // The first required source to fail, or the deadline; the others were cancelled.
-//!         eprintln!("{error}: {:?} from {:?}\n{}", error.kind(), error.source_name(), error.report());
-//!         assert_ne!(error.kind(), ErrorKind::Panicked);
-//!     }
+//!     // The first required source to fail, or the deadline; the others were cancelled.
+//!     Err(error) => eprintln!("{error} ({})\n{}", error.kind(), error.report()),
 //! }
 //! # Ok(()) }
 //! ```
 //!
 //! # What you get
 //!
+//! - **Typed outputs**: a tuple in declaration order, checked at compile time; an
+//!   [`Optional`] source is `Option<T>`, one with a [`Fallback`] is `T`. Sources of one type with
+//!   names known at run time come back by name instead ([`Aggregator::by_name`]), and an
+//!   aggregator is a source of another.
 //! - **Fail-fast with real cancellation**: the first required source to fail ends the
 //!   aggregation at once; the others are dropped (connections closed) before it returns, and
 //!   the error names the source, the kind and the cause ([`AggregateError`]).
-//! - **Policies per source** ([`SourceOption`]s): required or [`Optional`] with a fallback, a
-//!   per-source [`Timeout`] capped by the global [`Deadline`], [`Retry`] with jittered
-//!   exponential backoff (tower's) that never runs past the deadline, [`Hedge`]d second
-//!   attempts, and request coalescing with [`Coalesced`].
-//! - **Merging**: outputs by source name ([`Outputs`]); for sources of different types, typed
-//!   [`Key`]s into an [`Aggregator<Req, AnyOutput>`](AnyOutput) build a struct with no string
-//!   look-ups or casts; for JSON, [`json::merge_json`] (feature `json`) namespaces or merges
-//!   objects with an explicit collision policy.
-//! - **A report** of every source (outcome, start, duration, attempts), what triggered the
-//!   cancellation and how long it took; its `Display` is a waterfall.
-//! - **Tracing**: an `aggregate` span (with the [`Field`]s as `context`) inside the caller's
-//!   span — run `aggregate` inside a span carrying the request's fields (`user_id`,
-//!   `request_id`) and every event has them — a `source` span per source, events for failures,
-//!   cancellations, fallbacks and retries, and one `aggregation finished` event with the whole
-//!   report.
-//! - **tower**: an `Aggregator` is a [`tower::Service`], and mounts in axum or hyper.
+//! - **Policies are layers** ([`policy`]): [`Timeout`], [`Retry`] (asking the error through
+//!   [`Retryable`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
+//!   ([`Tower`], feature `tower`), and your own [`Policy`].
+//! - **Per-request context** ([`RequestContext`]): fields (user id, request id), a tighter
+//!   deadline and a parent cancellation per call of a shared aggregator; the fields are
+//!   separate structured fields of the `aggregate` span and are carried by the report and the
+//!   error.
+//! - **A source sees its call**: [`deadline`], [`remaining`] and [`cancellation`] (with the
+//!   cause) inside `fetch`; [`report`] lets policies tell the report what they did.
+//! - **A report** of every source (outcome, start, queueing, duration, attempts, notes), what
+//!   triggered the cancellation and how long it took; its `Display` is a waterfall.
+//! - **Tracing**: an `aggregate` span with the context fields, a `source` span per source,
+//!   and exactly one `warn` event per failed aggregation (source, kind, elapsed, cause chain,
+//!   cancelled siblings); one `info` event when the caller goes away; per-source detail at
+//!   `debug`.
+//!
+//! # Writing a fetcher
+//!
+//! Everything [`Fetcher`] needs comes from this crate: [`async_trait`], the error types, and
+//! the call's [`deadline`] and [`cancellation`]. See the trait's documentation for a complete
+//! example.
 //!
 //! # Features
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
 //! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
-//! - `tower`: [`ServiceFetcher`] (any tower `Service` is a `Fetcher`) and [`FetcherService`]
-//!   (any `Fetcher` is a `Service`), so tower's layers compose with sources.
+//! - `tower`: [`Tower`] (any tower layer as a policy), [`ServiceFetcher`] (any tower `Service`
+//!   is a `Fetcher`) and [`FetcherService`] (any `Fetcher` is a `Service`).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
 
 mod aggregator;
-mod coalesce;
+mod call;
+mod context;
 mod error;
+pub mod policy;
 mod report;
-mod source;
 
-pub use crate::aggregator::{Aggregate, Aggregator, AnyOutput, Builder, Key};
-pub use crate::coalesce::Coalesced;
-pub use crate::error::{AggregateError, BuildError, MergeError, SourceTimeout};
+pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Push, SourceOutputs};
+pub use crate::call::{Event, cancellation, deadline, remaining, report};
+pub use crate::context::RequestContext;
+pub use crate::error::{AggregateError, BuildError};
+#[cfg(feature = "tower")]
+pub use crate::policy::Tower;
+pub use crate::policy::{Coalesce, Fallback, Hedge, Optional, Policy, Retry, Timeout, TimeoutError};
 pub use crate::report::{Outcome, Report, SourceReport, TimeoutKind, Trigger};
 
 #[doc(inline)]
 pub use muster_core::{
-    BoxError, CancelToken, Cause, CoalesceError, Coalescer, ErrorKind, Fetcher, FetcherFn, Group, GroupError, Name,
-    Outputs, SpawnError, fetcher_fn,
+    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, IntoIter, Name, Outputs, Retryable,
+    SharedError, SpawnError, Wait, async_trait, fetcher_fn, with_deadline,
 };
 #[doc(inline)]
 pub use muster_options::{
-    Deadline, Fallback, Field, GroupConfig, GroupOption, Hedge, Limit, OptionError, Optional, ParentSpan, Retry,
-    SourceConfig, SourceOption, Timeout, option_fn,
+    Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, OptionFn, ParentSpan, option_fn,
 };
+
+/// The aggregator's plumbing, public only because the [`SourceOutputs`] trait names it.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::aggregator::{Entry, Erased, Slot};
+    pub use crate::call::{Call, Shared};
+}
+
+/// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
+/// placeholder for other payloads.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> std::sync::Arc<str> {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        std::sync::Arc::from(*message)
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        std::sync::Arc::from(message.as_str())
+    } else {
+        std::sync::Arc::from("non-string panic payload")
+    }
+}
 
 #[cfg(feature = "json")]
 pub mod json;

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use muster_core::{Cause, GroupError, Name};
@@ -28,8 +28,9 @@ pub struct Report {
     pub trigger: Option<Trigger>,
     /// From the trigger to the moment every cancelled source had been dropped.
     pub cancellation: Option<Duration>,
-    /// The request-context fields of the aggregator (`user_id`, ...), shared by its reports.
-    pub fields: Arc<[(Name, String)]>,
+    /// The request-context fields of this call (`user_id`, `request_id`, ...), in order: the
+    /// aggregator's defaults, then the call's own.
+    pub fields: Vec<(Name, String)>,
 }
 
 /// What stopped an aggregation early.
@@ -67,8 +68,13 @@ pub struct SourceReport {
     pub start: Option<Duration>,
     /// How long it ran, until it finished or was cancelled.
     pub duration: Duration,
+    /// Time spent queued behind the aggregator's concurrency [`Limit`](crate::Limit) before it
+    /// started; zero without a limit.
+    pub queued: Duration,
     /// Attempts made, retries and hedges included.
     pub attempts: u32,
+    /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
+    pub notes: Vec<String>,
 }
 
 /// Which timeout fired.
@@ -149,17 +155,22 @@ impl Report {
         self.sources.iter().find(|source| source.name == name)
     }
 
+    /// The value of the call's context field `name`, if set.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.as_str())
+    }
+
     /// One line, `name=outcome@start+duration/attempts` per source: for log fields.
     pub fn compact(&self) -> String {
         let mut line = String::new();
         for (i, source) in self.sources.iter().enumerate() {
             let separator = if i == 0 { "" } else { " " };
-            let start = source.start.map_or_else(|| "-".to_owned(), |start| format!("{start:?}"));
+            let start = source.start.map_or_else(|| "-".to_owned(), |start| Millis(start).to_string());
             line += &format!(
-                "{separator}{}={}@{start}+{:?}/{}",
+                "{separator}{}={}@{start}+{}/{}",
                 source.name,
                 source.outcome.as_str(),
-                source.duration,
+                Millis(source.duration),
                 source.attempts
             );
         }
@@ -172,7 +183,7 @@ const BAR: usize = 40;
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "aggregation took {:?}", self.elapsed)?;
+        write!(f, "aggregation took {}", Millis(self.elapsed))?;
         match &self.trigger {
             Some(Trigger::Source(name)) => write!(f, ", stopped by `{name}`")?,
             Some(Trigger::Deadline) => f.write_str(", stopped by the deadline")?,
@@ -180,7 +191,7 @@ impl fmt::Display for Report {
             None => {}
         }
         if let Some(cancellation) = self.cancellation {
-            write!(f, "; cancellation took {cancellation:?}")?;
+            write!(f, "; cancellation took {}", Millis(cancellation))?;
         }
         for (name, value) in self.fields.iter() {
             write!(f, " {name}={value}")?;
@@ -194,16 +205,50 @@ impl fmt::Display for Report {
                 None => (0, 0),
             };
             let bar: String = (0..BAR).map(|i| if (start..end).contains(&i) { '█' } else { ' ' }).collect();
-            let attempts = if source.attempts > 1 { format!(" ({} attempts)", source.attempts) } else { String::new() };
-            write!(f, "\n  {:width$} |{bar}| {:>9?}  {}{attempts}", source.name, source.duration, source.outcome)?;
+            write!(f, "\n  {:width$} |{bar}| {:>7}  {}", source.name, Millis(source.duration), source.outcome)?;
+            if source.attempts > 1 {
+                write!(f, " ({} attempts)", source.attempts)?;
+            }
+            if !source.queued.is_zero() {
+                write!(f, " (queued {})", Millis(source.queued))?;
+            }
+            for note in &source.notes {
+                write!(f, "; {note}")?;
+            }
         }
         Ok(())
     }
 }
 
+/// A duration in milliseconds with up to one decimal, e.g. `30ms` or `0.4ms`: what a
+/// waterfall needs, unlike `Debug`'s six decimals.
+struct Millis(Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        let text = if micros % 1000 == 0 || micros >= 100_000 {
+            format!("{}ms", micros / 1000)
+        } else {
+            format!("{}.{}ms", micros / 1000, (micros % 1000) / 100)
+        };
+        f.pad(&text)
+    }
+}
+
+/// What an optional source's fallback replaced, as its policy reports it.
+pub(crate) enum Failure<'a> {
+    /// The source's error (or, if its own timeout fired last, that timeout).
+    Error(&'a dyn fmt::Display),
+    /// It panicked with this message.
+    Panicked(&'a str),
+    /// The global deadline came first.
+    Deadline,
+}
+
 /// Collects the per-source timings while an aggregation runs; shared by its source futures.
-/// They are all polled in place by the aggregation's task, so plain relaxed atomics suffice:
-/// no locks, one allocation.
+/// They are all polled in place by the aggregation's task, so plain relaxed atomics suffice
+/// for the timings; the rare details (a failure's text, notes) take an uncontended lock.
 ///
 /// The clock is read once per poll of the group, not per source: sources ending in the same
 /// poll get the time at its end, which is when the aggregation could go on (sources are polled
@@ -225,6 +270,18 @@ const UNSET: u64 = u64::MAX;
 /// The end of a source that ended in the current poll, until it is stamped.
 const ENDED: u64 = u64::MAX - 1;
 
+/// Flag: the source's own timeout fired on its last attempt.
+const TIMED_OUT: u8 = 1;
+/// Flag: the entry has details (an outcome other than ok, or notes).
+const DETAILED: u8 = 2;
+
+#[derive(Debug, Default)]
+struct Detail {
+    outcome: Option<Outcome>,
+    fell_back: Option<Outcome>,
+    notes: Vec<String>,
+}
+
 #[derive(Debug)]
 struct Entry {
     /// Nanoseconds from the start of the aggregation to the source's start, or [`UNSET`].
@@ -232,8 +289,15 @@ struct Entry {
     /// Nanoseconds from the start of the aggregation to the source's end, or [`UNSET`].
     end: AtomicU64,
     attempts: AtomicU32,
-    /// How it ended, if it ended otherwise than with its value.
-    outcome: OnceLock<Outcome>,
+    flags: AtomicU8,
+    detail: Mutex<Detail>,
+}
+
+impl Entry {
+    fn detail(&self) -> std::sync::MutexGuard<'_, Detail> {
+        self.flags.fetch_or(DETAILED, Relaxed);
+        self.detail.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Recorder {
@@ -242,33 +306,64 @@ impl Recorder {
             start: AtomicU64::new(UNSET),
             end: AtomicU64::new(UNSET),
             attempts: AtomicU32::new(0),
-            outcome: OnceLock::new(),
+            flags: AtomicU8::new(0),
+            detail: Mutex::default(),
         };
         let at_once = limit.is_none_or(|limit| limit >= sources);
         Self { started, at_once, ended: AtomicBool::new(false), entries: (0..sources).map(|_| entry()).collect() }
     }
 
+    /// The source starts its first attempt.
     pub(crate) fn start(&self, index: usize) {
         if let Some(entry) = self.entries.get(index) {
             entry.start.store(if self.at_once { 0 } else { self.nanos() }, Relaxed);
+            entry.attempts.store(1, Relaxed);
         }
     }
 
-    pub(crate) fn attempt(&self, index: usize) {
-        if let Some(entry) = self.entries.get(index) {
-            entry.attempts.store(entry.attempts.load(Relaxed) + 1, Relaxed);
-        }
-    }
-
-    pub(crate) fn finish(&self, index: usize, outcome: Outcome) {
-        if let Some(entry) = self.entries.get(index) {
-            if outcome != Outcome::Ok {
-                // Only the source's own future finishes it, once.
-                let _ = entry.outcome.set(outcome);
+    pub(crate) fn event(&self, index: usize, event: crate::call::Event<'_>) {
+        use crate::call::Event;
+        let Some(entry) = self.entries.get(index) else { return };
+        match event {
+            Event::Attempt => {
+                entry.attempts.store(entry.attempts.load(Relaxed).saturating_add(1), Relaxed);
+                entry.flags.fetch_and(!TIMED_OUT, Relaxed);
             }
-            entry.end.store(ENDED, Relaxed);
-            self.ended.store(true, Relaxed);
+            Event::TimedOut => {
+                entry.flags.fetch_or(TIMED_OUT, Relaxed);
+            }
+            Event::Note(note) => entry.detail().notes.push(note.to_owned()),
         }
+    }
+
+    /// The outcome a failure of the source reads as: its own timeout if that fired last.
+    fn failed(&self, entry: &Entry, error: &dyn fmt::Display) -> Outcome {
+        if entry.flags.load(Relaxed) & TIMED_OUT != 0 {
+            Outcome::TimedOut { timeout: TimeoutKind::Source }
+        } else {
+            Outcome::Failed { error: error.to_string() }
+        }
+    }
+
+    pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
+        let Some(entry) = self.entries.get(index) else { return };
+        let after = match failure {
+            Failure::Error(error) => self.failed(entry, error),
+            Failure::Panicked(message) => Outcome::Panicked { message: message.to_owned() },
+            Failure::Deadline => Outcome::TimedOut { timeout: TimeoutKind::Global },
+        };
+        entry.detail().fell_back = Some(after);
+    }
+
+    /// The source ended with its value, or with `error`.
+    pub(crate) fn finish(&self, index: usize, error: Option<&dyn fmt::Display>) {
+        let Some(entry) = self.entries.get(index) else { return };
+        if let Some(error) = error {
+            let outcome = self.failed(entry, error);
+            entry.detail().outcome = Some(outcome);
+        }
+        entry.end.store(ENDED, Relaxed);
+        self.ended.store(true, Relaxed);
     }
 
     /// Gives the sources that ended in this poll their end: called after each poll of the
@@ -297,14 +392,17 @@ impl Recorder {
         u64::try_from(self.offset().as_nanos()).unwrap_or(ENDED - 1)
     }
 
+    /// The sources that have started and not ended, in declaration order.
+    pub(crate) fn in_flight<'n>(&self, names: &'n [Name]) -> Vec<&'n str> {
+        (names.iter().zip(self.entries.iter()))
+            .filter(|(_, entry)| entry.start.load(Relaxed) != UNSET && entry.end.load(Relaxed) == UNSET)
+            .map(|(name, _)| &**name)
+            .collect()
+    }
+
     /// The report, once the group has finished: sources that did not finish were cancelled
     /// (or timed out by the global deadline) by `error`'s cause.
-    pub(crate) fn report<'n>(
-        self,
-        names: impl Iterator<Item = &'n Name>,
-        error: Option<&GroupError>,
-        fields: Arc<[(Name, String)]>,
-    ) -> Report {
+    pub(crate) fn report(&self, names: &[Name], error: Option<&GroupError>, fields: Vec<(Name, String)>) -> Report {
         // A successful aggregation answers as its last source ends: no need to read the clock.
         self.stamp();
         let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);
@@ -317,17 +415,28 @@ impl Recorder {
             Cause::Deadline { .. } => Trigger::Deadline,
             _ => Trigger::Cancelled,
         });
-        let sources = (names.zip(self.entries))
+        let sources = (names.iter().zip(self.entries.iter()))
             .map(|(name, entry)| {
-                let (start, end) = (entry.start.into_inner(), entry.end.into_inner());
-                let outcome = match (entry.outcome.into_inner(), end) {
+                let (start, end) = (entry.start.load(Relaxed), entry.end.load(Relaxed));
+                let detail = if entry.flags.load(Relaxed) & DETAILED != 0 {
+                    std::mem::take(&mut *entry.detail())
+                } else {
+                    Detail::default()
+                };
+                let outcome = match (detail.outcome, end) {
                     (Some(outcome), _) => outcome,
                     (None, UNSET) => match error.map(GroupError::cause) {
+                        Some(Cause::Panicked { name: culprit, message }) if culprit == name => {
+                            Outcome::Panicked { message: message.to_string() }
+                        }
                         Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
                         Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
                         None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
                     },
-                    (None, _) => Outcome::Ok,
+                    (None, _) => match detail.fell_back {
+                        Some(after) => Outcome::FellBack { after: Box::new(after) },
+                        None => Outcome::Ok,
+                    },
                 };
                 let end = if end == UNSET { elapsed } else { Duration::from_nanos(end) };
                 let start = (start != UNSET).then(|| Duration::from_nanos(start));
@@ -336,7 +445,9 @@ impl Recorder {
                     outcome,
                     start,
                     duration: start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
-                    attempts: entry.attempts.into_inner(),
+                    queued: if self.at_once { Duration::ZERO } else { start.unwrap_or(elapsed) },
+                    attempts: entry.attempts.load(Relaxed),
+                    notes: detail.notes,
                 }
             })
             .collect();

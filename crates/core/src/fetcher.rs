@@ -35,6 +35,11 @@ use crate::error::BoxError;
 /// assert_eq!(source.fetch(&7).await?, "profile of 7");
 /// # Ok(()) }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `Fetcher` of `{Req}` requests",
+    label = "this source cannot fetch for a `{Req}` request",
+    note = "a source of an `Aggregator<{Req}, _>` implements `Fetcher<{Req}>`: write `#[muster::async_trait] impl Fetcher<{Req}> for ...`, or wrap a closure `|request: &{Req}| async move {{ ... }}` in `fetcher_fn`"
+)]
 #[async_trait]
 pub trait Fetcher<Req: ?Sized + Sync>: Send + Sync {
     /// What a successful fetch returns.

@@ -63,17 +63,19 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod cancel;
-mod coalesce;
+mod classify;
 mod deadline;
 mod error;
 mod fetcher;
 mod group;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
-pub use crate::coalesce::{CoalesceError, Coalescer};
+pub use crate::classify::Retryable;
 pub use crate::deadline::{deadline, with_deadline};
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
 pub use crate::group::{Group, IntoIter, Outputs, Wait, panic_message};
+#[doc(no_inline)]
+pub use async_trait::async_trait;
 #[doc(no_inline)]
 pub use muster_options;

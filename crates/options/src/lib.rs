@@ -19,9 +19,11 @@
 //! # Ok::<(), OptionError>(())
 //! ```
 //!
-//! Options are open: any type implementing [`GroupOption`] is one. Source-level options
-//! ([`Optional`] with a [`Fallback`], [`Timeout`], [`Retry`], [`Hedge`]) follow the same pattern
-//! in their own trait, [`SourceOption`], and build a [`SourceConfig`].
+//! Options are open: any type implementing [`GroupOption`] is one.
+//!
+//! Source-level options are plain values too: [`Timeout`], [`Retry`], [`Hedge`], [`Optional`]
+//! and [`Fallback`]. Each has a `validate` method; the `muster` crate turns each into a policy
+//! that wraps a source's fetcher (a layer), so they compose with policies users write.
 #![doc(test(attr(deny(warnings))))]
 
 mod error;
@@ -30,4 +32,4 @@ mod source;
 
 pub use crate::error::OptionError;
 pub use crate::group::{Deadline, Field, GroupConfig, GroupOption, Limit, OptionFn, ParentSpan, option_fn};
-pub use crate::source::{Fallback, Hedge, Optional, Retry, RetryIf, SourceConfig, SourceOption, Timeout};
+pub use crate::source::{ByError, Fallback, Hedge, Optional, Retry, Timeout};

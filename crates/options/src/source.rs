@@ -1,225 +1,105 @@
-use std::error::Error;
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::OptionError;
 
-/// The source-level configuration that [`SourceOption`]s build: what the aggregator does
-/// around one source's fetch. `T` is the source's output type (for the fallback value).
-///
-/// Public and `#[non_exhaustive]` like [`GroupConfig`](crate::GroupConfig): options written
-/// outside this crate can set the fields, and new fields do not break them.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct SourceConfig<T> {
-    /// `None`: the source is required, its failure fails the aggregation. `Some`: it is
-    /// optional and its failure is replaced by this fallback.
-    pub fallback: Option<Fallback<T>>,
-    /// A timeout for each attempt, capped by what is left of the global deadline.
-    pub timeout: Option<Duration>,
-    /// Retry failed attempts.
-    pub retry: Option<Retry>,
-    /// Start a second attempt after this delay if the first has not succeeded.
-    pub hedge: Option<Duration>,
-}
-
-impl<T> Default for SourceConfig<T> {
-    fn default() -> Self {
-        Self { fallback: None, timeout: None, retry: None, hedge: None }
-    }
-}
-
-impl<T> SourceConfig<T> {
-    /// Applies `options` to the default (required, no timeout, no retry, no hedge) and
-    /// validates the result.
-    ///
-    /// # Errors
-    ///
-    /// An [`OptionError`] for a zero timeout or hedge delay, or a retry policy that cannot
-    /// work (no attempts, a minimum backoff above the maximum, a bad jitter).
-    pub fn build(options: impl SourceOption<T>) -> Result<Self, OptionError> {
-        let mut config = Self::default();
-        options.apply(&mut config);
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks the configuration as [`SourceConfig::build`] does.
-    ///
-    /// # Errors
-    ///
-    /// See [`SourceConfig::build`].
-    pub fn validate(&self) -> Result<(), OptionError> {
-        if self.timeout == Some(Duration::ZERO) {
-            return Err(OptionError::ZeroTimeout);
-        }
-        if self.hedge == Some(Duration::ZERO) {
-            return Err(OptionError::ZeroHedge);
-        }
-        if let Some(retry) = &self.retry {
-            retry.validate()?;
-        }
-        Ok(())
-    }
-
-    /// Whether the source is optional.
-    pub fn is_optional(&self) -> bool {
-        self.fallback.is_some()
-    }
-}
-
-/// What an optional source contributes when it fails, times out or panics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fallback<T> {
-    /// This value takes the source's place.
-    Value(T),
-    /// The source is left out of the merged output.
-    Omit,
-}
-
-/// Something that adjusts a [`SourceConfig`]. Combine options with tuples; `()` is "no
-/// options".
-pub trait SourceOption<T> {
-    /// Writes this option into `config`; validation happens in [`SourceConfig::build`].
-    fn apply(&self, config: &mut SourceConfig<T>);
-}
-
-impl<T> SourceOption<T> for () {
-    fn apply(&self, _: &mut SourceConfig<T>) {}
-}
-
-impl<T, O: SourceOption<T>> SourceOption<T> for Option<O> {
-    fn apply(&self, config: &mut SourceConfig<T>) {
-        if let Some(option) = self {
-            option.apply(config);
-        }
-    }
-}
-
-macro_rules! tuple_source_option {
-    ($($name:ident),+) => {
-        impl<T, $($name: SourceOption<T>),+> SourceOption<T> for ($($name,)+) {
-            #[allow(non_snake_case)]
-            fn apply(&self, config: &mut SourceConfig<T>) {
-                let ($($name,)+) = self;
-                $($name.apply(config);)+
-            }
-        }
-    };
-}
-
-tuple_source_option!(A);
-tuple_source_option!(A, B);
-tuple_source_option!(A, B, C);
-tuple_source_option!(A, B, C, D);
-tuple_source_option!(A, B, C, D, E);
-
-/// Makes a source optional: its failure (error, timeout, panic, or still pending at the global
-/// deadline) never cancels the others; the fallback takes its place and the report records it.
-///
-/// ```
-/// use muster_options::{Fallback, Optional, SourceConfig};
-///
-/// let config = SourceConfig::build(Optional::value(Vec::<u32>::new()))?;
-/// assert_eq!(config.fallback, Some(Fallback::Value(vec![])));
-/// let config: SourceConfig<u32> = SourceConfig::build(Optional::omit())?;
-/// assert_eq!(config.fallback, Some(Fallback::Omit));
-/// # Ok::<(), muster_options::OptionError>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Optional<T>(Fallback<T>);
-
-impl<T> Optional<T> {
-    /// Falls back to `value`.
-    pub fn value(value: T) -> Self {
-        Self(Fallback::Value(value))
-    }
-
-    /// Leaves the source out of the merged output when it fails.
-    pub fn omit() -> Self {
-        Self(Fallback::Omit)
-    }
-}
-
-impl<T: Default> Optional<T> {
-    /// Falls back to `T::default()`.
-    pub fn or_default() -> Self {
-        Self::value(T::default())
-    }
-}
-
-impl<T: Clone> SourceOption<T> for Optional<T> {
-    fn apply(&self, config: &mut SourceConfig<T>) {
-        config.fallback = Some(self.0.clone());
-    }
-}
-
 /// A timeout for each attempt of a source, inside the global deadline: the effective timeout is
-/// whichever comes first. The report says which of the two fired. A timeout is a retryable
-/// failure.
+/// whichever comes first, and when both fire together the global deadline is what is reported.
+/// A timeout is a retryable failure.
+///
+/// A plain value: the `muster` crate turns it into a policy that wraps a fetcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeout(pub Duration);
 
-impl<T> SourceOption<T> for Timeout {
-    fn apply(&self, config: &mut SourceConfig<T>) {
-        config.timeout = Some(self.0);
+impl Timeout {
+    /// Checks the value: a zero timeout could never succeed.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionError::ZeroTimeout`].
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if self.0.is_zero() { Err(OptionError::ZeroTimeout) } else { Ok(()) }
     }
 }
 
 /// Hedging: if the first attempt has not succeeded after this delay, a second one starts; the
 /// first success wins and the other attempt is cancelled. If the first attempt fails before the
 /// delay, the second starts at once. The source fails only when both attempts have failed,
-/// with the last failure.
+/// with the last failure. A hedge that could not end before the deadline is not started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hedge(pub Duration);
 
-impl<T> SourceOption<T> for Hedge {
-    fn apply(&self, config: &mut SourceConfig<T>) {
-        config.hedge = Some(self.0);
+impl Hedge {
+    /// Checks the value: a zero delay would always run two attempts.
+    ///
+    /// # Errors
+    ///
+    /// [`OptionError::ZeroHedge`].
+    pub fn validate(&self) -> Result<(), OptionError> {
+        if self.0.is_zero() { Err(OptionError::ZeroHedge) } else { Ok(()) }
     }
 }
 
-/// Decides whether an error may be retried.
-pub type RetryIf = Arc<dyn Fn(&(dyn Error + 'static)) -> bool + Send + Sync>;
+/// Makes a source optional, left out when it fails: its output becomes `Option<T>`, `None` when
+/// it failed, timed out, panicked or was still pending at the global deadline. It never cancels
+/// the others, and the report records why it is missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Optional;
+
+/// Makes a source optional with a fallback: when it fails, times out, panics or is still
+/// pending at the global deadline, this value takes its place (so its output stays `T`). It
+/// never cancels the others, and the report records what the fallback replaced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fallback<T>(pub T);
+
+/// The default classifier of a [`Retry`]: the error says whether it is retryable (through the
+/// `Retryable` trait of `muster`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ByError;
 
 /// Retries with exponential backoff and jitter, only for errors classified retryable, and never
 /// past the remaining deadline: a retry whose backoff would end at or after the deadline is not
 /// started, and the last real error is returned at once. Panics are never retried; timeouts
-/// always may be.
+/// are.
+///
+/// By default the error classifies itself (`C` is [`ByError`]: an HTTP 404 or invalid JSON is
+/// not retried, a 503, a connect error or a timeout is); [`Retry::retry_if`] sets a classifier
+/// of the source's own error type instead.
 ///
 /// ```
 /// use std::time::Duration;
-/// use muster_options::{Retry, SourceConfig};
+/// use muster_options::Retry;
 ///
 /// let retry = Retry::attempts(3).backoff(Duration::from_millis(10), Duration::from_millis(200)).jitter(0.5);
-/// let config: SourceConfig<()> = SourceConfig::build(retry)?;
-/// assert_eq!(config.retry.map(|retry| retry.max_attempts()), Some(3));
-/// # Ok::<(), muster_options::OptionError>(())
+/// assert_eq!(retry.max_attempts(), 3);
+/// assert!(retry.validate().is_ok());
+/// assert!(Retry::attempts(0).validate().is_err());
 /// ```
 #[derive(Clone)]
-#[must_use = "an option does nothing until it is given to a source"]
-pub struct Retry {
+#[must_use = "an option does nothing until it wraps a source"]
+pub struct Retry<C = ByError> {
     attempts: u32,
     min_backoff: Duration,
     max_backoff: Duration,
     jitter: f64,
-    retry_if: Option<RetryIf>,
+    classify: C,
 }
 
 impl Retry {
     /// At most `attempts` attempts in all (the first one included), with a backoff from 10 ms
-    /// doubling up to 1 s, jitter 0.5, every error retryable.
+    /// doubling up to 1 s, jitter 0.5, errors classified by themselves.
     pub fn attempts(attempts: u32) -> Self {
         Self {
             attempts,
             min_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_secs(1),
             jitter: 0.5,
-            retry_if: None,
+            classify: ByError,
         }
     }
+}
 
+impl<C> Retry<C> {
     /// The backoff starts at `min` and doubles up to `max`.
     pub fn backoff(mut self, min: Duration, max: Duration) -> Self {
         self.min_backoff = min;
@@ -233,11 +113,15 @@ impl Retry {
         self
     }
 
-    /// Retries only the errors for which `classify` returns `true`. Timeouts are always
-    /// retryable, panics never.
-    pub fn retry_if(mut self, classify: impl Fn(&(dyn Error + 'static)) -> bool + Send + Sync + 'static) -> Self {
-        self.retry_if = Some(Arc::new(classify));
-        self
+    /// Retries only the errors for which `classify` returns `true`, overriding what the error
+    /// says of itself. `classify` takes the source's own error type. Timeouts of a
+    /// per-attempt timeout inside the retry are still retried, panics never.
+    pub fn retry_if<E, F>(self, classify: F) -> Retry<F>
+    where
+        F: Fn(&E) -> bool,
+    {
+        let Self { attempts, min_backoff, max_backoff, jitter, .. } = self;
+        Retry { attempts, min_backoff, max_backoff, jitter, classify }
     }
 
     /// The maximum number of attempts, the first one included.
@@ -260,12 +144,12 @@ impl Retry {
         self.jitter
     }
 
-    /// Whether `error` may be retried under this policy.
-    pub fn is_retryable(&self, error: &(dyn Error + 'static)) -> bool {
-        self.retry_if.as_ref().is_none_or(|classify| classify(error))
+    /// The classifier.
+    pub fn classifier(&self) -> &C {
+        &self.classify
     }
 
-    /// The least time `n` retries spend backing off (no jitter): what a deadline must at least
+    /// The least time the retries spend backing off (no jitter): what a deadline must at least
     /// leave for them.
     pub fn min_total_backoff(&self) -> Duration {
         let mut total = Duration::ZERO;
@@ -277,7 +161,13 @@ impl Retry {
         total
     }
 
-    fn validate(&self) -> Result<(), OptionError> {
+    /// Checks the policy: at least one attempt, a minimum backoff no larger than the maximum, a
+    /// finite jitter in `0.0..100.0`.
+    ///
+    /// # Errors
+    ///
+    /// The [`OptionError`] naming what is wrong.
+    pub fn validate(&self) -> Result<(), OptionError> {
         if self.attempts == 0 {
             return Err(OptionError::ZeroAttempts);
         }
@@ -291,21 +181,15 @@ impl Retry {
     }
 }
 
-impl fmt::Debug for Retry {
+impl<C> fmt::Debug for Retry<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Retry")
             .field("attempts", &self.attempts)
             .field("min_backoff", &self.min_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("jitter", &self.jitter)
-            .field("retry_if", &self.retry_if.as_ref().map(|_| "<classifier>"))
+            .field("classify", &std::any::type_name::<C>())
             .finish()
-    }
-}
-
-impl<T> SourceOption<T> for Retry {
-    fn apply(&self, config: &mut SourceConfig<T>) {
-        config.retry = Some(self.clone());
     }
 }
 
@@ -314,24 +198,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_source_is_required_by_default() {
-        let config: SourceConfig<u8> = SourceConfig::build(()).unwrap();
-        assert!(!config.is_optional());
-    }
-
-    #[test]
     fn impossible_retry_policies_are_refused() {
-        let build = |retry: Retry| SourceConfig::<u8>::build(retry).unwrap_err();
-        assert_eq!(build(Retry::attempts(0)), OptionError::ZeroAttempts);
+        assert_eq!(Retry::attempts(0).validate().unwrap_err(), OptionError::ZeroAttempts);
         let (min, max) = (Duration::from_secs(2), Duration::from_secs(1));
-        assert_eq!(build(Retry::attempts(2).backoff(min, max)), OptionError::Backoff { min, max });
-        assert_eq!(build(Retry::attempts(2).jitter(f64::NAN)), OptionError::Jitter("NaN".into()));
+        assert_eq!(Retry::attempts(2).backoff(min, max).validate().unwrap_err(), OptionError::Backoff { min, max });
+        assert_eq!(Retry::attempts(2).jitter(f64::NAN).validate().unwrap_err(), OptionError::Jitter("NaN".into()));
     }
 
     #[test]
     fn zero_timeouts_and_hedges_are_refused() {
-        assert_eq!(SourceConfig::<u8>::build(Timeout(Duration::ZERO)).unwrap_err(), OptionError::ZeroTimeout);
-        assert_eq!(SourceConfig::<u8>::build(Hedge(Duration::ZERO)).unwrap_err(), OptionError::ZeroHedge);
+        assert_eq!(Timeout(Duration::ZERO).validate().unwrap_err(), OptionError::ZeroTimeout);
+        assert_eq!(Hedge(Duration::ZERO).validate().unwrap_err(), OptionError::ZeroHedge);
+        assert!(Timeout(Duration::from_millis(1)).validate().is_ok());
     }
 
     #[test]
@@ -341,10 +219,10 @@ mod tests {
     }
 
     #[test]
-    fn a_classifier_limits_what_is_retried() {
-        let retry = Retry::attempts(2).retry_if(|error| error.to_string() != "permanent");
-        assert!(retry.is_retryable(&std::fmt::Error));
-        let permanent = std::io::Error::other("permanent");
-        assert!(!retry.is_retryable(&permanent));
+    fn a_classifier_keeps_the_backoff() {
+        let retry = Retry::attempts(2).backoff(Duration::from_millis(5), Duration::from_millis(5));
+        let retry = retry.retry_if(|error: &std::io::Error| error.kind() == std::io::ErrorKind::TimedOut);
+        assert_eq!(retry.min_backoff(), Duration::from_millis(5));
+        assert!((retry.classifier())(&std::io::Error::from(std::io::ErrorKind::TimedOut)));
     }
 }

@@ -27,11 +27,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use muster::http::{HttpClient, HttpConfigError, HttpError, HttpFetcher, UrlParams};
-use muster::{Aggregate, AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Outputs};
-use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
+use muster::{AggregateError, Aggregator, BuildError, Deadline, ErrorKind, RequestContext};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use tracing::Instrument as _;
 
 /// The header carrying the request id, read from the client and sent to the backends.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,10 +68,11 @@ pub enum ConfigError {
     Aggregator(#[from] BuildError),
 }
 
-/// What the handler needs: the aggregator over the two HTTP sources. Cheap to clone.
+/// What the handler needs: the aggregator over the two HTTP sources, whose outputs are the
+/// profile's and the transactions' JSON bodies, in that order. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    aggregator: Aggregator<DashboardRequest, Box<RawValue>>,
+    aggregator: Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>)>,
 }
 
 impl AppState {
@@ -192,33 +191,24 @@ async fn dashboard(
         Err(rejection) => return bad_request(&rejection.body_text()),
     };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
+    let context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
     let request = DashboardRequest { user_id, knobs, request_id, traceparent };
-    let span = tracing::info_span!("dashboard", user_id = %request.user_id, request_id = %request.request_id);
-    let result = state.aggregator.aggregate(&request).instrument(span).await;
-    let (mut response, source, kind) = match result {
-        Ok(aggregate) => (success(&aggregate), None, "ok"),
+    let (mut response, source, kind) = match state.aggregator.aggregate_with(&request, context).await {
+        Ok(aggregate) => {
+            let (profile, transactions) = aggregate.outputs;
+            (json_response(StatusCode::OK, &Dashboard { profile, transactions }), None, "ok")
+        }
         Err(error) => failure(&error),
     };
     response.extensions_mut().insert(Answer { user_id: request.user_id, source, kind });
     response
 }
 
-/// 200 with the outputs by source name, each backend's body as it came.
-fn success(aggregate: &Aggregate<Box<RawValue>>) -> Response {
-    json_response(StatusCode::OK, &Merged(&aggregate.outputs))
-}
-
-/// Serializes the outputs as one JSON object, in declaration order, without re-parsing them.
-struct Merged<'a>(&'a Outputs<Box<RawValue>>);
-
-impl Serialize for Merged<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (name, body) in self.0.iter() {
-            map.serialize_entry(name, body)?;
-        }
-        map.end()
-    }
+/// The 200 body: each backend's JSON as it came, under its source's name, without re-parsing.
+#[derive(Serialize)]
+struct Dashboard {
+    profile: Box<RawValue>,
+    transactions: Box<RawValue>,
 }
 
 #[derive(Debug, Serialize)]

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use muster::{Aggregator, Deadline, ErrorKind, Optional, Timeout, fetcher_fn};
+use muster::{Aggregator, Deadline, ErrorKind, Fallback, Optional, Timeout, fetcher_fn};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -169,8 +169,12 @@ fn rss_growth(before: Option<u64>, after: Option<u64>) -> Option<String> {
     (after > before + RSS_BOUND_KIB).then(|| format!("resident memory grew by {} KiB", after - before))
 }
 
+/// The outputs: two required sources, one optional with a fallback of 0, one left out when it
+/// fails.
+type Outputs = (u32, u32, u32, Option<u32>);
+
 /// Two required and two optional sources, each doing what the script of its request says.
-fn aggregator() -> Result<Aggregator<Script, u32>, muster::BuildError> {
+fn aggregator() -> Result<Aggregator<Script, Outputs>, muster::BuildError> {
     let source = |index: usize| {
         fetcher_fn(move |script: &Script| {
             let (behaviour, delay) = (script.behaviours[index], Duration::from_micros(script.delays_us[index]));
@@ -189,13 +193,13 @@ fn aggregator() -> Result<Aggregator<Script, u32>, muster::BuildError> {
     Aggregator::builder()
         .source_with("required-0", source(0), timeout)
         .source_with("required-1", source(1), timeout)
-        .source_with("optional-2", source(2), (Optional::value(0), timeout))
-        .source_with("optional-3", source(3), (Optional::omit(), timeout))
+        .source_with("optional-2", source(2), (timeout, Fallback(0)))
+        .source_with("optional-3", source(3), (timeout, Optional))
         .options(Deadline(Duration::from_millis(50)))
         .build()
 }
 
-async fn run(aggregator: &Aggregator<Script, u32>, tally: &Tally, range: std::ops::Range<u64>) {
+async fn run(aggregator: &Aggregator<Script, Outputs>, tally: &Tally, range: std::ops::Range<u64>) {
     let stream = futures_util::stream::iter(range).for_each_concurrent(CONCURRENCY, |i| async move {
         let script = Rng(0x9e37_79b9_7f4a_7c15 ^ (i + 1)).script();
         let aggregation = aggregator.aggregate(&script);
@@ -218,7 +222,18 @@ async fn run(aggregator: &Aggregator<Script, u32>, tally: &Tally, range: std::op
             Err(_) => &tally.failed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if result.is_ok() != expected_ok {
+        let ok = |index: usize| script.behaviours[index] == Behaviour::Ok;
+        let right = match &result {
+            // Each output is the source's own when it succeeded, else its fallback (0) or
+            // nothing.
+            Ok(aggregate) => {
+                let (zero, one, two, three) = aggregate.outputs;
+                let optional = (two == if ok(2) { 2 } else { 0 }) && three == ok(3).then_some(3);
+                expected_ok && (zero, one) == (0, 1) && optional
+            }
+            Err(_) => !expected_ok,
+        };
+        if !right {
             tally.wrong.fetch_add(1, Ordering::Relaxed);
         }
     });

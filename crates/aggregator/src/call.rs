@@ -1,0 +1,154 @@
+//! What a source sees of its own call, from inside [`Fetcher::fetch`](crate::Fetcher::fetch):
+//! its deadline, its cancellation and why, and a way for policies to tell the report what they
+//! did.
+//!
+//! These are free functions rather than arguments of `fetch`, so that a policy (a layer) can
+//! wrap any fetcher without threading anything through it. They read task-local state that the
+//! aggregator sets while it polls (and drops) a source; outside an aggregation they return
+//! `None` (or do nothing).
+//!
+//! ```
+//! use std::time::Duration;
+//! use muster::{Aggregator, Deadline, fetcher_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let budget = fetcher_fn(|_: &u64| async {
+//!     // Tell the backend how long it has, e.g. as a header.
+//!     Ok::<_, std::io::Error>(muster::remaining())
+//! });
+//! let aggregator = Aggregator::builder().source("budget", budget).options(Deadline(Duration::from_millis(800))).build()?;
+//! let (remaining,) = aggregator.aggregate(&7).await?.outputs;
+//! assert_eq!(remaining, Some(Duration::from_millis(800)));
+//! assert_eq!(muster::remaining(), None, "outside an aggregation");
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muster_core::CancelToken;
+use tokio::time::Instant;
+
+use crate::report::Recorder;
+
+tokio::task_local! {
+    static CALL: Call;
+}
+
+#[doc(hidden)]
+/// The source being run, as its task-local state: the aggregation's recorder and token, and
+/// which source it is.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) index: usize,
+}
+
+#[doc(hidden)]
+/// What every source of one aggregation shares.
+#[derive(Debug)]
+pub struct Shared {
+    pub(crate) recorder: Recorder,
+    pub(crate) token: CancelToken,
+}
+
+impl Call {
+    /// Runs `future` as this source's call.
+    pub(crate) fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+        CALL.scope(self, future)
+    }
+}
+
+fn with_call(f: impl FnOnce(&Call)) {
+    let _ = CALL.try_with(f);
+}
+
+/// The deadline the current source runs under: the aggregation's deadline (the tighter of the
+/// aggregator's and the call's), or tighter still inside a per-source
+/// [`Timeout`](crate::Timeout). `None` outside a source or without a deadline.
+pub fn deadline() -> Option<Instant> {
+    muster_core::deadline()
+}
+
+/// The time left until [`deadline()`], zero once it has passed; `None` without a deadline.
+pub fn remaining() -> Option<Duration> {
+    deadline().map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
+/// The cancellation token of the current source's aggregation: wait on it with
+/// [`CancelToken::cancelled`], or read [`CancelToken::cause`] (a sibling's failure, the
+/// deadline, the caller going away, or completion) — for example in a drop guard, since a
+/// cancelled source is dropped. `None` outside a source.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use muster::{Aggregator, fetcher_fn};
+///
+/// struct Guard(Arc<Mutex<Option<String>>>);
+/// impl Drop for Guard {
+///     fn drop(&mut self) {
+///         let cause = muster::cancellation().and_then(|token| token.cause().map(ToString::to_string));
+///         *self.0.lock().unwrap() = cause;
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let seen = Arc::new(Mutex::new(None));
+/// let slow = {
+///     let seen = Arc::clone(&seen);
+///     fetcher_fn(move |_: &u64| {
+///         let guard = Guard(Arc::clone(&seen));
+///         async move {
+///             tokio::time::sleep(Duration::from_secs(5)).await;
+///             drop(guard);
+///             Ok::<_, std::io::Error>(())
+///         }
+///     })
+/// };
+/// let failing = fetcher_fn(|_: &u64| async { Err::<(), _>(std::io::Error::other("503")) });
+/// let aggregator = Aggregator::builder().source("slow", slow).source("failing", failing).build()?;
+/// assert!(aggregator.aggregate(&1).await.is_err());
+/// assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `failing`: 503"));
+/// # Ok(()) }
+/// ```
+pub fn cancellation() -> Option<CancelToken> {
+    CALL.try_with(|call| call.shared.token.clone()).ok()
+}
+
+/// What policies tell the report about the source they wrap: the aggregator shows these in
+/// the source's line of the [`Report`](crate::Report), whatever the policy is. Outside a
+/// source this does nothing.
+///
+/// Built-in policies use it (a retry's attempts, a hedge, a timeout, a fallback); a policy of
+/// your own (a circuit breaker, a cache) can too:
+///
+/// ```
+/// muster::report(muster::Event::Note("circuit open"));
+/// ```
+pub fn report(event: Event<'_>) {
+    with_call(|call| call.shared.recorder.event(call.index, event));
+}
+
+/// Something a policy did, for the [`report`] of the source it wraps.
+#[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// Another attempt started (a retry or a hedge); the first attempt is counted by the
+    /// aggregator.
+    Attempt,
+    /// The source's own timeout fired: unless a later attempt succeeds or fails otherwise, the
+    /// source timed out.
+    TimedOut,
+    /// Free text shown after the outcome, e.g. `"circuit open"` or `"served from cache"`.
+    Note(&'a str),
+}
+
+/// Records that an optional source's fallback replaced `failure`: the report shows the source
+/// as fallen back after it.
+pub(crate) fn fell_back(failure: crate::report::Failure<'_>) {
+    with_call(|call| call.shared.recorder.fell_back(call.index, failure));
+}

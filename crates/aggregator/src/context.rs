@@ -1,0 +1,193 @@
+//! Per-request context: what varies per call of a shared aggregator.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use muster_core::{CancelToken, Name};
+use tracing::callsite::{Callsite, Identifier};
+use tracing::field::{Field, FieldSet, Value};
+use tracing::metadata::Kind;
+use tracing::subscriber::Interest;
+use tracing::{Level, Metadata, Span};
+
+/// What varies per request, for one call of a shared [`Aggregator`](crate::Aggregator):
+/// context fields (user id, request id, anything), a tighter deadline, a parent cancellation
+/// and a parent span. Pass it to [`aggregate_with`](crate::Aggregator::aggregate_with).
+///
+/// The fields reach every span and log line of the aggregation as separate structured fields
+/// (the `aggregate` span has one field per context field: `user_id=42 request_id=r-1`), and
+/// the [`Report`](crate::Report) and the [`AggregateError`](crate::AggregateError) carry them,
+/// so a failure says for which request it happened.
+///
+/// ```
+/// use std::time::Duration;
+/// use muster::{Aggregator, Deadline, RequestContext, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let profile = fetcher_fn(|user_id: &u64| {
+///     let user_id = *user_id;
+///     async move { Ok::<_, std::io::Error>(format!("profile of {user_id}")) }
+/// });
+/// // Built once, shared by every request.
+/// let aggregator = Aggregator::builder().source("profile", profile).options(Deadline(Duration::from_secs(1))).build()?;
+///
+/// let context = RequestContext::new()
+///     .field("user_id", 42)
+///     .field("request_id", "r-1")
+///     .deadline(Duration::from_millis(300)); // the caller has less time left than 1 s
+/// let aggregate = aggregator.aggregate_with(&42, context).await?;
+/// assert_eq!(aggregate.report.field("user_id"), Some("42"));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default)]
+#[must_use = "a context does nothing until it is passed to `aggregate_with`"]
+pub struct RequestContext {
+    pub(crate) fields: Vec<(Name, String)>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) parent: Option<CancelToken>,
+    pub(crate) span: Option<Span>,
+}
+
+impl RequestContext {
+    /// A context with no fields, no deadline of its own, no parent.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the field `name` = `value` (rendered with `Display`); a field set twice keeps the
+    /// last value, and a field of the aggregator's ([`Field`](crate::Field)) is overridden. A
+    /// field with an empty name is ignored.
+    pub fn field(mut self, name: impl Into<Name>, value: impl fmt::Display) -> Self {
+        let name = name.into();
+        if !name.is_empty() {
+            set(&mut self.fields, name, value.to_string());
+        }
+        self
+    }
+
+    /// A deadline for this call, counted from its start: the aggregation gets the smaller of
+    /// this and the aggregator's [`Deadline`](crate::Deadline), so a caller with little time
+    /// left gets its answer (or its timeout) in time.
+    pub fn deadline(mut self, within: Duration) -> Self {
+        self.deadline = Some(within);
+        self
+    }
+
+    /// Cancels the aggregation when `token` is cancelled: the aggregation fails as cancelled,
+    /// with `token`'s cause, and its sources read that cause through
+    /// [`cancellation`](crate::cancellation). Use it to nest an aggregation in a larger
+    /// operation.
+    pub fn cancel_on(mut self, token: &CancelToken) -> Self {
+        self.parent = Some(token.clone());
+        self
+    }
+
+    /// The span the aggregation's `aggregate` span is a child of, instead of the current one.
+    pub fn parent_span(mut self, span: Span) -> Self {
+        self.span = Some(span);
+        self
+    }
+
+    /// The value of the field `name`, if set.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.as_str())
+    }
+}
+
+/// Sets `name` to `value` in `fields`, in place if it is there.
+pub(crate) fn set(fields: &mut Vec<(Name, String)>, name: Name, value: String) {
+    match fields.iter_mut().find(|(field, _)| *field == name) {
+        Some((_, old)) => *old = value,
+        None => fields.push((name, value)),
+    }
+}
+
+/// The `aggregate` span of one call: one field per context field, as a separate structured
+/// field, under `parent` (or the current span).
+///
+/// tracing's macros need field names known at compile time; the context's names are known at
+/// run time, so the span's metadata is made (once per distinct list of names, and kept: a
+/// process sees a handful) and registered like a macro's callsite.
+pub(crate) fn aggregate_span(fields: &[(Name, String)], parent: Option<&Span>) -> Span {
+    if tracing::level_filters::LevelFilter::current() < Level::INFO {
+        return Span::none();
+    }
+    let meta = metadata(fields.iter().map(|(name, _)| &**name));
+    if !tracing::dispatcher::get_default(|dispatch| dispatch.enabled(meta)) {
+        return Span::none();
+    }
+    let none: [(&Field, Option<&dyn Value>); 0] = [];
+    let values = meta.fields().value_set(&none);
+    let span = match parent {
+        Some(parent) => Span::child_of(parent, meta, &values),
+        None => Span::new(meta, &values),
+    };
+    for (name, value) in fields {
+        span.record(&**name, value.as_str());
+    }
+    span
+}
+
+/// At most this many distinct lists of field names get their own span metadata; calls with
+/// more lists get a span without fields (the report, the error and the failure event still
+/// carry them).
+const MAX_SITES: usize = 256;
+
+/// The callsite of an `aggregate` span with a given list of field names.
+struct Site {
+    meta: OnceLock<&'static Metadata<'static>>,
+}
+
+impl Callsite for Site {
+    fn set_interest(&self, _: Interest) {}
+
+    fn metadata(&self) -> &Metadata<'_> {
+        self.meta.get().copied().unwrap_or(&NO_FIELDS)
+    }
+}
+
+static NO_FIELDS_SITE: Site = Site { meta: OnceLock::new() };
+
+static NO_FIELDS: Metadata<'static> = Metadata::new(
+    "aggregate",
+    "muster",
+    Level::INFO,
+    Some(file!()),
+    Some(line!()),
+    Some(module_path!()),
+    FieldSet::new(&[], Identifier(&NO_FIELDS_SITE)),
+    Kind::SPAN,
+);
+
+/// The span metadata for `names`, made and registered on first use.
+fn metadata<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'static> {
+    static SITES: OnceLock<Mutex<HashMap<Vec<String>, &'static Metadata<'static>>>> = OnceLock::new();
+    let names: Vec<String> = names.map(str::to_owned).collect();
+    let mut sites = SITES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(meta) = sites.get(&names) {
+        return meta;
+    }
+    if sites.len() >= MAX_SITES {
+        return &NO_FIELDS;
+    }
+    let leaked: &'static [&'static str] =
+        Box::leak(names.iter().map(|name| &*Box::leak(name.clone().into_boxed_str())).collect::<Box<[_]>>());
+    let site: &'static Site = Box::leak(Box::new(Site { meta: OnceLock::new() }));
+    let meta: &'static Metadata<'static> = Box::leak(Box::new(Metadata::new(
+        "aggregate",
+        "muster",
+        Level::INFO,
+        Some(file!()),
+        Some(line!()),
+        Some(module_path!()),
+        FieldSet::new(leaked, Identifier(site)),
+        Kind::SPAN,
+    )));
+    let _ = site.meta.set(meta);
+    tracing::callsite::register(site);
+    sites.insert(names, meta);
+    meta
+}
