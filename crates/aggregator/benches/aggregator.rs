@@ -1,16 +1,24 @@
-//! The price of the aggregator's extras: the full `Aggregator` (names, source policies, the
-//! report, an `aggregate` span with no subscriber installed, a deadline and a context field)
-//! against a bare `muster_core::Group` running the same fetchers, interleaved (see
-//! `crates/core/benches/support/harness.rs`).
+//! The price of the aggregator's extras: the full typed `Aggregator` (names, outputs as a
+//! tuple, the report, an `aggregate` span with no subscriber installed, a deadline and a
+//! context field) against a bare `muster::Group` running the same fetchers, interleaved (see
+//! `crates/core/benches/support/harness.rs`). A counting allocator gives the heap allocations
+//! per aggregation beside the times.
 //!
 //! Run with `cargo bench -p muster --bench aggregator` (prints the table) or through
 //! `cargo xtask bench`, which passes `-- --report PATH`.
 
+use std::alloc::System;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use muster::{Aggregator, Deadline, Fetcher, Field, Group, fetcher_fn};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+use muster::{Aggregator, Deadline, Fetcher, Group, RequestContext, SourceOutputs, fetcher_fn};
+
+/// Counts every allocation of the process.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 #[path = "../../core/benches/support/harness.rs"]
 mod harness;
@@ -34,31 +42,67 @@ fn yield_once() -> impl Fetcher<u64, Output = u64, Error = Infallible> + Clone +
     })
 }
 
-fn scenario<F>(rt: &tokio::runtime::Runtime, name: &str, n: usize, fetcher: F, report: &mut String)
-where
-    F: Fetcher<u64, Output = u64, Error = Infallible> + Clone + Send + Sync + 'static,
-{
-    let mut builder = Aggregator::builder().options((Deadline(Duration::from_secs(1)), Field::new("user_id", 42)));
-    for name in &NAMES[..n] {
-        builder = builder.source(*name, fetcher.clone());
-    }
-    let aggregator = match builder.build() {
-        Ok(aggregator) => aggregator,
-        Err(error) => panic!("the benchmark's aggregator is valid: {error}"),
+/// The typed aggregator of `n` sources (2 or 8), all `fetcher`.
+macro_rules! typed {
+    ($fetcher:expr, $($name:literal)+) => {{
+        let builder = Aggregator::builder().options(Deadline(Duration::from_secs(1)));
+        $(let builder = builder.source($name, $fetcher.clone());)+
+        match builder.build() {
+            Ok(aggregator) => aggregator,
+            Err(error) => panic!("the benchmark's aggregator is valid: {error}"),
+        }
+    }};
+}
+
+/// Allocations of one run of `future`, on a current-thread runtime (nothing else allocates).
+fn allocations<F: std::future::Future>(future: F) -> u64 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("a current-thread runtime: {error}"),
     };
+    let region = Region::new(GLOBAL);
+    runtime.block_on(future);
+    region.change().allocations as u64
+}
+
+fn scenario<F, O>(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    n: usize,
+    fetcher: F,
+    aggregator: Aggregator<u64, O>,
+    report: &mut String,
+) where
+    F: Fetcher<u64, Output = u64, Error = Infallible> + Clone + Send + Sync + 'static,
+    O: SourceOutputs<u64>,
+{
+    let context = || RequestContext::new().field("user_id", 42);
+    let group = move |fetcher: F| async move {
+        let mut group = Group::new();
+        for name in &NAMES[..n] {
+            drop(group.spawn(*name, fetcher.fetch(&7)));
+        }
+        drop(black_box(group.wait().await));
+    };
+    // Warm up once (the first aggregation registers the span's metadata), then count.
+    allocations(async { drop(aggregator.aggregate_with(&7, context()).await) });
+    let typed = allocations(async { drop(black_box(aggregator.aggregate_with(&7, context()).await)) });
+    let bare = allocations(group(fetcher.clone()));
+    let per_source = typed.saturating_sub(bare) as f64 / n as f64;
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        report,
+        "# {name} n={n}: {typed} allocations per aggregation, {bare} for the bare group: {per_source:.2} more per source"
+    );
     let batch = move |implementation: &'static str, iterations: u32| {
         let (aggregator, fetcher) = (aggregator.clone(), fetcher.clone());
         async move {
             let started = Instant::now();
             for _ in 0..iterations {
                 if implementation == "aggregator" {
-                    drop(black_box(aggregator.aggregate(&7).await));
+                    drop(black_box(aggregator.aggregate_with(&7, context()).await));
                 } else {
-                    let mut group = Group::new();
-                    for name in &NAMES[..n] {
-                        drop(group.spawn(*name, fetcher.fetch(&7)));
-                    }
-                    drop(black_box(group.wait().await));
+                    group(fetcher.clone()).await;
                 }
             }
             started.elapsed()
@@ -70,10 +114,24 @@ where
 fn main() -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build()?;
     let mut report = String::new();
-    for n in [2, 8] {
-        scenario(&rt, "aggregator_ready", n, ready(), &mut report);
-        scenario(&rt, "aggregator_yield_once", n, yield_once(), &mut report);
-    }
+    scenario(&rt, "aggregator_ready", 2, ready(), typed!(ready(), "s0" "s1"), &mut report);
+    scenario(&rt, "aggregator_yield_once", 2, yield_once(), typed!(yield_once(), "s0" "s1"), &mut report);
+    scenario(
+        &rt,
+        "aggregator_ready",
+        8,
+        ready(),
+        typed!(ready(), "s0" "s1" "s2" "s3" "s4" "s5" "s6" "s7"),
+        &mut report,
+    );
+    scenario(
+        &rt,
+        "aggregator_yield_once",
+        8,
+        yield_once(),
+        typed!(yield_once(), "s0" "s1" "s2" "s3" "s4" "s5" "s6" "s7"),
+        &mut report,
+    );
     match harness::report_path() {
         Some(path) => std::fs::write(path, report),
         None => {

@@ -1,10 +1,12 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
+use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use muster_core::muster_options::{GroupConfig, GroupOption};
 use muster_core::{BoxError, Fetcher, Group, Name, Outputs, async_trait};
 use tracing::Instrument as _;
@@ -13,7 +15,7 @@ use crate::call::{Call, Shared};
 use crate::context::{RequestContext, aggregate_span, set};
 use crate::error::{AggregateError, BuildError, chain};
 use crate::policy::Policy;
-use crate::report::{Recorder, Report};
+use crate::report::{Failure, Recorder, Report};
 
 /// Runs named sources concurrently in one fail-fast [`Group`] and returns their outputs with
 /// their own types.
@@ -192,14 +194,17 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             Err(error) => AggregateError::group(error, report),
         };
         let report = error.report();
-        let cancelled: Vec<&str> = error.cancelled().iter().map(|name| &**name).collect();
+        fn listed(names: &[Name]) -> Option<tracing::field::DebugValue<Vec<&str>>> {
+            let names: Vec<&str> = names.iter().map(|name| &**name).collect();
+            (!names.is_empty()).then(|| tracing::field::debug(names))
+        }
         tracing::warn!(
             source = error.source_name(),
             kind = error.kind().as_str(),
             elapsed_ms,
             error = %chain(&error),
-            cancelled = ?cancelled,
-            pending = ?error.pending().iter().map(|name| &**name).collect::<Vec<_>>(),
+            cancelled = listed(error.cancelled()),
+            pending = listed(error.pending()),
             report = %report.compact(),
             "aggregation failed"
         );
@@ -404,17 +409,24 @@ where
         let run = async move {
             let (shared, index) = (Arc::clone(&call.shared), call.index);
             shared.recorder.start(index);
-            match call.scope(self.0.fetch(request)).await {
-                Ok(value) => {
+            match AssertUnwindSafe(call.scope(self.0.fetch(request))).catch_unwind().await {
+                Ok(Ok(value)) => {
                     slot.put(value);
                     shared.recorder.finish(index, None);
                     Ok(())
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     let error: BoxError = error.into();
                     tracing::debug!(error = %error, "source failed");
-                    shared.recorder.finish(index, Some(&error));
+                    shared.recorder.finish(index, Some(Failure::Error(&error)));
                     Err(error)
+                }
+                Err(panic) => {
+                    let message = crate::panic_message(&*panic);
+                    tracing::debug!(panic = %message, "source panicked");
+                    shared.recorder.finish(index, Some(Failure::Panicked(&message)));
+                    // The group turns it into the source's error and cancels the others.
+                    std::panic::resume_unwind(panic)
                 }
             }
         };

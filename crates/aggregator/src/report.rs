@@ -227,7 +227,7 @@ struct Millis(Duration);
 impl fmt::Display for Millis {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let micros = self.0.as_micros();
-        let text = if micros % 1000 == 0 || micros >= 100_000 {
+        let text = if micros % 1000 == 0 || micros >= 10_000 {
             format!("{}ms", micros / 1000)
         } else {
             format!("{}.{}ms", micros / 1000, (micros % 1000) / 100)
@@ -236,7 +236,7 @@ impl fmt::Display for Millis {
     }
 }
 
-/// What an optional source's fallback replaced, as its policy reports it.
+/// How a source failed, as the report records it.
 pub(crate) enum Failure<'a> {
     /// The source's error (or, if its own timeout fired last, that timeout).
     Error(&'a dyn fmt::Display),
@@ -355,12 +355,18 @@ impl Recorder {
         entry.detail().fell_back = Some(after);
     }
 
-    /// The source ended with its value, or with `error`.
-    pub(crate) fn finish(&self, index: usize, error: Option<&dyn fmt::Display>) {
+    /// The source ended with its value, or with a failure.
+    pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
         let Some(entry) = self.entries.get(index) else { return };
-        if let Some(error) = error {
-            let outcome = self.failed(entry, error);
-            entry.detail().outcome = Some(outcome);
+        match failure {
+            None => {}
+            Some(Failure::Error(error)) => entry.detail().outcome = Some(self.failed(entry, error)),
+            Some(Failure::Panicked(message)) => {
+                entry.detail().outcome = Some(Outcome::Panicked { message: message.to_owned() });
+            }
+            Some(Failure::Deadline) => {
+                entry.detail().outcome = Some(Outcome::TimedOut { timeout: TimeoutKind::Global });
+            }
         }
         entry.end.store(ENDED, Relaxed);
         self.ended.store(true, Relaxed);
@@ -426,9 +432,6 @@ impl Recorder {
                 let outcome = match (detail.outcome, end) {
                     (Some(outcome), _) => outcome,
                     (None, UNSET) => match error.map(GroupError::cause) {
-                        Some(Cause::Panicked { name: culprit, message }) if culprit == name => {
-                            Outcome::Panicked { message: message.to_string() }
-                        }
                         Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
                         Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
                         None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },

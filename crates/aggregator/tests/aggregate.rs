@@ -1,12 +1,17 @@
 //! The seed's test strategy, on tokio's paused clock with scripted mock sources: the deadline is
 //! respected, one failing source cancels the other, optional sources fall back, retries and
-//! hedges behave, and the report says all of it.
+//! hedges behave, and the report says all of it; plus the 0.2 API: typed outputs, policies as
+//! layers (a user-written one included), per-request context, and what a source sees of its
+//! call.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, AnyOutput, BuildError, Deadline, ErrorKind, Field, Hedge, Key, Limit, OptionError,
-    Optional, Outcome, Report, Retry, SourceTimeout, Timeout, TimeoutKind, Trigger,
+    AggregateError, Aggregator, BuildError, CancelToken, Coalesce, Deadline, ErrorKind, Event, Fallback, Fetcher,
+    Field, Hedge, Limit, OptionError, Optional, Outcome, Outputs, Policy, Report, RequestContext, Retry, Timeout,
+    TimeoutError, TimeoutKind, Trigger, async_trait, fetcher_fn,
 };
 use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
@@ -54,17 +59,22 @@ async fn one_failing_source_cancels_the_other() {
     let aggregator = Aggregator::builder()
         .source("transactions", slow.clone())
         .source("profile", MockFetcher::<u32>::err_after(ms(30), "503 Service Unavailable"))
-        .options((Deadline(ms(1_000)), Field::new("user_id", 42)))
+        .options((Deadline(ms(1_000)), Field::new("service", "dashboard")))
         .build()
         .unwrap();
 
     let started = Instant::now();
-    let error = aggregator.aggregate(&()).await.unwrap_err();
+    let error = aggregator.aggregate_with(&(), RequestContext::new().field("user_id", 42)).await.unwrap_err();
     assert_eq!(started.elapsed(), ms(30), "fail-fast waited for the slow source");
     assert!(slow.was_cancelled(), "the slow source kept running");
     assert_eq!(error.kind(), ErrorKind::Failed);
     assert_eq!(error.source_name(), Some("profile"));
-    assert_eq!(error.to_string(), "source `profile` failed after 30ms (user_id=42)");
+    assert_eq!(error.cancelled(), ["transactions"]);
+    assert_eq!(error.to_string(), "source `profile` failed after 30ms (service=dashboard, user_id=42)");
+    assert_eq!(
+        error.chain(),
+        "source `profile` failed after 30ms (service=dashboard, user_id=42): 503 Service Unavailable"
+    );
     let report = error.report();
     assert_eq!(report.trigger, Some(Trigger::Source("profile".into())));
     assert_eq!(report.cancellation, Some(Duration::ZERO));
@@ -75,19 +85,76 @@ async fn one_failing_source_cancels_the_other() {
     assert_eq!((transactions.start, transactions.duration), (Some(Duration::ZERO), ms(30)));
 }
 
+#[derive(Debug, Clone, PartialEq)]
+struct Profile {
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Transaction {
+    cents: i64,
+}
+
 #[tokio::test(start_paused = true)]
-async fn outputs_are_keyed_by_name_in_declaration_order() {
-    let aggregator = Aggregator::builder()
-        .source("b", MockFetcher::ok_after(ms(30), "second"))
-        .source("a", MockFetcher::ok_after(ms(10), "first"))
+async fn outputs_keep_their_types_in_declaration_order() {
+    type Outputs = (Profile, Vec<Transaction>, Option<Vec<&'static str>>, u8);
+    let aggregator: Aggregator<u64, Outputs> = Aggregator::builder()
+        .source("profile", MockFetcher::ok_after(ms(30), Profile { name: "Ada".into() }))
+        .source("transactions", MockFetcher::ok_after(ms(10), vec![Transaction { cents: 1250 }]))
+        .source_with("offers", MockFetcher::<Vec<&str>>::err("down"), Optional)
+        .source_with("score", MockFetcher::<u8>::err("down"), Fallback(7))
         .build()
         .unwrap();
     let started = Instant::now();
-    let aggregate = aggregator.aggregate(&7u64).await.unwrap();
+    let aggregate = aggregator.aggregate(&7).await.unwrap();
     assert_eq!(started.elapsed(), ms(30), "sources run concurrently");
-    assert_eq!(aggregate.outputs.iter().collect::<Vec<_>>(), [("b", &"second"), ("a", &"first")]);
-    assert_eq!(aggregate.report.trigger, None);
-    assert_eq!(aggregate.report.source("a").map(|a| (a.duration, a.attempts)), Some((ms(10), 1)));
+    let (profile, transactions, offers, score) = aggregate.outputs;
+    assert_eq!(profile.name, "Ada");
+    assert_eq!(transactions[0].cents, 1250);
+    assert_eq!((offers, score), (None, 7));
+    assert_eq!(aggregator.source_names().collect::<Vec<_>>(), ["profile", "transactions", "offers", "score"]);
+    assert_eq!(aggregate.report.source("transactions").map(|t| (t.duration, t.attempts)), Some((ms(10), 1)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn sources_named_at_run_time_come_back_by_name() {
+    let mut builder = Aggregator::by_name();
+    for (name, delay) in [("eu", 30), ("us", 10), ("apac", 20)] {
+        builder = builder.source(name, MockFetcher::ok_after(ms(delay), delay));
+    }
+    let aggregator = builder.source_with("backup", MockFetcher::<u64>::err("down"), Fallback(0)).build().unwrap();
+    let outputs: Outputs<u64> = aggregator.aggregate(&()).await.unwrap().outputs;
+    assert_eq!(outputs.iter().collect::<Vec<_>>(), [("eu", &30), ("us", &10), ("apac", &20), ("backup", &0)]);
+
+    let failing = Aggregator::by_name()
+        .source("eu", MockFetcher::ok_after(ms(50), 1u8))
+        .source("us", MockFetcher::<u8>::err_after(ms(5), "refused"))
+        .build()
+        .unwrap();
+    let error = failing.aggregate(&()).await.unwrap_err();
+    assert_eq!((error.source_name(), error.cancelled()), (Some("us"), &["eu".into()][..]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_aggregator_is_a_source_of_another_and_its_sources_are_cancelled_with_the_outer_cause() {
+    let inner_slow = MockFetcher::ok_after(ms(1_000), 1u32);
+    let inner = Aggregator::builder().source("ledger", inner_slow.clone()).build().unwrap();
+    let outer = Aggregator::builder()
+        .source("accounts", inner)
+        .source("profile", MockFetcher::<u32>::err_after(ms(20), "503"))
+        .build()
+        .unwrap();
+    let error = outer.aggregate(&()).await.unwrap_err();
+    assert_eq!(error.source_name(), Some("profile"));
+    assert!(inner_slow.was_cancelled());
+    assert_eq!(outcome(error.report(), "accounts"), Outcome::Cancelled { cause: "cancelled by `profile`: 503".into() });
+
+    let nested = Aggregator::builder()
+        .source("accounts", Aggregator::builder().source("ledger", MockFetcher::ok(5u8)).build().unwrap())
+        .build()
+        .unwrap();
+    let ((ledger,),) = nested.aggregate(&()).await.unwrap().outputs;
+    assert_eq!(ledger, 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -100,11 +167,11 @@ async fn the_report_times_sources_queued_behind_a_limit() {
         .build()
         .unwrap();
     let report = aggregator.aggregate(&()).await.unwrap().report;
-    let timing = |name: &str| report.source(name).map(|source| (source.start, source.duration));
-    assert_eq!(timing("first"), Some((Some(ms(0)), ms(10))));
-    assert_eq!(timing("second"), Some((Some(ms(0)), ms(15))));
+    let timing = |name: &str| report.source(name).map(|source| (source.start, source.duration, source.queued));
+    assert_eq!(timing("first"), Some((Some(ms(0)), ms(10), ms(0))));
+    assert_eq!(timing("second"), Some((Some(ms(0)), ms(15), ms(0))));
     // Queued until `first` ended at 10 ms, then 5 ms of its own.
-    assert_eq!(timing("third"), Some((Some(ms(10)), ms(5))));
+    assert_eq!(timing("third"), Some((Some(ms(10)), ms(5), ms(10))));
     assert_eq!(report.elapsed, ms(15));
 }
 
@@ -113,14 +180,13 @@ async fn an_optional_source_falls_back_while_the_required_one_succeeds() {
     let offers = MockFetcher::<Vec<&str>>::err_after(ms(5), "offers service down");
     let aggregator = Aggregator::builder()
         .source("transactions", MockFetcher::ok_after(ms(20), vec!["coffee"]))
-        .source_with("offers", offers.clone(), Optional::value(vec![]))
-        .source_with("ads", MockFetcher::<Vec<&str>>::hang(), (Optional::omit(), Timeout(ms(15))))
+        .source_with("offers", offers.clone(), Fallback(vec![]))
+        .source_with("ads", MockFetcher::<Vec<&str>>::hang(), (Timeout(ms(15)), Optional))
         .build()
         .unwrap();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
-    assert_eq!(aggregate.outputs.get("offers"), Some(&vec![]));
-    assert_eq!(aggregate.outputs.get("ads"), None, "an omitted source is left out");
-    assert_eq!(aggregate.outputs["transactions"], ["coffee"]);
+    let (transactions, offers, ads) = aggregate.outputs;
+    assert_eq!((transactions, offers, ads), (vec!["coffee"], vec![], None));
     let report = &aggregate.report;
     assert_eq!(outcome(report, "offers"), fell_back(Outcome::Failed { error: "offers service down".into() }));
     assert_eq!(outcome(report, "ads"), fell_back(Outcome::TimedOut { timeout: TimeoutKind::Source }));
@@ -131,15 +197,48 @@ async fn an_optional_source_falls_back_while_the_required_one_succeeds() {
 async fn an_optional_source_pending_at_the_deadline_falls_back() {
     let aggregator = Aggregator::builder()
         .source("profile", MockFetcher::ok_after(ms(100), 1))
-        .source_with("offers", MockFetcher::ok_after(ms(5_000), 2), Optional::value(0))
+        .source_with("offers", MockFetcher::ok_after(ms(5_000), 2), Fallback(0))
         .options(Deadline(ms(200)))
         .build()
         .unwrap();
     let started = Instant::now();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
     assert_eq!(started.elapsed(), ms(200));
-    assert_eq!(aggregate.outputs["offers"], 0);
+    assert_eq!(aggregate.outputs, (1, 0));
     assert_eq!(outcome(&aggregate.report, "offers"), fell_back(Outcome::TimedOut { timeout: TimeoutKind::Global }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_deadline_tightens_the_aggregators() {
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::ok_after(ms(500), 1u8))
+        .options(Deadline(ms(1_000)))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = aggregator.aggregate_with(&(), RequestContext::new().deadline(ms(300))).await.unwrap_err();
+    assert_eq!((error.kind(), started.elapsed()), (ErrorKind::Timeout, ms(300)));
+    // A looser call deadline does not extend the aggregator's.
+    let started = Instant::now();
+    assert!(aggregator.aggregate_with(&(), RequestContext::new().deadline(ms(5_000))).await.is_ok());
+    assert_eq!(started.elapsed(), ms(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parent_token_cancels_the_aggregation_with_its_cause() {
+    let parent = CancelToken::new();
+    let slow = MockFetcher::ok_after(ms(1_000), 1u8);
+    let aggregator = Aggregator::builder().source("profile", slow.clone()).build().unwrap();
+    let aggregation = aggregator.aggregate_with(&(), RequestContext::new().cancel_on(&parent));
+    let cancel = async {
+        tokio::time::sleep(ms(40)).await;
+        parent.cancel();
+    };
+    let (result, ()) = tokio::join!(aggregation, cancel);
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled);
+    assert!(slow.was_cancelled());
+    assert_eq!(error.report().trigger, Some(Trigger::Cancelled));
 }
 
 #[tokio::test(start_paused = true)]
@@ -153,7 +252,7 @@ async fn a_retry_succeeds_on_the_third_attempt_within_budget() {
         .unwrap();
     let started = Instant::now();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
-    assert_eq!(aggregate.outputs["balance"], 9);
+    assert_eq!(aggregate.outputs, (9,));
     // 5 ms attempt + 10 ms backoff + 5 ms attempt + 20 ms backoff + immediate success.
     assert_eq!(started.elapsed(), ms(40));
     assert_eq!(flaky.calls(), 3);
@@ -182,16 +281,41 @@ async fn a_retry_stops_when_the_budget_would_be_exceeded() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn errors_not_classified_retryable_are_not_retried() {
-    let failing = MockFetcher::<u32>::script([Step::err("404 not found").permanent()]);
-    let retryable = |error: &(dyn std::error::Error + 'static)| {
-        error.downcast_ref::<MockError>().is_some_and(MockError::is_retryable)
-    };
-    let retry = Retry::attempts(3).jitter(0.0).retry_if(retryable);
-    let aggregator = Aggregator::builder().source_with("profile", failing.clone(), retry).build().unwrap();
+async fn a_retry_asks_the_error_whether_to_retry() {
+    let permanent = MockFetcher::<u32>::script([Step::err("404 not found").permanent()]);
+    let aggregator =
+        Aggregator::builder().source_with("profile", permanent.clone(), Retry::attempts(3)).build().unwrap();
     let error = aggregator.aggregate(&()).await.unwrap_err();
-    assert_eq!(failing.calls(), 1);
-    assert_eq!(attempts(&error, "profile"), Some(1));
+    assert_eq!((permanent.calls(), attempts(&error, "profile")), (1, Some(1)), "a permanent error is not retried");
+
+    let not_found = Arc::new(AtomicU32::new(0));
+    let io = {
+        let calls = Arc::clone(&not_found);
+        fetcher_fn(move |_: &()| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<u32, _>(std::io::Error::from(std::io::ErrorKind::NotFound)) }
+        })
+    };
+    let aggregator = Aggregator::builder().source_with("io", io, Retry::attempts(3)).build().unwrap();
+    assert!(aggregator.aggregate(&()).await.is_err());
+    assert_eq!(not_found.load(Ordering::SeqCst), 1, "an io NotFound is not retried");
+
+    // A timeout inside the retry is retryable.
+    let slow = MockFetcher::script([Step::ok(1u32).after(ms(500)), Step::ok(2).after(ms(5))]);
+    let retry = Retry::attempts(2).backoff(ms(10), ms(10)).jitter(0.0);
+    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), (Timeout(ms(50)), retry)).build().unwrap();
+    let aggregate = aggregator.aggregate(&()).await.unwrap();
+    assert_eq!((aggregate.outputs, slow.calls()), ((2,), 2));
+    assert!(slow.records()[0].is_cancelled(), "the timed-out attempt was dropped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_per_source_classifier_overrides_the_error() {
+    let retryable = MockFetcher::<u32>::script([Step::err("busy"), Step::err("busy"), Step::ok(3)]);
+    let never = Retry::attempts(3).jitter(0.0).retry_if(|error: &MockError| error.message() != "busy");
+    let aggregator = Aggregator::builder().source_with("profile", retryable.clone(), never).build().unwrap();
+    assert!(aggregator.aggregate(&()).await.is_err());
+    assert_eq!(retryable.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,11 +325,12 @@ async fn a_hedge_wins_and_its_loser_is_cancelled() {
     let started = Instant::now();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
     assert_eq!(started.elapsed(), ms(60));
-    assert_eq!(aggregate.outputs["profile"], "fast replica");
+    assert_eq!(aggregate.outputs, ("fast replica",));
     let records = source.records();
     assert!(records[0].is_cancelled(), "the losing attempt was not cancelled");
     assert!(!records[1].is_cancelled());
-    assert_eq!(aggregate.report.source("profile").map(|source| source.attempts), Some(2));
+    let profile = aggregate.report.source("profile").unwrap();
+    assert_eq!((profile.attempts, profile.notes.clone()), (2, vec!["hedge won".to_owned()]));
 }
 
 #[tokio::test(start_paused = true)]
@@ -213,7 +338,7 @@ async fn a_hedge_starts_at_once_when_the_first_attempt_fails_early() {
     let source = MockFetcher::script([Step::err("refused").after(ms(5)), Step::ok(1).after(ms(10))]);
     let aggregator = Aggregator::builder().source_with("profile", source.clone(), Hedge(ms(50))).build().unwrap();
     let started = Instant::now();
-    assert_eq!(aggregator.aggregate(&()).await.unwrap().outputs["profile"], 1);
+    assert_eq!(aggregator.aggregate(&()).await.unwrap().outputs, (1,));
     assert_eq!(started.elapsed(), ms(15));
 }
 
@@ -238,7 +363,9 @@ async fn a_source_timeout_fails_the_source_and_names_it() {
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Timeout);
     assert_eq!(error.source_name(), Some("profile"));
-    assert_eq!(error.timeout(), Some(&SourceTimeout { after: ms(100) }));
+    let elapsed = error.source_error().and_then(|error| error.downcast_ref::<TimeoutError<MockError>>());
+    assert!(elapsed.is_some_and(TimeoutError::is_elapsed));
+    assert_eq!(error.source_error().map(ToString::to_string).as_deref(), Some("source timeout of 100ms elapsed"));
     assert_eq!(error.report().elapsed, ms(100));
     assert_eq!(outcome(error.report(), "profile"), Outcome::TimedOut { timeout: TimeoutKind::Source });
 }
@@ -262,7 +389,7 @@ async fn a_panicking_source_becomes_an_error_and_cancels_its_siblings() {
     let aggregator = Aggregator::builder()
         .source("slow", slow.clone())
         .source("bomb", MockFetcher::<u32>::panic_after(ms(20), "bomb went off"))
-        .source_with("optional bomb", MockFetcher::<u32>::panic_after(ms(10), "small bang"), Optional::value(0))
+        .source_with("optional bomb", MockFetcher::<u32>::panic_after(ms(10), "small bang"), Fallback(0))
         .build()
         .unwrap();
     let error = aggregator.aggregate(&()).await.unwrap_err();
@@ -274,59 +401,45 @@ async fn a_panicking_source_becomes_an_error_and_cancels_its_siblings() {
     assert_eq!(outcome(error.report(), "optional bomb"), fell_back(panicked));
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct Profile {
-    name: String,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Transaction {
-    cents: i64,
-}
-
-#[derive(Debug, PartialEq)]
-struct Dashboard {
-    profile: Profile,
-    transactions: Vec<Transaction>,
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_typed_merge_builds_a_struct_without_lookups_or_casts() {
-    let profile: Key<Profile> = Key::new("profile");
-    let transactions: Key<Vec<Transaction>> = Key::new("transactions");
-    let aggregator = Aggregator::<u64, AnyOutput>::builder()
-        .typed(&profile, MockFetcher::ok_after(ms(10), Profile { name: "Ada".into() }))
-        .typed_with(&transactions, MockFetcher::<Vec<Transaction>>::err("down"), Optional::value(vec![]))
-        .build()
-        .unwrap();
-    let mut aggregate = aggregator.aggregate(&42).await.unwrap();
-    let dashboard =
-        Dashboard { profile: aggregate.take(&profile).unwrap(), transactions: aggregate.take(&transactions).unwrap() };
-    assert_eq!(dashboard, Dashboard { profile: Profile { name: "Ada".into() }, transactions: vec![] });
-    assert!(aggregate.take(&profile).is_err(), "an output can be taken once");
-    let _ = Transaction { cents: 0 }.cents;
-}
-
 #[tokio::test(start_paused = true)]
 async fn the_aggregator_is_a_tower_service() {
     use tower::ServiceExt as _;
     let aggregator = Aggregator::builder().source("echo", MockFetcher::ok(5u8)).build().unwrap();
     let aggregate = aggregator.oneshot(1u64).await.unwrap();
-    assert_eq!(aggregate.outputs["echo"], 5);
+    assert_eq!(aggregate.outputs, (5,));
+}
+
+#[cfg(feature = "tower")]
+#[tokio::test(start_paused = true)]
+async fn any_tower_layer_is_a_policy() {
+    let slow = MockFetcher::ok_after(ms(1_000), 1u8);
+    let layer = tower::timeout::TimeoutLayer::new(ms(50));
+    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), muster::Tower(layer)).build().unwrap();
+    let error = aggregator.aggregate(&()).await.unwrap_err();
+    assert_eq!(error.report().elapsed, ms(50));
+    assert!(error.source_error().is_some_and(|error| error.is::<tower::timeout::error::Elapsed>()));
+    assert!(slow.was_cancelled());
 }
 
 #[test]
 fn bad_configurations_are_refused_when_building() {
-    let duplicate = Aggregator::<(), u8>::builder().source("a", MockFetcher::ok(1)).source("a", MockFetcher::ok(2));
+    let duplicate = Aggregator::<(), _>::builder().source("a", MockFetcher::ok(1u8)).source("a", MockFetcher::ok(2u8));
     assert!(matches!(duplicate.build(), Err(BuildError::DuplicateSource(name)) if name == "a"));
-    let zero = Aggregator::<(), u8>::builder().source("a", MockFetcher::ok(1)).options(Deadline(Duration::ZERO));
+    let zero = Aggregator::<(), _>::builder().source("a", MockFetcher::ok(1u8)).options(Deadline(Duration::ZERO));
     assert!(matches!(zero.build(), Err(BuildError::Options(OptionError::ZeroDeadline))));
     let retry = Retry::attempts(4).backoff(ms(100), ms(1_000));
-    let budget = Aggregator::<(), u8>::builder().source_with("a", MockFetcher::ok(1), retry).options(Deadline(ms(500)));
+    let budget =
+        Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), retry).options(Deadline(ms(500)));
     let message = budget.build().unwrap_err().to_string();
-    assert_eq!(message, "source `a`: 4 attempts need at least 700ms of backoff, more than the 500ms deadline");
-    let timeout = Aggregator::<(), u8>::builder().source_with("a", MockFetcher::ok(1), Timeout(Duration::ZERO));
+    assert_eq!(
+        message,
+        "source `a`: its policies need at least 700ms (retry backoffs), not less than the 500ms deadline"
+    );
+    let timeout =
+        Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Optional, Timeout(Duration::ZERO)));
     assert!(matches!(timeout.build(), Err(BuildError::Source { error: OptionError::ZeroTimeout, .. })));
+    let empty = Aggregator::<(), _>::by_name().source("", MockFetcher::ok(1u8));
+    assert!(matches!(empty.build(), Err(BuildError::EmptyName)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -337,23 +450,23 @@ async fn the_report_renders_a_waterfall() {
         .source("offers", MockFetcher::ok_after(ms(15), 2u32))
         .build()
         .unwrap();
-    let error = aggregator.aggregate(&()).await.unwrap_err();
+    let error = aggregator.aggregate_with(&(), RequestContext::new().field("user_id", 42)).await.unwrap_err();
     let text = error.report().to_string();
     let lines: Vec<&str> = text.lines().collect();
     let (full, half) = ("█".repeat(40), format!("{}{}", "█".repeat(20), " ".repeat(20)));
-    assert_eq!(lines[0], "aggregation took 30ms, stopped by `profile`; cancellation took 0ns");
-    assert_eq!(lines[1], format!("  profile      |{full}|      30ms  failed: 503"));
-    assert_eq!(lines[2], format!("  transactions |{full}|      30ms  cancelled by `profile`: 503"));
-    assert_eq!(lines[3], format!("  offers       |{half}|      15ms  ok"));
+    assert_eq!(lines[0], "aggregation took 30ms, stopped by `profile`; cancellation took 0ms user_id=42");
+    assert_eq!(lines[1], format!("  profile      |{full}|    30ms  failed: 503"));
+    assert_eq!(lines[2], format!("  transactions |{full}|    30ms  cancelled by `profile`: 503"));
+    assert_eq!(lines[3], format!("  offers       |{half}|    15ms  ok"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn coalesced_aggregations_share_one_call_until_every_waiter_has_gone() {
     let profiles = MockFetcher::script([Step::ok("ada").after(ms(50)), Step::ok("fresh").after(ms(50))]);
-    let aggregator = Aggregator::builder().source("profile", muster::Coalesced::new(profiles.clone())).build().unwrap();
+    let aggregator = Aggregator::builder().source_with("profile", profiles.clone(), Coalesce).build().unwrap();
 
     let (a, b) = tokio::join!(aggregator.aggregate(&42u64), aggregator.aggregate(&42u64));
-    assert_eq!((a.unwrap().outputs["profile"], b.unwrap().outputs["profile"]), ("ada", "ada"));
+    assert_eq!((a.unwrap().outputs, b.unwrap().outputs), (("ada",), ("ada",)));
     assert_eq!(profiles.calls(), 1, "concurrent aggregations share one call");
 
     // Both waiters leave mid-call: the shared call is cancelled, and a later aggregation starts
@@ -363,13 +476,32 @@ async fn coalesced_aggregations_share_one_call_until_every_waiter_has_gone() {
     assert!(left.is_err());
     assert!(profiles.records()[1].is_cancelled(), "the abandoned call was not cancelled");
     let again = aggregator.aggregate(&42u64).await.unwrap();
-    assert_eq!(again.outputs["profile"], "fresh");
+    assert_eq!(again.outputs, ("fresh",));
     assert_eq!(profiles.calls(), 3);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_fetcher_sees_the_tighter_of_its_timeout_and_the_deadline() {
-    let budget = muster::fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>(muster_core::deadline()) });
+async fn a_coalesced_failure_keeps_its_real_error_and_a_panic_is_a_panic_for_every_waiter() {
+    let failing = MockFetcher::<u32>::err_after(ms(10), "503 from profile");
+    let aggregator = Aggregator::builder().source_with("profile", failing, Coalesce).build().unwrap();
+    let (a, b) = tokio::join!(aggregator.aggregate(&1u64), aggregator.aggregate(&1u64));
+    for error in [a.unwrap_err(), b.unwrap_err()] {
+        assert_eq!(outcome(error.report(), "profile"), Outcome::Failed { error: "503 from profile".into() });
+    }
+
+    let bomb = MockFetcher::<u32>::panic_after(ms(10), "shared bang");
+    let aggregator = Aggregator::builder().source_with("profile", bomb.clone(), Coalesce).build().unwrap();
+    let (a, b) = tokio::join!(aggregator.aggregate(&1u64), aggregator.aggregate(&1u64));
+    for error in [a.unwrap_err(), b.unwrap_err()] {
+        assert_eq!(error.kind(), ErrorKind::Panicked);
+        assert_eq!(outcome(error.report(), "profile"), Outcome::Panicked { message: "shared bang".into() });
+    }
+    assert_eq!(bomb.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_sees_its_deadline_the_tighter_of_its_timeout_and_the_aggregations() {
+    let budget = fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>((muster::deadline(), muster::remaining())) });
     let aggregator = Aggregator::builder()
         .source("global", budget)
         .source_with("own", budget, Timeout(ms(100)))
@@ -377,7 +509,143 @@ async fn a_fetcher_sees_the_tighter_of_its_timeout_and_the_deadline() {
         .build()
         .unwrap();
     let started = Instant::now();
+    let (global, own) = aggregator.aggregate(&()).await.unwrap().outputs;
+    assert_eq!(global, (Some(started + ms(500)), Some(ms(500))));
+    assert_eq!(own, (Some(started + ms(100)), Some(ms(100))));
+}
+
+/// Records the cause its source reads from `muster::cancellation()` when it is dropped.
+struct CauseProbe(Arc<Mutex<Option<String>>>);
+
+impl Drop for CauseProbe {
+    fn drop(&mut self) {
+        let cause = muster::cancellation().and_then(|token| token.cause().map(ToString::to_string));
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cause;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_reads_why_it_was_cancelled() {
+    let seen = Arc::new(Mutex::new(None));
+    let probe = {
+        let seen = Arc::clone(&seen);
+        fetcher_fn(move |_: &()| {
+            let probe = CauseProbe(Arc::clone(&seen));
+            async move {
+                let token = muster::cancellation().expect("inside a source");
+                assert!(!token.is_cancelled());
+                tokio::time::sleep(ms(1_000)).await;
+                drop(probe);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
+    let aggregator = Aggregator::builder()
+        .source("probe", probe)
+        .source("profile", MockFetcher::<()>::err_after(ms(10), "503"))
+        .build()
+        .unwrap();
+    assert!(aggregator.aggregate(&()).await.is_err());
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `profile`: 503"));
+    assert!(muster::cancellation().is_none(), "nothing outside a source");
+}
+
+/// A user-written policy: a circuit breaker that opens after two failures in a row, written
+/// with nothing but `muster`.
+struct Breaker;
+
+struct BreakerFetcher<F> {
+    inner: F,
+    failures: AtomicU32,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BreakerError<E> {
+    #[error("circuit open")]
+    Open,
+    #[error(transparent)]
+    Inner(E),
+}
+
+impl<F> Policy<F> for Breaker {
+    type Fetcher = BreakerFetcher<F>;
+
+    fn wrap(self, inner: F) -> BreakerFetcher<F> {
+        BreakerFetcher { inner, failures: AtomicU32::new(0) }
+    }
+}
+
+#[async_trait]
+impl<Req, F> Fetcher<Req> for BreakerFetcher<F>
+where
+    Req: ?Sized + Sync,
+    F: Fetcher<Req>,
+    F::Error: std::error::Error + Send + Sync + 'static,
+{
+    type Output = F::Output;
+    type Error = BreakerError<F::Error>;
+
+    async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
+        if self.failures.load(Ordering::SeqCst) >= 2 {
+            muster::report(Event::Note("circuit open"));
+            return Err(BreakerError::Open);
+        }
+        let result = self.inner.fetch(request).await;
+        match &result {
+            Ok(_) => self.failures.store(0, Ordering::SeqCst),
+            Err(_) => _ = self.failures.fetch_add(1, Ordering::SeqCst),
+        }
+        result.map_err(BreakerError::Inner)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_user_written_policy_composes_with_the_built_in_ones_and_shows_in_the_report() {
+    let backend = MockFetcher::<Vec<u32>>::err_after(ms(5), "503");
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::ok(1u8))
+        .source_with("offers", backend.clone(), (Timeout(ms(100)), Breaker, Fallback(Vec::new())))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let aggregate = aggregator.aggregate(&()).await.unwrap();
+        assert_eq!(outcome(&aggregate.report, "offers"), fell_back(Outcome::Failed { error: "503".into() }));
+    }
     let aggregate = aggregator.aggregate(&()).await.unwrap();
-    assert_eq!(aggregate.outputs["global"], Some(started + ms(500)));
-    assert_eq!(aggregate.outputs["own"], Some(started + ms(100)));
+    assert_eq!(aggregate.outputs, (1, vec![]));
+    let offers = aggregate.report.source("offers").unwrap();
+    assert_eq!(offers.outcome, fell_back(Outcome::Failed { error: "circuit open".into() }));
+    assert_eq!(offers.notes, ["circuit open"]);
+    assert_eq!(backend.calls(), 2, "the open circuit did not call the backend");
+    assert!(aggregate.report.to_string().contains("fell back after failed: circuit open; circuit open"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn context_fields_are_per_call_on_a_shared_aggregator() {
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::<u8>::err_after(ms(5), "503"))
+        .options(Field::new("service", "dashboard"))
+        .build()
+        .unwrap();
+    let (a, b) = tokio::join!(
+        aggregator.aggregate_with(&(), RequestContext::new().field("user_id", 1).field("request_id", "r-1")),
+        aggregator.aggregate_with(&(), RequestContext::new().field("user_id", 2)),
+    );
+    let (a, b) = (a.unwrap_err(), b.unwrap_err());
+    assert_eq!(
+        (a.field("user_id"), a.field("request_id"), a.field("service")),
+        (Some("1"), Some("r-1"), Some("dashboard"))
+    );
+    assert_eq!((b.field("user_id"), b.field("request_id")), (Some("2"), None));
+    assert_eq!(a.report().fields.len(), 3);
+    let overridden = aggregator.aggregate_with(&(), RequestContext::new().field("service", "batch")).await.unwrap_err();
+    assert_eq!(overridden.field("service"), Some("batch"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_wraps_a_fetcher_outside_an_aggregator() {
+    let optional = Optional.wrap(MockFetcher::<u8>::err("down"));
+    assert_eq!(optional.fetch(&()).await, Ok(None));
+    let retried = Retry::attempts(2).jitter(0.0).wrap(MockFetcher::script([Step::err("reset"), Step::ok(4u8)]));
+    assert_eq!(retried.fetch(&()).await.unwrap(), 4);
 }

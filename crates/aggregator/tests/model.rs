@@ -25,8 +25,8 @@
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Optional, Outcome, Retry, Timeout, TimeoutKind,
-    Trigger,
+    AggregateError, Aggregator, BoxError, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Outcome, Outputs,
+    Policy as _, Retry, Retryable, Timeout, TimeoutKind, Trigger, async_trait,
 };
 use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use proptest::prelude::*;
@@ -122,7 +122,7 @@ impl Failure {
         match self {
             Self::Error(error) => Some(error.clone()),
             Self::Panicked => None,
-            Self::TimedOut { after, .. } => Some(format!("source timeout of {:?} elapsed", ms(*after))),
+            Self::TimedOut { after, .. } => Some(format!("source timeout of {after}ms elapsed")),
         }
     }
 
@@ -346,12 +346,14 @@ fn names(indices: &[usize]) -> Vec<String> {
     indices.iter().map(|i| format!("s{i}")).collect()
 }
 
-/// The scripted fetcher of every source: one step per attempt.
-fn mocks(scenario: &Scenario) -> Vec<MockFetcher<u32>> {
+/// The scripted fetcher of every source: one step per attempt. Outputs are `Some(value)`, so
+/// that every source of the aggregation has one output type (an omitted source falls back to
+/// `None`).
+fn mocks(scenario: &Scenario) -> Vec<MockFetcher<Option<u32>>> {
     let script = |(i, source): (usize, &Source)| {
         MockFetcher::script(source.steps.iter().enumerate().map(|(attempt, step)| {
             let mock = match step.act {
-                Act::Ok => MockStep::ok(value(i, attempt)),
+                Act::Ok => MockStep::ok(Some(value(i, attempt))),
                 Act::Err => MockStep::err(message(i, attempt)),
                 Act::Panic => MockStep::panic(PANIC_MESSAGE),
                 Act::Hang => MockStep::hang(),
@@ -362,27 +364,97 @@ fn mocks(scenario: &Scenario) -> Vec<MockFetcher<u32>> {
     scenario.sources.iter().enumerate().map(script).collect()
 }
 
-fn build(scenario: &Scenario, mocks: &[MockFetcher<u32>]) -> Result<Aggregator<(), u32>, BuildError> {
-    let mut builder = Aggregator::<(), u32>::builder();
+/// A source as the aggregation holds it: its policy stack, boxed, with its error boxed.
+type Boxed = Box<dyn Fetcher<(), Output = Option<u32>, Error = BoxError>>;
+
+/// A fetcher whose error is boxed, so that sources with different policy stacks share a type.
+struct Erased<F>(F);
+
+#[async_trait]
+impl<F> Fetcher<()> for Erased<F>
+where
+    F: Fetcher<(), Output = Option<u32>>,
+{
+    type Output = Option<u32>;
+    type Error = BoxError;
+
+    async fn fetch(&self, request: &()) -> Result<Option<u32>, BoxError> {
+        self.0.fetch(request).await.map_err(Into::into)
+    }
+}
+
+/// The source's policies, inside out: its own timeout, its retry, its fallback.
+fn stack(index: usize, source: &Source, mock: MockFetcher<Option<u32>>) -> Boxed {
+    match source.timeout {
+        Some(after) => with_retry(index, source, Timeout(ms(after)).wrap(mock)),
+        None => with_retry(index, source, mock),
+    }
+}
+
+fn with_retry<F>(index: usize, source: &Source, fetcher: F) -> Boxed
+where
+    F: Fetcher<(), Output = Option<u32>> + 'static,
+    F::Error: Retryable + std::fmt::Display + Send,
+{
+    match source.retry {
+        Some(retry) => {
+            let retry = Retry::attempts(retry.attempts).backoff(ms(retry.min), ms(retry.max)).jitter(0.0);
+            with_fallback(index, source, retry.wrap(fetcher))
+        }
+        None => with_fallback(index, source, fetcher),
+    }
+}
+
+fn with_fallback<F>(index: usize, source: &Source, fetcher: F) -> Boxed
+where
+    F: Fetcher<(), Output = Option<u32>> + 'static,
+    F::Error: std::fmt::Display,
+{
+    match source.policy {
+        Policy::Required => Box::new(Erased(fetcher)),
+        Policy::Value => Box::new(Erased(Fallback(Some(fallback(index))).wrap(fetcher))),
+        Policy::Omit => Box::new(Erased(Fallback(None).wrap(fetcher))),
+    }
+}
+
+fn build(
+    scenario: &Scenario,
+    mocks: &[MockFetcher<Option<u32>>],
+) -> Result<Aggregator<(), Outputs<Option<u32>>>, BuildError> {
+    let mut builder = Aggregator::by_name();
     for (i, (source, mock)) in scenario.sources.iter().zip(mocks).enumerate() {
-        let optional = match source.policy {
-            Policy::Required => None,
-            Policy::Value => Some(Optional::value(fallback(i))),
-            Policy::Omit => Some(Optional::omit()),
-        };
-        let timeout = source.timeout.map(|after| Timeout(ms(after)));
-        let retry =
-            source.retry.map(|retry| Retry::attempts(retry.attempts).backoff(ms(retry.min), ms(retry.max)).jitter(0.0));
-        builder = builder.source_with(format!("s{i}"), mock.clone(), (optional, timeout, retry));
+        let retry = source.retry.map(|retry| Retry::attempts(retry.attempts).backoff(ms(retry.min), ms(retry.max)));
+        // The retry is given to the builder too (as a check only), for its budget.
+        let budget = retry.map(|retry| (retry, ()));
+        builder = builder.source_with(format!("s{i}"), stack(i, source, mock.clone()), Check(budget));
     }
     builder.options(scenario.deadline.map(|after| Deadline(ms(after)))).build()
+}
+
+/// A policy that wraps nothing and only checks: the budget of a source's retry, which `stack`
+/// applies (boxed, where the builder cannot see it).
+struct Check(Option<(Retry, ())>);
+
+impl<F> muster::Policy<F> for Check {
+    type Fetcher = F;
+
+    fn wrap(self, inner: F) -> F {
+        inner
+    }
+
+    fn check(&self) -> Result<Duration, muster::OptionError> {
+        match &self.0 {
+            Some((retry, ())) => <Retry as muster::Policy<F>>::check(retry),
+            None => Ok(Duration::ZERO),
+        }
+    }
 }
 
 fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     let (expected, reports) = model(scenario);
     let mocks = mocks(scenario);
     let aggregator = match (&expected, build(scenario, &mocks)) {
-        (Expected::Build { source }, Err(BuildError::RetryBudget { name, .. })) => {
+        (Expected::Build { source }, Err(BuildError::Budget { name, .. })) => {
             prop_assert_eq!(&*name, format!("s{source}"), "the source whose retries cannot fit");
             return Ok(());
         }
@@ -407,7 +479,7 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
             (Expected::Ok { elapsed: at, outputs }, Ok(Ok(aggregate))) => {
                 prop_assert_eq!(elapsed, ms(*at), "elapsed");
                 let got: Vec<(String, u32)> =
-                    aggregate.outputs.iter().map(|(name, value)| (name.to_owned(), *value)).collect();
+                    aggregate.outputs.iter().filter_map(|(name, value)| Some((name.to_owned(), (*value)?))).collect();
                 let want: Vec<(String, u32)> = outputs.iter().map(|&(i, value)| (format!("s{i}"), value)).collect();
                 prop_assert_eq!(got, want, "outputs");
                 prop_assert_eq!(&aggregate.report.trigger, &None, "trigger");
@@ -416,9 +488,9 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
             (Expected::Failed { kind, root, source_error, also_failed, cancelled, elapsed: at }, Ok(Err(error))) => {
                 prop_assert_eq!(elapsed, ms(*at), "elapsed");
                 prop_assert_eq!(error.kind(), *kind, "kind: {}", error);
-                let timeout = error.timeout().map(|timeout| timeout.after);
-                let want_timeout = scenario.sources[*root].timeout.map(ms).filter(|_| *kind == ErrorKind::Timeout);
-                prop_assert_eq!(timeout, want_timeout, "the root's own timeout");
+                let timed_out = error.report().source(&format!("s{root}")).map(|source| &source.outcome)
+                    == Some(&Outcome::TimedOut { timeout: TimeoutKind::Source });
+                prop_assert_eq!(timed_out, *kind == ErrorKind::Timeout, "the root's own timeout");
                 let root = format!("s{root}");
                 prop_assert_eq!(error.source_name(), Some(root.as_str()), "root cause");
                 let got_error = error.source_error().map(ToString::to_string);

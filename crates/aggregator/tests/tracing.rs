@@ -1,5 +1,7 @@
-//! Tracing: the failure event carries the request's fields, the source, the kind and the elapsed
-//! time; every aggregation ends with one summary event carrying the whole report.
+//! Tracing: exactly one warn event per failed aggregation, carrying the call's context fields
+//! (as separate fields of the `aggregate` span), the source, the kind, the elapsed time, the
+//! cause chain and the cancelled siblings; per-source events at debug; one info event when the
+//! caller goes away.
 //!
 //! Alone in its test binary: tracing caches per-callsite interest process-wide, so a test
 //! installing a thread-local subscriber would race with other tests' threads.
@@ -9,10 +11,10 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use muster::{Aggregator, Deadline, Field, ParentSpan};
+use muster::{Aggregator, Deadline, Field, RequestContext};
 use muster_adapters::mock::MockFetcher;
 use tracing::field::{Field as TracingField, Visit};
-use tracing::span::{Attributes, Id};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt as _};
@@ -45,8 +47,17 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         }
     }
 
+    fn on_record(&self, id: &Id, values: &Record<'_>, context: Context<'_, S>) {
+        if let Some(span) = context.span(id) {
+            if let Some(fields) = span.extensions_mut().get_mut::<Fields>() {
+                values.record(&mut Collect(fields));
+            }
+        }
+    }
+
     fn on_event(&self, event: &Event<'_>, context: Context<'_, S>) {
         let mut fields = Fields::new();
+        fields.insert("level".to_owned(), event.metadata().level().to_string());
         for span in context.event_scope(event).into_iter().flatten() {
             if let Some(span_fields) = span.extensions().get::<Fields>() {
                 for (name, value) in span_fields {
@@ -59,45 +70,81 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
     }
 }
 
+fn with_message<'a>(events: &'a [Fields], message: &str) -> Vec<&'a Fields> {
+    events.iter().filter(|event| event.get("message").map(String::as_str) == Some(message)).collect()
+}
+
+fn field<'a>(event: &'a Fields, name: &str) -> Option<&'a str> {
+    event.get(name).map(String::as_str)
+}
+
 #[tokio::test(start_paused = true)]
-async fn the_failure_event_carries_the_user_the_source_the_kind_and_the_elapsed_time() {
+async fn one_warn_event_per_failed_aggregation_with_the_calls_fields() {
     let capture = Capture::default();
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
 
-    let request = tracing::info_span!("dashboard", user_id = 42);
     let aggregator = Aggregator::builder()
         .source("profile", MockFetcher::<u32>::err_after(Duration::from_millis(30), "503"))
         .source("transactions", MockFetcher::ok_after(Duration::from_secs(10), 1u32))
-        .options((Deadline(Duration::from_secs(1)), ParentSpan(request), Field::new("request_id", "r-1")))
+        .options((Deadline(Duration::from_secs(1)), Field::new("service", "dashboard")))
         .build()
         .unwrap();
-    aggregator.aggregate(&()).await.unwrap_err();
+    let context = RequestContext::new().field("user_id", 42).field("request_id", "r-1");
+    aggregator.aggregate_with(&(), context).await.unwrap_err();
 
     let events = capture.0.lock().unwrap().clone();
-    let failure = events.iter().find(|event| event.get("message").map(String::as_str) == Some("source failed"));
-    let failure = failure.unwrap_or_else(|| panic!("no failure event in {events:#?}"));
-    assert_eq!(failure.get("user_id").map(String::as_str), Some("42"));
-    assert_eq!(failure.get("source").map(String::as_str), Some("profile"));
-    assert_eq!(failure.get("kind").map(String::as_str), Some("failed"));
-    assert_eq!(failure.get("elapsed_ms").map(String::as_str), Some("30"));
-    assert_eq!(failure.get("error").map(String::as_str), Some("503"));
-    assert_eq!(failure.get("context").map(String::as_str), Some("request_id=r-1"));
-
-    let cancelled = events.iter().find(|event| event.get("message").map(String::as_str) == Some("source cancelled"));
-    let cancelled = cancelled.unwrap_or_else(|| panic!("no cancellation event in {events:#?}"));
-    assert_eq!(cancelled.get("source").map(String::as_str), Some("transactions"));
-    assert_eq!(cancelled.get("cause").map(String::as_str), Some("cancelled by `profile`: 503"));
-
-    let summary: Vec<&Fields> = events
-        .iter()
-        .filter(|event| event.get("message").map(String::as_str) == Some("aggregation finished"))
-        .collect();
-    assert_eq!(summary.len(), 1, "one summary event per aggregation");
-    assert_eq!(summary[0].get("user_id").map(String::as_str), Some("42"));
-    assert_eq!(summary[0].get("outcome").map(String::as_str), Some("failed"));
-    assert_eq!(summary[0].get("trigger").map(String::as_str), Some("profile"));
+    let warnings: Vec<&Fields> = events.iter().filter(|event| field(event, "level") != Some("DEBUG")).collect();
+    assert_eq!(warnings.len(), 1, "exactly one event above debug: {events:#?}");
+    let failure = warnings[0];
+    assert_eq!(field(failure, "level"), Some("WARN"));
+    assert_eq!(field(failure, "message"), Some("aggregation failed"));
+    assert_eq!(field(failure, "user_id"), Some("42"), "a separate structured field");
+    assert_eq!(field(failure, "request_id"), Some("r-1"));
+    assert_eq!(field(failure, "service"), Some("dashboard"));
+    assert_eq!(failure.get("context"), None, "no flattened context string");
+    assert_eq!(field(failure, "source"), Some("profile"));
+    assert_eq!(field(failure, "kind"), Some("failed"));
+    assert_eq!(field(failure, "elapsed_ms"), Some("30"));
     assert_eq!(
-        summary[0].get("report").map(String::as_str),
-        Some("profile=failed@0ns+30ms/1 transactions=cancelled@0ns+30ms/1")
+        field(failure, "error"),
+        Some("source `profile` failed after 30ms (service=dashboard, user_id=42, request_id=r-1): 503")
     );
+    assert_eq!(field(failure, "cancelled"), Some(r#"["transactions"]"#));
+    assert_eq!(field(failure, "report"), Some("profile=failed@0ms+30ms/1 transactions=cancelled@0ms+30ms/1"));
+
+    let per_source = with_message(&events, "source failed");
+    assert_eq!(per_source.len(), 1);
+    assert_eq!((field(per_source[0], "level"), field(per_source[0], "source")), (Some("DEBUG"), Some("profile")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_successful_aggregation_logs_nothing_above_debug_and_a_span_without_fields_is_fine() {
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let aggregator = Aggregator::builder().source("profile", MockFetcher::ok(1u8)).build().unwrap();
+    aggregator.aggregate(&()).await.unwrap();
+    let events = capture.0.lock().unwrap().clone();
+    assert!(events.iter().all(|event| field(event, "level") == Some("DEBUG")), "{events:#?}");
+    assert_eq!(with_message(&events, "aggregation finished").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_going_away_is_logged_once_at_info_with_what_was_in_flight() {
+    let capture = Capture::default();
+    let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::ok_after(Duration::from_millis(5), 1u8))
+        .source("transactions", MockFetcher::ok_after(Duration::from_secs(10), 2u8))
+        .build()
+        .unwrap();
+    let aggregation = aggregator.aggregate_with(&(), RequestContext::new().field("user_id", 7));
+    assert!(tokio::time::timeout(Duration::from_millis(50), aggregation).await.is_err());
+
+    let events = capture.0.lock().unwrap().clone();
+    let gone = with_message(&events, "aggregation cancelled by the caller");
+    assert_eq!(gone.len(), 1, "{events:#?}");
+    assert_eq!(field(gone[0], "level"), Some("INFO"));
+    assert_eq!(field(gone[0], "user_id"), Some("7"));
+    assert_eq!(field(gone[0], "in_flight"), Some(r#"["transactions"]"#));
+    assert!(events.iter().all(|event| field(event, "level") != Some("WARN")));
 }

@@ -1,5 +1,5 @@
 //! tower's layers around a muster source, on a real clock: a flaky `quotes` service gets
-//! tower's retry, concurrency limit and rate limit, becomes a `Fetcher` again and is
+//! tower's retry, concurrency limit and rate limit as one policy (`muster::Tower`), and is
 //! aggregated with a `profile` source by a `muster::Aggregator`, for three users at once.
 //!
 //! `quotes` takes 50 ms and fails user 1's first call. At most two calls run at once and at
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use muster::{Aggregator, BoxError, Deadline, FetcherService, fetcher_fn, from_service};
+use muster::{Aggregator, BoxError, Deadline, Tower, fetcher_fn};
 use tokio::time::{Sleep, sleep};
 use tower::ServiceBuilder;
 use tower::retry::Policy;
@@ -55,12 +55,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
     });
     // Outermost first. `RateLimit` counts per instance and is not `Clone`, so it sits behind
     // a `Buffer`: one shared rate limiter, reached through cheap clones.
-    let quotes = ServiceBuilder::new()
+    let layers = ServiceBuilder::new()
         .retry(Attempts(2))
         .concurrency_limit(2)
         .buffer(16)
         .rate_limit(3, Duration::from_millis(500))
-        .service(FetcherService::new(quotes));
+        .into_inner();
     let profile = fetcher_fn(|user_id: &u64| {
         let user_id = *user_id;
         async move {
@@ -69,16 +69,16 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
     });
 
-    let aggregator = Aggregator::<u64, String>::builder()
+    let aggregator = Aggregator::builder()
         .source("profile", profile)
-        .source("quotes", from_service(quotes))
+        .source_with("quotes", quotes, Tower(layers))
         .options(Deadline(Duration::from_secs(2)))
         .build()?;
     let (first, second, third) =
         tokio::join!(aggregator.aggregate(&1), aggregator.aggregate(&2), aggregator.aggregate(&3));
     for (user_id, aggregate) in [(1, first?), (2, second?), (3, third?)] {
-        let outputs: Vec<_> = aggregate.outputs.iter().map(|(name, output)| format!("{name}: {output}")).collect();
-        println!("== user {user_id}: {}\n{}\n", outputs.join(", "), aggregate.report);
+        let (profile, quotes) = aggregate.outputs;
+        println!("== user {user_id}: {profile}, {quotes}\n{}\n", aggregate.report);
     }
     println!("quotes calls, retries included: {}", calls.load(Ordering::SeqCst));
     Ok(())

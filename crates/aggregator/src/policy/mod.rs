@@ -81,6 +81,15 @@
 //!         result.map_err(BreakerError::Inner)
 //!     }
 //! }
+//!
+//! // Next to the built-in policies, inside the fallback:
+//! # use muster::{Aggregator, Fallback, Timeout, fetcher_fn};
+//! # let offers = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(vec![1_u32]) });
+//! let aggregator = Aggregator::builder()
+//!     .source_with("offers", offers, (Timeout(std::time::Duration::from_millis(200)), Breaker, Fallback(Vec::new())))
+//!     .build()?;
+//! # let _ = aggregator;
+//! # Ok::<(), muster::BuildError>(())
 //! ```
 //!
 //! `examples/basic` and the crate's tests use this breaker inside an aggregator, next to the
@@ -158,9 +167,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1,) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        fetcher
+        p1.wrap(inner)
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
@@ -180,10 +187,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1, p2) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        let fetcher = p2.wrap(fetcher);
-        fetcher
+        p2.wrap(p1.wrap(inner))
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
@@ -205,11 +209,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1, p2, p3) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        let fetcher = p2.wrap(fetcher);
-        let fetcher = p3.wrap(fetcher);
-        fetcher
+        p3.wrap(p2.wrap(p1.wrap(inner)))
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
@@ -234,12 +234,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1, p2, p3, p4) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        let fetcher = p2.wrap(fetcher);
-        let fetcher = p3.wrap(fetcher);
-        let fetcher = p4.wrap(fetcher);
-        fetcher
+        p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner))))
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
@@ -267,13 +262,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1, p2, p3, p4, p5) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        let fetcher = p2.wrap(fetcher);
-        let fetcher = p3.wrap(fetcher);
-        let fetcher = p4.wrap(fetcher);
-        let fetcher = p5.wrap(fetcher);
-        fetcher
+        p5.wrap(p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner)))))
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
@@ -309,14 +298,7 @@ where
 
     fn wrap(self, inner: S) -> Self::Fetcher {
         let (p1, p2, p3, p4, p5, p6) = self;
-        let fetcher = inner;
-        let fetcher = p1.wrap(fetcher);
-        let fetcher = p2.wrap(fetcher);
-        let fetcher = p3.wrap(fetcher);
-        let fetcher = p4.wrap(fetcher);
-        let fetcher = p5.wrap(fetcher);
-        let fetcher = p6.wrap(fetcher);
-        fetcher
+        p6.wrap(p5.wrap(p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner))))))
     }
 
     fn check(&self) -> Result<Duration, OptionError> {
