@@ -116,6 +116,11 @@ pub use muster_options::{
     Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, OptionFn, ParentSpan, option_fn,
 };
 
+// The README's examples compile and run as doc tests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The aggregator's plumbing, public only because the [`SourceOutputs`] trait names it.
 #[doc(hidden)]
 pub mod __private {

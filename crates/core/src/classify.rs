@@ -13,7 +13,8 @@ use crate::error::BoxError;
 /// Implement it for your own error type; the verdict is usually a `match` on its variants:
 ///
 /// ```
-/// use muster_core::Retryable;
+/// # use muster_core as muster;
+/// use muster::Retryable;
 ///
 /// #[derive(Debug)]
 /// enum LedgerError {

@@ -14,27 +14,88 @@ use crate::error::BoxError;
 /// a [`Group`](crate::Group) polls fetches in place, so they may borrow it for as long as they
 /// run.
 ///
-/// ```
-/// use async_trait::async_trait;
-/// use muster_core::Fetcher;
+/// Everything an implementation needs comes from the `muster` crate: the
+/// [`async_trait`](crate::async_trait) attribute that makes `async fn fetch` object safe, the
+/// call's remaining deadline (`muster::remaining()`) and its cancellation with the cause
+/// (`muster::cancellation()`), and [`Retryable`](crate::Retryable) for the retry policy. A
+/// complete fetcher on an HTTP client (here a stand-in with reqwest's API):
 ///
-/// struct Profiles;
+/// ```
+/// # use muster_core as muster;
+/// # mod reqwest {
+/// #     pub struct Client;
+/// #     pub struct RequestBuilder;
+/// #     pub struct Response(u16);
+/// #     #[derive(Debug)] pub struct Error;
+/// #     impl std::fmt::Display for Error { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("connection refused") } }
+/// #     impl std::error::Error for Error {}
+/// #     impl Client {
+/// #         pub fn get(&self, _: String) -> RequestBuilder { RequestBuilder }
+/// #     }
+/// #     impl RequestBuilder {
+/// #         pub fn header(self, _: &str, _: String) -> Self { self }
+/// #         pub fn timeout(self, _: std::time::Duration) -> Self { self }
+/// #         pub async fn send(self) -> Result<Response, Error> { Ok(Response(200)) }
+/// #     }
+/// #     impl Response {
+/// #         pub fn status(&self) -> u16 { self.0 }
+/// #         pub async fn text(self) -> Result<String, Error> { Ok(String::from("{\"name\":\"Ada\"}")) }
+/// #     }
+/// # }
+/// use muster::{Fetcher, Retryable, async_trait};
+///
+/// struct Profiles {
+///     client: reqwest::Client,
+///     base: String,
+/// }
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum ProfileError {
+///     #[error("could not reach the profile service")]
+///     Connect(#[source] reqwest::Error),
+///     #[error("the profile service answered {0}")]
+///     Status(u16),
+/// }
+///
+/// impl Retryable for ProfileError {
+///     fn is_retryable(&self) -> bool {
+///         match self {
+///             Self::Connect(_) => true,
+///             Self::Status(status) => *status >= 500,
+///         }
+///     }
+/// }
 ///
 /// #[async_trait]
 /// impl Fetcher<u64> for Profiles {
 ///     type Output = String;
-///     type Error = std::io::Error;
+///     type Error = ProfileError;
 ///
-///     async fn fetch(&self, user_id: &u64) -> Result<String, std::io::Error> {
-///         Ok(format!("profile of {user_id}"))
+///     async fn fetch(&self, user_id: &u64) -> Result<String, ProfileError> {
+///         let mut request = self.client.get(format!("{}/users/{user_id}", self.base));
+///         // Tell the backend how long it has, and never wait longer than that.
+///         if let Some(left) = muster::deadline().map(|at| at.saturating_duration_since(tokio::time::Instant::now())) {
+///             request = request.header("x-muster-deadline-ms", left.as_millis().to_string()).timeout(left);
+///         }
+///         let response = request.send().await.map_err(ProfileError::Connect)?;
+///         match response.status() {
+///             200 => response.text().await.map_err(ProfileError::Connect),
+///             status => Err(ProfileError::Status(status)),
+///         }
 ///     }
 /// }
 ///
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
-/// let source: Box<dyn Fetcher<u64, Output = String, Error = std::io::Error>> = Box::new(Profiles);
-/// assert_eq!(source.fetch(&7).await?, "profile of 7");
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), ProfileError> {
+/// let profiles = Profiles { client: reqwest::Client, base: "http://profile.internal/v1".into() };
+/// assert_eq!(profiles.fetch(&7).await?, r#"{"name":"Ada"}"#);
+/// // Object safe: sources of different types side by side.
+/// let source: Box<dyn Fetcher<u64, Output = String, Error = ProfileError>> = Box::new(profiles);
+/// # drop(source);
 /// # Ok(()) }
 /// ```
+///
+/// Dropping the future returned by `fetch` is how a source is cancelled: the request above
+/// is aborted (its connection closed) when that happens.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a `Fetcher` of `{Req}` requests",
     label = "this source cannot fetch for a `{Req}` request",
@@ -94,8 +155,9 @@ forward_fetcher!(&F, Box<F>, Arc<F>);
 /// what the future needs), which keeps closures free of lifetime annotations.
 ///
 /// ```
+/// # use muster_core as muster;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), std::io::Error> {
-/// use muster_core::{Fetcher, fetcher_fn};
+/// use muster::{Fetcher, fetcher_fn};
 ///
 /// let balance = fetcher_fn(|user_id: &u64| {
 ///     let user_id = *user_id;

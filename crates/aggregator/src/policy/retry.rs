@@ -14,6 +14,11 @@ use crate::call::{Event, report};
 /// How a [`Retry`] decides whether an error may be retried: by asking the error
 /// ([`ByError`], the default, through [`Retryable`]) or with a closure of the source's error
 /// type ([`Retry::retry_if`]).
+#[diagnostic::on_unimplemented(
+    message = "the retry cannot tell whether a `{E}` is worth retrying",
+    label = "this retry asks the source's error, a `{E}`",
+    note = "implement `muster::Retryable` for `{E}`, or give the retry a classifier: `Retry::attempts(n).retry_if(|error: &{E}| ...)`"
+)]
 pub trait Classify<E> {
     /// Whether a failure with `error` may be retried.
     fn is_retryable(&self, error: &E) -> bool;
