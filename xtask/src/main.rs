@@ -5,11 +5,12 @@
 //! stops the task with a non-zero exit code.
 //!
 //! ```text
-//! cargo xtask ci      fmt, lint, test, doc, e2e and a quick soak, in that order
+//! cargo xtask ci      fmt, lint, features, test, doc, e2e and a quick soak, in that order
 //! cargo xtask fmt     cargo fmt --all --check
 //! cargo xtask lint    cargo clippy --workspace --all-targets --all-features -- -D warnings
 //! cargo xtask test    cargo test --workspace --all-features (doc tests included)
-//! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+//! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+//! cargo xtask features  cargo check of each library with no features, then each feature alone
 //! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, checked over HTTP
 //! cargo xtask bench   every benchmark, interleaved with its baselines; writes target/bench-report.md
 //! cargo xtask soak    the soak: 200,000 aggregations (`--quick`: 5,000), checks nothing leaks
@@ -28,10 +29,11 @@ const USAGE: &str = "\
 usage: cargo xtask <task> [ARGS...]
 
 tasks:
-  ci      fmt, lint, test, doc, e2e and a quick soak, stopping at the first failure
+  ci      fmt, lint, features, test, doc, e2e and a quick soak, stopping at the first failure
   fmt     check formatting (cargo fmt --all --check)
   lint    clippy on every target and feature, warnings denied
   test    every test of the workspace, doc tests included
+  features  check each library crate with no features and with each feature alone
   doc     build the docs, rustdoc warnings denied
   e2e     run the dashboard binary and check its answers over HTTP
   bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP runs)
@@ -44,12 +46,13 @@ fn main() -> ExitCode {
         None => return usage_error("no task given"),
     };
     let result = match task {
-        "ci" | "fmt" | "lint" | "test" | "doc" | "e2e" if !rest.is_empty() => {
+        "ci" | "fmt" | "lint" | "features" | "test" | "doc" | "e2e" if !rest.is_empty() => {
             return usage_error(&format!("`{task}` takes no arguments"));
         }
         "ci" => ci(),
         "fmt" => fmt(),
         "lint" => lint(),
+        "features" => features(),
         "test" => test().map(|summary| eprintln!("\n{summary}")),
         "doc" => doc(),
         "e2e" => e2e::run(),
@@ -80,11 +83,12 @@ fn usage_error(message: &str) -> ExitCode {
 fn ci() -> Result<(), String> {
     fmt()?;
     lint()?;
+    features()?;
     let tests = test()?;
     doc()?;
     e2e::run()?;
     soak(&["--quick".to_owned()])?;
-    eprintln!("\nci passed: fmt, clippy, docs, e2e, quick soak; {tests}");
+    eprintln!("\nci passed: fmt, clippy, each feature alone, docs, e2e, quick soak; {tests}");
     Ok(())
 }
 
@@ -156,7 +160,54 @@ impl Totals {
 }
 
 fn doc() -> Result<(), String> {
-    cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps"])
+    cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps", "--all-features"])
+}
+
+/// The library crates whose cargo features are checked one by one.
+const FEATURED: [(&str, &str); 2] = [("muster-adapters", "crates/adapters"), ("muster", "crates/aggregator")];
+
+/// `cargo check` of each library with no features, then with each of its features alone (the
+/// other steps build everything with `--all-features`, which hides a feature that only compiles
+/// with another one), warnings denied.
+fn features() -> Result<(), String> {
+    for (package, dir) in FEATURED {
+        let manifest = root().join(dir).join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(|error| format!("{}: {error}", manifest.display()))?;
+        let check = |features: &[&str]| {
+            let mut args = vec!["check", "--quiet", "-p", package, "--no-default-features"];
+            if !features.is_empty() {
+                args.extend(["--features", features[0]]);
+            }
+            cargo_with_env(&[("RUSTFLAGS", "-D warnings")], &args)
+        };
+        check(&[])?;
+        for feature in cargo_features(&text) {
+            check(&[feature])?;
+        }
+    }
+    Ok(())
+}
+
+/// The feature names of a `Cargo.toml`'s `[features]` table, `default` excluded.
+fn cargo_features(manifest: &str) -> Vec<&str> {
+    let mut in_features = false;
+    let mut names = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+            continue;
+        }
+        if !in_features || line.starts_with('#') {
+            continue;
+        }
+        if let Some((name, _)) = line.split_once('=') {
+            let name = name.trim();
+            if !name.is_empty() && name != "default" {
+                names.push(name);
+            }
+        }
+    }
+    names
 }
 
 /// The soak. `--quick` reuses the debug build of the test step (with its features, so nothing

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use muster::{Aggregator, Deadline, Fetcher, Group, RequestContext, SourceOutputs, fetcher_fn};
+use muster::{Aggregator, Deadline, Fetcher, Field, Group, SourceOutputs, fetcher_fn};
 
 /// Counts every allocation of the process.
 #[global_allocator]
@@ -45,7 +45,7 @@ fn yield_once() -> impl Fetcher<u64, Output = u64, Error = Infallible> + Clone +
 /// The typed aggregator of `n` sources (2 or 8), all `fetcher`.
 macro_rules! typed {
     ($fetcher:expr, $($name:literal)+) => {{
-        let builder = Aggregator::builder().options(Deadline(Duration::from_secs(1)));
+        let builder = Aggregator::builder().options((Deadline(Duration::from_secs(1)), Field::new("service", "bench")));
         $(let builder = builder.source($name, $fetcher.clone());)+
         match builder.build() {
             Ok(aggregator) => aggregator,
@@ -76,7 +76,6 @@ fn scenario<F, O>(
     F: Fetcher<u64, Output = u64, Error = Infallible> + Clone + Send + Sync + 'static,
     O: SourceOutputs<u64>,
 {
-    let context = || RequestContext::new().field("user_id", 42);
     let group = move |fetcher: F| async move {
         let mut group = Group::new();
         for name in &NAMES[..n] {
@@ -85,8 +84,8 @@ fn scenario<F, O>(
         drop(black_box(group.wait().await));
     };
     // Warm up once (the first aggregation registers the span's metadata), then count.
-    allocations(async { drop(aggregator.aggregate_with(&7, context()).await) });
-    let typed = allocations(async { drop(black_box(aggregator.aggregate_with(&7, context()).await)) });
+    allocations(async { drop(aggregator.aggregate(&7).await) });
+    let typed = allocations(async { drop(black_box(aggregator.aggregate(&7).await)) });
     let bare = allocations(group(fetcher.clone()));
     let per_source = typed.saturating_sub(bare) as f64 / n as f64;
     use std::fmt::Write as _;
@@ -100,7 +99,7 @@ fn scenario<F, O>(
             let started = Instant::now();
             for _ in 0..iterations {
                 if implementation == "aggregator" {
-                    drop(black_box(aggregator.aggregate_with(&7, context()).await));
+                    drop(black_box(aggregator.aggregate(&7).await));
                 } else {
                     group(fetcher.clone()).await;
                 }

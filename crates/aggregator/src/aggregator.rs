@@ -63,8 +63,9 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     names: Box<[Name]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
-    /// The aggregator's default context fields ([`Field`](crate::Field) options).
-    fields: Vec<(Name, String)>,
+    /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
+    /// the reports of calls that add none.
+    fields: Arc<[(Name, String)]>,
 }
 
 impl<Req: ?Sized, O: SourceOutputs<Req>> Clone for Aggregator<Req, O> {
@@ -146,8 +147,13 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
         let Inner { sources, names, group: config, fields: defaults } = &*self.inner;
         let RequestContext { fields: own, deadline, parent, span: parent_span } = context;
-        let mut fields = defaults.clone();
-        own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
+        let fields: Arc<[(Name, String)]> = if own.is_empty() {
+            Arc::clone(defaults)
+        } else {
+            let mut fields = defaults.to_vec();
+            own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
+            fields.into()
+        };
         let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()));
         let mut group_config = config.clone();
         group_config.deadline = match (config.deadline, deadline) {
@@ -348,7 +354,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
                 return Err(BuildError::Budget { name: name.clone(), needs, deadline });
             }
         }
-        let fields = std::mem::take(&mut group.fields);
+        let fields = std::mem::take(&mut group.fields).into();
         Ok(Aggregator { inner: Arc::new(Inner { sources, names: names.into(), group, fields }) })
     }
 }

@@ -75,7 +75,7 @@
 //!
 //! # Writing a fetcher
 //!
-//! Everything [`Fetcher`] needs comes from this crate: [`async_trait`], the error types, and
+//! Everything [`Fetcher`] needs comes from this crate: [`async_trait`](macro@async_trait), the error types, and
 //! the call's [`deadline`] and [`cancellation`]. See the trait's documentation for a complete
 //! example.
 //!

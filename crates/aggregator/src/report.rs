@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use muster_core::{Cause, GroupError, Name};
@@ -30,7 +30,7 @@ pub struct Report {
     pub cancellation: Option<Duration>,
     /// The request-context fields of this call (`user_id`, `request_id`, ...), in order: the
     /// aggregator's defaults, then the call's own.
-    pub fields: Vec<(Name, String)>,
+    pub fields: Arc<[(Name, String)]>,
 }
 
 /// What stopped an aggregation early.
@@ -408,7 +408,7 @@ impl Recorder {
 
     /// The report, once the group has finished: sources that did not finish were cancelled
     /// (or timed out by the global deadline) by `error`'s cause.
-    pub(crate) fn report(&self, names: &[Name], error: Option<&GroupError>, fields: Vec<(Name, String)>) -> Report {
+    pub(crate) fn report(&self, names: &[Name], error: Option<&GroupError>, fields: Arc<[(Name, String)]>) -> Report {
         // A successful aggregation answers as its last source ends: no need to read the clock.
         self.stamp();
         let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);

@@ -15,7 +15,7 @@ use crate::error::BoxError;
 /// run.
 ///
 /// Everything an implementation needs comes from the `muster` crate: the
-/// [`async_trait`](crate::async_trait) attribute that makes `async fn fetch` object safe, the
+/// [`async_trait`](macro@crate::async_trait) attribute that makes `async fn fetch` object safe, the
 /// call's remaining deadline (`muster::remaining()`) and its cancellation with the cause
 /// (`muster::cancellation()`), and [`Retryable`](crate::Retryable) for the retry policy. A
 /// complete fetcher on an HTTP client (here a stand-in with reqwest's API):
