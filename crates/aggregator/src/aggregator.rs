@@ -250,6 +250,14 @@ pub struct Aggregate<O> {
     pub report: Report,
 }
 
+impl<O> Aggregate<O> {
+    /// Whether an optional source's fallback (or its absence) stands in for its output: the
+    /// aggregate is partial, e.g. because that source was still pending at the deadline.
+    pub fn is_partial(&self) -> bool {
+        self.report.sources.iter().any(|source| matches!(source.outcome, crate::Outcome::FellBack { .. }))
+    }
+}
+
 /// Builds an [`Aggregator`]: sources in declaration order, then options. Nothing is checked
 /// until [`build`](AggregatorBuilder::build), which reports the first problem.
 #[must_use = "a builder does nothing until `build` is called"]

@@ -18,6 +18,17 @@ pub enum BuildError {
     /// A source needs a name.
     #[error("a source name must not be empty")]
     EmptyName,
+    /// A [`completion`](crate::completion) policy needs at least one member.
+    #[error("a completion policy needs at least one member")]
+    NoMembers,
+    /// A [`quorum`](crate::completion::quorum) must be between 1 and the number of members.
+    #[error("a quorum of {k} cannot be reached with {members} members")]
+    Quorum {
+        /// The successes asked for.
+        k: usize,
+        /// The members.
+        members: usize,
+    },
     /// An aggregator-level option is invalid.
     #[error("invalid aggregator option")]
     Options(#[from] OptionError),

@@ -60,6 +60,9 @@
 //! - **Policies are layers** ([`policy`]): [`Timeout`], [`Retry`] (asking the error through
 //!   [`Retryable`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
 //!   ([`Tower`], feature `tower`), and your own [`Policy`].
+//! - **Completion policies as values** ([`completion`]): the first success of several
+//!   fetchers, `k` of `n`, every outcome, all or nothing, as one source that composes with the
+//!   others ("profile and (transactions or cached transactions)").
 //! - **Per-request context** ([`RequestContext`]): fields (user id, request id), a tighter
 //!   deadline and a parent cancellation per call of a shared aggregator; the fields are
 //!   separate structured fields of the `aggregate` span and are carried by the report and the
@@ -92,6 +95,7 @@
 
 mod aggregator;
 mod call;
+pub mod completion;
 mod context;
 mod error;
 pub mod policy;
@@ -99,6 +103,7 @@ mod report;
 
 pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Push, SourceOutputs};
 pub use crate::call::{Event, cancellation, deadline, remaining, report};
+pub use crate::completion::BoxFetcher;
 pub use crate::context::RequestContext;
 pub use crate::error::{AggregateError, BuildError};
 #[cfg(feature = "tower")]
