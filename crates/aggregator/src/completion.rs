@@ -15,11 +15,11 @@
 //! | every outcome, no fail-fast | [`settled`] | [`Outputs<Result<T, E>>`] | never |
 //!
 //! Members run concurrently, polled in place inside the source's fetch (like a
-//! [`Group`](crate::Group)'s tasks), under the aggregation's deadline and cancellation: when the
+//! [`Group`]'s tasks), under the aggregation's deadline and cancellation: when the
 //! aggregation stops, every member is dropped. A member that panics fails the source with that
 //! panic. *Partial results at the deadline* are the [`Optional`](crate::Optional) and
-//! [`Fallback`](crate::Fallback) policies on any source: [`Aggregate::is_partial`]
-//! (crate::Aggregate::is_partial) says whether one of them stood in.
+//! [`Fallback`](crate::Fallback) policies on any source:
+//! [`Aggregate::is_partial`](crate::Aggregate::is_partial) says whether one of them stood in.
 //!
 //! ```
 //! use std::time::Duration;
@@ -193,11 +193,14 @@ where
     }
 }
 
+/// A member's fetch, as `async_trait` boxes it.
+type Fetch<'a, T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'a>>;
+
 /// The members' fetches, each tagged with its index, polled in place.
 fn race<'a, Req, F>(
     members: &'a [(Name, F)],
     request: &'a Req,
-) -> FuturesUnordered<Tagged<Pin<Box<dyn Future<Output = Result<F::Output, F::Error>> + Send + 'a>>>>
+) -> FuturesUnordered<Tagged<Fetch<'a, F::Output, F::Error>>>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
