@@ -1,21 +1,21 @@
 use std::fmt;
 use std::future::{Future, poll_fn};
-use std::panic::AssertUnwindSafe;
+use std::marker::PhantomData;
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
 use muster_core::muster_options::{GroupConfig, GroupOption};
-use muster_core::{BoxError, Fetcher, Group, Name, Outputs, async_trait};
+use muster_core::{Fetcher, Group, Name, Outputs, async_trait};
 use tracing::Instrument as _;
 
-use crate::call::{Call, Shared};
+use crate::call::Shared;
 use crate::context::{RequestContext, aggregate_span, set};
 use crate::error::{AggregateError, BuildError, chain};
 use crate::policy::Policy;
-use crate::report::{Failure, Recorder, Report};
+use crate::report::{Recorder, Report};
+use crate::sources::{Dependent, Entry, Get, Push, SourceOutputs, Typed};
 
 /// Runs named sources concurrently in one fail-fast [`Group`] and returns their outputs with
 /// their own types.
@@ -61,6 +61,8 @@ pub struct Aggregator<Req: ?Sized, O: SourceOutputs<Req>> {
 struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     sources: O::Sources,
     names: Box<[Name]>,
+    /// For each source, the source whose output it waits for, if it is a dependent.
+    inputs: Box<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
     /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
@@ -145,7 +147,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// Dropping the future drops every source's fetch, and logs one `info` event saying the
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, names, group: config, fields: defaults } = &*self.inner;
+        let Inner { sources, names, inputs, group: config, fields: defaults } = &*self.inner;
         let RequestContext { fields: own, deadline, parent, span: parent_span } = context;
         let fields: Arc<[(Name, String)]> = if own.is_empty() {
             Arc::clone(defaults)
@@ -163,6 +165,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         group_config.span = Some(span.clone());
         // Declared before the group, which borrows them, so that they outlive it.
         let slots = O::slots(sources);
+        let refs = O::refs(&slots);
         let shared;
         let mut group = Group::from_config(group_config);
         if let Some(parent) = &parent {
@@ -174,7 +177,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
-        O::spawn(sources, names, request, &slots, &shared, &mut group);
+        O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
         let result = {
             let mut wait = pin!(group.wait());
@@ -186,7 +189,9 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             wait.instrument(span.clone()).await
         };
         gone.armed = false;
-        let report = shared.recorder.report(names, result.as_ref().err(), fields);
+        let report = shared.recorder.report(names, inputs, result.as_ref().err(), fields);
+        // The dependents' view of the slots ends with the group.
+        drop(refs);
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;
         let error = match result {
@@ -264,6 +269,7 @@ impl<O> Aggregate<O> {
 pub struct AggregatorBuilder<Req: ?Sized, O: SourceOutputs<Req>> {
     sources: O::Sources,
     names: Vec<Name>,
+    inputs: Vec<Option<usize>>,
     /// What each source's policies need of the deadline.
     needs: Vec<Duration>,
     group: GroupConfig,
@@ -281,7 +287,14 @@ impl<Req: ?Sized, O: SourceOutputs<Req>> fmt::Debug for AggregatorBuilder<Req, O
 
 impl<Req: ?Sized, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     fn new(sources: O::Sources) -> Self {
-        Self { sources, names: Vec::new(), needs: Vec::new(), group: GroupConfig::default(), error: None }
+        Self {
+            sources,
+            names: Vec::new(),
+            inputs: Vec::new(),
+            needs: Vec::new(),
+            group: GroupConfig::default(),
+            error: None,
+        }
     }
 }
 
@@ -301,25 +314,121 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
     /// element of the aggregate's tuple: `Option<T>` for [`Optional`](crate::Optional), `T`
     /// for [`Fallback`](crate::Fallback).
-    pub fn source_with<F, P>(mut self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>
+    pub fn source_with<F, P>(self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>
     where
         P: Policy<F>,
         P::Fetcher: Fetcher<Req> + 'static,
         O: Push<Req, <P::Fetcher as Fetcher<Req>>::Output>,
     {
-        let name = name.into();
-        match policy.check() {
+        let needs = policy.check();
+        self.push(name.into(), needs, Box::new(Typed(policy.wrap(fetcher))))
+    }
+
+    /// Adds a dependent source: it waits for the output of `input` (an earlier source:
+    /// [`Input::<I>`](Input) by position for a tuple, its name for sources
+    /// [`by_name`](Aggregator::by_name)), makes its own request from the aggregation's and that
+    /// output with `make`, and fetches it with `fetcher`. It starts the instant its input is
+    /// ready (in the same poll), under the same deadline and fail-fast rule: a failed input
+    /// cancels it. An input that does not exist does not compile (or, by name, is refused by
+    /// [`build`](Self::build)); since inputs are declared before, there are no cycles.
+    ///
+    /// ```
+    /// use muster::{Aggregator, Input, fetcher_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// #[derive(Clone, Debug)]
+    /// struct Profile { tier: String }
+    ///
+    /// let profile = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(Profile { tier: "gold".into() }) });
+    /// let offers = fetcher_fn(|tier: &String| {
+    ///     let offers = vec![format!("{tier} card")];
+    ///     async move { Ok::<_, std::io::Error>(offers) }
+    /// });
+    /// let aggregator = Aggregator::builder()
+    ///     .source("profile", profile)
+    ///     .then("offers", Input::<0>, |_: &u64, profile: &Profile| profile.tier.clone(), offers)
+    ///     .build()?;
+    /// let (profile, offers) = aggregator.aggregate(&7).await?.outputs;
+    /// assert_eq!((profile.tier.as_str(), offers), ("gold", vec!["gold card".to_owned()]));
+    /// # Ok(()) }
+    /// ```
+    pub fn then<I, M, R, F>(
+        self,
+        name: impl Into<Name>,
+        input: I,
+        make: M,
+        fetcher: F,
+    ) -> AggregatorBuilder<Req, O::With>
+    where
+        I: InputOf<O>,
+        M: Fn(&Req, &I::Item) -> R + Send + Sync + 'static,
+        R: Send + Sync + 'static,
+        F: Fetcher<R> + 'static,
+        O: Push<Req, F::Output>,
+    {
+        self.then_with(name, input, make, fetcher, ())
+    }
+
+    /// [`then`](Self::then) with policies around the dependent's fetcher, as in
+    /// [`source_with`](Self::source_with).
+    pub fn then_with<I, M, R, F, P>(
+        self,
+        name: impl Into<Name>,
+        input: I,
+        make: M,
+        fetcher: F,
+        policy: P,
+    ) -> AggregatorBuilder<Req, O::With>
+    where
+        I: InputOf<O>,
+        M: Fn(&Req, &I::Item) -> R + Send + Sync + 'static,
+        R: Send + Sync + 'static,
+        F: 'static,
+        P: Policy<F>,
+        P::Fetcher: Fetcher<R> + 'static,
+        O: Push<Req, <P::Fetcher as Fetcher<R>>::Output>,
+    {
+        let needs = policy.check();
+        let index = input.index(&self.names);
+        let mut this = self;
+        let input = match index {
+            Some(index) => index,
+            None => {
+                this.error.get_or_insert(BuildError::MissingInput(input.name()));
+                usize::MAX
+            }
+        };
+        let dependent = Dependent { input, make, fetcher: policy.wrap(fetcher), _input: PhantomData::<fn(&I::Item)> };
+        let mut next = this.push(name.into(), needs, Box::new(dependent));
+        if let Some(last) = next.inputs.last_mut() {
+            *last = Some(input).filter(|&input| input != usize::MAX);
+        }
+        next
+    }
+
+    fn push<T>(
+        mut self,
+        name: Name,
+        needs: Result<Duration, muster_core::muster_options::OptionError>,
+        entry: Entry<Req, T>,
+    ) -> AggregatorBuilder<Req, O::With>
+    where
+        O: Push<Req, T>,
+    {
+        match needs {
             Ok(needs) => self.needs.push(needs),
             Err(error) => {
                 self.needs.push(Duration::ZERO);
                 self.error.get_or_insert(BuildError::Source { name: name.clone(), error });
             }
         }
-        let entry: Entry<Req, <P::Fetcher as Fetcher<Req>>::Output> = Box::new(Typed(policy.wrap(fetcher)));
         self.names.push(name);
+        self.inputs.push(None);
         AggregatorBuilder {
             sources: O::push(self.sources, entry),
             names: self.names,
+            inputs: self.inputs,
             needs: self.needs,
             group: self.group,
             error: self.error,
@@ -342,7 +451,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// invalid aggregator option, or a source whose policies (a retry's backoffs) need the
     /// whole deadline.
     pub fn build(self) -> Result<Aggregator<Req, O>, BuildError> {
-        let Self { sources, names, needs, mut group, error } = self;
+        let Self { sources, names, inputs, needs, mut group, error } = self;
         if let Some(error) = error {
             return Err(error);
         }
@@ -363,252 +472,58 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
             }
         }
         let fields = std::mem::take(&mut group.fields).into();
-        Ok(Aggregator { inner: Arc::new(Inner { sources, names: names.into(), group, fields }) })
+        let (names, inputs) = (names.into(), inputs.into());
+        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields }) })
     }
 }
 
-/// A source's output, written by its task once it has it.
-pub struct Slot<T>(Mutex<Option<T>>);
+/// The input of a dependent source ([`AggregatorBuilder::then`]): source `I` by its position
+/// among the sources declared before it, from 0. `Input::<0>` is the first source.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Input<const I: usize>;
 
-impl<T> fmt::Debug for Slot<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Slot")
-    }
+/// What names a dependent source's input: [`Input<I>`] for a tuple of outputs (checked at
+/// compile time), a source name for sources [`by_name`](Aggregator::by_name) (checked by
+/// `build`).
+pub trait InputOf<O> {
+    /// The input's output type.
+    type Item: Send + 'static;
+
+    /// The input's index among `names` (the sources declared so far), if it is one of them.
+    #[doc(hidden)]
+    fn index(&self, names: &[Name]) -> Option<usize>;
+
+    /// How the input is named, for the build error.
+    #[doc(hidden)]
+    fn name(&self) -> Name;
 }
 
-impl<T> Default for Slot<T> {
-    fn default() -> Self {
-        Self(Mutex::new(None))
-    }
-}
-
-impl<T> Slot<T> {
-    fn put(&self, value: T) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
-    }
-
-    fn take(self) -> Option<T> {
-        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// A source as an aggregator stores it: its fetcher's type erased, its output type kept.
-pub type Entry<Req, T> = Box<dyn Erased<Req, T>>;
-
-/// A fetcher with its type erased but its output type kept, so that sources of different
-/// fetcher types but one output type look alike. A source's run is compiled for its own
-/// fetcher: the fetch is awaited and its output stored in place, and the run is boxed once, by
-/// the group.
-#[doc(hidden)]
-pub trait Erased<Req: ?Sized, T>: Send + Sync {
-    /// Adds this source's run for `request`, as source `index`, to `group`.
-    fn spawn<'a>(&'a self, name: &Name, call: Call, request: &'a Req, slot: &'a Slot<T>, group: &mut Group<'a, ()>);
-}
-
-struct Typed<F>(F);
-
-impl<Req, F> Erased<Req, F::Output> for Typed<F>
+impl<const I: usize, O: Get<I>> InputOf<O> for Input<I>
 where
-    Req: ?Sized + Sync,
-    F: Fetcher<Req>,
+    O::Item: Send + 'static,
 {
-    fn spawn<'a>(
-        &'a self,
-        name: &Name,
-        call: Call,
-        request: &'a Req,
-        slot: &'a Slot<F::Output>,
-        group: &mut Group<'a, ()>,
-    ) {
-        let run = async move {
-            let (shared, index) = (Arc::clone(&call.shared), call.index);
-            shared.recorder.start(index);
-            match AssertUnwindSafe(call.scope(self.0.fetch(request))).catch_unwind().await {
-                Ok(Ok(value)) => {
-                    slot.put(value);
-                    shared.recorder.finish(index, None);
-                    Ok(())
-                }
-                Ok(Err(error)) => {
-                    let error: BoxError = error.into();
-                    tracing::debug!(error = %error, "source failed");
-                    shared.recorder.finish(index, Some(Failure::Error(&error)));
-                    Err(error)
-                }
-                Err(panic) => {
-                    let message = crate::panic_message(&*panic);
-                    tracing::debug!(panic = %message, "source panicked");
-                    shared.recorder.finish(index, Some(Failure::Panicked(&message)));
-                    // The group turns it into the source's error and cancels the others.
-                    std::panic::resume_unwind(panic)
-                }
-            }
-        };
-        let _ = group.spawn(name.clone(), run);
+    type Item = O::Item;
+
+    fn index(&self, _: &[Name]) -> Option<usize> {
+        Some(I)
+    }
+
+    fn name(&self) -> Name {
+        format!("#{I}").into()
     }
 }
 
-/// The outputs of an aggregator's sources: implemented for tuples of up to 12 output types
-/// (and `()`), which is what [`AggregatorBuilder::source`] builds. Not meant to be implemented
-/// elsewhere; its items are the aggregator's plumbing.
-pub trait SourceOutputs<Req: ?Sized>: Sized + Send + 'static {
-    /// The sources, one [`Entry`] per output.
-    #[doc(hidden)]
-    type Sources: Send + Sync;
-    /// Where the outputs are written while the aggregation runs.
-    #[doc(hidden)]
-    type Slots: Send + Sync;
+impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
+    type Item = T;
 
-    /// Empty slots for `sources`.
-    #[doc(hidden)]
-    fn slots(sources: &Self::Sources) -> Self::Slots;
-
-    /// Spawns every source into `group`.
-    #[doc(hidden)]
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
-        names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
-    );
-
-    /// The outputs, once every source has written its own.
-    #[doc(hidden)]
-    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self>;
-}
-
-/// Adds one source of output `T` to a [`SourceOutputs`] tuple: `(A, B)` becomes `(A, B, T)`.
-pub trait Push<Req: ?Sized, T>: SourceOutputs<Req> {
-    /// The tuple with `T` appended.
-    type With: SourceOutputs<Req>;
-
-    /// Appends `entry` to `sources`.
-    #[doc(hidden)]
-    fn push(sources: Self::Sources, entry: Entry<Req, T>) -> <Self::With as SourceOutputs<Req>>::Sources;
-}
-
-impl<Req: ?Sized> SourceOutputs<Req> for () {
-    type Sources = ();
-    type Slots = ();
-
-    fn slots((): &()) {}
-
-    fn spawn<'a>(_: &'a (), _: &[Name], _: &'a Req, _: &'a (), _: &Arc<Shared>, _: &mut Group<'a, ()>) {}
-
-    fn take((): (), _: &[Name]) -> Option<()> {
-        Some(())
-    }
-}
-
-impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
-    type Sources = Vec<Entry<Req, T>>;
-    type Slots = Box<[Slot<T>]>;
-
-    fn slots(sources: &Self::Sources) -> Self::Slots {
-        sources.iter().map(|_| Slot::default()).collect()
+    fn index(&self, names: &[Name]) -> Option<usize> {
+        names.iter().position(|name| name == self)
     }
 
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
-        names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
-    ) {
-        for (index, ((source, name), slot)) in sources.iter().zip(names).zip(slots.iter()).enumerate() {
-            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, slot, group);
-        }
-    }
-
-    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self> {
-        names.iter().zip(slots.into_vec()).map(|(name, slot)| Some((name.clone(), slot.take()?))).collect()
+    fn name(&self) -> Name {
+        self.to_string().into()
     }
 }
-
-impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Push<Req, T> for Outputs<T> {
-    type With = Self;
-
-    fn push(mut sources: Self::Sources, entry: Entry<Req, T>) -> Self::Sources {
-        sources.push(entry);
-        sources
-    }
-}
-
-macro_rules! outputs {
-    ($($T:ident $i:tt),+) => {
-        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
-            type Sources = ($(Entry<Req, $T>,)+);
-            type Slots = ($(Slot<$T>,)+);
-
-            fn slots(_: &Self::Sources) -> Self::Slots {
-                ($(Slot::<$T>::default(),)+)
-            }
-
-            fn spawn<'a>(
-                sources: &'a Self::Sources,
-                names: &[Name],
-                request: &'a Req,
-                slots: &'a Self::Slots,
-                shared: &Arc<Shared>,
-                group: &mut Group<'a, ()>,
-            ) {
-                $(
-                    if let Some(name) = names.get($i) {
-                        let call = Call { shared: Arc::clone(shared), index: $i };
-                        sources.$i.spawn(name, call, request, &slots.$i, group);
-                    }
-                )+
-            }
-
-            fn take(slots: Self::Slots, _: &[Name]) -> Option<Self> {
-                Some(($(slots.$i.take()?,)+))
-            }
-        }
-    };
-}
-
-macro_rules! push {
-    ($($T:ident),*) => {
-        #[allow(non_snake_case)]
-        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static,)* New: Send + 'static> Push<Req, New> for ($($T,)*) {
-            type With = ($($T,)* New,);
-
-            fn push(sources: Self::Sources, entry: Entry<Req, New>) -> <Self::With as SourceOutputs<Req>>::Sources {
-                let ($($T,)*) = sources;
-                ($($T,)* entry,)
-            }
-        }
-    };
-}
-
-outputs!(A 0);
-outputs!(A 0, B 1);
-outputs!(A 0, B 1, C 2);
-outputs!(A 0, B 1, C 2, D 3);
-outputs!(A 0, B 1, C 2, D 3, E 4);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
-outputs!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
-
-push!();
-push!(A);
-push!(A, B);
-push!(A, B, C);
-push!(A, B, C, D);
-push!(A, B, C, D, E);
-push!(A, B, C, D, E, F);
-push!(A, B, C, D, E, F, G);
-push!(A, B, C, D, E, F, G, H);
-push!(A, B, C, D, E, F, G, H, I);
-push!(A, B, C, D, E, F, G, H, I, J);
-push!(A, B, C, D, E, F, G, H, I, J, K);
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and

@@ -18,6 +18,9 @@ pub enum BuildError {
     /// A source needs a name.
     #[error("a source name must not be empty")]
     EmptyName,
+    /// A dependent source names an input that is not a source declared before it.
+    #[error("the input `{0}` of a dependent source is not a source declared before it")]
+    MissingInput(Name),
     /// A [`completion`](crate::completion) policy needs at least one member.
     #[error("a completion policy needs at least one member")]
     NoMembers,

@@ -100,8 +100,9 @@ mod context;
 mod error;
 pub mod policy;
 mod report;
+mod sources;
 
-pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Push, SourceOutputs};
+pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Input, InputOf};
 pub use crate::call::{Event, cancellation, deadline, remaining, report};
 pub use crate::completion::BoxFetcher;
 pub use crate::context::RequestContext;
@@ -110,6 +111,7 @@ pub use crate::error::{AggregateError, BuildError};
 pub use crate::policy::Tower;
 pub use crate::policy::{Coalesce, Fallback, Hedge, Optional, Policy, Retry, Timeout, TimeoutError};
 pub use crate::report::{Outcome, Report, SourceReport, TimeoutKind, Trigger};
+pub use crate::sources::{Get, Push, SourceOutputs};
 
 #[doc(inline)]
 pub use muster_core::{
@@ -129,8 +131,8 @@ pub struct ReadmeDoctests;
 /// The aggregator's plumbing, public only because the [`SourceOutputs`] trait names it.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::aggregator::{Entry, Erased, Slot};
     pub use crate::call::{Call, Shared};
+    pub use crate::sources::{Entry, Erased, Slot, Slots};
 }
 
 /// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a

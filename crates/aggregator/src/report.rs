@@ -75,6 +75,9 @@ pub struct SourceReport {
     pub attempts: u32,
     /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
     pub notes: Vec<String>,
+    /// The source whose output it waited for, for a dependent source: it was ready to start,
+    /// and started, when that source ended (at `start`).
+    pub after: Option<Name>,
 }
 
 /// Which timeout fired.
@@ -209,6 +212,9 @@ impl fmt::Display for Report {
             if source.attempts > 1 {
                 write!(f, " ({} attempts)", source.attempts)?;
             }
+            if let Some(input) = &source.after {
+                write!(f, " (after `{input}`)")?;
+            }
             if !source.queued.is_zero() {
                 write!(f, " (queued {})", Millis(source.queued))?;
             }
@@ -313,10 +319,11 @@ impl Recorder {
         Self { started, at_once, ended: AtomicBool::new(false), entries: (0..sources).map(|_| entry()).collect() }
     }
 
-    /// The source starts its first attempt.
-    pub(crate) fn start(&self, index: usize) {
+    /// The source starts its first attempt; `later` for a dependent, which starts when its
+    /// input is ready rather than with the aggregation.
+    pub(crate) fn start(&self, index: usize, later: bool) {
         if let Some(entry) = self.entries.get(index) {
-            entry.start.store(if self.at_once { 0 } else { self.nanos() }, Relaxed);
+            entry.start.store(if self.at_once && !later { 0 } else { self.nanos() }, Relaxed);
             entry.attempts.store(1, Relaxed);
         }
     }
@@ -408,7 +415,13 @@ impl Recorder {
 
     /// The report, once the group has finished: sources that did not finish were cancelled
     /// (or timed out by the global deadline) by `error`'s cause.
-    pub(crate) fn report(&self, names: &[Name], error: Option<&GroupError>, fields: Arc<[(Name, String)]>) -> Report {
+    pub(crate) fn report(
+        &self,
+        names: &[Name],
+        inputs: &[Option<usize>],
+        error: Option<&GroupError>,
+        fields: Arc<[(Name, String)]>,
+    ) -> Report {
         // A successful aggregation answers as its last source ends: no need to read the clock.
         self.stamp();
         let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);
@@ -421,8 +434,8 @@ impl Recorder {
             Cause::Deadline { .. } => Trigger::Deadline,
             _ => Trigger::Cancelled,
         });
-        let sources = (names.iter().zip(self.entries.iter()))
-            .map(|(name, entry)| {
+        let sources = (names.iter().zip(self.entries.iter()).zip(inputs))
+            .map(|((name, entry), input)| {
                 let (start, end) = (entry.start.load(Relaxed), entry.end.load(Relaxed));
                 let detail = if entry.flags.load(Relaxed) & DETAILED != 0 {
                     std::mem::take(&mut *entry.detail())
@@ -448,9 +461,10 @@ impl Recorder {
                     outcome,
                     start,
                     duration: start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
-                    queued: if self.at_once { Duration::ZERO } else { start.unwrap_or(elapsed) },
+                    queued: if self.at_once || input.is_some() { Duration::ZERO } else { start.unwrap_or(elapsed) },
                     attempts: entry.attempts.load(Relaxed),
                     notes: detail.notes,
+                    after: input.and_then(|input| names.get(input)).cloned(),
                 }
             })
             .collect();

@@ -1,0 +1,724 @@
+//! How an aggregator holds its sources and where their outputs go: the type-level list of
+//! outputs (tuples, or [`Outputs`] by name), the slots the sources write into, and dependent
+//! sources, which wait for another source's output.
+
+use std::any::Any;
+use std::fmt;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use futures_util::FutureExt as _;
+use muster_core::{BoxError, Fetcher, Group, Name, Outputs};
+
+use crate::call::{Call, Shared};
+use crate::report::Failure;
+
+/// A source's output, written by its task once it has it; dependents wait on it.
+pub struct Slot<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    value: Option<T>,
+    /// Dependents waiting for the value.
+    waiting: Vec<Waker>,
+}
+
+impl<T> fmt::Debug for Slot<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl<T> Default for Slot<T> {
+    fn default() -> Self {
+        Self { state: Mutex::new(State { value: None, waiting: Vec::new() }) }
+    }
+}
+
+impl<T> Slot<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put(&self, value: T) {
+        let waiting = {
+            let mut state = self.lock();
+            state.value = Some(value);
+            std::mem::take(&mut state.waiting)
+        };
+        waiting.into_iter().for_each(Waker::wake);
+    }
+
+    /// `f` of the value once there is one.
+    fn poll_with<R>(&self, cx: &mut Context<'_>, f: impl FnOnce(&T) -> R) -> Poll<R> {
+        let mut state = self.lock();
+        if let Some(value) = &state.value {
+            return Poll::Ready(f(value));
+        }
+        if !state.waiting.iter().any(|waker| waker.will_wake(cx.waker())) {
+            state.waiting.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn take(self) -> Option<T> {
+        self.state.into_inner().unwrap_or_else(PoisonError::into_inner).value
+    }
+}
+
+/// Every slot of an aggregation, type-erased, for dependents to find their input in.
+pub type Slots<'a> = [&'a (dyn Any + Send + Sync)];
+
+/// A source as an aggregator stores it: its fetcher's type erased, its output type kept.
+pub type Entry<Req, T> = Box<dyn Erased<Req, T>>;
+
+/// A fetcher with its type erased but its output type kept, so that sources of different
+/// fetcher types but one output type look alike. A source's run is compiled for its own
+/// fetcher: the fetch is awaited and its output stored in place, and the run is boxed once, by
+/// the group.
+#[doc(hidden)]
+pub trait Erased<Req: ?Sized, T>: Send + Sync {
+    /// Adds this source's run for `request` to `group`, writing into `slot`.
+    fn spawn<'a>(
+        &'a self,
+        name: &Name,
+        call: Call,
+        request: &'a Req,
+        slot: &'a Slot<T>,
+        slots: &'a Slots<'a>,
+        group: &mut Group<'a, ()>,
+    );
+
+    /// The source whose output this one needs, if it is a dependent.
+    fn input(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// A source that fetches for the aggregation's request.
+pub(crate) struct Typed<F>(pub(crate) F);
+
+impl<Req, F> Erased<Req, F::Output> for Typed<F>
+where
+    Req: ?Sized + Sync,
+    F: Fetcher<Req>,
+{
+    fn spawn<'a>(
+        &'a self,
+        name: &Name,
+        call: Call,
+        request: &'a Req,
+        slot: &'a Slot<F::Output>,
+        _: &'a Slots<'a>,
+        group: &mut Group<'a, ()>,
+    ) {
+        let run = async move {
+            call.shared.recorder.start(call.index, false);
+            let fetch = self.0.fetch(request);
+            run(call, slot, fetch).await
+        };
+        let _ = group.spawn(name.clone(), run);
+    }
+}
+
+/// A dependent source: waits for the output of source `input`, makes its own request from the
+/// aggregation's and that output with `make`, and fetches it.
+pub(crate) struct Dependent<M, F, T> {
+    pub(crate) input: usize,
+    pub(crate) make: M,
+    pub(crate) fetcher: F,
+    pub(crate) _input: PhantomData<fn(&T)>,
+}
+
+impl<Req, M, F, T, R> Erased<Req, F::Output> for Dependent<M, F, T>
+where
+    Req: ?Sized + Sync,
+    M: Fn(&Req, &T) -> R + Send + Sync,
+    F: Fetcher<R>,
+    R: Send + Sync,
+    T: Send + 'static,
+{
+    fn spawn<'a>(
+        &'a self,
+        name: &Name,
+        call: Call,
+        request: &'a Req,
+        slot: &'a Slot<F::Output>,
+        slots: &'a Slots<'a>,
+        group: &mut Group<'a, ()>,
+    ) {
+        let input = slots.get(self.input).and_then(|slot| slot.downcast_ref::<Slot<T>>());
+        let run = async move {
+            // The builder checked the index and its type.
+            let Some(input) = input else { return Err(BoxError::from("the input of this source is missing")) };
+            // Ready the moment the input is: in the same poll of the group when it is declared
+            // after its input, which it is.
+            let own = poll_fn(|cx| input.poll_with(cx, |value| (self.make)(request, value))).await;
+            call.shared.recorder.start(call.index, true);
+            let fetch = self.fetcher.fetch(&own);
+            run(call, slot, fetch).await
+        };
+        let _ = group.spawn(name.clone(), run);
+    }
+
+    fn input(&self) -> Option<usize> {
+        Some(self.input)
+    }
+}
+
+/// Runs a source's fetch as its call, writes its output, and tells the report how it ended; a
+/// panic is recorded, then resumed for the group to report.
+async fn run<T, E, Fut>(call: Call, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
+where
+    Fut: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    let (shared, index) = (Arc::clone(&call.shared), call.index);
+    match AssertUnwindSafe(call.scope(fetch)).catch_unwind().await {
+        Ok(Ok(value)) => {
+            slot.put(value);
+            shared.recorder.finish(index, None);
+            Ok(())
+        }
+        Ok(Err(error)) => {
+            let error: BoxError = error.into();
+            tracing::debug!(error = %error, "source failed");
+            shared.recorder.finish(index, Some(Failure::Error(&error)));
+            Err(error)
+        }
+        Err(panic) => {
+            let message = crate::panic_message(&*panic);
+            tracing::debug!(panic = %message, "source panicked");
+            shared.recorder.finish(index, Some(Failure::Panicked(&message)));
+            // The group turns it into the source's error and cancels the others.
+            std::panic::resume_unwind(panic)
+        }
+    }
+}
+
+/// The outputs of an aggregator's sources: implemented for tuples of up to 12 output types
+/// (and `()`), which is what [`AggregatorBuilder::source`](crate::AggregatorBuilder::source)
+/// builds, and for [`Outputs<T>`] (sources by name). Not meant to be implemented elsewhere; its
+/// items are the aggregator's plumbing.
+pub trait SourceOutputs<Req: ?Sized>: Sized + Send + 'static {
+    /// The sources, one [`Entry`] per output.
+    #[doc(hidden)]
+    type Sources: Send + Sync;
+    /// Where the outputs are written while the aggregation runs.
+    #[doc(hidden)]
+    type Slots: Send + Sync;
+    /// The slots, type-erased, for dependents.
+    #[doc(hidden)]
+    type Refs<'a>: AsRef<Slots<'a>> + Send;
+
+    /// Empty slots for `sources`.
+    #[doc(hidden)]
+    fn slots(sources: &Self::Sources) -> Self::Slots;
+
+    /// The slots, type-erased.
+    #[doc(hidden)]
+    fn refs(slots: &Self::Slots) -> Self::Refs<'_>;
+
+    /// Spawns every source into `group`.
+    #[doc(hidden)]
+    fn spawn<'a>(
+        sources: &'a Self::Sources,
+        names: &[Name],
+        request: &'a Req,
+        slots: &'a Self::Slots,
+        refs: &'a Slots<'a>,
+        shared: &Arc<Shared>,
+        group: &mut Group<'a, ()>,
+    );
+
+    /// The outputs, once every source has written its own.
+    #[doc(hidden)]
+    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self>;
+}
+
+/// Adds one source of output `T` to a [`SourceOutputs`] tuple: `(A, B)` becomes `(A, B, T)`.
+pub trait Push<Req: ?Sized, T>: SourceOutputs<Req> {
+    /// The tuple with `T` appended.
+    type With: SourceOutputs<Req>;
+
+    /// Appends `entry` to `sources`.
+    #[doc(hidden)]
+    fn push(sources: Self::Sources, entry: Entry<Req, T>) -> <Self::With as SourceOutputs<Req>>::Sources;
+}
+
+/// The output type of source `I` of a tuple: what a dependent of it receives. Implemented for
+/// every index of tuples of up to 12 elements, so a dependent on a source that does not exist
+/// does not compile.
+#[diagnostic::on_unimplemented(
+    message = "there is no source number {I} before this one",
+    label = "`Input::<{I}>` names the source by its position among the sources declared before, from 0",
+    note = "the sources so far give `{Self}`"
+)]
+pub trait Get<const I: usize> {
+    /// The output type of source `I`.
+    type Item;
+}
+
+impl<Req: ?Sized> SourceOutputs<Req> for () {
+    type Sources = ();
+    type Slots = ();
+    type Refs<'a> = [&'a (dyn Any + Send + Sync); 0];
+
+    fn slots((): &()) {}
+
+    fn refs((): &()) -> [&(dyn Any + Send + Sync); 0] {
+        []
+    }
+
+    fn spawn<'a>(
+        _: &'a (),
+        _: &[Name],
+        _: &'a Req,
+        _: &'a (),
+        _: &'a Slots<'a>,
+        _: &Arc<Shared>,
+        _: &mut Group<'a, ()>,
+    ) {
+    }
+
+    fn take((): (), _: &[Name]) -> Option<()> {
+        Some(())
+    }
+}
+
+impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
+    type Sources = Vec<Entry<Req, T>>;
+    type Slots = Box<[Slot<T>]>;
+    type Refs<'a> = Vec<&'a (dyn Any + Send + Sync)>;
+
+    fn slots(sources: &Self::Sources) -> Self::Slots {
+        sources.iter().map(|_| Slot::default()).collect()
+    }
+
+    fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
+        slots.iter().map(|slot| slot as &(dyn Any + Send + Sync)).collect()
+    }
+
+    fn spawn<'a>(
+        sources: &'a Self::Sources,
+        names: &[Name],
+        request: &'a Req,
+        slots: &'a Self::Slots,
+        refs: &'a Slots<'a>,
+        shared: &Arc<Shared>,
+        group: &mut Group<'a, ()>,
+    ) {
+        for (index, ((source, name), slot)) in sources.iter().zip(names).zip(slots.iter()).enumerate() {
+            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, slot, refs, group);
+        }
+    }
+
+    fn take(slots: Self::Slots, names: &[Name]) -> Option<Self> {
+        names.iter().zip(slots.into_vec()).map(|(name, slot)| Some((name.clone(), slot.take()?))).collect()
+    }
+}
+
+impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Push<Req, T> for Outputs<T> {
+    type With = Self;
+
+    fn push(mut sources: Self::Sources, entry: Entry<Req, T>) -> Self::Sources {
+        sources.push(entry);
+        sources
+    }
+}
+
+macro_rules! outputs {
+    ($n:literal; $($T:ident $i:tt),+) => {
+        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
+            type Sources = ($(Entry<Req, $T>,)+);
+            type Slots = ($(Slot<$T>,)+);
+            type Refs<'a> = [&'a (dyn Any + Send + Sync); $n];
+
+            fn slots(_: &Self::Sources) -> Self::Slots {
+                ($(Slot::<$T>::default(),)+)
+            }
+
+            fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
+                [$(&slots.$i as &(dyn Any + Send + Sync),)+]
+            }
+
+            fn spawn<'a>(
+                sources: &'a Self::Sources,
+                names: &[Name],
+                request: &'a Req,
+                slots: &'a Self::Slots,
+                refs: &'a Slots<'a>,
+                shared: &Arc<Shared>,
+                group: &mut Group<'a, ()>,
+            ) {
+                $(
+                    if let Some(name) = names.get($i) {
+                        let call = Call { shared: Arc::clone(shared), index: $i };
+                        sources.$i.spawn(name, call, request, &slots.$i, refs, group);
+                    }
+                )+
+            }
+
+            fn take(slots: Self::Slots, _: &[Name]) -> Option<Self> {
+                Some(($(slots.$i.take()?,)+))
+            }
+        }
+    };
+}
+
+macro_rules! push {
+    ($($T:ident),*) => {
+        #[allow(non_snake_case)]
+        impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static,)* New: Send + 'static> Push<Req, New> for ($($T,)*) {
+            type With = ($($T,)* New,);
+
+            fn push(sources: Self::Sources, entry: Entry<Req, New>) -> <Self::With as SourceOutputs<Req>>::Sources {
+                let ($($T,)*) = sources;
+                ($($T,)* entry,)
+            }
+        }
+    };
+}
+
+outputs!(1; A 0);
+outputs!(2; A 0, B 1);
+outputs!(3; A 0, B 1, C 2);
+outputs!(4; A 0, B 1, C 2, D 3);
+outputs!(5; A 0, B 1, C 2, D 3, E 4);
+outputs!(6; A 0, B 1, C 2, D 3, E 4, F 5);
+outputs!(7; A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+outputs!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+outputs!(9; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+outputs!(10; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9);
+outputs!(11; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+outputs!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+push!();
+push!(A);
+push!(A, B);
+push!(A, B, C);
+push!(A, B, C, D);
+push!(A, B, C, D, E);
+push!(A, B, C, D, E, F);
+push!(A, B, C, D, E, F, G);
+push!(A, B, C, D, E, F, G, H);
+push!(A, B, C, D, E, F, G, H, I);
+push!(A, B, C, D, E, F, G, H, I, J);
+push!(A, B, C, D, E, F, G, H, I, J, K);
+
+// Generated: `Get<I>` for every index of every tuple of up to 12 elements.
+impl<A> Get<0> for (A,) {
+    type Item = A;
+}
+
+impl<A, B> Get<0> for (A, B) {
+    type Item = A;
+}
+
+impl<A, B> Get<1> for (A, B) {
+    type Item = B;
+}
+
+impl<A, B, C> Get<0> for (A, B, C) {
+    type Item = A;
+}
+
+impl<A, B, C> Get<1> for (A, B, C) {
+    type Item = B;
+}
+
+impl<A, B, C> Get<2> for (A, B, C) {
+    type Item = C;
+}
+
+impl<A, B, C, D> Get<0> for (A, B, C, D) {
+    type Item = A;
+}
+
+impl<A, B, C, D> Get<1> for (A, B, C, D) {
+    type Item = B;
+}
+
+impl<A, B, C, D> Get<2> for (A, B, C, D) {
+    type Item = C;
+}
+
+impl<A, B, C, D> Get<3> for (A, B, C, D) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E> Get<0> for (A, B, C, D, E) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E> Get<1> for (A, B, C, D, E) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E> Get<2> for (A, B, C, D, E) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E> Get<3> for (A, B, C, D, E) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E> Get<4> for (A, B, C, D, E) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F> Get<0> for (A, B, C, D, E, F) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F> Get<1> for (A, B, C, D, E, F) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F> Get<2> for (A, B, C, D, E, F) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F> Get<3> for (A, B, C, D, E, F) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F> Get<4> for (A, B, C, D, E, F) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F> Get<5> for (A, B, C, D, E, F) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G> Get<0> for (A, B, C, D, E, F, G) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G> Get<1> for (A, B, C, D, E, F, G) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G> Get<2> for (A, B, C, D, E, F, G) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G> Get<3> for (A, B, C, D, E, F, G) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G> Get<4> for (A, B, C, D, E, F, G) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G> Get<5> for (A, B, C, D, E, F, G) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G> Get<6> for (A, B, C, D, E, F, G) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<0> for (A, B, C, D, E, F, G, H) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<1> for (A, B, C, D, E, F, G, H) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<2> for (A, B, C, D, E, F, G, H) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<3> for (A, B, C, D, E, F, G, H) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<4> for (A, B, C, D, E, F, G, H) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<5> for (A, B, C, D, E, F, G, H) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<6> for (A, B, C, D, E, F, G, H) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H> Get<7> for (A, B, C, D, E, F, G, H) {
+    type Item = H;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<0> for (A, B, C, D, E, F, G, H, I) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<1> for (A, B, C, D, E, F, G, H, I) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<2> for (A, B, C, D, E, F, G, H, I) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<3> for (A, B, C, D, E, F, G, H, I) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<4> for (A, B, C, D, E, F, G, H, I) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<5> for (A, B, C, D, E, F, G, H, I) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<6> for (A, B, C, D, E, F, G, H, I) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<7> for (A, B, C, D, E, F, G, H, I) {
+    type Item = H;
+}
+
+impl<A, B, C, D, E, F, G, H, I> Get<8> for (A, B, C, D, E, F, G, H, I) {
+    type Item = I;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<0> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<1> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<2> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<3> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<4> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<5> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<6> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<7> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = H;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<8> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = I;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J> Get<9> for (A, B, C, D, E, F, G, H, I, J) {
+    type Item = J;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<0> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<1> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<2> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<3> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<4> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<5> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<6> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<7> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = H;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<8> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = I;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<9> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = J;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K> Get<10> for (A, B, C, D, E, F, G, H, I, J, K) {
+    type Item = K;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<0> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = A;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<1> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = B;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<2> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = C;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<3> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = D;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<4> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = E;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<5> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = F;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<6> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = G;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<7> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = H;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<8> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = I;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<9> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = J;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<10> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = K;
+}
+
+impl<A, B, C, D, E, F, G, H, I, J, K, L> Get<11> for (A, B, C, D, E, F, G, H, I, J, K, L) {
+    type Item = L;
+}
