@@ -148,7 +148,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
         let Inner { sources, names, inputs, group: config, fields: defaults } = &*self.inner;
-        let RequestContext { fields: own, deadline, parent, span: parent_span } = context;
+        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready } = context;
         let fields: Arc<[(Name, String)]> = if own.is_empty() {
             Arc::clone(defaults)
         } else {
@@ -174,6 +174,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         shared = Arc::new(Shared {
             recorder: Recorder::new(group.started(), names.len(), config.limit),
             token: group.token(),
+            on_ready,
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
@@ -304,6 +305,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     pub fn source<F>(self, name: impl Into<Name>, fetcher: F) -> AggregatorBuilder<Req, O::With>
     where
         F: Fetcher<Req> + 'static,
+        F::Output: 'static,
         O: Push<Req, F::Output>,
     {
         self.source_with(name, fetcher, ())
@@ -318,6 +320,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     where
         P: Policy<F>,
         P::Fetcher: Fetcher<Req> + 'static,
+        <P::Fetcher as Fetcher<Req>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<Req>>::Output>,
     {
         let needs = policy.check();
@@ -365,6 +368,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         M: Fn(&Req, &I::Item) -> R + Send + Sync + 'static,
         R: Send + Sync + 'static,
         F: Fetcher<R> + 'static,
+        F::Output: 'static,
         O: Push<Req, F::Output>,
     {
         self.then_with(name, input, make, fetcher, ())
@@ -387,6 +391,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         F: 'static,
         P: Policy<F>,
         P::Fetcher: Fetcher<R> + 'static,
+        <P::Fetcher as Fetcher<R>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<R>>::Output>,
     {
         let needs = policy.check();

@@ -24,11 +24,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::any::Any;
+use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use muster_core::CancelToken;
+use muster_core::{BoxError, CancelToken};
 use tokio::time::Instant;
 
 use crate::report::Recorder;
@@ -48,10 +50,70 @@ pub struct Call {
 
 #[doc(hidden)]
 /// What every source of one aggregation shares.
-#[derive(Debug)]
 pub struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) token: CancelToken,
+    pub(crate) on_ready: Option<OnReady>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared").field("recorder", &self.recorder).field("token", &self.token).finish_non_exhaustive()
+    }
+}
+
+/// A callback told about every source as it completes; see
+/// [`RequestContext::on_ready`](crate::RequestContext::on_ready).
+pub(crate) type OnReady = Arc<dyn Fn(Ready<'_>) + Send + Sync>;
+
+/// A source that just completed, as [`RequestContext::on_ready`](crate::RequestContext::on_ready)
+/// tells it: its name and position, and its output (or its error), the moment it has it, while
+/// the others may still run. For streaming a response section by section.
+#[derive(Clone, Copy)]
+pub struct Ready<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) index: usize,
+    pub(crate) value: Result<&'a dyn Any, &'a BoxError>,
+    pub(crate) fell_back: bool,
+}
+
+impl<'a> Ready<'a> {
+    /// The source's name.
+    pub fn name(&self) -> &'a str {
+        self.name
+    }
+
+    /// The source's position in declaration order, from 0.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The source's output, if it succeeded and its output is a `T` (the source's output
+    /// type: `Option<T>` for an [`Optional`](crate::Optional) one).
+    pub fn value<T: 'static>(&self) -> Option<&'a T> {
+        self.value.ok().and_then(|value| value.downcast_ref())
+    }
+
+    /// The source's error, if it failed: the aggregation fails with it.
+    pub fn error(&self) -> Option<&'a BoxError> {
+        self.value.err()
+    }
+
+    /// Whether an optional source's fallback stands in for its output.
+    pub fn is_fallback(&self) -> bool {
+        self.fell_back
+    }
+}
+
+impl fmt::Debug for Ready<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ready")
+            .field("name", &self.name)
+            .field("index", &self.index)
+            .field("ok", &self.value.is_ok())
+            .field("fell_back", &self.fell_back)
+            .finish()
+    }
 }
 
 impl Call {

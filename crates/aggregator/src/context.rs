@@ -6,6 +6,8 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use muster_core::{CancelToken, Name};
+
+use crate::call::{OnReady, Ready};
 use tracing::callsite::{Callsite, Identifier};
 use tracing::field::{Field, FieldSet, Value};
 use tracing::metadata::Kind;
@@ -42,13 +44,26 @@ use tracing::{Level, Metadata, Span};
 /// assert_eq!(aggregate.report.field("user_id"), Some("42"));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 #[must_use = "a context does nothing until it is passed to `aggregate_with`"]
 pub struct RequestContext {
     pub(crate) fields: Vec<(Name, String)>,
     pub(crate) deadline: Option<Duration>,
     pub(crate) parent: Option<CancelToken>,
     pub(crate) span: Option<Span>,
+    pub(crate) on_ready: Option<OnReady>,
+}
+
+impl fmt::Debug for RequestContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestContext")
+            .field("fields", &self.fields)
+            .field("deadline", &self.deadline)
+            .field("parent", &self.parent)
+            .field("span", &self.span)
+            .field("on_ready", &self.on_ready.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
 }
 
 impl RequestContext {
@@ -88,6 +103,36 @@ impl RequestContext {
     /// The span the aggregation's `aggregate` span is a child of, instead of the current one.
     pub fn parent_span(mut self, span: Span) -> Self {
         self.span = Some(span);
+        self
+    }
+
+    /// Calls `on_ready` for every source the moment it completes, with its output (or error),
+    /// while the others may still run: to stream a response section by section. It runs on
+    /// the aggregation's task, inside its poll: keep it short (e.g. send into a channel).
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use muster::{Aggregator, RequestContext, fetcher_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let after = |ms: u64, body: &'static str| fetcher_fn(move |_: &u64| async move {
+    ///     tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///     Ok::<_, std::io::Error>(body)
+    /// });
+    /// let aggregator = Aggregator::builder().source("slow", after(30, "{}")).source("fast", after(10, "[]")).build()?;
+    /// let sections = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = Arc::clone(&sections);
+    /// let context = RequestContext::new().on_ready(move |ready| {
+    ///     seen.lock().unwrap().push((ready.name().to_owned(), ready.value::<&str>().copied()));
+    /// });
+    /// aggregator.aggregate_with(&7, context).await?;
+    /// assert_eq!(*sections.lock().unwrap(), [("fast".to_owned(), Some("[]")), ("slow".to_owned(), Some("{}"))]);
+    /// # Ok(()) }
+    /// ```
+    pub fn on_ready(mut self, on_ready: impl Fn(Ready<'_>) + Send + Sync + 'static) -> Self {
+        self.on_ready = Some(std::sync::Arc::new(on_ready));
         self
     }
 

@@ -362,6 +362,13 @@ impl Recorder {
         entry.detail().fell_back = Some(after);
     }
 
+    /// Whether a fallback stands in for the source's output (so far).
+    pub(crate) fn fell_back_now(&self, index: usize) -> bool {
+        self.entries
+            .get(index)
+            .is_some_and(|entry| entry.flags.load(Relaxed) & DETAILED != 0 && entry.detail().fell_back.is_some())
+    }
+
     /// The source ended with its value, or with a failure.
     pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
         let Some(entry) = self.entries.get(index) else { return };

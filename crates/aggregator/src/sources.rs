@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 use futures_util::FutureExt as _;
 use muster_core::{BoxError, Fetcher, Group, Name, Outputs};
 
-use crate::call::{Call, Shared};
+use crate::call::{Call, Ready, Shared};
 use crate::report::Failure;
 
 /// A source's output, written by its task once it has it; dependents wait on it.
@@ -106,6 +106,7 @@ impl<Req, F> Erased<Req, F::Output> for Typed<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Output: 'static,
 {
     fn spawn<'a>(
         &'a self,
@@ -116,10 +117,11 @@ where
         _: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
+        let tag = name.clone();
         let run = async move {
             call.shared.recorder.start(call.index, false);
             let fetch = self.0.fetch(request);
-            run(call, slot, fetch).await
+            run(call, &tag, slot, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -139,6 +141,7 @@ where
     Req: ?Sized + Sync,
     M: Fn(&Req, &T) -> R + Send + Sync,
     F: Fetcher<R>,
+    F::Output: 'static,
     R: Send + Sync,
     T: Send + 'static,
 {
@@ -152,6 +155,7 @@ where
         group: &mut Group<'a, ()>,
     ) {
         let input = slots.get(self.input).and_then(|slot| slot.downcast_ref::<Slot<T>>());
+        let tag = name.clone();
         let run = async move {
             // The builder checked the index and its type.
             let Some(input) = input else { return Err(BoxError::from("the input of this source is missing")) };
@@ -160,7 +164,7 @@ where
             let own = poll_fn(|cx| input.poll_with(cx, |value| (self.make)(request, value))).await;
             call.shared.recorder.start(call.index, true);
             let fetch = self.fetcher.fetch(&own);
-            run(call, slot, fetch).await
+            run(call, &tag, slot, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -172,14 +176,22 @@ where
 
 /// Runs a source's fetch as its call, writes its output, and tells the report how it ended; a
 /// panic is recorded, then resumed for the group to report.
-async fn run<T, E, Fut>(call: Call, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
+async fn run<T, E, Fut>(call: Call, name: &str, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
+    T: 'static,
 {
     let (shared, index) = (Arc::clone(&call.shared), call.index);
+    let ready = |value: Result<&dyn Any, &BoxError>| {
+        if let Some(on_ready) = &shared.on_ready {
+            let fell_back = shared.recorder.fell_back_now(index);
+            on_ready(Ready { name, index, value, fell_back });
+        }
+    };
     match AssertUnwindSafe(call.scope(fetch)).catch_unwind().await {
         Ok(Ok(value)) => {
+            ready(Ok(&value));
             slot.put(value);
             shared.recorder.finish(index, None);
             Ok(())
@@ -187,6 +199,7 @@ where
         Ok(Err(error)) => {
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
+            ready(Err(&error));
             shared.recorder.finish(index, Some(Failure::Error(&error)));
             Err(error)
         }

@@ -649,3 +649,47 @@ async fn a_policy_wraps_a_fetcher_outside_an_aggregator() {
     let retried = Retry::attempts(2).jitter(0.0).wrap(MockFetcher::script([Step::err("reset"), Step::ok(4u8)]));
     assert_eq!(retried.fetch(&()).await.unwrap(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn on_ready_tells_each_source_the_moment_it_completes() {
+    let started = Instant::now();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let context = RequestContext::new().on_ready(move |ready| {
+        let value = ready.value::<u32>().copied().or(ready.value::<Option<u32>>().copied().flatten());
+        let error = ready.error().map(ToString::to_string);
+        log.lock().unwrap().push((
+            ready.name().to_owned(),
+            ready.index(),
+            value,
+            error,
+            ready.is_fallback(),
+            started.elapsed(),
+        ));
+    });
+    let aggregator = Aggregator::builder()
+        .source("slow", MockFetcher::ok_after(ms(30), 1u32))
+        .source_with("offers", MockFetcher::<u32>::err_after(ms(5), "down"), Fallback(0))
+        .source_with("ads", MockFetcher::ok_after(ms(10), 3u32), Optional)
+        .build()
+        .unwrap();
+    aggregator.aggregate_with(&(), context).await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            ("offers".to_owned(), 1, Some(0), None, true, ms(5)),
+            ("ads".to_owned(), 2, Some(3), None, false, ms(10)),
+            ("slow".to_owned(), 0, Some(1), None, false, ms(30)),
+        ]
+    );
+
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&failed);
+    let context =
+        RequestContext::new().on_ready(move |ready| log.lock().unwrap().push(ready.error().map(ToString::to_string)));
+    let aggregator =
+        Aggregator::builder().source("profile", MockFetcher::<u8>::err_after(ms(5), "503")).build().unwrap();
+    assert!(aggregator.aggregate_with(&(), context).await.is_err());
+    assert_eq!(*failed.lock().unwrap(), [Some("503".to_owned())]);
+}
