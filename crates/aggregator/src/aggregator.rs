@@ -181,6 +181,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         };
         gone.armed = false;
         let report = shared.recorder.report(names, result.as_ref().err(), fields);
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(&report, result.as_ref().err());
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;
         let error = match result {
