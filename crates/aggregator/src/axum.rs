@@ -84,7 +84,7 @@
 //! `kind` is the HTTP fetcher's kind when the failed source's error is an HTTP error (`status`,
 //! `connect`, `timeout`, `body_too_large`, `invalid_json`, ...; seen through the
 //! [`Timeout`](crate::Timeout) and [`Coalesce`](crate::Coalesce) wrappers and the error's
-//! `source()` chain), else the [`ErrorKind`](crate::ErrorKind): `failed`, `panicked`,
+//! `source()` chain), else the [`ErrorKind`]: `failed`, `panicked`,
 //! `timeout` or `cancelled`. `request_id` is the call's context field `request_id`, `null`
 //! when it has none.
 //!
@@ -123,6 +123,10 @@ const REQUEST_ID: &str = "request_id";
 /// A client that goes away cancels the aggregation: axum drops the handler's future, and with
 /// it every source's fetch.
 ///
+/// If the router says `AggregateHandler<Req, O>: Handler<_, _>` is not satisfied, `Req`
+/// does not implement [`FromRequestParts`] for the router's state, or is not
+/// `Send + Sync + 'static`.
+///
 /// ```
 /// use ::axum::Router;
 /// use ::axum::extract::Path;
@@ -139,7 +143,10 @@ const REQUEST_ID: &str = "request_id";
 /// # let _ = app;
 /// # Ok(()) }
 /// ```
-pub fn handler<Req, O: SourceOutputs<Req>>(aggregator: Aggregator<Req, O>) -> AggregateHandler<Req, O> {
+pub fn handler<Req, O>(aggregator: Aggregator<Req, O>) -> AggregateHandler<Req, O>
+where
+    O: SourceOutputs<Req> + SerializeOutputs,
+{
     AggregateHandler { aggregator, context: |_| RequestContext::new(), errors: Errors::Safe }
 }
 
@@ -164,7 +171,9 @@ enum Errors {
 impl<Req, O: SourceOutputs<Req>> AggregateHandler<Req, O> {
     /// Builds each call's [`RequestContext`] from the extracted request with `context` (the
     /// default gives an empty one): the user id, the request id (which error responses carry
-    /// as `request_id`), a tighter deadline from a header.
+    /// as `request_id`), a tighter deadline from a header. `context` is a function, or a
+    /// closure that captures nothing: what it needs comes from the request, so put anything
+    /// else it needs (a header's value, the service's name) into the request type.
     ///
     /// ```
     /// use ::axum::extract::Path;
@@ -250,6 +259,11 @@ where
 /// assert_eq!(serde_json::to_string(&json)?, r#"{"name":"Ada","balance":1250}"#);
 /// # Ok(()) }
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "the outputs `{Self}` do not serialize as one JSON object",
+    label = "every source's output must implement `serde::Serialize`",
+    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::Outputs<T>`"
+)]
 pub trait SerializeOutputs {
     /// Serializes the outputs as a map: the output of the `i`-th source under `names[i]`
     /// (under `i` if `names` is too short). [`Outputs`] use their own names.

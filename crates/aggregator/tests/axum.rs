@@ -284,6 +284,21 @@ async fn a_source_timeout_is_a_502_of_kind_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_panicking_source_is_a_502_without_the_panic_message() {
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::<Value>::panic_after(ms(5), "index out of bounds in db-7"))
+        .build()
+        .unwrap();
+    let error = aggregator.aggregate_with(&(), RequestContext::new().field("request_id", "r-7")).await.unwrap_err();
+    let (status, body) = body_of(error.into_response()).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        body,
+        json!({"error": "source `profile` panicked", "source": "profile", "kind": "panicked", "request_id": "r-7"})
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn by_name_outputs_are_keyed_by_their_names() {
     let mut builder = Aggregator::by_name();
     for (name, value) in [("eu", 3), ("us", 5), ("apac", 8)] {
