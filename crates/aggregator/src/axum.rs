@@ -9,12 +9,12 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use ::axum::Router;
-//! use ::axum::body::Body;
-//! use ::axum::extract::{FromRequestParts, Path};
-//! use ::axum::http::{Request, StatusCode, request::Parts};
-//! use ::axum::response::{IntoResponse, Response};
-//! use ::axum::routing::get;
+//! use axum::Router;
+//! use axum::body::Body;
+//! use axum::extract::{FromRequestParts, Path};
+//! use axum::http::{Request, StatusCode, request::Parts};
+//! use axum::response::{IntoResponse, Response};
+//! use axum::routing::get;
 //! use muster::{Aggregator, Deadline, RequestContext, fetcher_fn};
 //! use tower::ServiceExt as _;
 //!
@@ -86,7 +86,8 @@
 //! [`Timeout`](crate::Timeout) and [`Coalesce`](crate::Coalesce) wrappers and the error's
 //! `source()` chain), else the [`ErrorKind`]: `failed`, `panicked`,
 //! `timeout` or `cancelled`. `request_id` is the call's context field `request_id`, `null`
-//! when it has none.
+//! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
+//! source and the kind, `ok` for a success) for an access log around the handler.
 //!
 //! # What a client sees
 //!
@@ -128,9 +129,9 @@ const REQUEST_ID: &str = "request_id";
 /// `Send + Sync + 'static`.
 ///
 /// ```
-/// use ::axum::Router;
-/// use ::axum::extract::Path;
-/// use ::axum::routing::get;
+/// use axum::Router;
+/// use axum::extract::Path;
+/// use axum::routing::get;
 /// use muster::{Aggregator, fetcher_fn};
 ///
 /// # fn main() -> Result<(), muster::BuildError> {
@@ -176,8 +177,8 @@ impl<Req, O: SourceOutputs<Req>> AggregateHandler<Req, O> {
     /// else it needs (a header's value, the service's name) into the request type.
     ///
     /// ```
-    /// use ::axum::extract::Path;
-    /// use ::axum::routing::get;
+    /// use axum::extract::Path;
+    /// use axum::routing::get;
     /// use muster::{Aggregator, RequestContext, fetcher_fn};
     ///
     /// # fn main() -> Result<(), muster::BuildError> {
@@ -381,7 +382,9 @@ impl<O: SerializeOutputs> Serialize for Json<O> {
 impl<O: SerializeOutputs> IntoResponse for Json<O> {
     /// `200 application/json`, or a 500 JSON error (logged) if an output does not serialize.
     fn into_response(self) -> Response {
-        json(StatusCode::OK, &self)
+        let mut response = json(StatusCode::OK, &self);
+        response.extensions_mut().insert(Answer { source: None, kind: "ok" });
+        response
     }
 }
 
@@ -406,7 +409,7 @@ impl IntoResponse for AggregateError {
 /// same response as the error's own.
 ///
 /// ```
-/// use ::axum::response::IntoResponse;
+/// use axum::response::IntoResponse;
 /// use muster::{Aggregator, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -426,6 +429,33 @@ impl IntoResponse for Verbose {
     fn into_response(self) -> Response {
         error_response(&self.0, Errors::Exposed)
     }
+}
+
+/// What a response of this module says, in the response's extensions: for an access log or a
+/// metrics middleware around the handler, which can read it without parsing the body.
+///
+/// ```
+/// use axum::response::IntoResponse;
+/// use muster::{Aggregator, fetcher_fn};
+/// use muster::axum::Answer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let failing = fetcher_fn(|_: &u64| async { Err::<u64, _>(std::io::Error::other("down")) });
+/// let aggregator = Aggregator::builder().source("balance", failing).build()?;
+/// let response = aggregator.aggregate(&7).await.into_response();
+/// let answer = response.extensions().get::<Answer>().cloned();
+/// assert_eq!(answer.map(|answer| (answer.source.as_deref() == Some("balance"), answer.kind)), Some((true, "failed")));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Answer {
+    /// The source that failed the aggregation, if one did.
+    pub source: Option<Name>,
+    /// The body's `kind` (the HTTP fetcher's kind, or `failed`, `panicked`, `timeout`,
+    /// `cancelled`), or `ok` for a success.
+    pub kind: &'static str,
 }
 
 /// The body of an error response.
@@ -477,11 +507,14 @@ fn error_response(error: &AggregateError, errors: Errors) -> Response {
             }
         },
     };
+    let answer = Answer { source: body.source.map(|source| Name::Owned(source.to_owned())), kind: body.kind };
     let body = match errors {
         Errors::Safe => body,
         Errors::Exposed => ErrorBody { error: error.chain(), ..body },
     };
-    json(status, &body)
+    let mut response = json(status, &body);
+    response.extensions_mut().insert(answer);
+    response
 }
 
 /// `body` as a JSON response with `status`; a 500 if it does not serialize.

@@ -260,7 +260,10 @@ async fn a_cancelled_aggregation_is_a_503() {
     let context = RequestContext::new().field("request_id", "r-5").cancel_on(&token);
     let error = aggregator.aggregate_with(&(), context).await.unwrap_err();
 
-    let (status, body) = body_of(error.into_response()).await;
+    let response = error.into_response();
+    let answer = response.extensions().get::<muster::axum::Answer>().cloned().unwrap();
+    assert_eq!((answer.source, answer.kind), (None, "cancelled"));
+    let (status, body) = body_of(response).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body,
@@ -307,6 +310,7 @@ async fn by_name_outputs_are_keyed_by_their_names() {
     let aggregate = builder.build().unwrap().aggregate(&()).await.unwrap();
     let response = aggregate.into_response();
     assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.extensions().get::<muster::axum::Answer>().map(|answer| answer.kind), Some("ok"));
     let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
     assert_eq!(body, r#"{"eu":3,"us":5,"apac":8}"#);
 }
