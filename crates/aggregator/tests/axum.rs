@@ -379,4 +379,21 @@ mod http {
         assert_eq!(body["kind"], "status");
         assert!(!body.to_string().contains("db-3"), "the backend's body reached the client: {body}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_nested_aggregation_reports_its_inner_http_kind() {
+        let refused = fetcher_fn(|_: &u64| async {
+            Err::<u64, _>(HttpError::Connect { source: "tcp connect error: 10.0.0.9:443: refused".into() })
+        });
+        let inner = Aggregator::builder().source("ledger", refused).build().unwrap();
+        let outer =
+            Aggregator::builder().source("profile", MockFetcher::ok_after(ms(50), 1u32)).source("accounts", inner);
+        let error = outer.build().unwrap().aggregate(&7).await.unwrap_err();
+        let (status, body) = body_of(error.into_response()).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            body,
+            json!({"error": "source `accounts` failed (connect)", "source": "accounts", "kind": "connect", "request_id": null})
+        );
+    }
 }
