@@ -193,6 +193,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         let report = shared.recorder.report(names, inputs, result.as_ref().err(), fields);
         // The dependents' view of the slots ends with the group.
         drop(refs);
+        #[cfg(feature = "metrics")]
+        crate::metrics::record(&report, result.as_ref().err());
         let _entered = span.enter();
         let elapsed_ms = report.elapsed.as_millis() as u64;
         let error = match result {

@@ -89,6 +89,13 @@
 //! - `tower`: [`Tower`] (any tower layer as a policy), [`ServiceFetcher`] (any tower `Service`
 //!   is a `Fetcher`) and [`FetcherService`] (any `Fetcher` is a `Service`).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
+//! - `axum`: [`axum`] integration: `AggregateError` and `Aggregate` turn into JSON responses
+//!   (200 keyed by source name; 502, 504, 503 with the source, kind, pending sources and
+//!   request id, and no internal detail unless the operator opts in), and
+//!   [`axum::handler`] mounts an aggregator in a router in one line.
+//! - `metrics`: [`metrics`] on the `metrics` facade: per source calls, attempts, outcomes by
+//!   kind, latency, time queued and cancellations by cause; per aggregation outcome and
+//!   duration.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
@@ -149,6 +156,13 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> std::sync::
 
 #[cfg(feature = "json")]
 pub mod json;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+#[cfg(any(feature = "axum", feature = "metrics"))]
+mod kind;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 /// HTTP sources: [`HttpFetcher`](http::HttpFetcher) with URL templates, typed errors and a
 /// pooled [`HttpClient`](http::HttpClient) (feature `http`).

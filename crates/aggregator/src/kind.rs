@@ -1,0 +1,68 @@
+//! The kind of a failure as a client and a metric see it: the HTTP fetcher's own kind
+//! (`connect`, `status`, `body_too_large`, ...) when the failed source's error is, or wraps,
+//! an HTTP error; otherwise the aggregate's [`ErrorKind`](crate::ErrorKind).
+
+use std::error::Error;
+
+use crate::error::AggregateError;
+use crate::policy::{CoalesceError, TimeoutError};
+
+/// The most specific kind of `error`: the failed source's own kind if it has one (an HTTP
+/// error, through the policy wrappers and the `source()` chain; a nested aggregation's), else
+/// [`AggregateError::kind`].
+pub(crate) fn of(error: &AggregateError) -> &'static str {
+    error.source_error().and_then(source_kind).unwrap_or_else(|| error.kind().as_str())
+}
+
+/// The kind of a source's error, walking its `source()` chain and looking through the
+/// timeout and coalescing wrappers at each step; `None` if nothing in it has a kind of its own.
+pub(crate) fn source_kind(error: &(dyn Error + 'static)) -> Option<&'static str> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(kind) = known(error) {
+            return Some(kind);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// What `error` is, among the errors that know their kind.
+fn known(error: &(dyn Error + 'static)) -> Option<&'static str> {
+    if let Some(found) = peel::<AggregateError>(error) {
+        return Some(found.map_or("timeout", of));
+    }
+    #[cfg(feature = "http")]
+    if let Some(found) = peel::<crate::http::HttpError>(error) {
+        return Some(found.map_or("timeout", crate::http::HttpError::kind));
+    }
+    None
+}
+
+/// `error` as an `E`, directly or inside the policy wrappers a source's error comes in (a
+/// per-source timeout, coalescing, or both in either order): `Some(None)` when a wrapping
+/// timeout elapsed rather than an `E` failing.
+fn peel<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<Option<&'a E>> {
+    fn timeout<E>(error: &TimeoutError<E>) -> Option<&E> {
+        match error {
+            TimeoutError::Inner(error) => Some(error),
+            _ => None,
+        }
+    }
+    if let Some(error) = error.downcast_ref::<E>() {
+        return Some(Some(error));
+    }
+    if let Some(error) = error.downcast_ref::<TimeoutError<E>>() {
+        return Some(timeout(error));
+    }
+    if let Some(error) = error.downcast_ref::<CoalesceError<E>>() {
+        return Some(Some(error.get_ref()));
+    }
+    if let Some(error) = error.downcast_ref::<CoalesceError<TimeoutError<E>>>() {
+        return Some(timeout(error.get_ref()));
+    }
+    if let Some(error) = error.downcast_ref::<TimeoutError<CoalesceError<E>>>() {
+        return Some(timeout(error).map(CoalesceError::get_ref));
+    }
+    None
+}

@@ -1,0 +1,140 @@
+//! Metrics (feature `metrics`), on the [`metrics`](https://docs.rs/metrics) facade: every
+//! aggregation records what its [`Report`] says into whatever recorder the application
+//! installed (Prometheus, StatsD, OpenTelemetry, a test's), or into nothing when it installed
+//! none.
+//!
+//! | name | type | labels | what |
+//! |---|---|---|---|
+//! | `muster_aggregations_total` | counter | `outcome` | aggregations, by outcome: `ok`, `failed`, `panicked`, `timeout`, `cancelled` |
+//! | `muster_aggregation_duration_seconds` | histogram | `outcome` | from the start of an aggregation to its answer |
+//! | `muster_source_calls_total` | counter | `source` | sources started: one call per source per aggregation |
+//! | `muster_source_attempts_total` | counter | `source` | attempts made, the first included: retries and hedges are the attempts beyond the calls |
+//! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the HTTP fetcher's (`connect`, `status`, ...) for the source that failed the aggregation, what a fallback replaced for `fallback`, else the outcome |
+//! | `muster_source_duration_seconds` | histogram | `source`, `outcome` | how long a source ran, until it finished or was cancelled |
+//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::Limit) before starting (zero without one) |
+//! | `muster_source_cancellations_total` | counter | `source`, `cause` | sources stopped before they finished, by cause: `sibling` (a required source failed), `deadline`, `caller` (a parent cancellation), `completed` |
+//!
+//! Everything is recorded once, when the aggregation answers, from its report. An aggregation
+//! whose caller stops waiting (drops the future, e.g. a client that disconnects) answers
+//! nothing and records nothing; the aggregator logs it at `info`.
+//!
+//! Serving them, e.g. as Prometheus text from an axum router, is the application's part; with
+//! the `metrics-exporter-prometheus` crate:
+//!
+//! ```ignore
+//! let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+//! muster::metrics::describe();
+//! let app = app.route("/metrics", axum::routing::get(move || std::future::ready(prometheus.render())));
+//! ```
+//!
+//! Nothing needs to be set up in `muster` itself: with the feature on, an aggregation records
+//! into the recorder current when it answers.
+//!
+//! ```
+//! use muster::{Aggregator, fetcher_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Once, after installing the application's recorder: names the metrics' units and help.
+//! muster::metrics::describe();
+//!
+//! let profile = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>("Ada") });
+//! let aggregator = Aggregator::builder().source("profile", profile).build()?;
+//! aggregator.aggregate(&7).await?; // muster_aggregations_total{outcome="ok"} += 1, ...
+//! # Ok(()) }
+//! ```
+
+use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use muster_core::{ErrorKind, GroupError};
+
+use crate::report::{Outcome, Report, TimeoutKind, Trigger};
+
+/// Counter: aggregations, labelled `outcome`.
+pub const AGGREGATIONS: &str = "muster_aggregations_total";
+/// Histogram, seconds: aggregation durations, labelled `outcome`.
+pub const AGGREGATION_DURATION: &str = "muster_aggregation_duration_seconds";
+/// Counter: sources started, labelled `source`.
+pub const SOURCE_CALLS: &str = "muster_source_calls_total";
+/// Counter: attempts made (the first included), labelled `source`.
+pub const SOURCE_ATTEMPTS: &str = "muster_source_attempts_total";
+/// Counter: source outcomes, labelled `source`, `outcome` and `kind`.
+pub const SOURCE_OUTCOMES: &str = "muster_source_outcomes_total";
+/// Histogram, seconds: how long sources ran, labelled `source` and `outcome`.
+pub const SOURCE_DURATION: &str = "muster_source_duration_seconds";
+/// Histogram, seconds: time sources spent queued before starting, labelled `source`.
+pub const SOURCE_QUEUED: &str = "muster_source_queued_seconds";
+/// Counter: sources stopped before they finished, labelled `source` and `cause`.
+pub const SOURCE_CANCELLATIONS: &str = "muster_source_cancellations_total";
+
+/// Describes every metric (its unit and help text) to the installed recorder: call it once,
+/// after installing the recorder, so that an exporter shows the help text. Recording works
+/// without it.
+///
+/// ```
+/// muster::metrics::describe();
+/// ```
+pub fn describe() {
+    describe_counter!(AGGREGATIONS, Unit::Count, "Aggregations, by outcome.");
+    describe_histogram!(AGGREGATION_DURATION, Unit::Seconds, "From the start of an aggregation to its answer.");
+    describe_counter!(SOURCE_CALLS, Unit::Count, "Sources started, once per source per aggregation.");
+    describe_counter!(
+        SOURCE_ATTEMPTS,
+        Unit::Count,
+        "Attempts made by sources, the first included (retries and hedges)."
+    );
+    describe_counter!(SOURCE_OUTCOMES, Unit::Count, "How sources ended, by outcome and kind.");
+    describe_histogram!(SOURCE_DURATION, Unit::Seconds, "How long sources ran, until they finished or were cancelled.");
+    describe_histogram!(SOURCE_QUEUED, Unit::Seconds, "Time sources spent queued behind the concurrency limit.");
+    describe_counter!(SOURCE_CANCELLATIONS, Unit::Count, "Sources stopped before they finished, by cause.");
+}
+
+/// Records one aggregation's metrics from its report and, if it failed, its error.
+pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
+    let failed = error.and_then(GroupError::source_name);
+    let failed_kind = error.and_then(std::error::Error::source).and_then(crate::kind::source_kind);
+    let cause = match &report.trigger {
+        Some(Trigger::Source(_)) => "sibling",
+        Some(Trigger::Deadline) => "deadline",
+        Some(Trigger::Cancelled) => "caller",
+        // A source still running when the aggregation succeeded (none does with the
+        // all-required completion).
+        _ => "completed",
+    };
+    for source in &report.sources {
+        let outcome = source.outcome.as_str();
+        let kind = match &source.outcome {
+            Outcome::FellBack { after } => after.as_str(),
+            _ if failed == Some(&*source.name) => failed_kind.unwrap_or(outcome),
+            _ => outcome,
+        };
+        counter!(SOURCE_OUTCOMES, "source" => source.name.clone(), "outcome" => outcome, "kind" => kind).increment(1);
+        if matches!(source.outcome, Outcome::Cancelled { .. } | Outcome::TimedOut { timeout: TimeoutKind::Global }) {
+            counter!(SOURCE_CANCELLATIONS, "source" => source.name.clone(), "cause" => cause).increment(1);
+        }
+        if source.start.is_some() {
+            counter!(SOURCE_CALLS, "source" => source.name.clone()).increment(1);
+            counter!(SOURCE_ATTEMPTS, "source" => source.name.clone()).increment(u64::from(source.attempts));
+            histogram!(SOURCE_DURATION, "source" => source.name.clone(), "outcome" => outcome)
+                .record(source.duration.as_secs_f64());
+        }
+        if source.start.is_some() || !source.queued.is_zero() {
+            histogram!(SOURCE_QUEUED, "source" => source.name.clone()).record(source.queued.as_secs_f64());
+        }
+    }
+    let outcome = match error {
+        None => "ok",
+        Some(error) => {
+            let timed_out = |name| report.source(name).map(|source| &source.outcome);
+            match error.kind() {
+                ErrorKind::Failed
+                    if failed.and_then(timed_out) == Some(&Outcome::TimedOut { timeout: TimeoutKind::Source }) =>
+                {
+                    "timeout"
+                }
+                kind => kind.as_str(),
+            }
+        }
+    };
+    counter!(AGGREGATIONS, "outcome" => outcome).increment(1);
+    histogram!(AGGREGATION_DURATION, "outcome" => outcome).record(report.elapsed.as_secs_f64());
+}
