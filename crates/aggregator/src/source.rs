@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt as _;
-use muster_core::{BoxError, Fetcher, Group, Name, SpawnError, panic_message, with_deadline};
+use muster_core::{BoxError, Fetcher, Group, Name, SpawnError, with_deadline};
 use muster_options::{Fallback, Retry, SourceConfig};
 use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
@@ -375,4 +375,16 @@ struct Limit {
     kind: TimeoutKind,
     /// The source's own timeout; unused for the global deadline.
     after: Duration,
+}
+
+/// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
+/// placeholder for other payloads.
+fn panic_message(payload: &(dyn Any + Send)) -> Arc<str> {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        Arc::from(*message)
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        Arc::from(message.as_str())
+    } else {
+        Arc::from("non-string panic payload")
+    }
 }

@@ -1,6 +1,9 @@
+use std::cell::RefCell;
 use std::future::Future;
 
 use tokio::time::Instant;
+
+use crate::cancel::{CancelToken, Cause};
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -46,4 +49,93 @@ pub(crate) fn scoped<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
         Some(deadline) => DEADLINE.sync_scope(deadline, f),
         None => f(),
     }
+}
+
+thread_local! {
+    /// The group whose task is being polled or dropped on this thread, if any. Set by the
+    /// group around each round of polls and around the drops of its tasks, so a task reads it
+    /// like a task-local; saved and restored around nested groups.
+    static CURRENT: RefCell<Option<TokenScope>> = const { RefCell::new(None) };
+}
+
+/// What [`current_token`] needs to find or make the current group's token. The group's token
+/// is made lazily: a group whose tasks never ask for it never allocates one.
+#[derive(Default)]
+pub(crate) struct TokenScope {
+    /// The group's token, if made.
+    pub(crate) token: Option<CancelToken>,
+    /// The group's parent, to make the token as its child.
+    pub(crate) parent: Option<CancelToken>,
+    /// Why the group is closing, while it drops its tasks: a token made now starts cancelled.
+    pub(crate) cause: Option<Cause>,
+}
+
+/// The cancellation token of the [`Group`](crate::Group) whose task is running: set while the
+/// task is polled *and* while it is dropped, so that a drop guard can tell why it was
+/// cancelled. `None` outside a group's task (and in tasks spawned onto the runtime from
+/// inside one, like [`deadline()`]).
+///
+/// It is the group's own [`Group::token`](crate::Group::token): cancelling it cancels the
+/// group, and its [`cause`](CancelToken::cause) is the failed sibling (name and error), the
+/// deadline, the caller's reason, [`Cause::Dropped`] or, after success,
+/// [`Cause::Completed`]. A task that runs a group of its own passes this token as that
+/// group's [parent](crate::Group::with_parent), so the inner tasks see the outer cause.
+///
+/// The token is made the first time it is asked for; a group whose tasks never call this
+/// function pays nothing for it.
+///
+/// ```
+/// use muster_core::{Cause, Group, current_token};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut group = Group::new();
+/// group.spawn("bad", async { Err::<u32, _>("503") }).unwrap();
+/// group.spawn("slow", async {
+///     struct Guard;
+///     impl Drop for Guard {
+///         fn drop(&mut self) {
+///             let cause = current_token().and_then(|token| token.cause().cloned());
+///             assert!(matches!(cause, Some(Cause::Failed { ref name, .. }) if name == "bad"));
+///         }
+///     }
+///     let _guard = Guard;
+///     std::future::pending::<Result<u32, &str>>().await
+/// }).unwrap();
+/// assert_eq!(group.wait().await.unwrap_err().source_name(), Some("bad"));
+/// assert!(current_token().is_none());
+/// # }
+/// ```
+pub fn current_token() -> Option<CancelToken> {
+    let make = |scope: &mut TokenScope| {
+        let token = scope.token.get_or_insert_with(|| {
+            let token = scope.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child);
+            if let Some(cause) = &scope.cause {
+                token.cancel_with(cause.clone());
+            }
+            token
+        });
+        token.clone()
+    };
+    CURRENT.try_with(|current| current.try_borrow_mut().ok()?.as_mut().map(make)).ok().flatten()
+}
+
+/// Runs `f` with `scope` as the current group, then hands `scope` back (with the token, if `f`
+/// made one). Restores the enclosing group's scope afterwards, even if `f` unwinds.
+pub(crate) fn token_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> R {
+    struct Restore<'s> {
+        scope: &'s mut TokenScope,
+        outer: Option<TokenScope>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            if let Ok(Some(inner)) = CURRENT.try_with(|current| current.replace(outer)) {
+                *self.scope = inner;
+            }
+        }
+    }
+    let inner = std::mem::take(scope);
+    let outer = CURRENT.try_with(|current| current.replace(Some(inner))).ok().flatten();
+    let _restore = Restore { scope, outer };
+    f()
 }

@@ -68,12 +68,15 @@ mod deadline;
 mod error;
 mod fetcher;
 mod group;
+mod report;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::coalesce::{CoalesceError, Coalescer};
-pub use crate::deadline::{deadline, with_deadline};
-pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
+pub use crate::deadline::{current_token, deadline, with_deadline};
+pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
-pub use crate::group::{Group, IntoIter, Outputs, Wait, panic_message};
+pub(crate) use crate::group::panic_message;
+pub use crate::group::{Group, GroupHandle, IntoIter, Outputs, Wait, WaitWithReport};
+pub use crate::report::{GroupReport, TaskOutcome, TaskReport};
 #[doc(no_inline)]
 pub use muster_options;
