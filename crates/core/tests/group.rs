@@ -348,7 +348,7 @@ fn seen() -> Seen {
 }
 
 fn read(seen: &Seen) -> Vec<String> {
-    seen.lock().unwrap().clone()
+    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
 }
 
 #[tokio::test(start_paused = true)]
@@ -423,13 +423,13 @@ async fn a_nested_groups_failure_is_reachable_through_the_cause_chain() {
 
 /// A task that fails at `after`, and a sibling whose drop guard panics when it is cancelled.
 fn spawn_failure_and_panicking_guard(group: &mut Group<'_, u32>, after: u64) {
-    group.spawn("bad", Probe::new().source("bad", ms(after), Outcome::Err, 0)).unwrap();
+    group.spawn("bad", Probe::new().source("bad", ms(after), Outcome::Err, 0)).expect("a new name");
     group
         .spawn("bomb", async {
             let _guard = OnDrop(|| panic!("{}", support::PANIC_MESSAGE));
             std::future::pending::<Result<u32, SourceError>>().await
         })
-        .unwrap();
+        .expect("a new name");
 }
 
 #[tokio::test(start_paused = true)]
@@ -526,7 +526,7 @@ fn unpolled_marker(
 ) -> impl std::future::Future<Output = Result<u32, SourceError>> + Send + 'static {
     let polled = Arc::clone(polled);
     async move {
-        polled.lock().unwrap().push(name.to_owned());
+        polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.to_owned());
         Ok(0)
     }
 }
