@@ -538,7 +538,32 @@ fn go_errgroup(report: &mut String) {
     }
 }
 
+/// `MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations`: runs just that, on a
+/// current-thread runtime, for a profiler (`valgrind --tool=callgrind`, `perf record`).
+fn profile(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [scenario, implementation, n, iterations] = parts[..] else {
+        panic!("MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations, not {spec}")
+    };
+    let (n, iterations): (usize, u32) = (n.parse().expect("a number"), iterations.parse().expect("a number"));
+    let implementation: &'static str = Box::leak(implementation.to_owned().into_boxed_str());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
+    rt.block_on(async move {
+        for _ in 0..iterations {
+            match scenario {
+                "ready" => run_once(implementation, n, ready).await,
+                "yield_once" => run_once(implementation, n, yield_once).await,
+                "fail_fast" => run_once(implementation, n, fail_fast).await,
+                _ => run_once(implementation, n, fail_after_timer).await,
+            }
+        }
+    });
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("MUSTER_BENCH_PROFILE") {
+        return profile(&spec);
+    }
     if let Some(path) = harness::report_path() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,4 +1,4 @@
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use tokio::time::Instant;
@@ -54,8 +54,11 @@ pub(crate) fn scoped<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
 thread_local! {
     /// The group whose task is being polled or dropped on this thread, if any. Set by the
     /// group around each round of polls and around the drops of its tasks, so a task reads it
-    /// like a task-local; saved and restored around nested groups.
-    static CURRENT: RefCell<Option<TokenScope>> = const { RefCell::new(None) };
+    /// like a task-local; saved and restored around nested groups. A `Cell` of a small value:
+    /// entering and leaving costs a few moves, as every group pays it on every poll.
+    static CURRENT: Cell<Option<TokenScope>> = const { Cell::new(None) };
+    /// Why the innermost group that is dropping its tasks is closing (see `TokenScope::closing`).
+    static CLOSING: RefCell<Option<Cause>> = const { RefCell::new(None) };
 }
 
 /// What [`current_token`] needs to find or make the current group's token. The group's token
@@ -66,8 +69,15 @@ pub(crate) struct TokenScope {
     pub(crate) token: Option<CancelToken>,
     /// The group's parent, to make the token as its child.
     pub(crate) parent: Option<CancelToken>,
-    /// Why the group is closing, while it drops its tasks: a token made now starts cancelled.
-    pub(crate) cause: Option<Cause>,
+    /// The group is dropping its tasks: a token made now starts cancelled with the cause in
+    /// `CLOSING`.
+    closing: bool,
+}
+
+impl TokenScope {
+    pub(crate) fn new(token: Option<CancelToken>, parent: Option<CancelToken>) -> Self {
+        Self { token, parent, closing: false }
+    }
 }
 
 /// The cancellation token of the [`Group`](crate::Group) whose task is running: set while the
@@ -106,17 +116,24 @@ pub(crate) struct TokenScope {
 /// # }
 /// ```
 pub fn current_token() -> Option<CancelToken> {
-    let make = |scope: &mut TokenScope| {
-        let token = scope.token.get_or_insert_with(|| {
-            let token = scope.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child);
-            if let Some(cause) = &scope.cause {
-                token.cancel_with(cause.clone());
+    let current = |current: &Cell<Option<TokenScope>>| {
+        let mut scope = current.take()?;
+        let TokenScope { token, parent, closing } = &mut scope;
+        let token = token.get_or_insert_with(|| {
+            let token = parent.as_ref().map_or_else(CancelToken::new, CancelToken::child);
+            if *closing {
+                let cause = CLOSING.try_with(|cause| cause.try_borrow().ok().and_then(|cause| cause.clone()));
+                if let Ok(Some(cause)) = cause {
+                    token.cancel_with(cause);
+                }
             }
             token
         });
-        token.clone()
+        let token = token.clone();
+        current.set(Some(scope));
+        Some(token)
     };
-    CURRENT.try_with(|current| current.try_borrow_mut().ok()?.as_mut().map(make)).ok().flatten()
+    CURRENT.try_with(current).ok().flatten()
 }
 
 /// Runs `f` with `scope` as the current group, then hands `scope` back (with the token, if `f`
@@ -134,8 +151,46 @@ pub(crate) fn token_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> 
             }
         }
     }
-    let inner = std::mem::take(scope);
-    let outer = CURRENT.try_with(|current| current.replace(Some(inner))).ok().flatten();
+    let outer = CURRENT.try_with(|current| current.replace(Some(std::mem::take(scope)))).ok().flatten();
     let _restore = Restore { scope, outer };
     f()
+}
+
+/// Like [`token_scoped`], for a group dropping its tasks because of `cause`: a token made by
+/// [`current_token`] meanwhile starts cancelled with `cause`. The cause is moved in and handed
+/// back, not cloned.
+pub(crate) fn closing_scoped<R>(scope: &mut TokenScope, cause: Cause, f: impl FnOnce() -> R) -> (R, Cause) {
+    /// Puts the enclosing closing cause back, and hands this one back to `cause`.
+    struct Restore<'c> {
+        outer: Option<Cause>,
+        cause: &'c mut Option<Cause>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            if let Ok(Ok(inner)) =
+                CLOSING.try_with(|cause| cause.try_borrow_mut().map(|mut cause| std::mem::replace(&mut *cause, outer)))
+            {
+                *self.cause = inner;
+            }
+        }
+    }
+    let mut mine = Some(cause);
+    let outer = CLOSING.try_with(|closing| {
+        let mut closing = closing.try_borrow_mut().ok()?;
+        Some(std::mem::replace(&mut *closing, mine.take()))
+    });
+    let Ok(Some(outer)) = outer else {
+        // No thread-local to put the cause in (the thread is exiting): still scoped, without it.
+        let result = token_scoped(scope, f);
+        return (result, mine.unwrap_or(Cause::Dropped));
+    };
+    let result = {
+        let _restore = Restore { outer, cause: &mut mine };
+        scope.closing = true;
+        let result = token_scoped(scope, f);
+        scope.closing = false;
+        result
+    };
+    (result, mine.unwrap_or(Cause::Dropped))
 }

@@ -14,7 +14,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::cancel::{CancelToken, Cause, Name};
-use crate::deadline::{TokenScope, scoped, tighter, token_scoped};
+use crate::deadline::{TokenScope, closing_scoped, scoped, tighter, token_scoped};
 use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
 use crate::report::{GroupReport, TaskOutcome, TaskReport};
 
@@ -116,6 +116,7 @@ where
 
 /// Boxes `task` as the group stores it, in a `source` span whose parent is `parent` or else
 /// the current span.
+#[inline(always)] // so that the task is built in place in its box, not copied into it
 fn wrap<'a, T, E, F>(parent: Option<&tracing::Span>, name: &Name, deadline: Option<Instant>, task: F) -> Task<'a, T>
 where
     F: Future<Output = Result<T, E>> + Send + 'a,
@@ -169,7 +170,8 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
         if group.recording.is_some() {
             group.finish_report(None);
         }
-        let entries = group.slots.drain(..).map(|slot| match slot.state {
+        // `into_iter().map().collect()` reuses the slots' allocation for the outputs.
+        let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
         });
@@ -223,6 +225,27 @@ impl<T> Future for Pooled<'_, T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let index = self.index;
         self.task.as_mut().poll(cx).map(|output| (index, output))
+    }
+}
+
+/// The failures of one wave: the earliest-spawned is the root cause, the others lost the tie.
+/// No allocation for the usual single failure.
+#[derive(Default)]
+struct Failures {
+    root: Option<(usize, ErrorKind, Cause)>,
+    others: Vec<usize>,
+}
+
+impl Failures {
+    fn add(&mut self, index: usize, kind: ErrorKind, cause: Cause) {
+        match &self.root {
+            Some((root, ..)) if *root < index => self.others.push(index),
+            _ => {
+                if let Some((root, ..)) = self.root.replace((index, kind, cause)) {
+                    self.others.push(root);
+                }
+            }
+        }
     }
 }
 
@@ -606,7 +629,13 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         F: Future<Output = Result<T, E>> + Send + 'a,
         E: Into<BoxError>,
     {
-        self.admit(name.into(), task, false).map_err(|(error, _)| error)
+        let name = name.into();
+        // The task is moved once, into its box: the checks come first and never touch it.
+        let (hash, free) = self.admit(&name, false)?;
+        let deadline = self.deadline.map(|after| tighter(self.started + after));
+        let task = wrap(self.span.as_ref(), &name, deadline, task);
+        self.place(name, hash, free, task);
+        Ok(())
     }
 
     /// Like [`spawn`](Group::spawn), but under a concurrency limit it refuses the task instead
@@ -621,41 +650,51 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         F: Future<Output = Result<T, E>> + Send + 'a,
         E: Into<BoxError>,
     {
-        self.admit(name.into(), task, true).map_err(|(error, task)| TrySpawnError::new(error, task))
+        let name = name.into();
+        let (hash, free) = match self.admit(&name, true) {
+            Ok(admitted) => admitted,
+            Err(error) => return Err(TrySpawnError::new(error, task)),
+        };
+        let deadline = self.deadline.map(|after| tighter(self.started + after));
+        let task = wrap(self.span.as_ref(), &name, deadline, task);
+        self.place(name, hash, free, task);
+        Ok(())
     }
 
-    fn admit<F, E>(&mut self, name: Name, task: F, only_if_free: bool) -> Result<(), (SpawnError, F)>
-    where
-        F: Future<Output = Result<T, E>> + Send + 'a,
-        E: Into<BoxError>,
-    {
+    /// Checks that a task named `name` may join: the group is open, the name is new and (if
+    /// `only_if_free`) a slot is free. Returns the name's fingerprint and whether the task
+    /// runs at once (else it is queued); records the name for the handles, if any.
+    fn admit(&self, name: &Name, only_if_free: bool) -> Result<(u64, bool), SpawnError> {
         if let Some(cause) = self.closed() {
-            let cause = cause.clone();
-            return Err((SpawnError::Closed { name, cause }, task));
+            return Err(SpawnError::Closed { name: name.clone(), cause: cause.clone() });
         }
-        let hash = name_hash(&name);
+        let hash = name_hash(name);
         let free = self.running < self.limit && self.next_queued.is_none();
         if only_if_free && !free {
-            return Err((SpawnError::Full { name, limit: self.limit }, task));
+            return Err(SpawnError::Full { name: name.clone(), limit: self.limit });
         }
         match self.shared.get() {
-            None if self.slots.iter().any(|slot| slot.hash == hash && slot.name == name) => {
-                return Err((SpawnError::DuplicateName(name), task));
+            None if self.slots.iter().any(|slot| slot.hash == hash && slot.name == *name) => {
+                Err(SpawnError::DuplicateName(name.clone()))
             }
-            None => {}
+            None => Ok((hash, free)),
             Some(shared) => {
                 // The handles' tasks are not in the slots yet: the inbox knows every name.
                 let mut inbox = shared.lock();
-                if inbox.names.iter().any(|(other, other_name)| *other == hash && *other_name == name) {
-                    return Err((SpawnError::DuplicateName(name), task));
+                if inbox.names.iter().any(|(other, other_name)| *other == hash && other_name == name) {
+                    return Err(SpawnError::DuplicateName(name.clone()));
                 }
                 inbox.names.push((hash, name.clone()));
                 inbox.running += usize::from(free);
                 inbox.queued += usize::from(!free);
+                Ok((hash, free))
             }
         }
-        let deadline = self.deadline.map(|after| tighter(self.started + after));
-        let task = wrap(self.span.as_ref(), &name, deadline, task);
+    }
+
+    /// Adds an admitted task to the slots, running or queued.
+    #[inline]
+    fn place(&mut self, name: Name, hash: u64, free: bool, task: Task<'a, T>) {
         let state = if free {
             self.running += 1;
             State::Running(task)
@@ -668,7 +707,6 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             self.slots.reserve(8);
         }
         self.slots.push(Slot { name, hash, state });
-        Ok(())
     }
 
     /// When the group was created: its deadline counts from this instant.
@@ -760,23 +798,20 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             // tasks start never depends on the order in which a wave was polled. Failures in
             // the same wave tie-break to the earliest spawned, and a task finishing together
             // with the deadline is in time.
-            let mut failed: Vec<(usize, ErrorKind, Cause)> = Vec::new();
+            let mut failed = Failures::default();
             let had_token = self.token.get().is_some();
-            let mut scope = self.token_scope(None);
-            loop {
-                token_scoped(&mut scope, || self.poll_running(cx, &mut failed));
-                if !failed.is_empty() {
-                    break;
+            let mut scope = self.token_scope();
+            token_scoped(&mut scope, || {
+                loop {
+                    self.poll_running(cx, &mut failed);
+                    if failed.root.is_some() || self.take_incoming() + self.start_free() == 0 {
+                        break;
+                    }
                 }
-                let started = self.take_incoming() + self.start_free();
-                if started == 0 {
-                    break;
-                }
-            }
+            });
             self.adopt(scope);
-            let failed_indices: Vec<usize> = failed.iter().map(|(index, ..)| *index).collect();
-            if let Some((_, kind, cause)) = failed.into_iter().min_by_key(|(index, ..)| *index) {
-                return Poll::Ready(Err(self.fail(kind, cause, &failed_indices)));
+            if let Some((_, kind, cause)) = failed.root {
+                return Poll::Ready(Err(self.fail(kind, cause, &failed.others)));
             }
             if let (false, Some(token)) = (had_token, self.token.get()) {
                 // A task made the group's token: watch it (it is cancelled with the parent).
@@ -806,7 +841,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// Polls every running task once (in a large group, the woken ones) and settles those
     /// that finished.
-    fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Vec<(usize, ErrorKind, Cause)>) {
+    fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Failures) {
         for index in 0..self.slots.len() {
             let State::Running(task) = &mut self.slots[index].state else { continue };
             if let Poll::Ready(output) = task.as_mut().poll(cx) {
@@ -888,7 +923,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Records the output of the task in slot `index`.
-    fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Vec<(usize, ErrorKind, Cause)>) {
+    fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
         self.running -= 1;
         self.mirror();
         let slot = &mut self.slots[index];
@@ -916,7 +951,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         if let (Some(recording), Some(outcome)) = (&mut self.recording, outcome) {
             recording.end(index, outcome);
         }
-        failed.push((index, kind, cause));
+        failed.add(index, kind, cause);
     }
 
     /// Starts the first queued task, if any.
@@ -952,21 +987,20 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Cancels the group with `cause`: sets the token, closes the inbox, then drops every task
-    /// still running or queued, so their drop guards have run before `wait` returns.
-    fn fail(&mut self, kind: ErrorKind, cause: Cause, failed: &[usize]) -> GroupError {
+    /// still running or queued, so their drop guards have run before `wait` returns. `others`
+    /// failed in the same wave as the root cause.
+    fn fail(&mut self, kind: ErrorKind, cause: Cause, others: &[usize]) -> GroupError {
         if let Some(token) = self.token.get() {
             token.cancel_with(cause.clone());
         }
         self.close_inbox();
         let elapsed = self.started.elapsed();
-        let (cancelled, panics) = self.drop_unfinished(&cause);
+        let (cancelled, panics, cause) = self.drop_unfinished(cause);
         self.running = 0;
         self.next_queued = None;
-        let root = cause.source_name();
-        let also_failed = (failed.iter().map(|&index| &self.slots[index].name))
-            .filter(|name| Some(&***name) != root)
-            .cloned()
-            .collect();
+        let mut others = others.to_vec();
+        others.sort_unstable();
+        let also_failed = others.iter().map(|&index| self.slots[index].name.clone()).collect();
         let secondary: Vec<Cause> = (panics.iter())
             .map(|(index, message)| Cause::Panicked {
                 name: self.slots[*index].name.clone(),
@@ -1035,10 +1069,10 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 impl<T> Group<'_, T> {
     /// What [`current_token`](crate::current_token) sees while this group's tasks run or are
     /// dropped: clones of the group's token or parent, nothing for a plain group.
-    fn token_scope(&self, cause: Option<Cause>) -> TokenScope {
+    fn token_scope(&self) -> TokenScope {
         let token = self.token.get().cloned();
         let parent = if token.is_none() { self.parent.clone() } else { None };
-        TokenScope { token, parent, cause }
+        TokenScope::new(token, parent)
     }
 
     /// Keeps the token a task made through [`current_token`](crate::current_token).
@@ -1062,11 +1096,11 @@ impl<T> Group<'_, T> {
     /// Drops every task still running or queued, inside a scope where
     /// [`current_token`](crate::current_token) reads `cause`, containing panics of their drops.
     /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
-    fn drop_unfinished(&mut self, cause: &Cause) -> (Vec<Name>, Vec<(usize, Arc<str>)>) {
-        let mut scope = self.token_scope(Some(cause.clone()));
+    fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<(usize, Arc<str>)>, Cause) {
+        let mut scope = self.token_scope();
         let mut cancelled = Vec::new();
         let mut panics = Vec::new();
-        token_scoped(&mut scope, || {
+        let drop_all = || {
             if let Some(pool) = self.pool.take() {
                 for Pooled { index, task } in pool {
                     if let Some(message) = drop_contained(task) {
@@ -1088,10 +1122,18 @@ impl<T> Group<'_, T> {
                     _ => {}
                 }
             }
-        });
+        };
+        // A token that exists already holds the cause; only a token made now needs it.
+        let cause = match self.token.get() {
+            Some(_) => {
+                token_scoped(&mut scope, drop_all);
+                cause
+            }
+            None => closing_scoped(&mut scope, cause, drop_all).1,
+        };
         self.adopt(scope);
         panics.sort_by_key(|(index, _)| *index);
-        (cancelled, panics)
+        (cancelled, panics, cause)
     }
 
     fn closed(&self) -> Option<&Cause> {
@@ -1123,7 +1165,7 @@ impl<T> Drop for Group<'_, T> {
         // The tasks are dropped here rather than with the fields: in a scope where
         // `current_token` reads the cause, and with a panicking drop contained.
         let cause = self.closed().cloned().unwrap_or(Cause::Dropped);
-        let (_, panics) = self.drop_unfinished(&cause);
+        let (_, panics, _) = self.drop_unfinished(cause);
         for (index, message) in panics {
             let name = &self.slots[index].name;
             tracing::warn!(source = %name, %message, "a cancelled task panicked while being dropped (contained)");
