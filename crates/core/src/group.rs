@@ -129,6 +129,9 @@ where
     Box::pin(Wrapped { span, deadline, future: Some(task) })
 }
 
+/// A task's slot and the message of the panic of its drop.
+type DropPanic = (usize, Arc<str>);
+
 /// Drops `task`, containing a panic of its drop glue (a drop guard that panics): returns the
 /// panic's message instead of unwinding.
 fn drop_contained<'a, T>(task: Task<'a, T>) -> Option<Arc<str>> {
@@ -1096,7 +1099,7 @@ impl<T> Group<'_, T> {
     /// Drops every task still running or queued, inside a scope where
     /// [`current_token`](crate::current_token) reads `cause`, containing panics of their drops.
     /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
-    fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<(usize, Arc<str>)>, Cause) {
+    fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<DropPanic>, Cause) {
         let mut scope = self.token_scope();
         let mut cancelled = Vec::new();
         let mut panics = Vec::new();
