@@ -137,23 +137,20 @@ pub fn current_token() -> Option<CancelToken> {
 }
 
 /// Runs `f` with `scope` as the current group, then hands `scope` back (with the token, if `f`
-/// made one). Restores the enclosing group's scope afterwards, even if `f` unwinds.
+/// made one), restoring the enclosing group's scope.
+///
+/// Straight-line, without a guard for unwinding: every group polls and drops its tasks inside
+/// `catch_unwind`, so `f` does not unwind. (If it did, the scope would stay current on this
+/// thread: stale tokens, never unsound.) This runs on every poll of every group.
 pub(crate) fn token_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> R {
-    struct Restore<'s> {
-        scope: &'s mut TokenScope,
-        outer: Option<TokenScope>,
+    let Ok(outer) = CURRENT.try_with(|current| current.replace(Some(std::mem::take(scope)))) else {
+        return f();
+    };
+    let result = f();
+    if let Ok(Some(inner)) = CURRENT.try_with(|current| current.replace(outer)) {
+        *scope = inner;
     }
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let outer = self.outer.take();
-            if let Ok(Some(inner)) = CURRENT.try_with(|current| current.replace(outer)) {
-                *self.scope = inner;
-            }
-        }
-    }
-    let outer = CURRENT.try_with(|current| current.replace(Some(std::mem::take(scope)))).ok().flatten();
-    let _restore = Restore { scope, outer };
-    f()
+    result
 }
 
 /// Like [`token_scoped`], for a group dropping its tasks because of `cause`: a token made by
