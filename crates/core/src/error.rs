@@ -101,15 +101,20 @@ impl GroupError {
         &self.inner.cause
     }
 
-    /// The task that failed or panicked; `None` for a deadline or an outside cancellation.
+    /// The task that failed or panicked; `None` for a deadline or an outside cancellation
+    /// (even when the parent was cancelled because one of *its* tasks failed: that task is
+    /// in [`cause`](GroupError::cause), not in this group).
     pub fn source_name(&self) -> Option<&str> {
-        self.inner.cause.source_name()
+        match self.inner.kind {
+            ErrorKind::Failed | ErrorKind::Panicked => self.inner.cause.source_name(),
+            _ => None,
+        }
     }
 
     /// The tasks still pending at the deadline, in spawn order; empty for other kinds.
     pub fn pending(&self) -> &[Name] {
-        match &self.inner.cause {
-            Cause::Deadline { pending, .. } => pending,
+        match (&self.inner.kind, &self.inner.cause) {
+            (ErrorKind::Timeout, Cause::Deadline { pending, .. }) => pending,
             _ => &[],
         }
     }
@@ -167,20 +172,22 @@ impl GroupError {
 
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Inner { cause, elapsed, fields, .. } = &*self.inner;
-        match cause {
+        let Inner { kind, cause, elapsed, fields, .. } = &*self.inner;
+        match (kind, cause) {
             // The task's error is this error's `source()`, so it is not repeated here.
-            Cause::Failed { name, .. } => write!(f, "source `{name}` failed after {elapsed:?}")?,
-            Cause::Panicked { name, message } => {
+            (ErrorKind::Failed, Cause::Failed { name, .. }) => write!(f, "source `{name}` failed after {elapsed:?}")?,
+            (ErrorKind::Panicked, Cause::Panicked { name, message }) => {
                 write!(f, "source `{name}` panicked after {elapsed:?}: {message}")?;
             }
-            Cause::Deadline { after, pending } => {
+            (ErrorKind::Timeout, Cause::Deadline { after, pending }) => {
                 write!(f, "deadline of {after:?} elapsed; pending: ")?;
                 write_names(f, pending)?;
             }
-            // The reason is this error's `source()`.
-            Cause::Reason { .. } => write!(f, "group stopped after {elapsed:?}: cancelled by the caller")?,
-            other => write!(f, "group stopped after {elapsed:?}: {other}")?,
+            // Cancelled from outside. A parent's failed task or a reason is this error's
+            // `source()`, so only named here.
+            (_, Cause::Failed { name, .. }) => write!(f, "group stopped after {elapsed:?}: cancelled by `{name}`")?,
+            (_, Cause::Reason { .. }) => write!(f, "group stopped after {elapsed:?}: cancelled by the caller")?,
+            (_, other) => write!(f, "group stopped after {elapsed:?}: {other}")?,
         }
         for (i, (name, value)) in fields.iter().enumerate() {
             let separator = if i == 0 { " (" } else { ", " };

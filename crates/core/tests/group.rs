@@ -766,3 +766,26 @@ async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
     group.wait().await.unwrap_err();
     assert_eq!(read(&guard_saw), ["cancelled by `bad`: bad failed on purpose"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_group_cancelled_because_the_outer_failed_carries_the_outer_failure() {
+    let mut outer = Group::new();
+    let outer_token = outer.token();
+    // The inner group runs on its own runtime task, so it is not dropped with the outer
+    // group's tasks: it sees the outer failure through its parent token and fails with it.
+    let mut inner = Group::new().with_parent(&outer_token);
+    let inner_probe = Probe::with_token(inner.token());
+    inner.spawn("ledger", inner_probe.source("ledger", ms(10_000), Outcome::Ok, 0)).unwrap();
+    let inner = tokio::spawn(inner.wait());
+    outer.spawn("profile", Probe::new().source("profile", ms(30), Outcome::Err, 0)).unwrap();
+    assert_eq!(outer.wait().await.unwrap_err().source_name(), Some("profile"));
+
+    let error = inner.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled);
+    assert_eq!(error.cause().source_name(), Some("profile"), "the outer failure, name and error");
+    assert_eq!(error.source_name(), None, "`profile` is not a task of the inner group");
+    assert_eq!(error.to_string(), "group stopped after 30ms: cancelled by `profile`");
+    let source = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<SourceError>());
+    assert_eq!(source, Some(&SourceError("profile".into())));
+    assert_eq!(inner_probe.state().causes, [Some("cancelled by `profile`: profile failed on purpose".to_owned())]);
+}
