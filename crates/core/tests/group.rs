@@ -789,3 +789,27 @@ async fn an_inner_group_cancelled_because_the_outer_failed_carries_the_outer_fai
     assert_eq!(source, Some(&SourceError("profile".into())));
     assert_eq!(inner_probe.state().causes, [Some("cancelled by `profile`: profile failed on purpose".to_owned())]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_spawning_past_32_siblings_moves_the_group_to_its_large_mode_without_losing_any() {
+    let mut group = Group::new();
+    let handle = group.handle();
+    group
+        .spawn("fan-out", async move {
+            for i in 0..40u32 {
+                let name = format!("child-{i}");
+                handle.spawn(name, async move {
+                    tokio::time::sleep(ms(u64::from(40 - i))).await;
+                    Ok::<_, SourceError>(i)
+                })?;
+            }
+            Ok::<_, SpawnError>(40)
+        })
+        .unwrap();
+    let started = Instant::now();
+    let outputs = group.wait().await.unwrap();
+    assert_eq!(started.elapsed(), ms(40));
+    assert_eq!(outputs.len(), 41);
+    let values: Vec<u32> = outputs.iter().map(|(_, value)| *value).collect();
+    assert_eq!(values, std::iter::once(40).chain(0..40).collect::<Vec<_>>(), "in spawn order");
+}
