@@ -426,7 +426,7 @@ async fn every_fault_fails_the_group_on_time_and_cancels_the_sibling_on_the_wire
         match handle.await {
             Ok(row) => rows.push(row),
             Err(error) if error.is_panic() => {
-                failures.push(format!("{fault:?}: {}", muster_core::panic_message(&*error.into_panic())));
+                failures.push(format!("{fault:?}: {}", panic_text(&*error.into_panic())));
             }
             Err(error) => failures.push(format!("{fault:?}: {error}")),
         }
@@ -485,4 +485,11 @@ async fn the_group_deadline_is_reported_as_a_timeout_with_both_sources_pending()
     assert_eq!(error.source_name(), None, "{error:?}");
     assert_eq!(error.pending(), ["first", "second"], "{error:?}");
     assert_eq!(error.cancelled(), ["first", "second"], "{error:?}");
+}
+
+/// The text of a caught panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    (payload.downcast_ref::<&str>().copied())
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
 }

@@ -173,7 +173,6 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         }
         shared = Arc::new(Shared {
             recorder: Recorder::new(group.started(), names.len(), config.limit),
-            token: group.token(),
             on_ready,
         });
         // A source is refused only when the group is closed already (a cancelled parent):

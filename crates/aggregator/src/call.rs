@@ -49,16 +49,15 @@ pub struct Call {
 }
 
 #[doc(hidden)]
-/// What every source of one aggregation shares.
+/// What every source of one aggregation shares: the report's recorder, the `on_ready` callback.
 pub struct Shared {
     pub(crate) recorder: Recorder,
-    pub(crate) token: CancelToken,
     pub(crate) on_ready: Option<OnReady>,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").field("recorder", &self.recorder).field("token", &self.token).finish_non_exhaustive()
+        f.debug_struct("Shared").field("recorder", &self.recorder).finish_non_exhaustive()
     }
 }
 
@@ -178,7 +177,7 @@ pub fn remaining() -> Option<Duration> {
 /// # Ok(()) }
 /// ```
 pub fn cancellation() -> Option<CancelToken> {
-    CALL.try_with(|call| call.shared.token.clone()).ok()
+    muster_core::current_token()
 }
 
 /// What policies tell the report about the source they wrap: the aggregator shows these in

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use muster_core::{Cause, GroupError, Name};
+use muster_core::{Cause, ErrorKind, GroupError, Name};
 use tokio::time::Instant;
 
 /// What happened in one aggregation: every source's outcome and timing, what triggered the
@@ -436,9 +436,11 @@ impl Recorder {
             (None, Some(end)) => Duration::from_nanos(end),
             _ => self.offset(),
         };
-        let trigger = error.map(|error| match error.cause() {
-            Cause::Failed { name, .. } | Cause::Panicked { name, .. } => Trigger::Source(name.clone()),
-            Cause::Deadline { .. } => Trigger::Deadline,
+        let trigger = error.map(|error| match (error.kind(), error.cause()) {
+            // Cancelled from outside (a parent, or an outer aggregation whose source failed).
+            (ErrorKind::Cancelled, _) => Trigger::Cancelled,
+            (_, Cause::Failed { name, .. } | Cause::Panicked { name, .. }) => Trigger::Source(name.clone()),
+            (_, Cause::Deadline { .. }) => Trigger::Deadline,
             _ => Trigger::Cancelled,
         });
         let sources = (names.iter().zip(self.entries.iter()).zip(inputs))

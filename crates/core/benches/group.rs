@@ -33,6 +33,17 @@
 //! - `cancel_latency` (N = 8): source 0 fails after a real 1 ms `tokio::time::sleep`, the
 //!   others sleep 10 s; the time is the sleep (about 2 ms: tokio's timer rounds a deadline up
 //!   to its next 1 ms tick) plus detection and cancellation.
+//! - `fail_after_timer` (report mode only): the same sources, but the time is only the failure
+//!   path: from the moment source 0 returns its error (after its real timer fired) to the
+//!   implementation returning with every sibling (and its 10 s timer) dropped.
+//!
+//! In report mode every scenario runs on the 2-worker runtime and again on a current-thread
+//! runtime (scenario names ending in `/ct`), and `tokio::try_join!` is measured for N = 2 and
+//! 8. `MUSTER_BENCH_ONLY=ready,fail_after_timer` restricts the report to some scenarios and
+//! `MUSTER_BENCH_ROUNDS=50` shortens it (and `MUSTER_BENCH_IMPLS=muster` keeps only some
+//! implementations), for a quick look while profiling. The same cases in
+//! Go (`errgroup.WithContext`, `benches/support/errgroup/`) run when `go` is installed; when
+//! it is not, the bench says so and skips them.
 //!
 //! Everything runs on one tokio multi-thread runtime with 2 worker threads. Each timing loop
 //! runs inside a task spawned on that runtime (`to_async(&rt).iter_custom`), because a server
@@ -54,7 +65,8 @@ use std::fmt;
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
@@ -118,8 +130,46 @@ async fn cancel_latency(i: usize) -> Result<usize, Boom> {
     }
 }
 
+/// When source 0 of `fail_after_timer` returned its error, in nanoseconds since [`epoch`].
+static ERRORED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// A fixed instant that [`ERRORED_AT`] counts from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn nanos_since_epoch() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+async fn fail_after_timer(i: usize) -> Result<usize, Boom> {
+    if i == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        ERRORED_AT.store(nanos_since_epoch(), Ordering::Relaxed);
+        Err(Boom)
+    } else {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        Ok(i)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Implementations.
+
+/// `tokio::try_join!` over sources 0..2 or 0..8: what a user writes for a fixed set of sources.
+async fn run_try_join<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    match n {
+        2 => tokio::try_join!(source(0), source(1)).map(|(a, b)| vec![a, b]),
+        8 => tokio::try_join!(source(0), source(1), source(2), source(3), source(4), source(5), source(6), source(7))
+            .map(|(a, b, c, d, e, f, g, h)| vec![a, b, c, d, e, f, g, h]),
+        _ => unreachable!("try_join! is measured for N = 2 and 8"),
+    }
+}
 
 async fn run_muster<S, F>(n: usize, source: S) -> Result<Outputs<usize>, GroupError>
 where
@@ -293,6 +343,11 @@ where
     let result = run_spawn_token(n, counted(source)).await;
     assert_all_dropped(&what("spawn_token"));
     assert_eq!(result, expected, "{}", what("spawn_token"));
+    if n == 2 || n == 8 {
+        let result = run_try_join(n, counted(source)).await;
+        assert_all_dropped(&what("try_join"));
+        assert_eq!(result, expected, "{}", what("try_join"));
+    }
 }
 
 fn check(rt: &Runtime) {
@@ -304,6 +359,9 @@ fn check(rt: &Runtime) {
         }
         let started = Instant::now();
         check_scenario("cancel_latency", LATENCY_N, cancel_latency, true).await;
+        for n in SIZES {
+            check_scenario("fail_after_timer", n, fail_after_timer, true).await;
+        }
         assert!(started.elapsed() < Duration::from_secs(5), "cancel_latency: a sleeping source was waited for");
     };
     // On a worker thread, like the measurements.
@@ -378,52 +436,148 @@ fn benches(c: &mut Criterion) {
 #[path = "support/harness.rs"]
 mod harness;
 
+/// The implementations measured at `n`: `try_join!` only where it is written out.
+fn implementations(n: usize) -> Vec<&'static str> {
+    let mut implementations = vec!["muster", "try_join_all", "try_join_all_boxed", "join_set", "spawn_token"];
+    if n == 2 || n == 8 {
+        implementations.push("try_join");
+    }
+    if let Ok(only) = std::env::var("MUSTER_BENCH_IMPLS") {
+        implementations.retain(|implementation| only.split(',').any(|wanted| wanted == *implementation));
+    }
+    implementations
+}
+
+/// One run of `implementation`, its result dropped.
+async fn run_once<S, F>(implementation: &str, n: usize, source: S)
+where
+    S: Fn(usize) -> F + Copy,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    match implementation {
+        "muster" => drop(black_box(run_muster(n, source).await)),
+        "try_join_all" => drop(black_box(run_try_join_all(n, source).await)),
+        "try_join_all_boxed" => drop(black_box(run_try_join_all_boxed(n, source).await)),
+        "join_set" => drop(black_box(run_join_set(n, source).await)),
+        "spawn_token" => drop(black_box(run_spawn_token(n, source).await)),
+        _ => drop(black_box(run_try_join(n, source).await)),
+    }
+}
+
 fn report_scenario<S, F>(rt: &Runtime, scenario: &str, n: usize, source: S, report: &mut String)
 where
     S: Fn(usize) -> F + Copy + Send + Sync + 'static,
     F: Future<Output = Result<usize, Boom>> + Send + 'static,
 {
-    let mut implementations = vec!["muster", "try_join_all", "try_join_all_boxed", "join_set", "spawn_token"];
-    if n == 2 {
-        implementations.push("try_join");
-    }
     let batch = move |implementation: &'static str, iterations: u32| async move {
         let started = Instant::now();
         for _ in 0..iterations {
-            match implementation {
-                "muster" => drop(black_box(run_muster(n, source).await)),
-                "try_join_all" => drop(black_box(run_try_join_all(n, source).await)),
-                "try_join_all_boxed" => drop(black_box(run_try_join_all_boxed(n, source).await)),
-                "join_set" => drop(black_box(run_join_set(n, source).await)),
-                "spawn_token" => drop(black_box(run_spawn_token(n, source).await)),
-                _ => drop(black_box(tokio::try_join!(source(0), source(1)))),
-            }
+            run_once(implementation, n, source).await;
         }
         started.elapsed()
     };
-    harness::interleaved(rt, scenario, n, &implementations, batch, report);
+    harness::interleaved(rt, scenario, n, &implementations(n), batch, report);
 }
 
-fn report(rt: &Runtime, path: &str) -> std::io::Result<()> {
-    let mut report = String::new();
+/// `fail_after_timer`: the sum over the batch of the time from source 0's error to the
+/// implementation's return.
+fn report_fail_after_timer(rt: &Runtime, scenario: &str, n: usize, report: &mut String) {
+    let batch = move |implementation: &'static str, iterations: u32| async move {
+        let mut total = Duration::ZERO;
+        for _ in 0..iterations {
+            run_once(implementation, n, fail_after_timer).await;
+            let returned = nanos_since_epoch();
+            total += Duration::from_nanos(returned.saturating_sub(ERRORED_AT.load(Ordering::Relaxed)));
+        }
+        total
+    };
+    // Each iteration waits for a real timer (about 2 ms): a few per batch.
+    harness::interleaved_fixed(rt, scenario, n, &implementations(n), batch, 4, report);
+}
+
+/// Whether `scenario` is in `MUSTER_BENCH_ONLY` (or that is unset).
+fn wanted(scenario: &str) -> bool {
+    std::env::var("MUSTER_BENCH_ONLY").map_or(true, |only| only.split(',').any(|wanted| wanted == scenario))
+}
+
+fn report(rt: &Runtime, suffix: &str, report: &mut String) {
     for n in SIZES {
-        report_scenario(rt, "ready", n, ready, &mut report);
-        report_scenario(rt, "yield_once", n, yield_once, &mut report);
-        report_scenario(rt, "fail_fast", n, fail_fast, &mut report);
+        if wanted("ready") {
+            report_scenario(rt, &format!("ready{suffix}"), n, ready, report);
+        }
+        if wanted("yield_once") {
+            report_scenario(rt, &format!("yield_once{suffix}"), n, yield_once, report);
+        }
+        if wanted("fail_fast") {
+            report_scenario(rt, &format!("fail_fast{suffix}"), n, fail_fast, report);
+        }
+        if wanted("fail_after_timer") {
+            report_fail_after_timer(rt, &format!("fail_after_timer{suffix}"), n, report);
+        }
     }
-    report_scenario(rt, "cancel_latency", LATENCY_N, cancel_latency, &mut report);
-    std::fs::write(path, report)
+    if wanted("cancel_latency") {
+        report_scenario(rt, &format!("cancel_latency{suffix}"), LATENCY_N, cancel_latency, report);
+    }
+}
+
+/// Runs the Go errgroup version of the scenarios when `go` is installed; says so when not.
+fn go_errgroup(report: &mut String) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/support/errgroup");
+    match std::process::Command::new("go").arg("version").output() {
+        Ok(output) if output.status.success() => {}
+        _ => {
+            eprintln!("note: `go` is not installed: the Go errgroup comparison is skipped");
+            return;
+        }
+    }
+    let output = std::process::Command::new("go").args(["run", "."]).current_dir(dir).output();
+    match output {
+        Ok(output) if output.status.success() => report.push_str(&String::from_utf8_lossy(&output.stdout)),
+        Ok(output) => eprintln!("note: the Go errgroup comparison failed: {}", String::from_utf8_lossy(&output.stderr)),
+        Err(error) => eprintln!("note: the Go errgroup comparison could not run: {error}"),
+    }
+}
+
+/// `MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations`: runs just that, on a
+/// current-thread runtime, for a profiler (`valgrind --tool=callgrind`, `perf record`).
+fn profile(spec: &str) {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [scenario, implementation, n, iterations] = parts[..] else {
+        panic!("MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations, not {spec}")
+    };
+    let (n, iterations): (usize, u32) = (n.parse().expect("a number"), iterations.parse().expect("a number"));
+    let implementation: &'static str = Box::leak(implementation.to_owned().into_boxed_str());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
+    rt.block_on(async move {
+        for _ in 0..iterations {
+            match scenario {
+                "ready" => run_once(implementation, n, ready).await,
+                "yield_once" => run_once(implementation, n, yield_once).await,
+                "fail_fast" => run_once(implementation, n, fail_fast).await,
+                _ => run_once(implementation, n, fail_after_timer).await,
+            }
+        }
+    });
 }
 
 fn main() {
+    if let Ok(spec) = std::env::var("MUSTER_BENCH_PROFILE") {
+        return profile(&spec);
+    }
     if let Some(path) = harness::report_path() {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_time()
             .build()
             .expect("a tokio runtime");
+        let current = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
         check(&rt);
-        report(&rt, &path).expect("the report is written");
+        check(&current);
+        let mut lines = String::new();
+        report(&rt, "", &mut lines);
+        report(&current, "/ct", &mut lines);
+        go_errgroup(&mut lines);
+        std::fs::write(&path, lines).expect("the report is written");
         return;
     }
     let mut criterion = Criterion::default()

@@ -40,6 +40,12 @@ pub enum Cause {
     },
     /// [`CancelToken::cancel`] was called, on this token or a parent.
     Cancelled,
+    /// [`CancelToken::cancel_because`] was called, on this token or a parent: the caller (or
+    /// a parent) said why.
+    Reason {
+        /// The reason given, text or an error.
+        reason: SharedError,
+    },
     /// The group was dropped before it finished, e.g. because the caller stopped waiting.
     Dropped,
     /// The group finished successfully: work that outlived it is no longer needed. Not an
@@ -61,6 +67,43 @@ impl Cause {
     pub fn is_failure(&self) -> bool {
         !matches!(self, Self::Completed)
     }
+
+    /// The cause one level down, when this cause is a task that failed because a group it ran
+    /// (a nested group, or anything whose error chain contains a
+    /// [`GroupError`](crate::GroupError)) failed: that group's cause.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use muster_core::Group;
+    ///
+    /// let mut outer = Group::new();
+    /// outer.spawn("accounts", async {
+    ///     let mut inner = Group::new();
+    ///     inner.spawn("balance", async { Err::<u32, _>("ledger down") }).unwrap();
+    ///     inner.wait().await.map(|outputs| outputs["balance"])
+    /// }).unwrap();
+    /// let error = outer.wait().await.unwrap_err();
+    /// assert_eq!(error.source_name(), Some("accounts"));
+    /// let names: Vec<_> = error.cause().chain().filter_map(|cause| cause.source_name()).collect();
+    /// assert_eq!(names, ["accounts", "balance"]);
+    /// # }
+    /// ```
+    pub fn nested(&self) -> Option<&Cause> {
+        let Self::Failed { error, .. } = self else { return None };
+        let mut next: Option<&(dyn Error + 'static)> = Some(&**error);
+        while let Some(error) = next {
+            if let Some(group) = error.downcast_ref::<crate::GroupError>() {
+                return Some(group.cause());
+            }
+            next = error.source();
+        }
+        None
+    }
+
+    /// This cause, then every [`nested`](Cause::nested) cause below it, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &Cause> {
+        std::iter::successors(Some(self), |cause| cause.nested())
+    }
 }
 
 impl fmt::Display for Cause {
@@ -73,6 +116,7 @@ impl fmt::Display for Cause {
                 write_names(f, pending)
             }
             Self::Cancelled => f.write_str("cancelled by the caller"),
+            Self::Reason { reason } => write!(f, "cancelled by the caller: {reason}"),
             Self::Dropped => f.write_str("the group was dropped"),
             Self::Completed => f.write_str("the group completed"),
         }
@@ -92,8 +136,13 @@ pub(crate) fn write_names(f: &mut fmt::Formatter<'_>, names: &[Name]) -> fmt::Re
 ///
 /// Every [`Group`](crate::Group) owns one (see [`Group::token`](crate::Group::token)); its tasks
 /// are cancelled for real by being dropped, and the token is for code that wants to react first
-/// or afterwards, for example a drop guard that logs the cause. Cancelling a token cancels its
-/// children; the first cause set wins.
+/// or afterwards, for example a drop guard that logs the cause. A task reads its group's token
+/// with [`current_token`](crate::current_token).
+///
+/// Cancelling a token cancels its children. A cause, once set, is never overwritten: the first
+/// cause wins, and a child cancelled through its parent keeps the parent's cause even when it
+/// is cancelled again on its own later (as a nested group is, with [`Cause::Dropped`], when
+/// the task running it is dropped).
 ///
 /// ```
 /// use muster_core::{Cause, CancelToken};
@@ -141,10 +190,29 @@ impl CancelToken {
     }
 
     /// Cancels this token and its children with `cause`. Does nothing if the token was already
-    /// cancelled: the first cause wins.
+    /// cancelled, on its own or through a parent: the first cause wins.
     pub fn cancel_with(&self, cause: Cause) {
-        if self.inner.cause.set(cause).is_ok() {
+        // A token cancelled through its parent reports the parent's cause; setting its own
+        // now would overwrite that.
+        if !self.is_cancelled() && self.inner.cause.set(cause).is_ok() {
             self.inner.signal.cancel();
+        }
+    }
+
+    /// Cancels this token and its children with [`Cause::Reason`]: `reason` (text or an error)
+    /// is what tasks read as the cause and what the group's error carries. Does nothing if the
+    /// token was already cancelled.
+    ///
+    /// ```
+    /// use muster_core::{Cause, CancelToken};
+    ///
+    /// let request = CancelToken::new();
+    /// request.cancel_because("the client disconnected");
+    /// assert_eq!(request.cause().map(Cause::to_string).as_deref(), Some("cancelled by the caller: the client disconnected"));
+    /// ```
+    pub fn cancel_because(&self, reason: impl Into<crate::BoxError>) {
+        if !self.is_cancelled() {
+            self.cancel_with(Cause::Reason { reason: Arc::from(reason.into()) });
         }
     }
 
@@ -206,6 +274,15 @@ mod tests {
         assert!(child.is_cancelled());
         assert!(!parent.is_cancelled());
         assert!(parent.cause().is_none());
+    }
+
+    #[test]
+    fn a_child_cancelled_through_its_parent_keeps_the_parents_cause() {
+        let parent = CancelToken::new();
+        let child = parent.child();
+        parent.cancel_because("outer failure");
+        child.cancel_with(Cause::Dropped);
+        assert_eq!(child.cause().map(Cause::to_string).as_deref(), Some("cancelled by the caller: outer failure"));
     }
 
     #[tokio::test]

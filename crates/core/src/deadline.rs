@@ -1,6 +1,9 @@
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 
 use tokio::time::Instant;
+
+use crate::cancel::{CancelToken, Cause};
 
 tokio::task_local! {
     static DEADLINE: Instant;
@@ -46,4 +49,145 @@ pub(crate) fn scoped<R>(deadline: Option<Instant>, f: impl FnOnce() -> R) -> R {
         Some(deadline) => DEADLINE.sync_scope(deadline, f),
         None => f(),
     }
+}
+
+thread_local! {
+    /// The group whose task is being polled or dropped on this thread, if any. Set by the
+    /// group around each round of polls and around the drops of its tasks, so a task reads it
+    /// like a task-local; saved and restored around nested groups. A `Cell` of a small value:
+    /// entering and leaving costs a few moves, as every group pays it on every poll.
+    static CURRENT: Cell<Option<TokenScope>> = const { Cell::new(None) };
+    /// Why the innermost group that is dropping its tasks is closing (see `TokenScope::closing`).
+    static CLOSING: RefCell<Option<Cause>> = const { RefCell::new(None) };
+}
+
+/// What [`current_token`] needs to find or make the current group's token. The group's token
+/// is made lazily: a group whose tasks never ask for it never allocates one.
+#[derive(Default)]
+pub(crate) struct TokenScope {
+    /// The group's token, if made.
+    pub(crate) token: Option<CancelToken>,
+    /// The group's parent, to make the token as its child.
+    pub(crate) parent: Option<CancelToken>,
+    /// The group is dropping its tasks: a token made now starts cancelled with the cause in
+    /// `CLOSING`.
+    closing: bool,
+}
+
+impl TokenScope {
+    pub(crate) fn new(token: Option<CancelToken>, parent: Option<CancelToken>) -> Self {
+        Self { token, parent, closing: false }
+    }
+}
+
+/// The cancellation token of the [`Group`](crate::Group) whose task is running: set while the
+/// task is polled *and* while it is dropped, so that a drop guard can tell why it was
+/// cancelled. `None` outside a group's task (and in tasks spawned onto the runtime from
+/// inside one, like [`deadline()`]).
+///
+/// It is the group's own [`Group::token`](crate::Group::token): cancelling it cancels the
+/// group, and its [`cause`](CancelToken::cause) is the failed sibling (name and error), the
+/// deadline, the caller's reason, [`Cause::Dropped`] or, after success,
+/// [`Cause::Completed`]. A task that runs a group of its own passes this token as that
+/// group's [parent](crate::Group::with_parent), so the inner tasks see the outer cause.
+///
+/// The token is made the first time it is asked for; a group whose tasks never call this
+/// function pays nothing for it.
+///
+/// ```
+/// use muster_core::{Cause, Group, current_token};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let mut group = Group::new();
+/// group.spawn("bad", async { Err::<u32, _>("503") }).unwrap();
+/// group.spawn("slow", async {
+///     struct Guard;
+///     impl Drop for Guard {
+///         fn drop(&mut self) {
+///             let cause = current_token().and_then(|token| token.cause().cloned());
+///             assert!(matches!(cause, Some(Cause::Failed { ref name, .. }) if name == "bad"));
+///         }
+///     }
+///     let _guard = Guard;
+///     std::future::pending::<Result<u32, &str>>().await
+/// }).unwrap();
+/// assert_eq!(group.wait().await.unwrap_err().source_name(), Some("bad"));
+/// assert!(current_token().is_none());
+/// # }
+/// ```
+pub fn current_token() -> Option<CancelToken> {
+    let current = |current: &Cell<Option<TokenScope>>| {
+        let mut scope = current.take()?;
+        let TokenScope { token, parent, closing } = &mut scope;
+        let token = token.get_or_insert_with(|| {
+            let token = parent.as_ref().map_or_else(CancelToken::new, CancelToken::child);
+            if *closing {
+                let cause = CLOSING.try_with(|cause| cause.try_borrow().ok().and_then(|cause| cause.clone()));
+                if let Ok(Some(cause)) = cause {
+                    token.cancel_with(cause);
+                }
+            }
+            token
+        });
+        let token = token.clone();
+        current.set(Some(scope));
+        Some(token)
+    };
+    CURRENT.try_with(current).ok().flatten()
+}
+
+/// Runs `f` with `scope` as the current group, then hands `scope` back (with the token, if `f`
+/// made one), restoring the enclosing group's scope.
+///
+/// Straight-line, without a guard for unwinding: every group polls and drops its tasks inside
+/// `catch_unwind`, so `f` does not unwind. (If it did, the scope would stay current on this
+/// thread: stale tokens, never unsound.) This runs on every poll of every group.
+pub(crate) fn token_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> R {
+    let Ok(outer) = CURRENT.try_with(|current| current.replace(Some(std::mem::take(scope)))) else {
+        return f();
+    };
+    let result = f();
+    if let Ok(Some(inner)) = CURRENT.try_with(|current| current.replace(outer)) {
+        *scope = inner;
+    }
+    result
+}
+
+/// Like [`token_scoped`], for a group dropping its tasks because of `cause`: a token made by
+/// [`current_token`] meanwhile starts cancelled with `cause`. The cause is moved in and handed
+/// back, not cloned.
+pub(crate) fn closing_scoped<R>(scope: &mut TokenScope, cause: Cause, f: impl FnOnce() -> R) -> (R, Cause) {
+    /// Puts the enclosing closing cause back, and hands this one back to `cause`.
+    struct Restore<'c> {
+        outer: Option<Cause>,
+        cause: &'c mut Option<Cause>,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let outer = self.outer.take();
+            if let Ok(Ok(inner)) =
+                CLOSING.try_with(|cause| cause.try_borrow_mut().map(|mut cause| std::mem::replace(&mut *cause, outer)))
+            {
+                *self.cause = inner;
+            }
+        }
+    }
+    let mut mine = Some(cause);
+    let outer = CLOSING.try_with(|closing| {
+        let mut closing = closing.try_borrow_mut().ok()?;
+        Some(std::mem::replace(&mut *closing, mine.take()))
+    });
+    let Ok(Some(outer)) = outer else {
+        // No thread-local to put the cause in (the thread is exiting): still scoped, without it.
+        let result = token_scoped(scope, f);
+        return (result, mine.unwrap_or(Cause::Dropped));
+    };
+    let result = {
+        let _restore = Restore { outer, cause: &mut mine };
+        scope.closing = true;
+        let result = token_scoped(scope, f);
+        scope.closing = false;
+        result
+    };
+    (result, mine.unwrap_or(Cause::Dropped))
 }

@@ -70,6 +70,7 @@ struct Inner {
     cancelled: Vec<Name>,
     also_failed: Vec<Name>,
     fields: Vec<(Name, String)>,
+    secondary: Vec<Cause>,
 }
 
 impl GroupError {
@@ -81,7 +82,13 @@ impl GroupError {
         also_failed: Vec<Name>,
         fields: Vec<(Name, String)>,
     ) -> Self {
-        Self { inner: Box::new(Inner { kind, cause, elapsed, cancelled, also_failed, fields }) }
+        let secondary = Vec::new();
+        Self { inner: Box::new(Inner { kind, cause, elapsed, cancelled, also_failed, fields, secondary }) }
+    }
+
+    /// Records the secondary failures (drop panics) found while cancelling.
+    pub(crate) fn set_secondary(&mut self, secondary: Vec<Cause>) {
+        self.inner.secondary = secondary;
     }
 
     /// The kind of failure.
@@ -94,15 +101,20 @@ impl GroupError {
         &self.inner.cause
     }
 
-    /// The task that failed or panicked; `None` for a deadline or an outside cancellation.
+    /// The task that failed or panicked; `None` for a deadline or an outside cancellation
+    /// (even when the parent was cancelled because one of *its* tasks failed: that task is
+    /// in [`cause`](GroupError::cause), not in this group).
     pub fn source_name(&self) -> Option<&str> {
-        self.inner.cause.source_name()
+        match self.inner.kind {
+            ErrorKind::Failed | ErrorKind::Panicked => self.inner.cause.source_name(),
+            _ => None,
+        }
     }
 
     /// The tasks still pending at the deadline, in spawn order; empty for other kinds.
     pub fn pending(&self) -> &[Name] {
-        match &self.inner.cause {
-            Cause::Deadline { pending, .. } => pending,
+        match (&self.inner.kind, &self.inner.cause) {
+            (ErrorKind::Timeout, Cause::Deadline { pending, .. }) => pending,
             _ => &[],
         }
     }
@@ -122,6 +134,13 @@ impl GroupError {
     /// an earlier-spawned task and are recorded here rather than merged into the error.
     pub fn also_failed(&self) -> &[Name] {
         &self.inner.also_failed
+    }
+
+    /// Secondary failures: cancelled tasks that panicked while being dropped, each as a
+    /// [`Cause::Panicked`] naming the task, in spawn order. They do not change the root cause;
+    /// the panic was contained.
+    pub fn secondary(&self) -> &[Cause] {
+        &self.inner.secondary
     }
 
     /// The request-context fields given to the group (see
@@ -153,18 +172,22 @@ impl GroupError {
 
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Inner { cause, elapsed, fields, .. } = &*self.inner;
-        match cause {
+        let Inner { kind, cause, elapsed, fields, .. } = &*self.inner;
+        match (kind, cause) {
             // The task's error is this error's `source()`, so it is not repeated here.
-            Cause::Failed { name, .. } => write!(f, "source `{name}` failed after {elapsed:?}")?,
-            Cause::Panicked { name, message } => {
+            (ErrorKind::Failed, Cause::Failed { name, .. }) => write!(f, "source `{name}` failed after {elapsed:?}")?,
+            (ErrorKind::Panicked, Cause::Panicked { name, message }) => {
                 write!(f, "source `{name}` panicked after {elapsed:?}: {message}")?;
             }
-            Cause::Deadline { after, pending } => {
+            (ErrorKind::Timeout, Cause::Deadline { after, pending }) => {
                 write!(f, "deadline of {after:?} elapsed; pending: ")?;
                 write_names(f, pending)?;
             }
-            other => write!(f, "group stopped after {elapsed:?}: {other}")?,
+            // Cancelled from outside. A parent's failed task or a reason is this error's
+            // `source()`, so only named here.
+            (_, Cause::Failed { name, .. }) => write!(f, "group stopped after {elapsed:?}: cancelled by `{name}`")?,
+            (_, Cause::Reason { .. }) => write!(f, "group stopped after {elapsed:?}: cancelled by the caller")?,
+            (_, other) => write!(f, "group stopped after {elapsed:?}: {other}")?,
         }
         for (i, (name, value)) in fields.iter().enumerate() {
             let separator = if i == 0 { " (" } else { ", " };
@@ -179,7 +202,7 @@ impl fmt::Display for GroupError {
 
 impl fmt::Debug for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Inner { kind, cause, elapsed, cancelled, also_failed, fields } = &*self.inner;
+        let Inner { kind, cause, elapsed, cancelled, also_failed, fields, secondary } = &*self.inner;
         f.debug_struct("GroupError")
             .field("kind", kind)
             .field("cause", cause)
@@ -187,6 +210,7 @@ impl fmt::Debug for GroupError {
             .field("cancelled", cancelled)
             .field("also_failed", also_failed)
             .field("fields", fields)
+            .field("secondary", secondary)
             .finish()
     }
 }
@@ -194,13 +218,14 @@ impl fmt::Debug for GroupError {
 impl Error for GroupError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match &self.inner.cause {
-            Cause::Failed { error, .. } => Some(&**error),
+            Cause::Failed { error, .. } | Cause::Reason { reason: error } => Some(&**error),
             _ => None,
         }
     }
 }
 
-/// Why [`Group::spawn`](crate::Group::spawn) refused a task. The task was not started.
+/// Why [`Group::spawn`](crate::Group::spawn) (or a [`GroupHandle`](crate::GroupHandle)'s)
+/// refused a task. The task was dropped without being polled.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpawnError {
@@ -215,4 +240,73 @@ pub enum SpawnError {
         /// Why the group was cancelled.
         cause: Cause,
     },
+    /// [`try_spawn`](crate::Group::try_spawn) found every slot under the concurrency limit
+    /// taken (or tasks already queued for them).
+    #[error("task `{name}` refused: all {limit} slots are taken")]
+    Full {
+        /// The refused task.
+        name: Name,
+        /// The group's concurrency limit.
+        limit: usize,
+    },
+}
+
+/// Why [`try_spawn`](crate::Group::try_spawn) refused a task, with the task, unpolled, so the
+/// caller can run it elsewhere, retry later or drop it.
+///
+/// ```
+/// use muster_core::{Group, SpawnError};
+/// use muster_options::Limit;
+///
+/// let mut group = Group::with_options(Limit(1))?;
+/// group.try_spawn("first", async { Ok::<u32, std::io::Error>(1) }).unwrap();
+/// let refused = group.try_spawn("second", async { Ok::<u32, std::io::Error>(2) }).unwrap_err();
+/// assert!(matches!(refused.error(), SpawnError::Full { limit: 1, .. }));
+/// let task = refused.into_task(); // not polled: run it some other way
+/// # drop(task); drop(group);
+/// # Ok::<(), muster_options::OptionError>(())
+/// ```
+pub struct TrySpawnError<F> {
+    error: SpawnError,
+    task: F,
+}
+
+impl<F> TrySpawnError<F> {
+    pub(crate) fn new(error: SpawnError, task: F) -> Self {
+        Self { error, task }
+    }
+
+    /// Why the task was refused: [`SpawnError::Full`], or what
+    /// [`spawn`](crate::Group::spawn) would have refused it for.
+    pub fn error(&self) -> &SpawnError {
+        &self.error
+    }
+
+    /// The refused task, never polled.
+    pub fn into_task(self) -> F {
+        self.task
+    }
+
+    /// The error and the task.
+    pub fn into_parts(self) -> (SpawnError, F) {
+        (self.error, self.task)
+    }
+}
+
+impl<F> fmt::Debug for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySpawnError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<F> fmt::Display for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<F> Error for TrySpawnError<F> {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.error.source()
+    }
 }

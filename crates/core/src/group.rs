@@ -3,18 +3,20 @@ use std::future::Future;
 use std::ops::Index;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use futures_util::task::AtomicWaker;
 use muster_options::{GroupConfig, GroupOption, OptionError};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::cancel::{CancelToken, Cause, Name};
-use crate::deadline::{scoped, tighter};
-use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
+use crate::deadline::{TokenScope, closing_scoped, scoped, tighter, token_scoped};
+use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
+use crate::report::{GroupReport, TaskOutcome, TaskReport};
 
 /// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
 /// beyond the task itself. Larger groups poll only the tasks that were woken (through a
@@ -22,8 +24,11 @@ use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
 /// The same threshold as `futures::future::join_all`, for the same reason.
 const FEW: usize = 32;
 
+/// What a task's future resolves to: its result, or the payload of its panic.
+type TaskOutput<T> = std::thread::Result<Result<T, BoxError>>;
+
 /// A task as the group stores it: panics caught, the error boxed, inside its span.
-type Task<'a, T> = Pin<Box<dyn Future<Output = std::thread::Result<Result<T, BoxError>>> + Send + 'a>>;
+type Task<'a, T> = Pin<Box<dyn Future<Output = TaskOutput<T>> + Send + 'a>>;
 
 /// Where a task is in its life.
 enum State<'a, T> {
@@ -39,6 +44,12 @@ enum State<'a, T> {
     Failed,
     /// Dropped before it finished.
     Cancelled,
+}
+
+impl<T> State<'_, T> {
+    fn is_unfinished(&self) -> bool {
+        matches!(self, Self::Queued(_) | Self::Running(_) | Self::Pooled)
+    }
 }
 
 struct Slot<'a, T> {
@@ -77,7 +88,7 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    type Output = std::thread::Result<Result<T, BoxError>>;
+    type Output = TaskOutput<T>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -103,6 +114,30 @@ where
     }
 }
 
+/// Boxes `task` as the group stores it, in a `source` span whose parent is `parent` or else
+/// the current span.
+#[inline(always)] // so that the task is built in place in its box, not copied into it
+fn wrap<'a, T, E, F>(parent: Option<&tracing::Span>, name: &Name, deadline: Option<Instant>, task: F) -> Task<'a, T>
+where
+    F: Future<Output = Result<T, E>> + Send + 'a,
+    E: Into<BoxError>,
+{
+    let span = match parent {
+        Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
+        None => tracing::info_span!("source", source = %name),
+    };
+    Box::pin(Wrapped { span, deadline, future: Some(task) })
+}
+
+/// A task's slot and the message of the panic of its drop.
+type DropPanic = (usize, Arc<str>);
+
+/// Drops `task`, containing a panic of its drop glue (a drop guard that panics): returns the
+/// panic's message instead of unwinding.
+fn drop_contained<'a, T>(task: Task<'a, T>) -> Option<Arc<str>> {
+    std::panic::catch_unwind(AssertUnwindSafe(move || drop(task))).err().map(|payload| panic_message(&*payload))
+}
+
 pin_project_lite::pin_project! {
     /// The future of [`Group::wait`]: the group's outputs or its first failure.
     ///
@@ -123,13 +158,23 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let group = this.group;
-        if let Err(error) = std::task::ready!(group.poll_wait(cx, this.deadline, this.cancelled.as_pin_mut())) {
+        if let Err(error) = std::task::ready!(group.poll_wait(cx, this.deadline, this.cancelled)) {
+            if group.recording.is_some() {
+                group.finish_report(Some(&error));
+            }
             return Poll::Ready(Err(error));
         }
-        if let Some(token) = group.token.get() {
-            token.cancel_with(Cause::Completed);
+        if group.shared.get().is_none() {
+            // With a handle, `complete` cancelled the token under the inbox's lock.
+            if let Some(token) = group.token.get() {
+                token.cancel_with(Cause::Completed);
+            }
         }
-        let entries = group.slots.drain(..).map(|slot| match slot.state {
+        if group.recording.is_some() {
+            group.finish_report(None);
+        }
+        // `into_iter().map().collect()` reuses the slots' allocation for the outputs.
+        let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
         });
@@ -143,6 +188,34 @@ impl<T> fmt::Debug for Wait<'_, T> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// The future of [`Group::wait_with_report`]: the group's result and its [`GroupReport`].
+    ///
+    /// Dropping it drops every task, as dropping [`Wait`] does.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct WaitWithReport<'a, T> {
+        #[pin]
+        wait: Wait<'a, T>,
+    }
+}
+
+impl<'a, T: Send + 'a> Future for WaitWithReport<'a, T> {
+    type Output = (Result<Outputs<T>, GroupError>, GroupReport);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut wait = self.project().wait;
+        let result = std::task::ready!(wait.as_mut().poll(cx));
+        let report = wait.project().group.recording.as_mut().and_then(|recording| recording.done.take());
+        Poll::Ready((result, report.unwrap_or_default()))
+    }
+}
+
+impl<T> fmt::Debug for WaitWithReport<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WaitWithReport").field("wait", &self.wait).finish()
+    }
+}
+
 /// A task of a large group, tagged with its slot.
 struct Pooled<'a, T> {
     index: usize,
@@ -150,11 +223,222 @@ struct Pooled<'a, T> {
 }
 
 impl<T> Future for Pooled<'_, T> {
-    type Output = (usize, std::thread::Result<Result<T, BoxError>>);
+    type Output = (usize, TaskOutput<T>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let index = self.index;
         self.task.as_mut().poll(cx).map(|output| (index, output))
+    }
+}
+
+/// The failures of one wave: the earliest-spawned is the root cause, the others lost the tie.
+/// No allocation for the usual single failure.
+#[derive(Default)]
+struct Failures {
+    root: Option<(usize, ErrorKind, Cause)>,
+    others: Vec<usize>,
+}
+
+impl Failures {
+    fn add(&mut self, index: usize, kind: ErrorKind, cause: Cause) {
+        match &self.root {
+            Some((root, ..)) if *root < index => self.others.push(index),
+            _ => {
+                if let Some((root, ..)) = self.root.replace((index, kind, cause)) {
+                    self.others.push(root);
+                }
+            }
+        }
+    }
+}
+
+/// The timings and outcomes of a group run by [`Group::wait_with_report`], by slot.
+#[derive(Default)]
+struct Recording {
+    /// The offset of the current poll from the group's creation.
+    now: Duration,
+    /// Whether `wait` has been polled: tasks running from the start start then.
+    polled: bool,
+    entries: Vec<Entry>,
+    /// The finished report, for [`WaitWithReport`] to take.
+    done: Option<GroupReport>,
+}
+
+#[derive(Default)]
+struct Entry {
+    start: Option<Duration>,
+    end: Option<Duration>,
+    outcome: Option<TaskOutcome>,
+    secondary: Option<Cause>,
+}
+
+impl Recording {
+    fn entry(&mut self, index: usize) -> &mut Entry {
+        if self.entries.len() <= index {
+            self.entries.resize_with(index + 1, Entry::default);
+        }
+        &mut self.entries[index]
+    }
+
+    fn start(&mut self, index: usize) {
+        let now = self.now;
+        self.entry(index).start.get_or_insert(now);
+    }
+
+    fn end(&mut self, index: usize, outcome: TaskOutcome) {
+        let now = self.now;
+        let entry = self.entry(index);
+        entry.end = Some(now);
+        entry.outcome = Some(outcome);
+    }
+}
+
+/// What a [`GroupHandle`] shares with its group. Made by the first [`Group::handle`]: a group
+/// without a handle has none of it.
+struct Shared<'a, T> {
+    token: CancelToken,
+    limit: usize,
+    deadline: Option<Instant>,
+    span: Option<tracing::Span>,
+    /// Wakes `wait` when a task arrives from outside its poll.
+    waker: AtomicWaker,
+    inbox: Mutex<Inbox<'a, T>>,
+}
+
+struct Inbox<'a, T> {
+    /// No task is admitted any more: the group failed, completed or was dropped.
+    closed: bool,
+    /// The group's running and queued counts, for `try_spawn`.
+    running: usize,
+    queued: usize,
+    /// Every name in the group, for the duplicate check.
+    names: Vec<(u64, Name)>,
+    /// Tasks spawned through a handle, not yet taken into the group's slots.
+    incoming: Vec<Slot<'a, T>>,
+}
+
+impl<'a, T> Shared<'a, T> {
+    fn lock(&self) -> MutexGuard<'_, Inbox<'a, T>> {
+        // Nothing panics while holding the lock, but a poisoned inbox is still consistent.
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A cheap, cloneable handle that spawns tasks into a running [`Group`], for example from one of
+/// its own tasks (errgroup's `g.Go` from a goroutine, a Trio nursery passed down).
+///
+/// A task spawned through a handle is a sibling like any other: it is named (duplicates are
+/// refused), counts under the concurrency limit, runs under the group's deadline, and `wait`
+/// waits for it. Once the group has closed (a task failed, the deadline passed, the caller
+/// cancelled, the group completed or was dropped) every spawn is refused with
+/// [`SpawnError::Closed`] and the cause, and the task is dropped unpolled; that includes spawns
+/// from the drop guards of cancelled tasks.
+///
+/// Its tasks run inside a `source` span whose parent is the group's
+/// [`ParentSpan`](muster_options::ParentSpan), or else the span current at the spawn (the
+/// spawning task's own, from inside a task).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use muster_core::Group;
+///
+/// let mut group = Group::new();
+/// let handle = group.handle();
+/// group.spawn("accounts", async move {
+///     // Discovered at run time: one more source per account.
+///     for id in [7, 9] {
+///         handle.spawn(format!("balance-{id}"), async move { Ok::<_, std::io::Error>(id * 100) })?;
+///     }
+///     Ok::<_, muster_core::SpawnError>(2)
+/// })?;
+/// let outputs = group.wait().await?;
+/// assert_eq!(outputs.names().collect::<Vec<_>>(), ["accounts", "balance-7", "balance-9"]);
+/// assert_eq!(outputs["balance-9"], 900);
+/// # Ok(()) }
+/// ```
+pub struct GroupHandle<'a, T> {
+    shared: Arc<Shared<'a, T>>,
+}
+
+impl<T> Clone for GroupHandle<'_, T> {
+    fn clone(&self) -> Self {
+        Self { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<'a, T: Send + 'a> GroupHandle<'a, T> {
+    /// Spawns a task named `name` into the group; it starts in the group's current poll (or,
+    /// under a concurrency limit with no free slot, queued after the tasks already waiting).
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::DuplicateName`] if the group has a task of that name (it keeps running),
+    /// [`SpawnError::Closed`] with the cause once the group has closed. The refused task is
+    /// dropped without being polled.
+    pub fn spawn<F, E>(&self, name: impl Into<Name>, task: F) -> Result<(), SpawnError>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'a,
+        E: Into<BoxError>,
+    {
+        self.submit(name.into(), task, false).map_err(|(error, _)| error)
+    }
+
+    /// Like [`spawn`](GroupHandle::spawn), but under a concurrency limit it refuses the task
+    /// instead of queueing it when no slot is free (every slot taken, or tasks already queued
+    /// for them).
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Full`], or what `spawn` refuses, inside a [`TrySpawnError`] that gives
+    /// the task back unpolled.
+    pub fn try_spawn<F, E>(&self, name: impl Into<Name>, task: F) -> Result<(), TrySpawnError<F>>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'a,
+        E: Into<BoxError>,
+    {
+        self.submit(name.into(), task, true).map_err(|(error, task)| TrySpawnError::new(error, task))
+    }
+
+    fn submit<F, E>(&self, name: Name, task: F, only_if_free: bool) -> Result<(), (SpawnError, F)>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'a,
+        E: Into<BoxError>,
+    {
+        let shared = &*self.shared;
+        let mut inbox = shared.lock();
+        if inbox.closed || shared.token.is_cancelled() {
+            let cause = shared.token.cause().cloned().unwrap_or(Cause::Dropped);
+            return Err((SpawnError::Closed { name, cause }, task));
+        }
+        let hash = name_hash(&name);
+        if inbox.names.iter().any(|(other, other_name)| *other == hash && *other_name == name) {
+            return Err((SpawnError::DuplicateName(name), task));
+        }
+        if only_if_free && inbox.running + inbox.queued + inbox.incoming.len() >= shared.limit {
+            return Err((SpawnError::Full { name, limit: shared.limit }, task));
+        }
+        let task = wrap(shared.span.as_ref(), &name, shared.deadline, task);
+        inbox.names.push((hash, name.clone()));
+        inbox.incoming.push(Slot { name, hash, state: State::Queued(task) });
+        drop(inbox);
+        shared.waker.wake();
+        Ok(())
+    }
+
+    /// The group's cancellation token (see [`Group::token`]).
+    pub fn token(&self) -> CancelToken {
+        self.shared.token.clone()
+    }
+
+    /// Whether the group admits no new task any more.
+    pub fn is_closed(&self) -> bool {
+        self.shared.token.is_cancelled() || self.shared.lock().closed
+    }
+}
+
+impl<T> fmt::Debug for GroupHandle<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupHandle").field("token", &self.shared.token).finish_non_exhaustive()
     }
 }
 
@@ -181,14 +465,19 @@ impl<T> Future for Pooled<'_, T> {
 /// - The first task to fail (by completion time) is the root cause. Tasks failing at the same
 ///   instant (completing in the same poll of `wait`) tie-break to the earliest spawned; the
 ///   others are listed by [`GroupError::also_failed`].
-/// - A panic becomes the task's error (with the panic message); siblings are cancelled.
+/// - A panic becomes the task's error (with the panic message); siblings are cancelled. A
+///   panic while a cancelled task is being dropped is contained: it is recorded as that task's
+///   [secondary failure](GroupError::secondary) and the root cause stands.
 /// - An optional deadline, counted from the group's creation, fails the group naming the
 ///   pending tasks. A task completing exactly at the deadline is in time.
 /// - With a concurrency limit, at most that many tasks run at once; queued tasks start in
-///   spawn order and never after a failure.
-/// - The group's [`CancelToken`] reports why work was stopped: the failed sibling, the
-///   deadline, the caller's cancellation, the group being dropped, or (after success)
-///   [`Cause::Completed`].
+///   spawn order and never after a failure. [`try_spawn`](Group::try_spawn) refuses instead of
+///   queueing.
+/// - Running tasks spawn siblings through a [`GroupHandle`] ([`Group::handle`]).
+/// - The group's [`CancelToken`] (also [`current_token`](crate::current_token) inside a task)
+///   reports why work was stopped: the failed sibling, the deadline, the caller's cancellation
+///   (with its reason), the group being dropped, or (after success) [`Cause::Completed`].
+/// - [`wait_with_report`](Group::wait_with_report) adds a per-task [`GroupReport`].
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -220,6 +509,10 @@ pub struct Group<'a, T> {
     next_queued: Option<usize>,
     /// The running tasks of a large group; `None` for a small one.
     pool: Option<FuturesUnordered<Pooled<'a, T>>>,
+    /// What handles share; made by the first `handle()`.
+    shared: OnceLock<Arc<Shared<'a, T>>>,
+    /// Timings and outcomes, only for `wait_with_report`.
+    recording: Option<Box<Recording>>,
 }
 
 impl<'a, T: Send + 'a> Group<'a, T> {
@@ -264,11 +557,14 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             running: 0,
             next_queued: None,
             pool: None,
+            shared: OnceLock::new(),
+            recording: None,
         }
     }
 
     /// Makes the group a child of `parent`: cancelling `parent` cancels the group, which then
-    /// fails with [`ErrorKind::Cancelled`] and admits no new task.
+    /// fails with [`ErrorKind::Cancelled`] (and `parent`'s cause) and admits no new task.
+    /// Call it before [`token`](Group::token) and [`handle`](Group::handle).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -276,9 +572,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     ///
     /// let request = CancelToken::new();
     /// let mut group = Group::<u32>::new().with_parent(&request);
-    /// request.cancel();
+    /// request.cancel_because("the client disconnected");
     /// assert!(group.spawn("late", async { Ok::<_, std::io::Error>(1) }).is_err());
-    /// assert!(group.wait().await.unwrap_err().is_cancelled());
+    /// let error = group.wait().await.unwrap_err();
+    /// assert!(error.is_cancelled());
+    /// assert_eq!(std::error::Error::source(&error).map(ToString::to_string).as_deref(), Some("the client disconnected"));
     /// # }
     /// ```
     pub fn with_parent(mut self, parent: &CancelToken) -> Self {
@@ -289,9 +587,34 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// The group's cancellation token: cancelled with the root cause when the group fails, with
     /// [`Cause::Completed`] when it succeeds and with [`Cause::Dropped`] when it is dropped
-    /// before finishing. Cancelling it cancels the group.
+    /// before finishing. Cancelling it cancels the group (with
+    /// [`cancel_because`](CancelToken::cancel_because), with a reason that the error carries).
+    /// Inside a task, [`current_token`](crate::current_token) returns the same token.
     pub fn token(&self) -> CancelToken {
         self.token.get_or_init(|| self.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child)).clone()
+    }
+
+    /// A handle that spawns tasks into this group while it runs, from its own tasks or from
+    /// anywhere else; see [`GroupHandle`]. Cheap to clone; the first call makes the group's
+    /// token and the state the handles share.
+    pub fn handle(&self) -> GroupHandle<'a, T> {
+        let shared = self.shared.get_or_init(|| {
+            Arc::new(Shared {
+                token: self.token(),
+                limit: self.limit,
+                deadline: self.deadline.map(|after| tighter(self.started + after)),
+                span: self.span.clone(),
+                waker: AtomicWaker::new(),
+                inbox: Mutex::new(Inbox {
+                    closed: false,
+                    running: self.running,
+                    queued: self.queued(),
+                    names: self.slots.iter().map(|slot| (slot.hash, slot.name.clone())).collect(),
+                    incoming: Vec::new(),
+                }),
+            })
+        });
+        GroupHandle { shared: Arc::clone(shared) }
     }
 
     /// Adds a task named `name`. It starts when [`wait`](Group::wait) is first polled (or, with
@@ -310,21 +633,72 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         E: Into<BoxError>,
     {
         let name = name.into();
-        if let Some(cause) = self.closed() {
-            let cause = cause.clone();
-            return Err(SpawnError::Closed { name, cause });
-        }
-        let hash = name_hash(&name);
-        if self.slots.iter().any(|slot| slot.hash == hash && slot.name == name) {
-            return Err(SpawnError::DuplicateName(name));
-        }
-        let span = match &self.span {
-            Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
-            None => tracing::info_span!("source", source = %name),
+        // The task is moved once, into its box: the checks come first and never touch it.
+        let (hash, free) = self.admit(&name, false)?;
+        let deadline = self.deadline.map(|after| tighter(self.started + after));
+        let task = wrap(self.span.as_ref(), &name, deadline, task);
+        self.place(name, hash, free, task);
+        Ok(())
+    }
+
+    /// Like [`spawn`](Group::spawn), but under a concurrency limit it refuses the task instead
+    /// of queueing it when no slot is free.
+    ///
+    /// # Errors
+    ///
+    /// [`SpawnError::Full`] when every slot is taken, or what `spawn` refuses, inside a
+    /// [`TrySpawnError`] that gives the task back unpolled.
+    pub fn try_spawn<F, E>(&mut self, name: impl Into<Name>, task: F) -> Result<(), TrySpawnError<F>>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'a,
+        E: Into<BoxError>,
+    {
+        let name = name.into();
+        let (hash, free) = match self.admit(&name, true) {
+            Ok(admitted) => admitted,
+            Err(error) => return Err(TrySpawnError::new(error, task)),
         };
         let deadline = self.deadline.map(|after| tighter(self.started + after));
-        let task: Task<'a, T> = Box::pin(Wrapped { span, deadline, future: Some(task) });
-        let state = if self.running < self.limit {
+        let task = wrap(self.span.as_ref(), &name, deadline, task);
+        self.place(name, hash, free, task);
+        Ok(())
+    }
+
+    /// Checks that a task named `name` may join: the group is open, the name is new and (if
+    /// `only_if_free`) a slot is free. Returns the name's fingerprint and whether the task
+    /// runs at once (else it is queued); records the name for the handles, if any.
+    fn admit(&self, name: &Name, only_if_free: bool) -> Result<(u64, bool), SpawnError> {
+        if let Some(cause) = self.closed() {
+            return Err(SpawnError::Closed { name: name.clone(), cause: cause.clone() });
+        }
+        let hash = name_hash(name);
+        let free = self.running < self.limit && self.next_queued.is_none();
+        if only_if_free && !free {
+            return Err(SpawnError::Full { name: name.clone(), limit: self.limit });
+        }
+        match self.shared.get() {
+            None if self.slots.iter().any(|slot| slot.hash == hash && slot.name == *name) => {
+                Err(SpawnError::DuplicateName(name.clone()))
+            }
+            None => Ok((hash, free)),
+            Some(shared) => {
+                // The handles' tasks are not in the slots yet: the inbox knows every name.
+                let mut inbox = shared.lock();
+                if inbox.names.iter().any(|(other, other_name)| *other == hash && other_name == name) {
+                    return Err(SpawnError::DuplicateName(name.clone()));
+                }
+                inbox.names.push((hash, name.clone()));
+                inbox.running += usize::from(free);
+                inbox.queued += usize::from(!free);
+                Ok((hash, free))
+            }
+        }
+    }
+
+    /// Adds an admitted task to the slots, running or queued.
+    #[inline]
+    fn place(&mut self, name: Name, hash: u64, free: bool, task: Task<'a, T>) {
+        let state = if free {
             self.running += 1;
             State::Running(task)
         } else {
@@ -336,7 +710,6 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             self.slots.reserve(8);
         }
         self.slots.push(Slot { name, hash, state });
-        Ok(())
     }
 
     /// When the group was created: its deadline counts from this instant.
@@ -369,16 +742,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// group's token with [`Cause::Dropped`]; nothing keeps running.
     pub fn wait(mut self) -> Wait<'a, T> {
         if self.slots.len() > FEW {
-            let pool = FuturesUnordered::new();
-            for (index, slot) in self.slots.iter_mut().enumerate() {
-                if !matches!(slot.state, State::Running(_)) {
-                    continue;
-                }
-                if let State::Running(task) = std::mem::replace(&mut slot.state, State::Pooled) {
-                    pool.push(Pooled { index, task });
-                }
-            }
-            self.pool = Some(pool);
+            self.pool_up();
         }
         let cancelled = self.token.get().or(self.parent.as_ref()).map(CancelToken::cancelled_owned);
         // The deadline's timer is made when a poll leaves tasks pending: a group whose tasks
@@ -386,47 +750,85 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         Wait { group: self, deadline: None, cancelled }
     }
 
+    /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`]: every task's
+    /// outcome, start and duration, on success and on error. Recording costs a clock read per
+    /// poll and an allocation per group; `wait` does neither.
+    pub fn wait_with_report(mut self) -> WaitWithReport<'a, T> {
+        self.recording = Some(Box::default());
+        WaitWithReport { wait: self.wait() }
+    }
+
+    /// Moves the running tasks into the `FuturesUnordered` of a large group.
+    fn pool_up(&mut self) {
+        let pool = self.pool.get_or_insert_with(FuturesUnordered::new);
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if !matches!(slot.state, State::Running(_)) {
+                continue;
+            }
+            if let State::Running(task) = std::mem::replace(&mut slot.state, State::Pooled) {
+                pool.push(Pooled { index, task });
+            }
+        }
+    }
+
     fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
         mut deadline: Pin<&mut Option<Sleep>>,
-        cancelled: Option<Pin<&mut WaitForCancellationFutureOwned>>,
+        mut cancelled: Pin<&mut Option<WaitForCancellationFutureOwned>>,
     ) -> Poll<Result<(), GroupError>> {
-        if cancelled.is_some_and(|cancelled| cancelled.poll(cx).is_ready()) {
-            let cause = self.closed().cloned().unwrap_or(Cause::Cancelled);
-            return Poll::Ready(Err(self.fail(ErrorKind::Cancelled, cause, &[])));
+        if let Some(shared) = self.shared.get() {
+            shared.waker.register(cx.waker());
         }
-        // Drain the tasks that are ready now, in waves: queued tasks start only once a wave
-        // is over and had no failure, so which tasks start never depends on the order in which
-        // a wave was polled. Failures in the same wave tie-break to the earliest spawned, and a
-        // task finishing together with the deadline is in time.
-        let mut failed: Vec<(usize, ErrorKind, Cause)> = Vec::new();
+        if let Some(recording) = &mut self.recording {
+            recording.now = self.started.elapsed();
+            if !recording.polled {
+                recording.polled = true;
+                for (index, slot) in self.slots.iter().enumerate() {
+                    if matches!(slot.state, State::Running(_) | State::Pooled) {
+                        recording.start(index);
+                    }
+                }
+            }
+        }
         loop {
-            let finished = self.running;
-            for index in 0..self.slots.len() {
-                let State::Running(task) = &mut self.slots[index].state else { continue };
-                if let Poll::Ready(output) = task.as_mut().poll(cx) {
-                    self.settle(index, output, &mut failed);
+            if cancelled.as_mut().as_pin_mut().is_some_and(|cancelled| cancelled.poll(cx).is_ready()) {
+                let cause = self.closed().cloned().unwrap_or(Cause::Cancelled);
+                return Poll::Ready(Err(self.fail(ErrorKind::Cancelled, cause, &[])));
+            }
+            // Drain the tasks that are ready now, in waves: queued tasks (and tasks spawned
+            // through a handle) start only once a wave is over and had no failure, so which
+            // tasks start never depends on the order in which a wave was polled. Failures in
+            // the same wave tie-break to the earliest spawned, and a task finishing together
+            // with the deadline is in time.
+            let mut failed = Failures::default();
+            let had_token = self.token.get().is_some();
+            let mut scope = self.token_scope();
+            token_scoped(&mut scope, || {
+                loop {
+                    self.poll_running(cx, &mut failed);
+                    if failed.root.is_some() || self.take_incoming() + self.start_free() == 0 {
+                        break;
+                    }
                 }
+            });
+            self.adopt(scope);
+            if let Some((_, kind, cause)) = failed.root {
+                return Poll::Ready(Err(self.fail(kind, cause, &failed.others)));
             }
-            if let Some(mut pool) = self.pool.take() {
-                while let Poll::Ready(Some((index, output))) = pool.poll_next_unpin(cx) {
-                    self.settle(index, output, &mut failed);
+            if let (false, Some(token)) = (had_token, self.token.get()) {
+                // A task made the group's token: watch it (it is cancelled with the parent).
+                cancelled.set(Some(token.cancelled_owned()));
+                continue;
+            }
+            if self.running == 0 && self.next_queued.is_none() {
+                if self.complete() {
+                    return Poll::Ready(Ok(()));
                 }
-                self.pool = Some(pool);
+                // A handle spawned a task meanwhile: run it.
+                continue;
             }
-            let freed = finished - self.running - failed.len();
-            if !failed.is_empty() || freed == 0 || self.next_queued.is_none() {
-                break;
-            }
-            (0..freed).for_each(|_| self.start_next());
-        }
-        let failed_indices: Vec<usize> = failed.iter().map(|(index, ..)| *index).collect();
-        if let Some((_, kind, cause)) = failed.into_iter().min_by_key(|(index, ..)| *index) {
-            return Poll::Ready(Err(self.fail(kind, cause, &failed_indices)));
-        }
-        if self.running == 0 && self.next_queued.is_none() {
-            return Poll::Ready(Ok(()));
+            break;
         }
         let Some(after) = self.deadline else { return Poll::Pending };
         if deadline.is_none() {
@@ -440,26 +842,119 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         Poll::Pending
     }
 
+    /// Polls every running task once (in a large group, the woken ones) and settles those
+    /// that finished.
+    fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Failures) {
+        for index in 0..self.slots.len() {
+            let State::Running(task) = &mut self.slots[index].state else { continue };
+            if let Poll::Ready(output) = task.as_mut().poll(cx) {
+                self.settle(index, output, failed);
+            }
+        }
+        if let Some(mut pool) = self.pool.take() {
+            while let Poll::Ready(Some((index, output))) = pool.poll_next_unpin(cx) {
+                self.settle(index, output, failed);
+            }
+            self.pool = Some(pool);
+        }
+    }
+
+    /// Finishes a group whose tasks have all finished, unless a handle spawned one meanwhile:
+    /// closes the inbox and cancels the token with [`Cause::Completed`] under the inbox's
+    /// lock, so that no spawn slips in between. Returns whether the group is complete.
+    fn complete(&mut self) -> bool {
+        let Some(shared) = self.shared.get() else { return true };
+        let mut inbox = shared.lock();
+        if !inbox.incoming.is_empty() {
+            return false;
+        }
+        inbox.closed = true;
+        shared.token.cancel_with(Cause::Completed);
+        true
+    }
+
+    /// Takes the tasks spawned through handles into the group's slots: running if a slot is
+    /// free and nothing is queued, else queued. Returns how many started.
+    fn take_incoming(&mut self) -> usize {
+        let Some(shared) = self.shared.get() else { return 0 };
+        let mut inbox = shared.lock();
+        if inbox.incoming.is_empty() {
+            return 0;
+        }
+        let mut started = 0;
+        for mut slot in std::mem::take(&mut inbox.incoming) {
+            let index = self.slots.len();
+            if self.running < self.limit && self.next_queued.is_none() {
+                if let State::Queued(task) = std::mem::replace(&mut slot.state, State::Cancelled) {
+                    slot.state = match &mut self.pool {
+                        Some(pool) => {
+                            pool.push(Pooled { index, task });
+                            State::Pooled
+                        }
+                        None => State::Running(task),
+                    };
+                }
+                self.running += 1;
+                started += 1;
+                if let Some(recording) = &mut self.recording {
+                    recording.start(index);
+                }
+            } else {
+                self.next_queued.get_or_insert(index);
+            }
+            self.slots.push(slot);
+        }
+        (inbox.running, inbox.queued) = (self.running, self.queued());
+        drop(inbox);
+        if self.pool.is_none() && self.slots.len() > FEW {
+            self.pool_up();
+        }
+        started
+    }
+
+    /// Starts queued tasks while slots are free. Returns how many started.
+    fn start_free(&mut self) -> usize {
+        let mut started = 0;
+        while self.running < self.limit && self.next_queued.is_some() {
+            self.start_next();
+            started += 1;
+        }
+        if started > 0 {
+            self.mirror();
+        }
+        started
+    }
+
     /// Records the output of the task in slot `index`.
-    fn settle(
-        &mut self,
-        index: usize,
-        output: std::thread::Result<Result<T, BoxError>>,
-        failed: &mut Vec<(usize, ErrorKind, Cause)>,
-    ) {
+    fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
         self.running -= 1;
+        self.mirror();
         let slot = &mut self.slots[index];
         let name = || slot.name.clone();
-        let (kind, cause) = match output {
+        let (kind, cause, outcome) = match output {
             Ok(Ok(value)) => {
                 slot.state = State::Done(value);
+                if let Some(recording) = &mut self.recording {
+                    recording.end(index, TaskOutcome::Ok);
+                }
                 return;
             }
-            Ok(Err(error)) => (ErrorKind::Failed, Cause::Failed { name: name(), error: Arc::from(error) }),
-            Err(panic) => (ErrorKind::Panicked, Cause::Panicked { name: name(), message: panic_message(&*panic) }),
+            Ok(Err(error)) => {
+                let error: Arc<_> = Arc::from(error);
+                let outcome = self.recording.is_some().then(|| TaskOutcome::Failed { error: Arc::clone(&error) });
+                (ErrorKind::Failed, Cause::Failed { name: name(), error }, outcome)
+            }
+            Err(panic) => {
+                let message = panic_message(&*panic);
+                let outcome = self.recording.is_some().then(|| TaskOutcome::Panicked { message: Arc::clone(&message) });
+                (ErrorKind::Panicked, Cause::Panicked { name: name(), message }, outcome)
+            }
         };
         slot.state = State::Failed;
-        failed.push((index, kind, cause));
+        if let (Some(recording), Some(outcome)) = (&mut self.recording, outcome) {
+            recording.end(index, outcome);
+        }
+        failed.add(index, kind, cause);
     }
 
     /// Starts the first queued task, if any.
@@ -476,39 +971,172 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             }
             None => slot.state = State::Running(task),
         }
+        if let Some(recording) = &mut self.recording {
+            recording.start(index);
+        }
     }
 
-    /// Cancels the group with `cause`: sets the token, then drops every task still running or
-    /// queued, so their drop guards have run before `wait` returns.
-    fn fail(&mut self, kind: ErrorKind, cause: Cause, failed: &[usize]) -> GroupError {
+    /// Tells the handles the running and queued counts, if there are handles.
+    fn mirror(&self) {
+        if let Some(shared) = self.shared.get() {
+            let mut inbox = shared.lock();
+            (inbox.running, inbox.queued) = (self.running, self.queued());
+        }
+    }
+
+    /// The number of queued tasks: the suffix of the slots from `next_queued`.
+    fn queued(&self) -> usize {
+        self.next_queued.map_or(0, |index| self.slots.len() - index)
+    }
+
+    /// Cancels the group with `cause`: sets the token, closes the inbox, then drops every task
+    /// still running or queued, so their drop guards have run before `wait` returns. `others`
+    /// failed in the same wave as the root cause.
+    fn fail(&mut self, kind: ErrorKind, cause: Cause, others: &[usize]) -> GroupError {
         if let Some(token) = self.token.get() {
             token.cancel_with(cause.clone());
         }
-        self.pool = None;
-        let mut cancelled = Vec::new();
-        for slot in &mut self.slots {
-            if matches!(slot.state, State::Queued(_) | State::Running(_) | State::Pooled) {
-                slot.state = State::Cancelled;
-                cancelled.push(slot.name.clone());
-            }
-        }
+        self.close_inbox();
+        let elapsed = self.started.elapsed();
+        let (cancelled, panics, cause) = self.drop_unfinished(cause);
         self.running = 0;
         self.next_queued = None;
-        let root = cause.source_name();
-        let also_failed = (failed.iter().map(|&index| &self.slots[index].name))
-            .filter(|name| Some(&***name) != root)
-            .cloned()
+        let mut others = others.to_vec();
+        others.sort_unstable();
+        let also_failed = others.iter().map(|&index| self.slots[index].name.clone()).collect();
+        let secondary: Vec<Cause> = (panics.iter())
+            .map(|(index, message)| Cause::Panicked {
+                name: self.slots[*index].name.clone(),
+                message: Arc::clone(message),
+            })
             .collect();
+        if let Some(recording) = &mut self.recording {
+            recording.now = elapsed;
+            for (index, slot) in self.slots.iter().enumerate() {
+                let entry = recording.entry(index);
+                if !matches!(slot.state, State::Cancelled) || entry.outcome.is_some() {
+                    continue;
+                }
+                let outcome = match kind {
+                    ErrorKind::Timeout if entry.start.is_some() => TaskOutcome::TimedOut,
+                    _ => TaskOutcome::Cancelled { cause: cause.clone() },
+                };
+                recording.end(index, outcome);
+            }
+            for (index, message) in &panics {
+                let name = self.slots[*index].name.clone();
+                recording.entry(*index).secondary = Some(Cause::Panicked { name, message: Arc::clone(message) });
+            }
+        }
         let fields = std::mem::take(&mut self.fields);
-        GroupError::new(kind, cause, self.started.elapsed(), cancelled, also_failed, fields)
+        let mut error = GroupError::new(kind, cause, elapsed, cancelled, also_failed, fields);
+        if !secondary.is_empty() {
+            error.set_secondary(secondary);
+        }
+        error
+    }
+
+    /// Builds the report of a finished run into the recording.
+    fn finish_report(&mut self, error: Option<&GroupError>) {
+        let Some(recording) = &mut self.recording else { return };
+        let mut entries = std::mem::take(&mut recording.entries).into_iter();
+        let elapsed = error.map_or(recording.now, GroupError::elapsed);
+        let tasks = (self.slots.iter())
+            .map(|slot| {
+                let entry = entries.next().unwrap_or_default();
+                let outcome = entry.outcome.unwrap_or_else(|| match error {
+                    Some(error) => TaskOutcome::Cancelled { cause: error.cause().clone() },
+                    None => TaskOutcome::Ok,
+                });
+                let end = entry.end.unwrap_or(elapsed);
+                TaskReport {
+                    name: slot.name.clone(),
+                    outcome,
+                    start: entry.start,
+                    duration: entry.start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
+                    secondary: entry.secondary,
+                }
+            })
+            .collect();
+        let fields = error.map_or_else(|| self.fields.clone(), |error| error.fields().to_vec());
+        let cause = error.map(|error| error.cause().clone());
+        recording.done = Some(GroupReport { elapsed, cause, tasks, fields });
     }
 
     /// The tasks still running or queued, in spawn order.
     fn unfinished(&self) -> Vec<Name> {
-        (self.slots.iter())
-            .filter(|slot| matches!(slot.state, State::Queued(_) | State::Running(_) | State::Pooled))
-            .map(|slot| slot.name.clone())
-            .collect()
+        (self.slots.iter()).filter(|slot| slot.state.is_unfinished()).map(|slot| slot.name.clone()).collect()
+    }
+}
+
+impl<T> Group<'_, T> {
+    /// What [`current_token`](crate::current_token) sees while this group's tasks run or are
+    /// dropped: clones of the group's token or parent, nothing for a plain group.
+    fn token_scope(&self) -> TokenScope {
+        let token = self.token.get().cloned();
+        let parent = if token.is_none() { self.parent.clone() } else { None };
+        TokenScope::new(token, parent)
+    }
+
+    /// Keeps the token a task made through [`current_token`](crate::current_token).
+    fn adopt(&mut self, scope: TokenScope) {
+        if let Some(token) = scope.token {
+            let _ = self.token.set(token);
+        }
+    }
+
+    /// Closes the inbox (no spawn is admitted from now on, drop guards' included) and moves
+    /// the tasks spawned through handles but not yet taken into the slots, as queued.
+    fn close_inbox(&mut self) {
+        let Some(shared) = self.shared.get() else { return };
+        let mut inbox = shared.lock();
+        inbox.closed = true;
+        let incoming = std::mem::take(&mut inbox.incoming);
+        drop(inbox);
+        self.slots.extend(incoming);
+    }
+
+    /// Drops every task still running or queued, inside a scope where
+    /// [`current_token`](crate::current_token) reads `cause`, containing panics of their drops.
+    /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
+    fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<DropPanic>, Cause) {
+        let mut scope = self.token_scope();
+        let mut cancelled = Vec::new();
+        let mut panics = Vec::new();
+        let drop_all = || {
+            if let Some(pool) = self.pool.take() {
+                for Pooled { index, task } in pool {
+                    if let Some(message) = drop_contained(task) {
+                        panics.push((index, message));
+                    }
+                }
+            }
+            for (index, slot) in self.slots.iter_mut().enumerate() {
+                if !slot.state.is_unfinished() {
+                    continue;
+                }
+                cancelled.push(slot.name.clone());
+                match std::mem::replace(&mut slot.state, State::Cancelled) {
+                    State::Queued(task) | State::Running(task) => {
+                        if let Some(message) = drop_contained(task) {
+                            panics.push((index, message));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        };
+        // A token that exists already holds the cause; only a token made now needs it.
+        let cause = match self.token.get() {
+            Some(_) => {
+                token_scoped(&mut scope, drop_all);
+                cause
+            }
+            None => closing_scoped(&mut scope, cause, drop_all).1,
+        };
+        self.adopt(scope);
+        panics.sort_by_key(|(index, _)| *index);
+        (cancelled, panics, cause)
     }
 
     fn closed(&self) -> Option<&Cause> {
@@ -532,9 +1160,21 @@ impl<T> Drop for Group<'_, T> {
         if let Some(token) = self.token.get() {
             token.cancel_with(Cause::Dropped);
         }
+        self.close_inbox();
+        let pooled = self.pool.as_ref().is_some_and(|pool| !pool.is_empty());
+        if !pooled && !self.slots.iter().any(|slot| slot.state.is_unfinished()) {
+            return;
+        }
+        // The tasks are dropped here rather than with the fields: in a scope where
+        // `current_token` reads the cause, and with a panicking drop contained.
+        let cause = self.closed().cloned().unwrap_or(Cause::Dropped);
+        let (_, panics, _) = self.drop_unfinished(cause);
+        for (index, message) in panics {
+            let name = &self.slots[index].name;
+            tracing::warn!(source = %name, %message, "a cancelled task panicked while being dropped (contained)");
+        }
     }
 }
-
 impl<T> fmt::Debug for Group<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.slots.iter().map(|slot| &*slot.name).collect();
@@ -557,12 +1197,7 @@ fn name_hash(name: &str) -> u64 {
 
 /// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
 /// placeholder for other payloads.
-///
-/// ```
-/// let payload = std::panic::catch_unwind(|| panic!("boom {}", 42)).unwrap_err();
-/// assert_eq!(&*muster_core::panic_message(&*payload), "boom 42");
-/// ```
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
     if let Some(message) = payload.downcast_ref::<&str>() {
         Arc::from(*message)
     } else if let Some(message) = payload.downcast_ref::<String>() {
@@ -689,5 +1324,18 @@ impl<T> Iterator for IntoIter<T> {
 impl<T: fmt::Debug> fmt::Debug for Outputs<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_message_is_the_payloads_text() {
+        let payload = std::panic::catch_unwind(|| panic!("boom {}", 42)).unwrap_err();
+        assert_eq!(&*panic_message(&*payload), "boom 42");
+        let payload = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
+        assert_eq!(&*panic_message(&*payload), "non-string panic payload");
     }
 }

@@ -41,12 +41,36 @@
 //! - **Real cancellation**: cancelled tasks are dropped (their connections closed, their drop
 //!   guards run) before [`Group::wait`] returns. Dropping the `wait` future drops them too.
 //! - **Deadline**: an optional deadline fails the group naming the pending tasks.
-//! - **Cause**: the error and the group's [`CancelToken`] say why: the failed task, the
-//!   deadline, the caller's cancellation, or completion.
+//! - **Cause**: the error and the group's [`CancelToken`] say why: the failed task (name and
+//!   error), the deadline, the caller's cancellation (with a reason, [`Cause::Reason`]), or
+//!   completion. A cause, once set, is never overwritten: a nested group's tasks read the
+//!   outer failure, not "dropped"; [`Cause::chain`] walks down into nested groups' causes.
+//! - **Inside a task**: [`current_token`] is the group's token and [`deadline()`] its
+//!   deadline, while the task is polled and while it is dropped (so drop guards can tell why).
 //! - **Panics** become the task's error and cancel its siblings; the process does not crash.
-//! - **Concurrency limit**: queued tasks start in spawn order and never after a failure.
+//!   A panic while a cancelled task is dropped is contained and recorded as a
+//!   [secondary failure](GroupError::secondary).
+//! - **Concurrency limit**: queued tasks start in spawn order and never after a failure;
+//!   [`Group::try_spawn`] refuses instead of queueing and hands the task back.
+//! - **Spawning from inside**: a [`GroupHandle`] lets running tasks spawn siblings; once the
+//!   group has closed every spawn is refused with the cause.
+//! - **Report**: [`Group::wait_with_report`] gives every task's outcome, start and duration
+//!   ([`GroupReport`], printable as a waterfall); plain [`Group::wait`] records nothing.
 //! - **Tracing**: every task runs in a `source` span (field `source = <name>`) inside the
 //!   caller's span.
+//!
+//! # Stability
+//!
+//! muster-core is the part of muster meant to change rarely (like `tower-service` or
+//! `tracing-core`), so that fetchers and adapters written against it keep working across
+//! releases of the aggregator. Stable, within a major version: the [`Fetcher`] trait and
+//! [`fetcher_fn`]; [`Group`] with [`GroupHandle`], [`Wait`], [`WaitWithReport`], [`Outputs`]
+//! and the semantics listed above; [`CancelToken`] and [`Cause`]; the errors ([`GroupError`],
+//! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its `as_str` words); [`deadline()`],
+//! [`with_deadline`] and [`current_token`]; [`GroupReport`]. Enums and report structs are
+//! `#[non_exhaustive]`: new variants (a new [`Cause`], a new [`TaskOutcome`]) and fields may
+//! come in minor releases, so match them with a wildcard arm. The texts of `Display` are for
+//! people and may be reworded; match on kinds and variants instead.
 //!
 //! # Polling in place, not spawning
 //!
@@ -56,7 +80,8 @@
 //! dropped later, at the runtime's convenience), and costs one allocation per task instead of a
 //! spawn. The price is that tasks share one thread: put CPU-heavy work in
 //! `tokio::task::spawn_blocking` inside the task. `benches/group.rs` measures the group against
-//! `futures::future::try_join_all`, `tokio::task::JoinSet` and spawn + `CancellationToken`.
+//! `futures::future::try_join_all`, `tokio::try_join!`, `tokio::task::JoinSet` and spawn +
+//! `CancellationToken` (the figures are in the workspace's `BENCHMARKS.md`).
 //!
 //! Options (deadline, concurrency limit, tracing span, request-context fields) come from
 //! [`muster_options`]. The minimum supported Rust version is 1.85.
@@ -68,13 +93,15 @@ mod deadline;
 mod error;
 mod fetcher;
 mod group;
+mod report;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::classify::Retryable;
-pub use crate::deadline::{deadline, with_deadline};
-pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError};
+pub use crate::deadline::{current_token, deadline, with_deadline};
+pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
-pub use crate::group::{Group, IntoIter, Outputs, Wait, panic_message};
+pub use crate::group::{Group, GroupHandle, IntoIter, Outputs, Wait, WaitWithReport};
+pub use crate::report::{GroupReport, TaskOutcome, TaskReport};
 #[doc(no_inline)]
 pub use async_trait::async_trait;
 #[doc(no_inline)]

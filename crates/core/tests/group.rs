@@ -322,3 +322,494 @@ async fn fetchers_of_different_types_run_side_by_side_as_trait_objects() {
     let outputs = group.wait().await.unwrap();
     assert_eq!((&outputs["constant"][..], &outputs["doubled"][..]), ("user 21", "42"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Round 2 (issue 10): causes that survive nesting, contained drop panics, the handle,
+// `try_spawn`, cancelling with a reason, the report and `current_token`.
+
+use std::sync::{Arc, Mutex};
+
+use muster_core::{GroupHandle, TaskOutcome, current_token};
+
+/// Runs `on_drop` when dropped: a drop guard.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// A shared list of what guards saw.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+fn seen() -> Seen {
+    Arc::default()
+}
+
+fn read(seen: &Seen) -> Vec<String> {
+    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_grandchilds_drop_guard_reads_the_outer_failure_not_that_its_group_was_dropped() {
+    let guard_saw = seen();
+    let mut outer = Group::new();
+    outer.spawn("profile", Probe::new().source("profile", ms(30), Outcome::Err, 0)).unwrap();
+    let saw = Arc::clone(&guard_saw);
+    outer
+        .spawn("accounts", async move {
+            let parent = current_token().expect("a task of a group has a token");
+            let mut inner = Group::new().with_parent(&parent);
+            inner
+                .spawn("ledger", async move {
+                    // Taken while polled, so the inner group's token exists when its group is
+                    // dropped (and would be cancelled with `Dropped` if causes were overwritten).
+                    let token = current_token().expect("a task of a group has a token");
+                    let _guard = OnDrop(move || {
+                        let cause = token.cause().map(|cause| format!("{}|{:?}", cause, cause.source_name()));
+                        saw.lock().unwrap().push(cause.unwrap_or_default());
+                    });
+                    std::future::pending::<Result<u32, SourceError>>().await
+                })
+                .unwrap();
+            inner.wait().await.map(|outputs| outputs["ledger"])
+        })
+        .unwrap();
+
+    let error = outer.wait().await.unwrap_err();
+    assert_eq!(error.source_name(), Some("profile"));
+    assert_eq!(error.cancelled(), ["accounts"]);
+    assert_eq!(read(&guard_saw), ["cancelled by `profile`: profile failed on purpose|Some(\"profile\")"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_token_cancelled_through_its_parent_keeps_the_parents_cause() {
+    let parent = CancelToken::new();
+    let child = parent.child();
+    let grandchild = child.child();
+    parent.cancel_with(Cause::Deadline { after: ms(5), pending: Arc::from(vec!["a".into()]) });
+    child.cancel_with(Cause::Dropped);
+    grandchild.cancel_with(Cause::Completed);
+    for token in [&child, &grandchild] {
+        assert!(matches!(token.cause(), Some(Cause::Deadline { .. })), "{token:?}");
+    }
+    // And a cause set on a token first is never replaced by a later one.
+    let token = CancelToken::new();
+    token.cancel_because("first");
+    token.cancel_with(Cause::Dropped);
+    assert_eq!(token.cause().map(ToString::to_string).as_deref(), Some("cancelled by the caller: first"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nested_groups_failure_is_reachable_through_the_cause_chain() {
+    let mut outer = Group::new();
+    outer.spawn("slow", Probe::new().source("slow", ms(10_000), Outcome::Ok, 0)).unwrap();
+    outer
+        .spawn("accounts", async {
+            let mut inner = Group::with_options(Deadline(ms(50))).unwrap();
+            inner.spawn("ledger", Probe::new().source("ledger", ms(10), Outcome::Err, 0)).unwrap();
+            inner.spawn("cards", Probe::new().source("cards", ms(1_000), Outcome::Ok, 0)).unwrap();
+            inner.wait().await.map(|outputs| outputs["ledger"])
+        })
+        .unwrap();
+    let error = outer.wait().await.unwrap_err();
+    let chain: Vec<Option<&str>> = error.cause().chain().map(Cause::source_name).collect();
+    assert_eq!(chain, [Some("accounts"), Some("ledger")]);
+    let inner = error.cause().nested().expect("the inner group's cause");
+    assert_eq!(inner.to_string(), "cancelled by `ledger`: ledger failed on purpose");
+    assert!(inner.nested().is_none());
+}
+
+/// A task that fails at `after`, and a sibling whose drop guard panics when it is cancelled.
+fn spawn_failure_and_panicking_guard(group: &mut Group<'_, u32>, after: u64) {
+    group.spawn("bad", Probe::new().source("bad", ms(after), Outcome::Err, 0)).expect("a new name");
+    group
+        .spawn("bomb", async {
+            let _guard = OnDrop(|| panic!("{}", support::PANIC_MESSAGE));
+            std::future::pending::<Result<u32, SourceError>>().await
+        })
+        .expect("a new name");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_dropping_a_cancelled_task_is_contained_and_recorded() {
+    support::quiet_deliberate_panics();
+    let mut group = Group::new();
+    spawn_failure_and_panicking_guard(&mut group, 10);
+    group.spawn("slow", Probe::new().source("slow", ms(10_000), Outcome::Ok, 0)).unwrap();
+    let (result, report) = group.wait_with_report().await;
+    let error = result.unwrap_err();
+    assert_eq!(error.source_name(), Some("bad"), "the root failure stands");
+    assert_eq!(error.cancelled(), ["bomb", "slow"]);
+    assert!(
+        matches!(error.secondary(), [Cause::Panicked { name, message }] if name == "bomb" && &**message == support::PANIC_MESSAGE),
+        "{:?}",
+        error.secondary()
+    );
+    let bomb = report.task("bomb").unwrap();
+    assert!(matches!(bomb.outcome, TaskOutcome::Cancelled { .. }));
+    assert!(matches!(&bomb.secondary, Some(Cause::Panicked { .. })));
+    assert!(report.task("slow").unwrap().secondary.is_none());
+    assert!(report.to_string().contains("then panicked while dropped: source panicked on purpose"), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drop_panic_in_a_large_group_or_when_the_group_is_dropped_does_not_unwind() {
+    support::quiet_deliberate_panics();
+    // Beyond 32 tasks the group polls through a `FuturesUnordered`: the same containment.
+    let mut group = Group::new();
+    spawn_failure_and_panicking_guard(&mut group, 10);
+    for i in 0..40 {
+        group.spawn(format!("s{i}"), Probe::new().source("s", ms(10_000), Outcome::Ok, 0)).unwrap();
+    }
+    let error = group.wait().await.unwrap_err();
+    assert_eq!(error.source_name(), Some("bad"));
+    assert_eq!(error.secondary().len(), 1);
+
+    // Dropping the `wait` future, and dropping a group that never ran.
+    let mut group = Group::new();
+    spawn_failure_and_panicking_guard(&mut group, 10_000);
+    assert!(tokio::time::timeout(ms(5), group.wait()).await.is_err());
+    let mut group = Group::new();
+    spawn_failure_and_panicking_guard(&mut group, 10_000);
+    drop(group);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_task_spawns_siblings_through_the_handle() {
+    let probe = Probe::new();
+    let mut group = Group::new();
+    let handle = group.handle();
+    let children = probe.clone();
+    group
+        .spawn("accounts", async move {
+            tokio::time::sleep(ms(10)).await;
+            for i in 1..=3u32 {
+                let name = format!("balance-{i}");
+                handle.spawn(name.clone(), children.source(name, ms(20), Outcome::Ok, i)).unwrap();
+            }
+            let duplicate = handle.spawn("balance-1", children.source("impostor", ms(1), Outcome::Ok, 0));
+            assert!(matches!(duplicate, Err(SpawnError::DuplicateName(_))));
+            Ok::<_, SourceError>(0)
+        })
+        .unwrap();
+    let started = Instant::now();
+    let outputs = group.wait().await.unwrap();
+    assert_eq!(started.elapsed(), ms(30), "the siblings ran concurrently, right after their spawn");
+    assert_eq!(
+        outputs.iter().collect::<Vec<_>>(),
+        [("accounts", &0), ("balance-1", &1), ("balance-2", &2), ("balance-3", &3)]
+    );
+    assert!(!probe.state().started.contains(&"impostor".to_owned()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_used_from_outside_the_group_wakes_it() {
+    let mut group = Group::new();
+    let handle = group.handle();
+    group.spawn("slow", Probe::new().source("slow", ms(50), Outcome::Ok, 1)).unwrap();
+    let started = Instant::now();
+    let outside = tokio::spawn(async move {
+        tokio::time::sleep(ms(10)).await;
+        handle.spawn("late", async move { Ok::<_, SourceError>(started.elapsed().as_millis() as u32) })
+    });
+    let outputs = group.wait().await.unwrap();
+    outside.await.unwrap().unwrap();
+    assert_eq!(outputs.get("late"), Some(&10), "the late task must start when spawned, not when `slow` ends");
+}
+
+/// Whether the future was ever polled.
+fn unpolled_marker(
+    polled: &Seen,
+    name: &'static str,
+) -> impl std::future::Future<Output = Result<u32, SourceError>> + Send + 'static {
+    let polled = Arc::clone(polled);
+    async move {
+        polled.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.to_owned());
+        Ok(0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn spawns_after_the_group_closed_are_refused_with_the_cause_drop_guards_included() {
+    let polled = seen();
+    let refusals = seen();
+
+    // A failure: the cancelled sibling's drop guard tries to spawn.
+    let mut group = Group::new();
+    let handle = group.handle();
+    group.spawn("bad", Probe::new().source("bad", ms(10), Outcome::Err, 0)).unwrap();
+    let (guard_handle, guard_refusals, guard_polled) = (handle.clone(), Arc::clone(&refusals), Arc::clone(&polled));
+    group
+        .spawn("slow", async move {
+            let _guard = OnDrop(move || {
+                let refused = guard_handle.spawn("from-guard", unpolled_marker(&guard_polled, "from-guard"));
+                guard_refusals.lock().unwrap().push(format!("{refused:?}"));
+            });
+            std::future::pending::<Result<u32, SourceError>>().await
+        })
+        .unwrap();
+    assert_eq!(group.wait().await.unwrap_err().source_name(), Some("bad"));
+    assert!(handle.is_closed());
+    let after_failure = handle.spawn("after-failure", unpolled_marker(&polled, "after-failure"));
+    assert!(
+        matches!(after_failure, Err(SpawnError::Closed { cause: Cause::Failed { ref name, .. }, .. }) if name == "bad")
+    );
+    assert_eq!(read(&refusals).len(), 1);
+    assert!(
+        read(&refusals)[0].starts_with("Err(Closed { name: \"from-guard\", cause: Failed { name: \"bad\""),
+        "{:?}",
+        read(&refusals)
+    );
+
+    // Completion, the deadline and the caller's cancellation.
+    let mut group = Group::new();
+    let handle = group.handle();
+    group.spawn("a", async { Ok::<_, SourceError>(1) }).unwrap();
+    group.wait().await.unwrap();
+    let refused = handle.spawn("after-completion", unpolled_marker(&polled, "after-completion"));
+    assert!(matches!(refused, Err(SpawnError::Closed { cause: Cause::Completed, .. })), "{refused:?}");
+
+    let mut group = Group::with_options(Deadline(ms(20))).unwrap();
+    let handle = group.handle();
+    group.spawn("slow", Probe::new().source("slow", ms(100), Outcome::Ok, 0)).unwrap();
+    assert!(group.wait().await.unwrap_err().is_timeout());
+    let refused = handle.spawn("after-deadline", unpolled_marker(&polled, "after-deadline"));
+    assert!(matches!(refused, Err(SpawnError::Closed { cause: Cause::Deadline { .. }, .. })), "{refused:?}");
+
+    let request = CancelToken::new();
+    let group = Group::<u32>::new().with_parent(&request);
+    let handle = group.handle();
+    request.cancel_because("client went away");
+    let refused = handle.spawn("after-cancel", unpolled_marker(&polled, "after-cancel"));
+    assert!(matches!(refused, Err(SpawnError::Closed { cause: Cause::Reason { .. }, .. })), "{refused:?}");
+    assert!(group.wait().await.unwrap_err().is_cancelled());
+
+    assert!(read(&polled).is_empty(), "a refused task was polled: {:?}", read(&polled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_spawn_refuses_instead_of_queueing_and_returns_the_task() {
+    let mut group = Group::with_options(Limit(2)).unwrap();
+    group.try_spawn("a", Probe::new().source("a", ms(10), Outcome::Ok, 1)).unwrap();
+    let handle: GroupHandle<'_, u32> = group.handle();
+    let probe = Probe::new();
+    let inner = probe.clone();
+    group
+        .try_spawn("b", async move {
+            // Both slots taken (by `a` and by this task): refused, and the task comes back.
+            let refused = handle.try_spawn("c", inner.source("c", ms(1), Outcome::Ok, 3)).unwrap_err();
+            assert!(matches!(refused.error(), SpawnError::Full { limit: 2, .. }), "{refused}");
+            let task = refused.into_task();
+            tokio::time::sleep(ms(20)).await;
+            // `a` has finished: a slot is free now.
+            handle.try_spawn("c", task).unwrap();
+            Ok::<_, SourceError>(2)
+        })
+        .map_err(|refused| refused.to_string())
+        .unwrap();
+    let refused = group.try_spawn("d", probe.source("d", ms(1), Outcome::Ok, 4)).unwrap_err();
+    assert_eq!(refused.to_string(), "task `d` refused: all 2 slots are taken");
+    // A plain spawn queues instead.
+    group.spawn("d", refused.into_task()).unwrap();
+    let outputs = group.wait().await.unwrap();
+    assert_eq!(
+        outputs.iter().map(|(name, value)| (name, *value)).collect::<Vec<_>>(),
+        [("a", 1), ("b", 2), ("d", 4), ("c", 3)]
+    );
+    assert_eq!(probe.state().high_water, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_caller_cancels_with_a_reason_that_tasks_read_and_the_error_carries() {
+    let mut group = Group::new();
+    let token = group.token();
+    let probe = Probe::with_token(token.clone());
+    group.spawn("slow", probe.source("slow", ms(10_000), Outcome::Ok, 0)).unwrap();
+    tokio::spawn(async move {
+        tokio::time::sleep(ms(20)).await;
+        token.cancel_because("the client disconnected");
+    });
+    let started = Instant::now();
+    let error = group.wait().await.unwrap_err();
+    assert_eq!(started.elapsed(), ms(20));
+    assert_eq!(error.kind(), ErrorKind::Cancelled);
+    assert!(matches!(error.cause(), Cause::Reason { .. }));
+    assert_eq!(error.to_string(), "group stopped after 20ms: cancelled by the caller");
+    let reason = std::error::Error::source(&error).map(ToString::to_string);
+    assert_eq!(reason.as_deref(), Some("the client disconnected"));
+    assert_eq!(probe.state().causes, [Some("cancelled by the caller: the client disconnected".to_owned())]);
+
+    // A parent's reason, as an error, reaches a child group too.
+    let request = CancelToken::new();
+    let mut group = Group::new().with_parent(&request);
+    let probe = Probe::with_token(group.token());
+    group.spawn("slow", probe.source("slow", ms(10_000), Outcome::Ok, 0)).unwrap();
+    request.cancel_because(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer"));
+    let error = group.wait().await.unwrap_err();
+    let source = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<std::io::Error>());
+    assert_eq!(source.map(std::io::Error::kind), Some(std::io::ErrorKind::ConnectionReset));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_report_gives_every_tasks_outcome_start_and_duration_on_success_and_error() {
+    support::quiet_deliberate_panics();
+    let mut group = Group::with_options(Limit(2)).unwrap();
+    group.spawn("profile", Probe::new().source("profile", ms(10), Outcome::Ok, 1)).unwrap();
+    group.spawn("balance", Probe::new().source("balance", ms(20), Outcome::Ok, 2)).unwrap();
+    group.spawn("offers", Probe::new().source("offers", ms(5), Outcome::Ok, 3)).unwrap();
+    let (result, report) = group.wait_with_report().await;
+    assert_eq!(result.unwrap().len(), 3);
+    assert_eq!(report.elapsed, ms(20));
+    assert!(report.cause.is_none());
+    let rows: Vec<_> =
+        report.tasks.iter().map(|task| (&*task.name, task.outcome.as_str(), task.start, task.duration)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("profile", "ok", Some(ms(0)), ms(10)),
+            ("balance", "ok", Some(ms(0)), ms(20)),
+            ("offers", "ok", Some(ms(10)), ms(5)),
+        ]
+    );
+    assert_eq!(
+        report.to_string(),
+        "group took 20ms\n  profile |████████████████████                    |      10ms  ok\n  balance |████████████████████████████████████████|      20ms  ok\n  offers  |                    ██████████          |       5ms  ok"
+    );
+
+    // Failed, panicked (losing the tie), timed out and never started.
+    let mut group = Group::with_options((Deadline(ms(100)), Limit(4))).unwrap();
+    group.spawn("bad", Probe::new().source("bad", ms(30), Outcome::Err, 0)).unwrap();
+    group.spawn("bomb", Probe::new().source("bomb", ms(30), Outcome::Panic, 0)).unwrap();
+    group.spawn("slow", Probe::new().source("slow", ms(1_000), Outcome::Ok, 0)).unwrap();
+    let (result, report) = group.wait_with_report().await;
+    assert_eq!(result.unwrap_err().also_failed(), ["bomb"]);
+    let outcome = |name: &str| report.task(name).map(|task| task.outcome.to_string());
+    assert_eq!(outcome("bad").as_deref(), Some("failed: bad failed on purpose"));
+    assert_eq!(outcome("bomb").as_deref(), Some("panicked: source panicked on purpose"));
+    assert_eq!(outcome("slow").as_deref(), Some("cancelled by `bad`: bad failed on purpose"));
+    assert_eq!(report.task("slow").map(|task| task.duration), Some(ms(30)));
+    assert!(matches!(report.cause, Some(Cause::Failed { .. })));
+
+    let mut group = Group::with_options((Deadline(ms(100)), Limit(1))).unwrap();
+    group.spawn("slow", Probe::new().source("slow", ms(1_000), Outcome::Ok, 0)).unwrap();
+    group.spawn("queued", Probe::new().source("queued", ms(1), Outcome::Ok, 0)).unwrap();
+    let (result, report) = group.wait_with_report().await;
+    assert!(result.unwrap_err().is_timeout());
+    let slow = report.task("slow").unwrap();
+    assert!(matches!(slow.outcome, TaskOutcome::TimedOut));
+    assert_eq!((slow.start, slow.duration), (Some(ms(0)), ms(100)));
+    let queued = report.task("queued").unwrap();
+    assert!(matches!(queued.outcome, TaskOutcome::Cancelled { cause: Cause::Deadline { .. } }));
+    assert_eq!(queued.start, None);
+    assert!(report.to_string().starts_with("group took 100ms, stopped by the deadline\n"), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
+    assert!(current_token().is_none(), "no group outside a task");
+    // While polled: the group's own token; cancelling it cancels the group.
+    let mut group = Group::new();
+    let token = group.token();
+    group
+        .spawn("a", async {
+            tokio::time::sleep(ms(5)).await;
+            current_token().expect("the group's token").cancel_because("enough");
+            std::future::pending::<Result<u32, SourceError>>().await
+        })
+        .unwrap();
+    let error = group.wait().await.unwrap_err();
+    assert!(error.is_cancelled());
+    assert!(matches!(token.cause(), Some(Cause::Reason { .. })));
+
+    // Made lazily by the task, it still cancels the group and ends `Completed` on success.
+    let mut group = Group::new();
+    let kept = Arc::new(Mutex::new(None));
+    let keep = Arc::clone(&kept);
+    group
+        .spawn("a", async move {
+            *keep.lock().unwrap() = current_token();
+            Ok::<_, SourceError>(1)
+        })
+        .unwrap();
+    group.wait().await.unwrap();
+    let kept = kept.lock().unwrap().clone().expect("a token inside the task");
+    assert!(matches!(kept.cause(), Some(Cause::Completed)));
+
+    let mut group = Group::new();
+    group
+        .spawn("a", async {
+            tokio::time::sleep(ms(5)).await;
+            current_token().expect("the group's token").cancel();
+            std::future::pending::<Result<u32, SourceError>>().await
+        })
+        .unwrap();
+    let started = Instant::now();
+    assert!(group.wait().await.unwrap_err().is_cancelled());
+    assert_eq!(started.elapsed(), ms(5));
+
+    // While dropped: a guard reads the cause though nobody made the token before.
+    let guard_saw = seen();
+    let saw = Arc::clone(&guard_saw);
+    let mut group = Group::new();
+    group.spawn("bad", Probe::new().source("bad", ms(10), Outcome::Err, 0)).unwrap();
+    group
+        .spawn("slow", async move {
+            let _guard = OnDrop(move || {
+                let cause = current_token().and_then(|token| token.cause().map(ToString::to_string));
+                saw.lock().unwrap().push(cause.unwrap_or_default());
+            });
+            std::future::pending::<Result<u32, SourceError>>().await
+        })
+        .unwrap();
+    group.wait().await.unwrap_err();
+    assert_eq!(read(&guard_saw), ["cancelled by `bad`: bad failed on purpose"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_inner_group_cancelled_because_the_outer_failed_carries_the_outer_failure() {
+    let mut outer = Group::new();
+    let outer_token = outer.token();
+    // The inner group runs on its own runtime task, so it is not dropped with the outer
+    // group's tasks: it sees the outer failure through its parent token and fails with it.
+    let mut inner = Group::new().with_parent(&outer_token);
+    let inner_probe = Probe::with_token(inner.token());
+    inner.spawn("ledger", inner_probe.source("ledger", ms(10_000), Outcome::Ok, 0)).unwrap();
+    let inner = tokio::spawn(inner.wait());
+    outer.spawn("profile", Probe::new().source("profile", ms(30), Outcome::Err, 0)).unwrap();
+    assert_eq!(outer.wait().await.unwrap_err().source_name(), Some("profile"));
+
+    let error = inner.await.unwrap().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled);
+    assert_eq!(error.cause().source_name(), Some("profile"), "the outer failure, name and error");
+    assert_eq!(error.source_name(), None, "`profile` is not a task of the inner group");
+    assert_eq!(error.to_string(), "group stopped after 30ms: cancelled by `profile`");
+    let source = std::error::Error::source(&error).and_then(|e| e.downcast_ref::<SourceError>());
+    assert_eq!(source, Some(&SourceError("profile".into())));
+    assert_eq!(inner_probe.state().causes, [Some("cancelled by `profile`: profile failed on purpose".to_owned())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_spawning_past_32_siblings_moves_the_group_to_its_large_mode_without_losing_any() {
+    let mut group = Group::new();
+    let handle = group.handle();
+    group
+        .spawn("fan-out", async move {
+            for i in 0..40u32 {
+                let name = format!("child-{i}");
+                handle.spawn(name, async move {
+                    tokio::time::sleep(ms(u64::from(40 - i))).await;
+                    Ok::<_, SourceError>(i)
+                })?;
+            }
+            Ok::<_, SpawnError>(40)
+        })
+        .unwrap();
+    let started = Instant::now();
+    let outputs = group.wait().await.unwrap();
+    assert_eq!(started.elapsed(), ms(40));
+    assert_eq!(outputs.len(), 41);
+    let values: Vec<u32> = outputs.iter().map(|(_, value)| *value).collect();
+    assert_eq!(values, std::iter::once(40).chain(0..40).collect::<Vec<_>>(), "in spawn order");
+}

@@ -9,8 +9,13 @@ use std::fmt::Write as _;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// Rounds per scenario; each round runs one batch of every implementation.
+/// Rounds per scenario; each round runs one batch of every implementation. `MUSTER_BENCH_ROUNDS`
+/// overrides it (for a quick look while profiling).
 pub(crate) const ROUNDS: usize = 200;
+
+fn rounds() -> usize {
+    std::env::var("MUSTER_BENCH_ROUNDS").ok().and_then(|rounds| rounds.parse().ok()).unwrap_or(ROUNDS).max(1)
+}
 
 /// Runs `batch(implementation, iterations)` for every implementation, interleaved, and appends
 /// one line per implementation to `report`. `batch` returns the time `iterations` runs took.
@@ -29,8 +34,28 @@ pub(crate) fn interleaved<B, Fut>(
     let probe = runtime.block_on(async { runtime.spawn(batch(implementations[0], 16)).await }).unwrap_or_default();
     let per_iteration = probe.as_nanos().max(1) / 16;
     let iterations = (200_000 / per_iteration).clamp(1, 10_000) as u32;
-    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); implementations.len()];
-    for round in 0..ROUNDS {
+    interleaved_fixed(runtime, scenario, n, implementations, batch, iterations, report);
+}
+
+/// Like [`interleaved`], with `iterations` per batch instead of a calibrated count: for
+/// scenarios whose batch returns something other than its wall time (a latency inside each
+/// iteration), where calibrating on the returned time would be wrong.
+#[allow(dead_code)] // only the core's bench has such a scenario; the aggregator's includes this file too
+pub(crate) fn interleaved_fixed<B, Fut>(
+    runtime: &tokio::runtime::Runtime,
+    scenario: &str,
+    n: usize,
+    implementations: &[&'static str],
+    batch: B,
+    iterations: u32,
+    report: &mut String,
+) where
+    B: Fn(&'static str, u32) -> Fut,
+    Fut: Future<Output = Duration> + Send + 'static,
+{
+    let rounds = rounds();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); implementations.len()];
+    for round in 0..rounds {
         // Rotate the order, so no implementation always runs right after the same other one.
         for k in 0..implementations.len() {
             let index = (round + k) % implementations.len();

@@ -1,0 +1,3 @@
+module musterbench/errgroup
+
+go 1.21
