@@ -73,8 +73,9 @@ impl Cause {
     /// [`GroupError`](crate::GroupError)) failed: that group's cause.
     ///
     /// ```
+    /// # use muster_core as muster;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use muster_core::Group;
+    /// use muster::Group;
     ///
     /// let mut outer = Group::new();
     /// outer.spawn("accounts", async {
@@ -145,7 +146,8 @@ pub(crate) fn write_names(f: &mut fmt::Formatter<'_>, names: &[Name]) -> fmt::Re
 /// the task running it is dropped).
 ///
 /// ```
-/// use muster_core::{Cause, CancelToken};
+/// # use muster_core as muster;
+/// use muster::{Cause, CancelToken};
 ///
 /// let request = CancelToken::new();
 /// let child = request.child();
@@ -204,7 +206,8 @@ impl CancelToken {
     /// token was already cancelled.
     ///
     /// ```
-    /// use muster_core::{Cause, CancelToken};
+    /// # use muster_core as muster;
+    /// use muster::{Cause, CancelToken};
     ///
     /// let request = CancelToken::new();
     /// request.cancel_because("the client disconnected");

@@ -16,9 +16,10 @@ tokio::task_local! {
 /// as a header) and to avoid starting work that cannot finish in time.
 ///
 /// ```
+/// # use muster_core as muster;
 /// use std::time::Duration;
-/// use muster_core::{Group, deadline};
-/// use muster_options::Deadline;
+/// use muster::{Group, deadline};
+/// use muster::Deadline;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let start = tokio::time::Instant::now();
@@ -95,7 +96,8 @@ impl TokenScope {
 /// function pays nothing for it.
 ///
 /// ```
-/// use muster_core::{Cause, Group, current_token};
+/// # use muster_core as muster;
+/// use muster::{Cause, Group, current_token};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut group = Group::new();

@@ -48,8 +48,9 @@ impl fmt::Display for ErrorKind {
 /// source, they did not fail themselves.
 ///
 /// ```
+/// # use muster_core as muster;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use muster_core::{ErrorKind, Group};
+/// use muster::{ErrorKind, Group};
 ///
 /// let mut group = Group::new();
 /// group.spawn("profile", async { Err::<u32, _>("connection refused") }).unwrap();
@@ -255,8 +256,9 @@ pub enum SpawnError {
 /// caller can run it elsewhere, retry later or drop it.
 ///
 /// ```
-/// use muster_core::{Group, SpawnError};
-/// use muster_options::Limit;
+/// # use muster_core as muster;
+/// use muster::{Group, SpawnError};
+/// use muster::Limit;
 ///
 /// let mut group = Group::with_options(Limit(1))?;
 /// group.try_spawn("first", async { Ok::<u32, std::io::Error>(1) }).unwrap();
@@ -264,7 +266,7 @@ pub enum SpawnError {
 /// assert!(matches!(refused.error(), SpawnError::Full { limit: 1, .. }));
 /// let task = refused.into_task(); // not polled: run it some other way
 /// # drop(task); drop(group);
-/// # Ok::<(), muster_options::OptionError>(())
+/// # Ok::<(), muster::OptionError>(())
 /// ```
 pub struct TrySpawnError<F> {
     error: SpawnError,

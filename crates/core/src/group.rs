@@ -339,8 +339,9 @@ impl<'a, T> Shared<'a, T> {
 /// spawning task's own, from inside a task).
 ///
 /// ```
+/// # use muster_core as muster;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use muster_core::Group;
+/// use muster::Group;
 ///
 /// let mut group = Group::new();
 /// let handle = group.handle();
@@ -349,7 +350,7 @@ impl<'a, T> Shared<'a, T> {
 ///     for id in [7, 9] {
 ///         handle.spawn(format!("balance-{id}"), async move { Ok::<_, std::io::Error>(id * 100) })?;
 ///     }
-///     Ok::<_, muster_core::SpawnError>(2)
+///     Ok::<_, muster::SpawnError>(2)
 /// })?;
 /// let outputs = group.wait().await?;
 /// assert_eq!(outputs.names().collect::<Vec<_>>(), ["accounts", "balance-7", "balance-9"]);
@@ -480,8 +481,9 @@ impl<T> fmt::Debug for GroupHandle<'_, T> {
 /// - [`wait_with_report`](Group::wait_with_report) adds a per-task [`GroupReport`].
 ///
 /// ```
+/// # use muster_core as muster;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use muster_core::Group;
+/// use muster::Group;
 ///
 /// let user_id = 42;
 /// let mut group = Group::new();
@@ -524,14 +526,15 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// An empty group configured by `options` (see [`muster_options`]).
     ///
     /// ```
+    /// # use muster_core as muster;
     /// use std::time::Duration;
-    /// use muster_core::Group;
-    /// use muster_options::{Deadline, Limit};
+    /// use muster::Group;
+    /// use muster::{Deadline, Limit};
     ///
     /// let group: Group<'_, u32> = Group::with_options((Deadline(Duration::from_secs(1)), Limit(8)))?;
     /// assert!(Group::<u32>::with_options(Limit(0)).is_err());
     /// # drop(group);
-    /// # Ok::<(), muster_options::OptionError>(())
+    /// # Ok::<(), muster::OptionError>(())
     /// ```
     ///
     /// # Errors
@@ -567,8 +570,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Call it before [`token`](Group::token) and [`handle`](Group::handle).
     ///
     /// ```
+    /// # use muster_core as muster;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use muster_core::{CancelToken, Group};
+    /// use muster::{CancelToken, Group};
     ///
     /// let request = CancelToken::new();
     /// let mut group = Group::<u32>::new().with_parent(&request);
@@ -1210,8 +1214,9 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
 /// The outputs of a successful [`Group`], addressable by name and iterable in spawn order.
 ///
 /// ```
+/// # use muster_core as muster;
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut group = muster_core::Group::new();
+/// let mut group = muster::Group::new();
 /// group.spawn("a", async { Ok::<_, std::io::Error>(1) })?;
 /// group.spawn("b", async { Ok::<_, std::io::Error>(2) })?;
 /// let mut outputs = group.wait().await?;
@@ -1281,8 +1286,9 @@ impl<T> Outputs<Option<T>> {
     /// reads like a taken one. Reuses the allocation.
     ///
     /// ```
+    /// # use muster_core as muster;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let mut group = muster_core::Group::new();
+    /// let mut group = muster::Group::new();
     /// group.spawn("offers", async { Ok::<_, std::io::Error>(None::<u32>) })?;
     /// group.spawn("profile", async { Ok::<_, std::io::Error>(Some(7)) })?;
     /// let outputs = group.wait().await?.flatten();

@@ -7,8 +7,9 @@
 //! Trio's nursery, with real cancellation.
 //!
 //! ```
+//! # use muster_core as muster;
 //! use std::time::Duration;
-//! use muster_core::{ErrorKind, Group};
+//! use muster::{ErrorKind, Group};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let started = tokio::time::Instant::now();
@@ -106,3 +107,5 @@ pub use crate::report::{GroupReport, TaskOutcome, TaskReport};
 pub use async_trait::async_trait;
 #[doc(no_inline)]
 pub use muster_options;
+#[doc(no_inline)]
+pub use muster_options::{Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, ParentSpan};

@@ -16,8 +16,9 @@ use crate::cancel::{Cause, Name, SharedError};
 /// starts with the group starts at the group's first poll.
 ///
 /// ```
+/// # use muster_core as muster;
 /// use std::time::Duration;
-/// use muster_core::{Group, TaskOutcome};
+/// use muster::{Group, TaskOutcome};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let mut group = Group::new();
