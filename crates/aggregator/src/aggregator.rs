@@ -171,10 +171,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
         }
-        shared = Arc::new(Shared {
-            recorder: Recorder::new(group.started(), names.len(), config.limit),
-            on_ready,
-        });
+        shared = Arc::new(Shared { recorder: Recorder::new(group.started(), names.len(), config.limit), on_ready });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);

@@ -110,9 +110,9 @@ use muster_core::{ErrorKind, Name, Outputs};
 use serde::ser::{Serialize, SerializeMap as _, Serializer};
 
 use crate::aggregator::{Aggregate, Aggregator};
-use crate::sources::SourceOutputs;
 use crate::context::RequestContext;
 use crate::error::AggregateError;
+use crate::sources::SourceOutputs;
 
 /// The context field whose value error responses carry as `request_id`.
 const REQUEST_ID: &str = "request_id";

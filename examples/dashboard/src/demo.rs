@@ -1,8 +1,10 @@
-//! The built-in demo backends: a profile service and a transactions service, each an axum
-//! server on an ephemeral loopback port, so the dashboard runs with no other set-up.
+//! The built-in demo backends: a profile service, a transactions service and an offers
+//! service, each an axum server on an ephemeral loopback port, so the dashboard runs with no
+//! other set-up.
 //!
-//! `GET /profile/{id}` answers the user's name and KYC status, `GET /transactions/{id}` their
-//! balance and recent transactions, both built from the id. Two query parameters make the
+//! `GET /profile/{id}` answers the user's name, KYC status and tier, `GET /transactions/{id}`
+//! their balance and recent transactions, both built from the id; `GET /offers/{tier}` the
+//! offers of a tier (the dashboard asks it with the tier the profile answered). Two query parameters make the
 //! failure modes easy to try: `delay_ms=N` sleeps N ms before answering and `fail=1` (or
 //! `fail=500`, or any status from 400 to 599) answers that error status with a JSON body. Empty
 //! values mean no delay and no failure, which is what the dashboard sends when its own request
@@ -39,23 +41,27 @@ pub enum Service {
     Profile,
     /// `GET /transactions/{id}`: balance and recent transactions.
     Transactions,
+    /// `GET /offers/{tier}`: the offers of a customer tier.
+    Offers,
 }
 
 impl Service {
-    /// The source name the dashboard gives this service: `profile` or `transactions`.
+    /// The source name the dashboard gives this service: `profile`, `transactions` or
+    /// `offers`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Profile => "profile",
             Self::Transactions => "transactions",
+            Self::Offers => "offers",
         }
     }
 
-    /// The dashboard's URL template for this service served at `addr`: the user id as the
-    /// last path segment, and the dashboard request's knobs (`profile_delay_ms`, ...) passed
-    /// on as `delay_ms` and `fail`.
+    /// The dashboard's URL template for this service served at `addr`: the user id (the tier,
+    /// for offers) as the last path segment, and the dashboard request's knobs
+    /// (`profile_delay_ms`, ...) passed on as `delay_ms` and `fail`.
     pub fn url_template(self, addr: SocketAddr) -> String {
-        let name = self.name();
-        format!("http://{addr}/{name}/{{id}}?delay_ms={{{name}_delay_ms}}&fail={{{name}_fail}}")
+        let (name, key) = (self.name(), if self == Self::Offers { "tier" } else { "id" });
+        format!("http://{addr}/{name}/{{{key}}}?delay_ms={{{name}_delay_ms}}&fail={{{name}_fail}}")
     }
 
     /// The JSON body this service answers for `id`: the same for the same id, every time.
@@ -66,11 +72,21 @@ impl Service {
                 const NAMES: [&str; 5] =
                     ["Ada Lovelace", "Grace Hopper", "Alan Turing", "Katherine Johnson", "Edsger Dijkstra"];
                 const KYC: [&str; 3] = ["verified", "verified", "pending"];
+                const TIERS: [&str; 3] = ["standard", "silver", "gold"];
                 json!({
                     "id": id,
                     "name": NAMES[(seed % 5) as usize],
                     "kyc": KYC[(seed / 5 % 3) as usize],
+                    "tier": TIERS[(seed / 15 % 3) as usize],
                 })
+            }
+            Self::Offers => {
+                let offers: &[&str] = match id {
+                    "gold" => &["Platinum card, first year free", "0.5% lower mortgage rate"],
+                    "silver" => &["Travel insurance, 3 months free"],
+                    _ => &[],
+                };
+                json!({"tier": id, "offers": offers})
             }
             Self::Transactions => {
                 const PAYEES: [&str; 6] = ["Bakery", "Payroll", "Rent", "Book shop", "Electricity", "Café"];
@@ -97,6 +113,7 @@ impl Service {
         match self {
             Self::Profile => "/profile/{id}",
             Self::Transactions => "/transactions/{id}",
+            Self::Offers => "/offers/{id}",
         }
     }
 }
@@ -360,6 +377,18 @@ mod tests {
             Service::Transactions.url_template(addr),
             "http://127.0.0.1:9/transactions/{id}?delay_ms={transactions_delay_ms}&fail={transactions_fail}"
         );
+        assert_eq!(
+            Service::Offers.url_template(addr),
+            "http://127.0.0.1:9/offers/{tier}?delay_ms={offers_delay_ms}&fail={offers_fail}"
+        );
+    }
+
+    #[test]
+    fn a_profile_has_a_tier_and_the_tiers_have_offers() {
+        let tier = Service::Profile.body("42")["tier"].as_str().map(str::to_owned).unwrap();
+        assert!(["standard", "silver", "gold"].contains(&tier.as_str()));
+        assert_eq!(Service::Offers.body("gold")["offers"].as_array().map(Vec::len), Some(2));
+        assert_eq!(Service::Offers.body("standard")["offers"].as_array().map(Vec::len), Some(0));
     }
 
     #[test]

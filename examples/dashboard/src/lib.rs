@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod demo;
+pub mod stream;
 
 pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};
 pub use crate::demo::{DemoBackend, Service, Stats};

@@ -1,0 +1,172 @@
+//! Streaming sections: `GET /dashboard/{id}` with `Accept: application/x-ndjson` (or
+//! `text/event-stream`) sends each section the moment its source completes, then a final line
+//! with the outcome.
+//!
+//! NDJSON, one JSON object per line:
+//!
+//! ```text
+//! {"section":"profile","status":"ok","body":{...}}
+//! {"section":"offers","status":"fallback","body":[]}
+//! {"section":"transactions","status":"ok","body":{...}}
+//! {"outcome":"ok"}
+//! ```
+//!
+//! A failure or the deadline ends the stream with the error line instead of `{"outcome":"ok"}`:
+//! `{"outcome":"failed","error":...,"source":"transactions","kind":"status",...}`, the same
+//! fields as the 502/504 body. The status is 200 either way (it is sent before the outcome is
+//! known); the last line says how it ended. Server-sent events carry the same JSON as `data:`,
+//! with `event: section` or `event: end`.
+//!
+//! The aggregation is driven by the response body itself: a client that goes away drops the
+//! body, which drops the aggregation and cancels what is in flight.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use muster::Ready;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// How sections are framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/x-ndjson`: one JSON object per line.
+    Ndjson,
+    /// `text/event-stream`: server-sent events.
+    EventStream,
+}
+
+impl Format {
+    /// The streaming format the client asked for in `Accept`, if any.
+    pub fn requested(headers: &HeaderMap) -> Option<Self> {
+        let accept = headers.get(header::ACCEPT)?.to_str().ok()?;
+        let types = || accept.split(',').map(|part| part.split(';').next().unwrap_or("").trim());
+        if types().any(|kind| kind.eq_ignore_ascii_case("application/x-ndjson")) {
+            Some(Self::Ndjson)
+        } else if types().any(|kind| kind.eq_ignore_ascii_case("text/event-stream")) {
+            Some(Self::EventStream)
+        } else {
+            None
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Ndjson => "application/x-ndjson",
+            Self::EventStream => "text/event-stream",
+        }
+    }
+
+    /// `value` as one framed line: `{..}\n`, or `event: NAME\ndata: {..}\n\n`.
+    pub fn line<T: Serialize>(self, event: &str, value: &T) -> Bytes {
+        let json = serde_json::to_vec(value).unwrap_or_else(|_| b"{\"outcome\":\"failed\"}".to_vec());
+        let mut line = Vec::with_capacity(json.len() + 24);
+        if self == Self::EventStream {
+            line.extend_from_slice(format!("event: {event}\ndata: ").as_bytes());
+        }
+        line.extend_from_slice(&json);
+        line.extend_from_slice(if self == Self::EventStream { b"\n\n" } else { b"\n" });
+        Bytes::from(line)
+    }
+}
+
+/// One section: a source's body as it came, the moment the source completed.
+#[derive(Serialize)]
+struct Section<'a> {
+    section: &'a str,
+    /// `ok`, or `fallback` when an optional source's fallback stands in.
+    status: &'static str,
+    body: &'a RawValue,
+}
+
+/// The `on_ready` callback that sends every successful section into `lines`.
+pub fn sections(format: Format, lines: UnboundedSender<Bytes>) -> impl Fn(Ready<'_>) + Send + Sync + 'static {
+    move |ready: Ready<'_>| {
+        if let Some(body) = ready.value::<Box<RawValue>>() {
+            let status = if ready.is_fallback() { "fallback" } else { "ok" };
+            // A closed channel means the client went away: the aggregation is being dropped.
+            let _ = lines.send(format.line("section", &Section { section: ready.name(), status, body }));
+        }
+    }
+}
+
+/// The streaming response: the sections from `lines` as they come, then the line the
+/// `aggregation` future ends with.
+pub fn response<F>(format: Format, lines: UnboundedReceiver<Bytes>, aggregation: F) -> Response
+where
+    F: Future<Output = Bytes> + Send + 'static,
+{
+    let body = Body::from_stream(Sections { lines, aggregation: Some(Box::pin(aggregation)), last: None });
+    let content_type = HeaderValue::from_static(format.content_type());
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+        body,
+    )
+        .into_response()
+}
+
+/// The body stream: drives the aggregation while it forwards its sections.
+struct Sections<F> {
+    lines: UnboundedReceiver<Bytes>,
+    aggregation: Option<Pin<Box<F>>>,
+    /// The final line, once the aggregation has ended, sent after every section.
+    last: Option<Bytes>,
+}
+
+impl<F: Future<Output = Bytes>> Stream for Sections<F> {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Poll::Ready(Some(line)) = self.lines.poll_recv(cx) {
+                return Poll::Ready(Some(Ok(line)));
+            }
+            let Some(aggregation) = self.aggregation.as_mut() else {
+                return Poll::Ready(self.last.take().map(Ok));
+            };
+            match aggregation.as_mut().poll(cx) {
+                Poll::Ready(last) => {
+                    // Its sections are in the channel already: send them first.
+                    self.aggregation = None;
+                    self.last = Some(last);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_format_comes_from_accept() {
+        let accept = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ACCEPT, HeaderValue::from_static(value));
+            Format::requested(&headers)
+        };
+        assert_eq!(accept("application/x-ndjson"), Some(Format::Ndjson));
+        assert_eq!(accept("text/html, text/event-stream;q=0.9"), Some(Format::EventStream));
+        assert_eq!(accept("application/json"), None);
+        assert_eq!(Format::requested(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn lines_are_framed() {
+        let value = serde_json::json!({"outcome": "ok"});
+        assert_eq!(Format::Ndjson.line("end", &value), Bytes::from_static(b"{\"outcome\":\"ok\"}\n"));
+        assert_eq!(
+            Format::EventStream.line("end", &value),
+            Bytes::from_static(b"event: end\ndata: {\"outcome\":\"ok\"}\n\n")
+        );
+    }
+}
