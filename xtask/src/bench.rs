@@ -34,6 +34,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
                99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
     group_table(&read(&group)?, &mut report);
     aggregator_table(&read(&aggregator)?, &mut report);
+    for note in notes(&aggregator)? {
+        report += &format!("- {note}\n");
+    }
+    report.push('\n');
     report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
@@ -62,7 +66,15 @@ fn read(path: &Path) -> Result<Vec<Row>, String> {
             p99: fields.next()?.parse().ok()?,
         })
     };
-    text.lines().map(|line| parse(line).ok_or_else(|| format!("bad line in {}: {line}", path.display()))).collect()
+    (text.lines().filter(|line| !line.starts_with('#')))
+        .map(|line| parse(line).ok_or_else(|| format!("bad line in {}: {line}", path.display())))
+        .collect()
+}
+
+/// The `# ...` lines of a report: notes beside the figures (e.g. allocation counts).
+fn notes(path: &Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    Ok(text.lines().filter_map(|line| line.strip_prefix("# ")).map(str::to_owned).collect())
 }
 
 /// One scenario at one N: its rows by implementation.
@@ -131,19 +143,24 @@ fn group_table(rows: &[Row], report: &mut String) {
 
 fn aggregator_table(rows: &[Row], report: &mut String) {
     report.push_str("## aggregator: the full `Aggregator` vs a bare `Group` on the same fetchers\n\n");
-    report.push_str("| scenario | N | aggregator median (p99) | group median (p99) | ratio |\n|---|---|---|---|---|\n");
+    report.push_str(
+        "| scenario | N | aggregator median (p99) | group median (p99) | ratio | hand-written median | ratio |\n|---|---|---|---|---|---|---|\n",
+    );
     for ((scenario, n), implementations) in by_case(rows) {
         let (Some(aggregator), Some(group)) = (implementations.get("aggregator"), implementations.get("group")) else {
             continue;
         };
+        let hand = implementations.get("hand-written");
         let _ = writeln!(
             report,
-            "| {scenario} | {n} | {} ({}) | {} ({}) | {} |",
+            "| {scenario} | {n} | {} ({}) | {} ({}) | {} | {} | {} |",
             time(aggregator.median),
             time(aggregator.p99),
             time(group.median),
             time(group.p99),
             ratio(aggregator.median, Some(group.median)),
+            hand.map_or_else(|| "-".to_owned(), |hand| time(hand.median)),
+            hand.map_or_else(|| "-".to_owned(), |hand| ratio(aggregator.median, Some(hand.median))),
         );
     }
     report.push('\n');

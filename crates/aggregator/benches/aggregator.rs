@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use muster::{Aggregator, Deadline, Fetcher, Field, Group, SourceOutputs, fetcher_fn};
+use muster::{Aggregator, Deadline, Fetcher, Field, Group, Input, SourceOutputs, fetcher_fn};
 
 /// Counts every allocation of the process.
 #[global_allocator]
@@ -110,6 +110,55 @@ fn scenario<F, O>(
     harness::interleaved(rt, name, n, &["aggregator", "group"], batch, report);
 }
 
+/// A two-stage aggregation: `b` needs `a`'s output. Against the same as two bare groups one
+/// after the other, and hand-written: `a` then `b`, awaited in turn.
+fn two_stage(rt: &tokio::runtime::Runtime, report: &mut String) {
+    let stage = || {
+        fetcher_fn(|id: &u64| {
+            let id = *id;
+            async move {
+                tokio::task::yield_now().await;
+                Ok::<_, Infallible>(id + 1)
+            }
+        })
+    };
+    let aggregator = match Aggregator::builder()
+        .options((Deadline(Duration::from_secs(1)), Field::new("service", "bench")))
+        .source("a", stage())
+        .then("b", Input::<0>, |_: &u64, a: &u64| *a, stage())
+        .build()
+    {
+        Ok(aggregator) => aggregator,
+        Err(error) => panic!("the benchmark's aggregator is valid: {error}"),
+    };
+    let fetcher = stage();
+    let batch = move |implementation: &'static str, iterations: u32| {
+        let (aggregator, fetcher) = (aggregator.clone(), fetcher);
+        async move {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                match implementation {
+                    "aggregator" => drop(black_box(aggregator.aggregate(&7).await)),
+                    "group" => {
+                        let mut first = Group::new();
+                        drop(first.spawn("a", fetcher.fetch(&7)));
+                        let a = first.wait().await.ok().and_then(|mut outputs| outputs.take("a")).unwrap_or(0);
+                        let mut second = Group::new();
+                        drop(second.spawn("b", fetcher.fetch(&a)));
+                        drop(black_box(second.wait().await));
+                    }
+                    _ => {
+                        let a = fetcher.fetch(&7).await.unwrap_or(0);
+                        let _ = black_box(fetcher.fetch(&a).await);
+                    }
+                }
+            }
+            started.elapsed()
+        }
+    };
+    harness::interleaved(rt, "two_stage", 2, &["aggregator", "group", "hand-written"], batch, report);
+}
+
 fn main() -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build()?;
     let mut report = String::new();
@@ -131,6 +180,7 @@ fn main() -> std::io::Result<()> {
         typed!(yield_once(), "s0" "s1" "s2" "s3" "s4" "s5" "s6" "s7"),
         &mut report,
     );
+    two_stage(&rt, &mut report);
     match harness::report_path() {
         Some(path) => std::fs::write(path, report),
         None => {
