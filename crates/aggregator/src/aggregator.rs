@@ -530,7 +530,9 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
-/// deadline. Its error is the inner [`AggregateError`].
+/// deadline. Its error is the inner [`AggregateError`], and its report is nested in the outer
+/// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
+/// waterfall.
 #[async_trait]
 impl<Req, O> Fetcher<Req> for Aggregator<Req, O>
 where
@@ -548,7 +550,16 @@ where
         if let Some(remaining) = crate::remaining() {
             context = context.deadline(remaining);
         }
-        self.aggregate_with(request, context).await.map(|aggregate| aggregate.outputs)
+        match self.aggregate_with(request, context).await {
+            Ok(aggregate) => {
+                crate::call::nested(aggregate.report);
+                Ok(aggregate.outputs)
+            }
+            Err(error) => {
+                crate::call::nested(error.report().clone());
+                Err(error)
+            }
+        }
     }
 }
 

@@ -208,6 +208,12 @@ pub enum Event<'a> {
     Note(&'a str),
 }
 
+/// Records the report of an aggregation that ran as the current source: the outer waterfall
+/// shows it under the source's line.
+pub(crate) fn nested(report: crate::Report) {
+    with_call(|call| call.shared.recorder.nested(call.index, report));
+}
+
 /// Records that an optional source's fallback replaced `failure`: the report shows the source
 /// as fallen back after it.
 pub(crate) fn fell_back(failure: crate::report::Failure<'_>) {

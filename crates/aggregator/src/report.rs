@@ -78,6 +78,9 @@ pub struct SourceReport {
     /// The source whose output it waited for, for a dependent source: it was ready to start,
     /// and started, when that source ended (at `start`).
     pub after: Option<Name>,
+    /// The report of the aggregation this source ran, when the source is an aggregator of
+    /// its own (a nested aggregation); the waterfall shows it under the source.
+    pub nested: Option<Box<Report>>,
 }
 
 /// Which timeout fired.
@@ -221,6 +224,11 @@ impl fmt::Display for Report {
             for note in &source.notes {
                 write!(f, "; {note}")?;
             }
+            if let Some(nested) = &source.nested {
+                for line in nested.to_string().lines() {
+                    write!(f, "\n    {line}")?;
+                }
+            }
         }
         Ok(())
     }
@@ -286,6 +294,7 @@ struct Detail {
     outcome: Option<Outcome>,
     fell_back: Option<Outcome>,
     notes: Vec<String>,
+    nested: Option<Box<Report>>,
 }
 
 #[derive(Debug)]
@@ -360,6 +369,12 @@ impl Recorder {
             Failure::Deadline => Outcome::TimedOut { timeout: TimeoutKind::Global },
         };
         entry.detail().fell_back = Some(after);
+    }
+
+    pub(crate) fn nested(&self, index: usize, report: Report) {
+        if let Some(entry) = self.entries.get(index) {
+            entry.detail().nested = Some(Box::new(report));
+        }
     }
 
     /// Whether a fallback stands in for the source's output (so far).
@@ -474,6 +489,7 @@ impl Recorder {
                     attempts: entry.attempts.load(Relaxed),
                     notes: detail.notes,
                     after: input.and_then(|input| names.get(input)).cloned(),
+                    nested: detail.nested,
                 }
             })
             .collect();

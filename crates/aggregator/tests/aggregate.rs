@@ -148,13 +148,20 @@ async fn an_aggregator_is_a_source_of_another_and_its_sources_are_cancelled_with
     assert_eq!(error.source_name(), Some("profile"));
     assert!(inner_slow.was_cancelled());
     assert_eq!(outcome(error.report(), "accounts"), Outcome::Cancelled { cause: "cancelled by `profile`: 503".into() });
+    // Dropped before it ended, the inner aggregation has no report to nest; its cause chains
+    // to the outer failure (the ledger's drop saw it: see a_source_reads_why_it_was_cancelled).
 
     let nested = Aggregator::builder()
         .source("accounts", Aggregator::builder().source("ledger", MockFetcher::ok(5u8)).build().unwrap())
         .build()
         .unwrap();
-    let ((ledger,),) = nested.aggregate(&()).await.unwrap().outputs;
+    let aggregate = nested.aggregate(&()).await.unwrap();
+    let ((ledger,),) = aggregate.outputs;
     assert_eq!(ledger, 5);
+    let inner = aggregate.report.source("accounts").and_then(|source| source.nested.as_deref()).unwrap();
+    assert_eq!(inner.source("ledger").map(|ledger| &ledger.outcome), Some(&Outcome::Ok));
+    let text = aggregate.report.to_string();
+    assert!(text.lines().any(|line| line.starts_with("      ledger |")), "the inner waterfall is nested:\n{text}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -692,4 +699,28 @@ async fn on_ready_tells_each_source_the_moment_it_completes() {
         Aggregator::builder().source("profile", MockFetcher::<u8>::err_after(ms(5), "503")).build().unwrap();
     assert!(aggregator.aggregate_with(&(), context).await.is_err());
     assert_eq!(*failed.lock().unwrap(), [Some("503".to_owned())]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_nested_aggregations_source_reads_the_outer_failure_as_its_cause() {
+    let seen = Arc::new(Mutex::new(None));
+    let probe = {
+        let seen = Arc::clone(&seen);
+        fetcher_fn(move |_: &()| {
+            let probe = CauseProbe(Arc::clone(&seen));
+            async move {
+                tokio::time::sleep(ms(1_000)).await;
+                drop(probe);
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
+    let inner = Aggregator::builder().source("ledger", probe).build().unwrap();
+    let outer = Aggregator::builder()
+        .source("accounts", inner)
+        .source("profile", MockFetcher::<()>::err_after(ms(10), "503"))
+        .build()
+        .unwrap();
+    assert!(outer.aggregate(&()).await.is_err());
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `profile`: 503"), "the outer cause, not `dropped`");
 }
