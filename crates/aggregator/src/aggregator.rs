@@ -238,6 +238,8 @@ impl Drop for CallerGone<'_> {
             let elapsed_ms = self.shared.recorder.offset().as_millis() as u64;
             let _entered = self.span.enter();
             tracing::info!(elapsed_ms, in_flight = ?in_flight, "aggregation cancelled by the caller");
+            #[cfg(feature = "metrics")]
+            crate::metrics::caller_gone(self.shared.recorder.offset());
         }
     }
 }

@@ -198,9 +198,10 @@ pub fn report(event: Event<'_>) {
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {
-    /// Another attempt started (a retry or a hedge); the first attempt is counted by the
-    /// aggregator.
+    /// Another attempt started (a retry); the first attempt is counted by the aggregator.
     Attempt,
+    /// A hedged attempt started: counted as an attempt and as a hedge.
+    Hedge,
     /// The source's own timeout fired: unless a later attempt succeeds or fails otherwise, the
     /// source timed out.
     TimedOut,

@@ -9,14 +9,16 @@
 //! | `muster_aggregation_duration_seconds` | histogram | `outcome` | from the start of an aggregation to its answer |
 //! | `muster_source_calls_total` | counter | `source` | sources started: one call per source per aggregation |
 //! | `muster_source_attempts_total` | counter | `source` | attempts made, the first included: retries and hedges are the attempts beyond the calls |
+//! | `muster_source_hedges_total` | counter | `source` | hedged attempts (so retries are attempts − calls − hedges) |
 //! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the HTTP fetcher's (`connect`, `status`, ...) for the source that failed the aggregation, what a fallback replaced for `fallback`, else the outcome |
 //! | `muster_source_duration_seconds` | histogram | `source`, `outcome` | how long a source ran, until it finished or was cancelled |
 //! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::Limit) before starting (zero without one) |
 //! | `muster_source_cancellations_total` | counter | `source`, `cause` | sources stopped before they finished, by cause: `sibling` (a required source failed), `deadline`, `caller` (a parent cancellation), `completed` |
 //!
 //! Everything is recorded once, when the aggregation answers, from its report. An aggregation
-//! whose caller stops waiting (drops the future, e.g. a client that disconnects) answers
-//! nothing and records nothing; the aggregator logs it at `info`.
+//! whose caller stops waiting (drops the future, e.g. a client that disconnects) has no report:
+//! it counts as an aggregation of outcome `cancelled`, its sources are not recorded, and the
+//! aggregator logs it at `info`.
 //!
 //! Serving them, e.g. as Prometheus text from an axum router, is the application's part; with
 //! the `metrics-exporter-prometheus` crate:
@@ -57,6 +59,8 @@ pub const AGGREGATION_DURATION: &str = "muster_aggregation_duration_seconds";
 pub const SOURCE_CALLS: &str = "muster_source_calls_total";
 /// Counter: attempts made (the first included), labelled `source`.
 pub const SOURCE_ATTEMPTS: &str = "muster_source_attempts_total";
+/// Counter: hedged attempts (counted in the attempts too), labelled `source`.
+pub const SOURCE_HEDGES: &str = "muster_source_hedges_total";
 /// Counter: source outcomes, labelled `source`, `outcome` and `kind`.
 pub const SOURCE_OUTCOMES: &str = "muster_source_outcomes_total";
 /// Histogram, seconds: how long sources ran, labelled `source` and `outcome`.
@@ -82,6 +86,7 @@ pub fn describe() {
         Unit::Count,
         "Attempts made by sources, the first included (retries and hedges)."
     );
+    describe_counter!(SOURCE_HEDGES, Unit::Count, "Hedged attempts made by sources (also counted as attempts).");
     describe_counter!(SOURCE_OUTCOMES, Unit::Count, "How sources ended, by outcome and kind.");
     describe_histogram!(SOURCE_DURATION, Unit::Seconds, "How long sources ran, until they finished or were cancelled.");
     describe_histogram!(SOURCE_QUEUED, Unit::Seconds, "Time sources spent queued behind the concurrency limit.");
@@ -114,6 +119,7 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
         if source.start.is_some() {
             counter!(SOURCE_CALLS, "source" => source.name.clone()).increment(1);
             counter!(SOURCE_ATTEMPTS, "source" => source.name.clone()).increment(u64::from(source.attempts));
+            counter!(SOURCE_HEDGES, "source" => source.name.clone()).increment(u64::from(source.hedges));
             histogram!(SOURCE_DURATION, "source" => source.name.clone(), "outcome" => outcome)
                 .record(source.duration.as_secs_f64());
         }
@@ -137,4 +143,11 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     };
     counter!(AGGREGATIONS, "outcome" => outcome).increment(1);
     histogram!(AGGREGATION_DURATION, "outcome" => outcome).record(report.elapsed.as_secs_f64());
+}
+
+/// Records an aggregation whose caller stopped waiting (dropped it) after `elapsed`: outcome
+/// `cancelled`; its sources, which have no report, are not recorded.
+pub(crate) fn caller_gone(elapsed: std::time::Duration) {
+    counter!(AGGREGATIONS, "outcome" => "cancelled").increment(1);
+    histogram!(AGGREGATION_DURATION, "outcome" => "cancelled").record(elapsed.as_secs_f64());
 }

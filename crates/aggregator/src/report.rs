@@ -73,6 +73,8 @@ pub struct SourceReport {
     pub queued: Duration,
     /// Attempts made, retries and hedges included.
     pub attempts: u32,
+    /// Of the attempts, how many were hedges.
+    pub hedges: u32,
     /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
     pub notes: Vec<String>,
     /// The source whose output it waited for, for a dependent source: it was ready to start,
@@ -304,6 +306,7 @@ struct Entry {
     /// Nanoseconds from the start of the aggregation to the source's end, or [`UNSET`].
     end: AtomicU64,
     attempts: AtomicU32,
+    hedges: AtomicU32,
     flags: AtomicU8,
     detail: Mutex<Detail>,
 }
@@ -321,6 +324,7 @@ impl Recorder {
             start: AtomicU64::new(UNSET),
             end: AtomicU64::new(UNSET),
             attempts: AtomicU32::new(0),
+            hedges: AtomicU32::new(0),
             flags: AtomicU8::new(0),
             detail: Mutex::default(),
         };
@@ -341,8 +345,11 @@ impl Recorder {
         use crate::call::Event;
         let Some(entry) = self.entries.get(index) else { return };
         match event {
-            Event::Attempt => {
+            Event::Attempt | Event::Hedge => {
                 entry.attempts.store(entry.attempts.load(Relaxed).saturating_add(1), Relaxed);
+                if matches!(event, Event::Hedge) {
+                    entry.hedges.store(entry.hedges.load(Relaxed).saturating_add(1), Relaxed);
+                }
                 entry.flags.fetch_and(!TIMED_OUT, Relaxed);
             }
             Event::TimedOut => {
@@ -487,6 +494,7 @@ impl Recorder {
                     duration: start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
                     queued: if self.at_once || input.is_some() { Duration::ZERO } else { start.unwrap_or(elapsed) },
                     attempts: entry.attempts.load(Relaxed),
+                    hedges: entry.hedges.load(Relaxed),
                     notes: detail.notes,
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,

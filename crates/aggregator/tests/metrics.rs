@@ -13,7 +13,7 @@ use metrics::{
 };
 use muster::metrics::{
     AGGREGATION_DURATION, AGGREGATIONS, SOURCE_ATTEMPTS, SOURCE_CALLS, SOURCE_CANCELLATIONS, SOURCE_DURATION,
-    SOURCE_OUTCOMES, SOURCE_QUEUED,
+    SOURCE_HEDGES, SOURCE_OUTCOMES, SOURCE_QUEUED,
 };
 use muster::{Aggregator, CancelToken, Deadline, Fallback, Hedge, Limit, RequestContext, Retry, Timeout};
 use muster_adapters::mock::{MockFetcher, Step};
@@ -226,6 +226,7 @@ async fn a_source_timeout_and_a_hedge_are_recorded() {
     assert_eq!(recorder.counter(&format!("{SOURCE_OUTCOMES}{{kind=ok,outcome=ok,source=profile}}")), 1);
     assert_eq!(recorder.counter(&format!("{SOURCE_CALLS}{{source=profile}}")), 1);
     assert_eq!(recorder.counter(&format!("{SOURCE_ATTEMPTS}{{source=profile}}")), 2, "the hedge is an attempt");
+    assert_eq!(recorder.counter(&format!("{SOURCE_HEDGES}{{source=profile}}")), 1, "and counted apart");
 }
 
 #[tokio::test(start_paused = true)]
@@ -271,10 +272,21 @@ fn describe_gives_every_metric_a_unit() {
         (AGGREGATION_DURATION, Unit::Seconds),
         (SOURCE_CALLS, Unit::Count),
         (SOURCE_ATTEMPTS, Unit::Count),
+        (SOURCE_HEDGES, Unit::Count),
         (SOURCE_OUTCOMES, Unit::Count),
         (SOURCE_DURATION, Unit::Seconds),
         (SOURCE_QUEUED, Unit::Seconds),
         (SOURCE_CANCELLATIONS, Unit::Count),
     ];
     assert_eq!(described, expected.map(|(name, unit)| (name.to_owned(), Some(unit))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_goes_away_is_a_cancelled_aggregation() {
+    let recorder = TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let aggregator = Aggregator::builder().source("profile", MockFetcher::ok_after(ms(1_000), 1u32)).build().unwrap();
+    assert!(tokio::time::timeout(ms(30), aggregator.aggregate(&())).await.is_err());
+    assert_eq!(recorder.counters_named(AGGREGATIONS), BTreeMap::from([("outcome=cancelled".into(), 1)]));
+    assert_eq!(recorder.histogram(&format!("{AGGREGATION_DURATION}{{outcome=cancelled}}")), [0.03]);
 }

@@ -80,7 +80,7 @@ where
             return first.await;
         }
         tracing::debug!("hedging");
-        report(Event::Attempt);
+        report(Event::Hedge);
         let mut second = pin!(self.inner.fetch(request));
         tokio::select! {
             biased;
@@ -110,7 +110,7 @@ impl<F> HedgeFetcher<F> {
         if crate::remaining().is_some_and(|left| left.is_zero()) {
             return Err(error);
         }
-        report(Event::Attempt);
+        report(Event::Hedge);
         self.inner.fetch(request).await
     }
 }
