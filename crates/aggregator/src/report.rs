@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use muster_core::{Cause, ErrorKind, GroupError, Name};
+use muster_core::{Cause, ErrorKind, GroupError, Millis, Name, waterfall_bar};
 use tokio::time::Instant;
 
 /// What happened in one aggregation: every source's outcome and timing, what triggered the
@@ -186,9 +186,6 @@ impl Report {
     }
 }
 
-/// Width of the waterfall's bars, in characters.
-const BAR: usize = 40;
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "aggregation took {}", Millis(self.elapsed))?;
@@ -205,14 +202,8 @@ impl fmt::Display for Report {
             write!(f, " {name}={value}")?;
         }
         let width = self.sources.iter().map(|source| source.name.len()).max().unwrap_or(0);
-        let total = self.elapsed.as_nanos().max(1);
-        let column = |offset: Duration| (offset.as_nanos().saturating_mul(BAR as u128) / total) as usize;
         for source in &self.sources {
-            let (start, end) = match source.start {
-                Some(start) => (column(start).min(BAR), column(start + source.duration).clamp(column(start) + 1, BAR)),
-                None => (0, 0),
-            };
-            let bar: String = (0..BAR).map(|i| if (start..end).contains(&i) { '█' } else { ' ' }).collect();
+            let bar = waterfall_bar(source.start, source.duration, self.elapsed);
             write!(f, "\n  {:width$} |{bar}| {:>7}  {}", source.name, Millis(source.duration), source.outcome)?;
             if source.attempts > 1 {
                 write!(f, " ({} attempts)", source.attempts)?;
@@ -233,22 +224,6 @@ impl fmt::Display for Report {
             }
         }
         Ok(())
-    }
-}
-
-/// A duration in milliseconds with up to one decimal, e.g. `30ms` or `0.4ms`: what a
-/// waterfall needs, unlike `Debug`'s six decimals.
-struct Millis(Duration);
-
-impl fmt::Display for Millis {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let micros = self.0.as_micros();
-        let text = if micros % 1000 == 0 || micros >= 10_000 {
-            format!("{}ms", micros / 1000)
-        } else {
-            format!("{}.{}ms", micros / 1000, (micros % 1000) / 100)
-        };
-        f.pad(&text)
     }
 }
 

@@ -103,6 +103,8 @@ pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnErro
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
 pub use crate::group::{Group, GroupHandle, IntoIter, Outputs, Wait, WaitWithReport};
 pub use crate::report::{GroupReport, TaskOutcome, TaskReport};
+#[doc(hidden)]
+pub use crate::report::{Millis, bar as waterfall_bar};
 #[doc(no_inline)]
 pub use async_trait::async_trait;
 #[doc(no_inline)]

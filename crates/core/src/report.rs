@@ -127,12 +127,44 @@ impl GroupReport {
     }
 }
 
-/// Width of the waterfall's bars, in characters (as in the aggregator's report).
+/// Width of the waterfall's bars, in characters.
 const BAR: usize = 40;
+
+/// One waterfall bar: `BAR` characters, filled from `start` for `duration`, scaled to `total`
+/// (at least one character for a task that started). Shared with the aggregator's report, so
+/// both waterfalls look alike.
+#[doc(hidden)]
+pub fn bar(start: Option<Duration>, duration: Duration, total: Duration) -> String {
+    let total = total.as_nanos().max(1);
+    let column = |offset: Duration| (offset.as_nanos().saturating_mul(BAR as u128) / total) as usize;
+    let (start, end) = match start {
+        Some(start) => (column(start).min(BAR), column(start + duration).clamp(column(start) + 1, BAR)),
+        None => (0, 0),
+    };
+    (0..BAR).map(|i| if (start..end).contains(&i) { '█' } else { ' ' }).collect()
+}
+
+/// A duration in milliseconds with up to one decimal below 10 ms, e.g. `30ms` or `0.4ms`: what
+/// a waterfall needs, unlike `Debug`'s six decimals.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct Millis(pub Duration);
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let micros = self.0.as_micros();
+        let text = if micros % 1000 == 0 || micros >= 10_000 {
+            format!("{}ms", micros / 1000)
+        } else {
+            format!("{}.{}ms", micros / 1000, (micros % 1000) / 100)
+        };
+        f.pad(&text)
+    }
+}
 
 impl fmt::Display for GroupReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "group took {:?}", self.elapsed)?;
+        write!(f, "group took {}", Millis(self.elapsed))?;
         match &self.cause {
             Some(Cause::Failed { name, .. } | Cause::Panicked { name, .. }) => write!(f, ", stopped by `{name}`")?,
             Some(Cause::Deadline { .. }) => f.write_str(", stopped by the deadline")?,
@@ -143,15 +175,9 @@ impl fmt::Display for GroupReport {
             write!(f, " {name}={value}")?;
         }
         let width = self.tasks.iter().map(|task| task.name.len()).max().unwrap_or(0);
-        let total = self.elapsed.as_nanos().max(1);
-        let column = |offset: Duration| (offset.as_nanos().saturating_mul(BAR as u128) / total) as usize;
         for task in &self.tasks {
-            let (start, end) = match task.start {
-                Some(start) => (column(start).min(BAR), column(start + task.duration).clamp(column(start) + 1, BAR)),
-                None => (0, 0),
-            };
-            let bar: String = (0..BAR).map(|i| if (start..end).contains(&i) { '█' } else { ' ' }).collect();
-            write!(f, "\n  {:width$} |{bar}| {:>9?}  {}", task.name, task.duration, task.outcome)?;
+            let bar = bar(task.start, task.duration, self.elapsed);
+            write!(f, "\n  {:width$} |{bar}| {:>7}  {}", task.name, Millis(task.duration), task.outcome)?;
             if let Some(Cause::Panicked { message, .. }) = &task.secondary {
                 write!(f, "; then panicked while dropped: {message}")?;
             }

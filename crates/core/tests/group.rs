@@ -675,7 +675,7 @@ async fn the_report_gives_every_tasks_outcome_start_and_duration_on_success_and_
     );
     assert_eq!(
         report.to_string(),
-        "group took 20ms\n  profile |████████████████████                    |      10ms  ok\n  balance |████████████████████████████████████████|      20ms  ok\n  offers  |                    ██████████          |       5ms  ok"
+        "group took 20ms\n  profile |████████████████████                    |    10ms  ok\n  balance |████████████████████████████████████████|    20ms  ok\n  offers  |                    ██████████          |     5ms  ok"
     );
 
     // Failed, panicked (losing the tie), timed out and never started.
