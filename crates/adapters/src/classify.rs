@@ -13,6 +13,27 @@ impl Retryable for crate::http::HttpError {
     }
 }
 
+/// The HTTP fetcher's kinds in muster's one vocabulary: [`HttpError::kind`]
+/// (crate::http::HttpError::kind)'s names are the [`ErrorKind`](muster_core::ErrorKind)'s,
+/// and a missing parameter, an unencodable value and an invalid URL are `InvalidRequest`.
+#[cfg(feature = "http")]
+impl From<&crate::http::HttpError> for muster_core::ErrorKind {
+    fn from(error: &crate::http::HttpError) -> Self {
+        match error.kind() {
+            "status" => Self::Status,
+            "connect" => Self::Connect,
+            "timeout" => Self::Timeout,
+            "body_too_large" => Self::BodyTooLarge,
+            "invalid_json" => Self::InvalidJson,
+            "content_type" => Self::ContentType,
+            "redirect" => Self::Redirect,
+            "protocol" => Self::Protocol,
+            "missing_param" | "encoding" | "invalid_url" => Self::InvalidRequest,
+            _ => Self::Failed,
+        }
+    }
+}
+
 /// As [`MockError::is_retryable`](crate::MockError::is_retryable): scripted errors are
 /// retryable unless made [`permanent`](crate::Step::permanent).
 #[cfg(feature = "mock")]

@@ -476,7 +476,7 @@ fn error_response(error: &AggregateError, errors: Errors) -> Response {
     let request_id = error.field(REQUEST_ID);
     let (status, body) = match error.source_name() {
         Some(source) => {
-            let kind = crate::kind::of(error);
+            let kind = error.kind().as_str();
             let error = match kind {
                 "panicked" => format!("source `{source}` panicked"),
                 "timeout" => format!("source `{source}` timed out"),

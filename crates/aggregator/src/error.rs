@@ -89,11 +89,15 @@ impl AggregateError {
         Self { cause: Cause::Missing, report: Box::new(report) }
     }
 
-    /// The kind of failure: `Failed`, `Panicked`, `Timeout` (the global deadline, or a
-    /// source's own timeout) or `Cancelled`.
+    /// The kind of failure, the most specific known: the failed source's own (an HTTP
+    /// error's `Status`, `Connect`, `BodyTooLarge`, ...; `Timeout` for its own timeout), else
+    /// `Failed`, `Panicked`, `Timeout` (the global deadline) or `Cancelled`.
     pub fn kind(&self) -> ErrorKind {
         match &self.cause {
             Cause::Group(error) if error.is_failed() && self.timed_out() => ErrorKind::Timeout,
+            Cause::Group(error) if error.is_failed() => {
+                self.source_error().and_then(crate::kind::source_kind).unwrap_or(ErrorKind::Failed)
+            }
             Cause::Group(error) => error.kind(),
             Cause::Missing => ErrorKind::Failed,
         }

@@ -1,22 +1,17 @@
-//! The kind of a failure as a client and a metric see it: the HTTP fetcher's own kind
-//! (`connect`, `status`, `body_too_large`, ...) when the failed source's error is, or wraps,
-//! an HTTP error; otherwise the aggregate's [`ErrorKind`](crate::ErrorKind).
+//! The most specific [`ErrorKind`] of a source's error: the HTTP fetcher's own kind
+//! (`connect`, `status`, `body_too_large`, ...) when the error is, or wraps, an HTTP error; a
+//! per-source timeout; a nested aggregation's kind.
 
 use std::error::Error;
+
+use muster_core::ErrorKind;
 
 use crate::error::AggregateError;
 use crate::policy::{CoalesceError, TimeoutError};
 
-/// The most specific kind of `error`: the failed source's own kind if it has one (an HTTP
-/// error, through the policy wrappers and the `source()` chain; a nested aggregation's), else
-/// [`AggregateError::kind`].
-pub(crate) fn of(error: &AggregateError) -> &'static str {
-    error.source_error().and_then(source_kind).unwrap_or_else(|| error.kind().as_str())
-}
-
 /// The kind of a source's error, walking its `source()` chain and looking through the
 /// timeout and coalescing wrappers at each step; `None` if nothing in it has a kind of its own.
-pub(crate) fn source_kind(error: &(dyn Error + 'static)) -> Option<&'static str> {
+pub(crate) fn source_kind(error: &(dyn Error + 'static)) -> Option<ErrorKind> {
     let mut next = Some(error);
     while let Some(error) = next {
         if let Some(kind) = known(error) {
@@ -28,13 +23,13 @@ pub(crate) fn source_kind(error: &(dyn Error + 'static)) -> Option<&'static str>
 }
 
 /// What `error` is, among the errors that know their kind.
-fn known(error: &(dyn Error + 'static)) -> Option<&'static str> {
+fn known(error: &(dyn Error + 'static)) -> Option<ErrorKind> {
     if let Some(found) = peel::<AggregateError>(error) {
-        return Some(found.map_or("timeout", of));
+        return Some(found.map_or(ErrorKind::Timeout, AggregateError::kind));
     }
     #[cfg(feature = "http")]
     if let Some(found) = peel::<crate::http::HttpError>(error) {
-        return Some(found.map_or("timeout", crate::http::HttpError::kind));
+        return Some(found.map_or(ErrorKind::Timeout, ErrorKind::from));
     }
     None
 }

@@ -96,7 +96,10 @@ pub fn describe() {
 /// Records one aggregation's metrics from its report and, if it failed, its error.
 pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     let failed = error.and_then(GroupError::source_name);
-    let failed_kind = error.and_then(std::error::Error::source).and_then(crate::kind::source_kind);
+    let failed_kind = error
+        .and_then(std::error::Error::source)
+        .and_then(crate::kind::source_kind)
+        .map(muster_core::ErrorKind::as_str);
     let cause = match &report.trigger {
         Some(Trigger::Source(_)) => "sibling",
         Some(Trigger::Deadline) => "deadline",

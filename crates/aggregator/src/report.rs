@@ -80,6 +80,9 @@ pub struct SourceReport {
     /// The source whose output it waited for, for a dependent source: it was ready to start,
     /// and started, when that source ended (at `start`).
     pub after: Option<Name>,
+    /// The kind of its failure, in the one vocabulary ([`ErrorKind`]): for a source that
+    /// failed, timed out or panicked, or whose fallback stands in (the kind it replaced).
+    pub kind: Option<ErrorKind>,
     /// The report of the aggregation this source ran, when the source is an aggregator of
     /// its own (a nested aggregation); the waterfall shows it under the source.
     pub nested: Option<Box<Report>>,
@@ -230,7 +233,7 @@ impl fmt::Display for Report {
 /// How a source failed, as the report records it.
 pub(crate) enum Failure<'a> {
     /// The source's error (or, if its own timeout fired last, that timeout).
-    Error(&'a dyn fmt::Display),
+    Error(&'a (dyn std::error::Error + 'static)),
     /// It panicked with this message.
     Panicked(&'a str),
     /// The global deadline came first.
@@ -270,6 +273,7 @@ const DETAILED: u8 = 2;
 struct Detail {
     outcome: Option<Outcome>,
     fell_back: Option<Outcome>,
+    kind: Option<ErrorKind>,
     notes: Vec<String>,
     nested: Option<Box<Report>>,
 }
@@ -334,23 +338,27 @@ impl Recorder {
         }
     }
 
-    /// The outcome a failure of the source reads as: its own timeout if that fired last.
-    fn failed(&self, entry: &Entry, error: &dyn fmt::Display) -> Outcome {
-        if entry.flags.load(Relaxed) & TIMED_OUT != 0 {
-            Outcome::TimedOut { timeout: TimeoutKind::Source }
-        } else {
-            Outcome::Failed { error: error.to_string() }
+    /// The outcome and kind a failure of the source reads as: its own timeout if that fired
+    /// last.
+    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind) {
+        match failure {
+            Failure::Error(_) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
+                (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout)
+            }
+            Failure::Error(error) => {
+                let kind = crate::kind::source_kind(error).unwrap_or(ErrorKind::Failed);
+                (Outcome::Failed { error: error.to_string() }, kind)
+            }
+            Failure::Panicked(message) => (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked),
+            Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout),
         }
     }
 
     pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.get(index) else { return };
-        let after = match failure {
-            Failure::Error(error) => self.failed(entry, error),
-            Failure::Panicked(message) => Outcome::Panicked { message: message.to_owned() },
-            Failure::Deadline => Outcome::TimedOut { timeout: TimeoutKind::Global },
-        };
-        entry.detail().fell_back = Some(after);
+        let (after, kind) = self.failed(entry, failure);
+        let mut detail = entry.detail();
+        (detail.fell_back, detail.kind) = (Some(after), Some(kind));
     }
 
     pub(crate) fn nested(&self, index: usize, report: Report) {
@@ -369,15 +377,10 @@ impl Recorder {
     /// The source ended with its value, or with a failure.
     pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
         let Some(entry) = self.entries.get(index) else { return };
-        match failure {
-            None => {}
-            Some(Failure::Error(error)) => entry.detail().outcome = Some(self.failed(entry, error)),
-            Some(Failure::Panicked(message)) => {
-                entry.detail().outcome = Some(Outcome::Panicked { message: message.to_owned() });
-            }
-            Some(Failure::Deadline) => {
-                entry.detail().outcome = Some(Outcome::TimedOut { timeout: TimeoutKind::Global });
-            }
+        if let Some(failure) = failure {
+            let (outcome, kind) = self.failed(entry, failure);
+            let mut detail = entry.detail();
+            (detail.outcome, detail.kind) = (Some(outcome), Some(kind));
         }
         entry.end.store(ENDED, Relaxed);
         self.ended.store(true, Relaxed);
@@ -473,6 +476,7 @@ impl Recorder {
                     notes: detail.notes,
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,
+                    kind: detail.kind,
                 }
             })
             .collect();

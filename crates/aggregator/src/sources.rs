@@ -200,7 +200,7 @@ where
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
             ready(Err(&error));
-            shared.recorder.finish(index, Some(Failure::Error(&error)));
+            shared.recorder.finish(index, Some(Failure::Error(&*error)));
             Err(error)
         }
         Err(panic) => {

@@ -724,3 +724,16 @@ async fn a_nested_aggregations_source_reads_the_outer_failure_as_its_cause() {
     assert!(outer.aggregate(&()).await.is_err());
     assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `profile`: 503"), "the outer cause, not `dropped`");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_report_gives_each_failure_its_kind_in_the_one_vocabulary() {
+    let aggregator = Aggregator::builder()
+        .source_with("slow", MockFetcher::ok_after(ms(500), 1u32), (Timeout(ms(50)), Fallback(0)))
+        .source_with("down", MockFetcher::<u32>::err("503"), Optional)
+        .source("fine", MockFetcher::ok(2u32))
+        .build()
+        .unwrap();
+    let report = aggregator.aggregate(&()).await.unwrap().report;
+    let kind = |name: &str| report.source(name).and_then(|source| source.kind);
+    assert_eq!((kind("slow"), kind("down"), kind("fine")), (Some(ErrorKind::Timeout), Some(ErrorKind::Failed), None));
+}

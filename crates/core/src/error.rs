@@ -7,29 +7,61 @@ use crate::cancel::{Cause, Name, write_names};
 /// A boxed error, the currency of errors returned by tasks and fetchers (as in tower).
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
-/// What kind of failure ended a group.
+/// What kind of failure it was: the one vocabulary of muster's errors, reports, log events,
+/// metrics and HTTP error bodies.
+///
+/// A group's own failures are `Failed`, `Panicked`, `Timeout` and `Cancelled`; a source's
+/// error that knows better says so (the HTTP fetcher's errors map onto `Status`, `Connect`,
+/// `Timeout`, `BodyTooLarge`, ...), and the aggregator reports the most specific kind it
+/// finds. [`as_str`](Self::as_str) is the stable snake_case name used in logs and JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// A task returned an error.
+    /// A task returned an error (of no more specific kind).
     Failed,
     /// A task panicked.
     Panicked,
-    /// The group's deadline passed with tasks still pending.
+    /// A deadline passed: the group's, or a source's own timeout.
     Timeout,
     /// The group was cancelled from outside, through a parent [`CancelToken`](crate::CancelToken).
     Cancelled,
+    /// A backend answered an unexpected status (HTTP non-2xx).
+    Status,
+    /// No connection could be made (refused, DNS, TLS).
+    Connect,
+    /// The response body was larger than allowed.
+    BodyTooLarge,
+    /// The response body was not valid JSON (or not of the expected shape).
+    InvalidJson,
+    /// The response had an unexpected content type.
+    ContentType,
+    /// The backend redirected and redirects are not followed.
+    Redirect,
+    /// The exchange broke off: a malformed or interrupted response.
+    Protocol,
+    /// The request could not be made from its inputs (a missing or unencodable value, an
+    /// invalid URL).
+    InvalidRequest,
 }
 
 impl ErrorKind {
-    /// A short lower-case name, stable for logs and JSON: `failed`, `panicked`, `timeout`,
-    /// `cancelled`.
+    /// A short snake_case name, stable for logs, metrics and JSON: `failed`, `panicked`,
+    /// `timeout`, `cancelled`, `status`, `connect`, `body_too_large`, `invalid_json`,
+    /// `content_type`, `redirect`, `protocol`, `invalid_request`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Failed => "failed",
             Self::Panicked => "panicked",
             Self::Timeout => "timeout",
             Self::Cancelled => "cancelled",
+            Self::Status => "status",
+            Self::Connect => "connect",
+            Self::BodyTooLarge => "body_too_large",
+            Self::InvalidJson => "invalid_json",
+            Self::ContentType => "content_type",
+            Self::Redirect => "redirect",
+            Self::Protocol => "protocol",
+            Self::InvalidRequest => "invalid_request",
         }
     }
 }

@@ -1,7 +1,6 @@
 //! [`Optional`] and [`Fallback`]: a source whose failure does not fail the aggregation.
 
 use std::convert::Infallible;
-use std::fmt;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;
@@ -69,7 +68,6 @@ impl<Req, F> Fetcher<Req> for OptionalFetcher<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
-    F::Error: fmt::Display,
 {
     type Output = Option<F::Output>;
     type Error = Infallible;
@@ -84,7 +82,6 @@ impl<Req, F, T> Fetcher<Req> for FallbackFetcher<F, T>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req, Output = T>,
-    F::Error: fmt::Display,
     T: Clone + Send + Sync,
 {
     type Output = T;
@@ -101,7 +98,6 @@ async fn guarded<Req, F>(inner: &F, request: &Req) -> Option<F::Output>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
-    F::Error: fmt::Display,
 {
     let fetch = AssertUnwindSafe(inner.fetch(request)).catch_unwind();
     let result = match crate::deadline() {
@@ -120,8 +116,9 @@ where
     match result {
         Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
+            let error: muster_core::BoxError = error.into();
             tracing::debug!(error = %error, "source fell back");
-            crate::call::fell_back(Failure::Error(&error));
+            crate::call::fell_back(Failure::Error(&*error));
             None
         }
         Err(panic) => {
