@@ -100,7 +100,7 @@ async fn a_deadline_of_1s_fails_a_2s_source_at_1s_naming_it() {
     assert_eq!(error.pending(), ["transactions"]);
     assert_eq!(error.cancelled(), ["transactions"]);
     assert_eq!(error.source_name(), None);
-    assert_eq!(error.to_string(), "deadline of 1s elapsed; pending: `transactions` (user_id=42)");
+    assert_eq!(error.to_string(), "deadline of 1000ms elapsed; pending: `transactions` (user_id=42)");
     assert_eq!(probe.state().cancelled, ["transactions"]);
 }
 
