@@ -159,7 +159,6 @@ pub mod json;
 
 #[cfg(feature = "axum")]
 pub mod axum;
-#[cfg(any(feature = "axum", feature = "metrics"))]
 mod kind;
 #[cfg(feature = "metrics")]
 pub mod metrics;
