@@ -229,6 +229,14 @@ pub enum HttpConfigError {
     /// The body limit is zero.
     #[error("the body limit must be at least one byte")]
     ZeroMaxBody,
+    /// A limit of an [`HttpClientBuilder`](super::HttpClientBuilder) is out of range.
+    #[error("invalid client limit `{name}`: {reason}")]
+    Limit {
+        /// The builder method that set it, e.g. `dns_concurrency`.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Displays an optional header value: quoted, or "none".
