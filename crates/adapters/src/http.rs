@@ -290,6 +290,25 @@ impl HttpFetcher {
         self.config.template.as_str()
     }
 
+    /// The names of the template's `{name}` placeholders, in order, e.g. to check at start-up
+    /// that every request type you use fills them all (a placeholder no request fills fails
+    /// every fetch with [`HttpError::MissingParam`]).
+    ///
+    /// ```
+    /// use muster_adapters::http::{HttpFetcher, UrlParams};
+    ///
+    /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+    /// let fetcher = HttpFetcher::builder("https://ledger.internal/v1/{tenant}/users/{id}?page={page}").build()?;
+    /// assert_eq!(fetcher.placeholders().collect::<Vec<_>>(), ["tenant", "id", "page"]);
+    /// let request = [("id", "7"), ("page", "1")];
+    /// let unfilled: Vec<&str> = fetcher.placeholders().filter(|name| request.param(name).is_none()).collect();
+    /// assert_eq!(unfilled, ["tenant"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.config.template.placeholders()
+    }
+
     /// Fetches the body of a 2xx JSON response for `request`, checked but not parsed.
     async fn fetch_body<P: UrlParams + ?Sized>(&self, request: &P) -> Result<Vec<u8>, HttpError> {
         let config = &*self.config;

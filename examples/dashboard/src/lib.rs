@@ -11,6 +11,9 @@
 
 pub mod app;
 pub mod demo;
+pub mod limits;
+pub mod logging;
+pub mod server;
 
 pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};
 pub use crate::demo::{DemoBackend, Service, Stats};
