@@ -442,8 +442,8 @@ impl Exchange {
     fn redirect(&mut self, status: StatusCode, next: Uri) {
         self.uri = next;
         let keep = matches!(status, StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT)
-            || (status != StatusCode::SEE_OTHER && (self.method == Method::GET || self.method == Method::HEAD))
-            || (status == StatusCode::SEE_OTHER && self.method == Method::HEAD);
+            || self.method == Method::HEAD
+            || (status != StatusCode::SEE_OTHER && self.method == Method::GET);
         if !keep {
             self.method = Method::GET;
             self.body = None;

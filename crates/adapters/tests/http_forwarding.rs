@@ -23,7 +23,7 @@ impl Call {
     fn new(id: &'static str, headers: &[(&'static str, &str)]) -> Self {
         let mut map = HeaderMap::new();
         for (name, value) in headers {
-            map.append(HeaderName::from_static(name), value.parse().unwrap());
+            map.append(HeaderName::from_static(name), value.parse().expect("a header value"));
         }
         Self { id, headers: map, body: None }
     }

@@ -257,6 +257,7 @@ fn chain(error: &dyn Error) -> String {
 
 /// What to do, from the command line.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: made once per process, never moved around
 enum Command {
     Run(Args),
     Help,
@@ -484,6 +485,35 @@ mod tests {
         assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
         assert_eq!(args.timeout, Duration::from_millis(700));
         assert_eq!(args.profile_url, None, "an empty variable counts as unset");
+    }
+
+    #[test]
+    fn the_limits_have_defaults_flags_and_variables() {
+        let args = run_args(&[], &[]);
+        assert_eq!(args.limits, Limits::default());
+        assert_eq!(args.forward_headers, [axum::http::header::AUTHORIZATION]);
+
+        let args = run_args(
+            &[
+                "--header-read-timeout-ms",
+                "250",
+                "--max-connections=10",
+                "--forward-headers",
+                "Authorization, x-tenant",
+            ],
+            &[("DASHBOARD_MAX_IN_FLIGHT", "3"), ("DASHBOARD_SHUTDOWN_GRACE_MS", "100"), ("DASHBOARD_MAX_ID_LEN", "64")],
+        );
+        let limits = args.limits;
+        assert_eq!(limits.header_read_timeout, Duration::from_millis(250));
+        assert_eq!((limits.max_connections, limits.max_in_flight, limits.max_id_len), (10, 3, 64));
+        assert_eq!(limits.shutdown_grace, Duration::from_millis(100));
+        assert_eq!(limits.idle_timeout, Limits::default().idle_timeout);
+        assert_eq!(args.forward_headers, ["authorization", "x-tenant"]);
+
+        assert_eq!(run_args(&["--forward-headers", "none"], &[]).forward_headers, Vec::<HeaderName>::new());
+        for (flag, value) in [("--max-connections", "0"), ("--write-timeout-ms", "0"), ("--forward-headers", "a b")] {
+            assert!(matches!(parse_with(&[flag, value], &[]), Err(ArgsError::Invalid { .. })), "{flag} {value}");
+        }
     }
 
     #[test]
