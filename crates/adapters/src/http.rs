@@ -2,8 +2,9 @@
 //! default.
 //!
 //! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
-//! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` on a pooled
-//! [`HttpClient`], and returns the validated JSON body as a
+//! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` (or the
+//! [`method`](HttpFetcherBuilder::method) you choose, with the request's JSON
+//! [`body`](UrlParams::body)) on a pooled [`HttpClient`], and returns the validated JSON body as a
 //! [`Box<RawValue>`](serde_json::value::RawValue) (kept as text, so an aggregator passes it on
 //! without re-serialising it), or, through [`HttpFetcher::decode`], as any
 //! `T: DeserializeOwned`. Every way the exchange can fail is its own [`HttpError`] variant.
@@ -78,7 +79,9 @@
 //!
 //! # Request headers
 //!
-//! Every request is a `GET` with no body, and these headers:
+//! A request is a `GET` unless [`method`](HttpFetcherBuilder::method) says otherwise; it has a
+//! body when the request gives one ([`UrlParams::body`], sent as `application/json`). Its
+//! headers:
 //!
 //! | header | value |
 //! | --- | --- |
@@ -88,6 +91,14 @@
 //! | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
 //! | `x-muster-deadline-ms` | the time left until [`muster_core::deadline()`], in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
 //! | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
+//! | any [`forward_header`](HttpFetcherBuilder::forward_header) | [`UrlParams::header`] for that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
+//! | `content-type` | `application/json`, when there is a body |
+//!
+//! Forwarding is an allow-list: the fetcher asks the request only for the names it was given,
+//! so a request type may hold all of its caller's headers (e.g. the end user's
+//! `authorization` and `cookie` among others) and only the listed ones leave. Static and
+//! forwarded headers go to the template's host and port only, never to another one after a
+//! redirect.
 //!
 //! `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
 //! A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
@@ -102,8 +113,10 @@
 //!   excess is never buffered, and a `Content-Length` over the limit is refused before
 //!   reading); then it must be valid JSON ([`HttpError::InvalidJson`]).
 //! - 3xx: an [`HttpError::Redirect`], unless [`follow_redirects`](HttpFetcherBuilder::follow_redirects)
-//!   allows following it: only to `http`/`https` URLs with the same scheme. Static headers are
-//!   not sent to a different host or port.
+//!   allows following it: only to `http`/`https` URLs with the same scheme. Static and
+//!   forwarded headers are not sent to a different host or port. 307 and 308 repeat the
+//!   method and body; 303 (and 301 or 302 after anything but `GET` or `HEAD`) become a `GET`
+//!   without a body.
 //! - anything else: an [`HttpError::Status`] with the start of the body.
 //!
 //! # Timeouts and cancellation
@@ -121,9 +134,12 @@
 //!
 //! # Pooling
 //!
-//! An [`HttpClient`] keeps idle keep-alive connections per host (for 90 s) and is cheap to
-//! clone; share one across fetchers and aggregations. A fetcher built without
-//! [`client`](HttpFetcherBuilder::client) gets a pool of its own.
+//! An [`HttpClient`] keeps idle keep-alive connections per host (at most 64 per host, for
+//! 30 s, both set with [`HttpClient::builder`]) and is cheap to clone; share one across
+//! fetchers and aggregations. A fetcher built without [`client`](HttpFetcherBuilder::client)
+//! gets a pool of its own. An idempotent request on a pooled connection that the backend had
+//! closed is sent once more on a new connection; DNS lookups are bounded in number and time
+//! (see [`HttpClient`]).
 
 use std::fmt;
 use std::future::{Future, poll_fn};
