@@ -1,6 +1,8 @@
-//! The `dashboard` process under signals and broken pipes: SIGTERM drains and exits within the
-//! grace period whatever the clients hold, a second signal exits at once, a stderr nobody
-//! reads does not stop serving, and a closed stdout is not a panic.
+//! The `dashboard` process under signals, broken pipes and a low descriptor limit: SIGTERM
+//! drains and exits within the grace period whatever the clients hold, a second signal exits
+//! at once, a stderr nobody reads does not stop serving, a closed stdout is not a panic, the
+//! connection cap keeps `/healthz` alive under `ulimit -n 64`, and running out of descriptors
+//! is logged as such, with backoff.
 
 mod support;
 
@@ -172,4 +174,97 @@ async fn a_closed_stdout_is_not_a_panic() {
     }
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(status.is_some_and(|status| status.success()), "exit status {status:?}: {stderr}");
+}
+
+/// The binary under `ulimit -n 64`, its stderr to `log`.
+async fn start_with_few_descriptors(args: &[&str], log: &std::path::Path) -> (Running, SocketAddr) {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(BINARY)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    let stderr = std::fs::File::create(log).expect("log file");
+    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("piped stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    });
+    let first = within(LIMIT, "the first line", first).await.expect("read stdout");
+    let addr = first.strip_prefix("listening on http://").expect("`listening on` first").parse().expect("addr");
+    (running, addr)
+}
+
+/// Opens `count` connections that each send half a request head, as fast as the server takes
+/// them; connections the server refuses or closes are kept too (they cost the test nothing).
+async fn hold(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            let _ = stream.write_all(b"GET /dashboard/1 HTTP/1.1\r\n").await;
+            held.push(stream);
+        }
+    }
+    held
+}
+
+/// `/healthz` answered 200 within `limit`, retrying on refused or closed connections.
+async fn healthz_within(addr: SocketAddr, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let attempt = async {
+            let mut stream = TcpStream::connect(addr).await.ok()?;
+            stream.write_all(support::request(addr, "/healthz", &[]).as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await.ok()?;
+            Some(raw.starts_with(b"HTTP/1.1 200"))
+        };
+        if tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten() == Some(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn with_a_connection_cap_under_the_descriptor_limit_healthz_stays_alive_under_slowloris() {
+    let log = std::env::temp_dir().join(format!("dashboard-cap-{}.log", std::process::id()));
+    let args = ["--max-connections", "20", "--header-read-timeout-ms", "30000", "--idle-timeout-ms", "30000"];
+    let (_running, addr) = start_with_few_descriptors(&args, &log).await;
+
+    let held = hold(addr, 100).await;
+
+    assert!(healthz_within(addr, Duration::from_secs(5)).await, "/healthz died with {} slow clients", held.len());
+    let log = std::fs::read_to_string(&log).inspect(|_| drop(std::fs::remove_file(&log))).unwrap_or_default();
+    assert!(log.contains("connection cap reached"), "the cap was not logged: {log}");
+    assert!(!log.contains("out of file descriptors"), "the cap did not keep the process under its fd limit: {log}");
+}
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_logged_as_such_and_the_server_recovers() {
+    let log = std::env::temp_dir().join(format!("dashboard-emfile-{}.log", std::process::id()));
+    let args = ["--max-connections", "1000", "--header-read-timeout-ms", "30000", "--idle-timeout-ms", "30000"];
+    let (_running, addr) = start_with_few_descriptors(&args, &log).await;
+
+    let held = hold(addr, 100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    drop(held);
+
+    assert!(logged.contains("out of file descriptors"), "EMFILE was not logged as such: {logged}");
+    let lines = logged.lines().filter(|line| line.contains("out of file descriptors")).count();
+    assert!(lines < 20, "{lines} lines in 300 ms: the accept loop did not back off");
+    assert!(healthz_within(addr, Duration::from_secs(5)).await, "the server did not recover");
 }
