@@ -346,7 +346,7 @@ impl Drop for Busy {
     }
 }
 
-/// A response body that holds its connection's [`Busy`] mark and its in-flight permit until
+/// A response body that holds its connection's busy mark and its in-flight permit until
 /// hyper has sent it (or dropped it).
 #[derive(Debug)]
 pub struct Tracked {
