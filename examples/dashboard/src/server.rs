@@ -45,10 +45,6 @@ use crate::limits::{Limits, effective_deadline};
 /// deadline apply to it.
 const DASHBOARD_PREFIX: &str = "/dashboard/";
 
-/// How long past its deadline the service waits for the aggregator's own 504 (which names
-/// the pending sources) before it answers one itself.
-const DEADLINE_GRACE: Duration = Duration::from_millis(5);
-
 /// The largest request head hyper buffers, in bytes; longer heads are refused by hyper.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -272,13 +268,18 @@ impl Shared {
         if budget.is_zero() {
             return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the caller's deadline has already passed"), None);
         }
+        // TODO(issue 9): per-call deadline. Until the aggregator takes one: the ambient
+        // `muster_core` deadline makes the HTTP sources send the caller's remaining budget
+        // downstream, and when the caller's budget is tighter than the configured deadline it
+        // is enforced here, around the whole handler. Otherwise the aggregator's own deadline,
+        // started microseconds after `arrived`, answers (and names the pending sources), and
+        // no second timer is paid for.
         let expires = arrived + budget;
-        // TODO(issue 9): per-call deadline. Until the aggregator takes one, the caller's
-        // tighter budget (and the time the request waited before this point) is enforced
-        // here, around the whole handler; the aggregator's own deadline (the configured one,
-        // started later) still answers first when it is the tighter.
         let routed = muster_core::with_deadline(expires, self.route(request));
-        match tokio::time::timeout_at(expires + DEADLINE_GRACE, routed).await {
+        if budget >= self.deadline {
+            return (routed.await, Some(permit));
+        }
+        match tokio::time::timeout_at(expires, routed).await {
             Ok(response) => (response, Some(permit)),
             Err(_) => {
                 tracing::warn!(
@@ -286,7 +287,7 @@ impl Shared {
                     kind = "timeout",
                     elapsed_ms = arrived.elapsed().as_millis() as u64,
                     budget_ms = budget.as_millis() as u64,
-                    "request failed: deadline elapsed",
+                    "request failed: the caller's deadline elapsed",
                 );
                 let message = format!("deadline of {budget:?} elapsed");
                 (error(StatusCode::GATEWAY_TIMEOUT, "timeout", &message), Some(permit))
@@ -378,11 +379,43 @@ impl HttpBody for Tracked {
 struct Guarded {
     stream: TcpStream,
     busy: Arc<AtomicUsize>,
-    idle: Timer,
+    idle: IdleTimer,
     write: Timer,
 }
 
-/// One resettable timer, allocated when first armed.
+/// The idle timer, re-armed lazily: going idle costs a clock read, not a timer
+/// registration; the timer fires at most once per idle timeout and, when it fires early (the
+/// connection was busy in between), is pushed to the real due time.
+struct IdleTimer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    since: Option<Instant>,
+}
+
+impl IdleTimer {
+    /// `true` once the connection has been idle for the whole timeout.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = *self.since.get_or_insert_with(Instant::now) + self.after;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= due {
+                return true;
+            }
+            sleep.as_mut().reset(due);
+        }
+    }
+
+    /// Something happened: the connection is not idle (any more).
+    fn disarm(&mut self) {
+        self.since = None;
+    }
+}
+
+/// One resettable timer, allocated when first armed; for the write timeout, which is armed
+/// only when a write cannot complete at once.
 struct Timer {
     after: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
@@ -414,7 +447,7 @@ impl Timer {
 
 impl Guarded {
     fn new(stream: TcpStream, busy: Arc<AtomicUsize>, idle: Duration, write: Duration) -> Self {
-        Self { stream, busy, idle: Timer::new(idle), write: Timer::new(write) }
+        Self { stream, busy, idle: IdleTimer { after: idle, sleep: None, since: None }, write: Timer::new(write) }
     }
 
     /// The write side's verdict on a poll that did not complete.
