@@ -2,8 +2,9 @@
 //! default.
 //!
 //! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
-//! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` on a pooled
-//! [`HttpClient`], and returns the validated JSON body as a
+//! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` (or the
+//! [`method`](HttpFetcherBuilder::method) you choose, with the request's JSON
+//! [`body`](UrlParams::body)) on a pooled [`HttpClient`], and returns the validated JSON body as a
 //! [`Box<RawValue>`](serde_json::value::RawValue) (kept as text, so an aggregator passes it on
 //! without re-serialising it), or, through [`HttpFetcher::decode`], as any
 //! `T: DeserializeOwned`. Every way the exchange can fail is its own [`HttpError`] variant.
@@ -78,7 +79,9 @@
 //!
 //! # Request headers
 //!
-//! Every request is a `GET` with no body, and these headers:
+//! A request is a `GET` unless [`method`](HttpFetcherBuilder::method) says otherwise; it has a
+//! body when the request gives one ([`UrlParams::body`], sent as `application/json`). Its
+//! headers:
 //!
 //! | header | value |
 //! | --- | --- |
@@ -88,6 +91,14 @@
 //! | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
 //! | `x-muster-deadline-ms` | the time left until [`muster_core::deadline()`], in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
 //! | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
+//! | any [`forward_header`](HttpFetcherBuilder::forward_header) | [`UrlParams::header`] for that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
+//! | `content-type` | `application/json`, when there is a body |
+//!
+//! Forwarding is an allow-list: the fetcher asks the request only for the names it was given,
+//! so a request type may hold all of its caller's headers (e.g. the end user's
+//! `authorization` and `cookie` among others) and only the listed ones leave. Static and
+//! forwarded headers go to the template's host and port only, never to another one after a
+//! redirect.
 //!
 //! `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
 //! A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
@@ -102,8 +113,10 @@
 //!   excess is never buffered, and a `Content-Length` over the limit is refused before
 //!   reading); then it must be valid JSON ([`HttpError::InvalidJson`]).
 //! - 3xx: an [`HttpError::Redirect`], unless [`follow_redirects`](HttpFetcherBuilder::follow_redirects)
-//!   allows following it: only to `http`/`https` URLs with the same scheme. Static headers are
-//!   not sent to a different host or port.
+//!   allows following it: only to `http`/`https` URLs with the same scheme. Static and
+//!   forwarded headers are not sent to a different host or port. 307 and 308 repeat the
+//!   method and body; 303 (and 301 or 302 after anything but `GET` or `HEAD`) become a `GET`
+//!   without a body.
 //! - anything else: an [`HttpError::Status`] with the start of the body.
 //!
 //! # Timeouts and cancellation
@@ -121,9 +134,12 @@
 //!
 //! # Pooling
 //!
-//! An [`HttpClient`] keeps idle keep-alive connections per host (for 90 s) and is cheap to
-//! clone; share one across fetchers and aggregations. A fetcher built without
-//! [`client`](HttpFetcherBuilder::client) gets a pool of its own.
+//! An [`HttpClient`] keeps idle keep-alive connections per host (at most 64 per host, for
+//! 30 s, both set with [`HttpClient::builder`]) and is cheap to clone; share one across
+//! fetchers and aggregations. A fetcher built without [`client`](HttpFetcherBuilder::client)
+//! gets a pool of its own. An idempotent request on a pooled connection that the backend had
+//! closed is sent once more on a new connection; DNS lookups are bounded in number and time
+//! (see [`HttpClient`]).
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -133,29 +149,26 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use ::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use ::http::{Request, Response};
+use ::http::{Request, Response, Uri};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use muster_core::Fetcher;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use tokio::time::{Instant, Sleep, sleep_until};
 
+mod client;
 mod error;
 mod params;
 mod template;
 
+pub use self::client::{HttpClient, HttpClientBuilder};
 pub use self::error::{HttpConfigError, HttpError};
 pub use self::params::UrlParams;
 #[doc(no_inline)]
-pub use ::http::StatusCode;
+pub use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 
 use self::template::{Template, resolve_redirect};
 
@@ -169,90 +182,8 @@ const EXCERPT_LEN: usize = 200;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_MAX_BODY: usize = 1024 * 1024;
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A pooled HTTP/1.1 client for `http` and `https` URLs, shared by [`HttpFetcher`]s.
-///
-/// Cloning is cheap and every clone shares one pool of keep-alive connections, so create one
-/// client per process and hand it to every fetcher with [`HttpFetcherBuilder::client`].
-/// https uses rustls (with the *ring* crypto provider, TLS 1.2 and 1.3) and trusts the Mozilla
-/// root certificates of `webpki-roots`; [`HttpClient::with_tls_config`] takes your own
-/// rustls configuration (e.g. a private CA).
-///
-/// Connections are opened on the tokio runtime of the fetch that needs them; use a client
-/// within one runtime.
-///
-/// ```
-/// use muster_adapters::http::{HttpClient, HttpFetcher};
-///
-/// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
-/// let client = HttpClient::new();
-/// let profile = HttpFetcher::builder("https://profile.internal/v1/users/{id}").client(client.clone()).build()?;
-/// let transactions =
-///     HttpFetcher::builder("https://ledger.internal/v1/users/{id}/transactions").client(client).build()?;
-/// # let _ = (profile, transactions);
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
-}
-
-impl HttpClient {
-    /// A client trusting the Mozilla root certificates (`webpki-roots`).
-    pub fn new() -> Self {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        #[allow(clippy::expect_used)] // reason: a fixed provider that supports both versions
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("the ring provider supports TLS 1.2 and 1.3")
-            .with_webpki_roots()
-            .with_no_client_auth();
-        Self::with_tls_config(config)
-    }
-
-    /// A client using `config` for https connections, e.g. one that trusts a private CA or
-    /// presents a client certificate. Its ALPN protocols are replaced by `http/1.1`.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use muster_adapters::http::HttpClient;
-    ///
-    /// let roots = rustls::RootCertStore::empty(); // add your CA's certificate with `roots.add(..)`
-    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// let config = rustls::ClientConfig::builder_with_provider(provider)
-    ///     .with_safe_default_protocol_versions()?
-    ///     .with_root_certificates(roots)
-    ///     .with_no_client_auth();
-    /// let client = HttpClient::with_tls_config(config);
-    /// # let _ = client;
-    /// # Ok::<(), rustls::Error>(())
-    /// ```
-    pub fn with_tls_config(config: rustls::ClientConfig) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        let connector =
-            HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
-        Self { client }
-    }
-}
-
-impl Default for HttpClient {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for HttpClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClient").finish_non_exhaustive()
-    }
-}
+/// The longest forwarded header value sent, in bytes.
+const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 
 /// A [`Fetcher`] that GETs JSON from a URL template; see [the module docs](self).
 ///
@@ -302,6 +233,9 @@ pub struct HttpFetcher {
 struct Config {
     client: HttpClient,
     template: Template,
+    method: Method,
+    /// The headers copied from the request ([`UrlParams::header`]), in order.
+    forward: Vec<HeaderName>,
     timeout: Duration,
     max_body: usize,
     max_redirects: usize,
@@ -323,6 +257,8 @@ impl HttpFetcher {
             max_body: DEFAULT_MAX_BODY,
             max_redirects: 0,
             headers: Vec::new(),
+            method: Method::GET,
+            forward: Vec::new(),
         }
     }
 
@@ -370,6 +306,25 @@ impl HttpFetcher {
         self.config.template.as_str()
     }
 
+    /// The names of the template's `{name}` placeholders, in order, e.g. to check at start-up
+    /// that every request type you use fills them all (a placeholder no request fills fails
+    /// every fetch with [`HttpError::MissingParam`]).
+    ///
+    /// ```
+    /// use muster_adapters::http::{HttpFetcher, UrlParams};
+    ///
+    /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+    /// let fetcher = HttpFetcher::builder("https://ledger.internal/v1/{tenant}/users/{id}?page={page}").build()?;
+    /// assert_eq!(fetcher.placeholders().collect::<Vec<_>>(), ["tenant", "id", "page"]);
+    /// let request = [("id", "7"), ("page", "1")];
+    /// let unfilled: Vec<&str> = fetcher.placeholders().filter(|name| request.param(name).is_none()).collect();
+    /// assert_eq!(unfilled, ["tenant"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.config.template.placeholders()
+    }
+
     /// Fetches the body of a 2xx JSON response for `request`, checked but not parsed.
     async fn fetch_body<P: UrlParams + ?Sized>(&self, request: &P) -> Result<Vec<u8>, HttpError> {
         let config = &*self.config;
@@ -384,6 +339,15 @@ impl HttpFetcher {
                 propagated.insert(TRACEPARENT_HEADER, value);
             }
         }
+        // Forwarded headers are the caller's (e.g. the end user's `Authorization`): like the
+        // static headers, they go to the template's origin only.
+        let mut forwarded = HeaderMap::new();
+        for name in &config.forward {
+            if let Some(value) = request.header(name).and_then(|value| forwardable(name, value)) {
+                forwarded.insert(name.clone(), value);
+            }
+        }
+        let body = request.body().map(|json| Bytes::copy_from_slice(json.get().as_bytes()));
         let now = Instant::now();
         let budget = config.timeout;
         if let Some(deadline) = muster_core::deadline() {
@@ -401,42 +365,44 @@ impl HttpFetcher {
         let timed_out = || HttpError::Timeout { after: budget };
 
         let origin = uri.authority().cloned();
-        let mut uri = uri;
+        let mut exchange = Exchange { uri, method: config.method.clone(), body };
         let mut redirects = 0;
+        let mut retried = false;
         loop {
-            let mut request = Request::new(Empty::new());
-            *request.uri_mut() = uri.clone();
-            let headers = request.headers_mut();
-            if uri.authority() == origin.as_ref() {
-                headers.clone_from(&config.headers);
-            } else {
-                headers.clone_from(&config.cross_origin_headers);
-            }
-            headers.extend(propagated.clone());
-
-            let response = before(expiry.as_mut(), config.client.client.request(request))
-                .await
-                .ok_or_else(timed_out)?
-                .map_err(|error| {
-                    if error.is_connect() {
+            let same_origin = exchange.uri.authority() == origin.as_ref();
+            let outgoing = exchange.request(config, same_origin, &propagated, &forwarded);
+            let response = match before(expiry.as_mut(), config.client.client.request(outgoing)).await {
+                None => return Err(timed_out()),
+                Some(Ok(response)) => response,
+                Some(Err(error)) => {
+                    if !retried && exchange.method.is_idempotent() && is_stale_connection(&error) {
+                        // A pooled connection the backend had closed: once more, on a new one.
+                        retried = true;
+                        continue;
+                    }
+                    return Err(if error.is_connect() {
                         HttpError::Connect { source: error.into() }
                     } else {
                         HttpError::Protocol { source: error.into() }
-                    }
-                })?;
+                    });
+                }
+            };
+            if let Some(uses) = response.extensions().get::<client::Uses>() {
+                uses.count();
+            }
 
             let status = response.status();
             if status.is_redirection() {
                 let location = response.headers().get(header::LOCATION).map(lossy);
                 let next = if redirects < config.max_redirects {
-                    location.as_deref().and_then(|location| resolve_redirect(&uri, location))
+                    location.as_deref().and_then(|location| resolve_redirect(&exchange.uri, location))
                 } else {
                     None
                 };
                 match next {
                     Some(next) => {
                         redirects += 1;
-                        uri = next;
+                        exchange.redirect(status, next);
                         continue;
                     }
                     None => return Err(HttpError::Redirect { status, location }),
@@ -452,6 +418,97 @@ impl HttpFetcher {
     }
 }
 
+/// What one attempt sends: the URL, the method and the JSON body, which a redirect may change.
+struct Exchange {
+    uri: Uri,
+    method: Method,
+    body: Option<Bytes>,
+}
+
+impl Exchange {
+    fn request(
+        &self,
+        config: &Config,
+        same_origin: bool,
+        propagated: &HeaderMap,
+        forwarded: &HeaderMap,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone().unwrap_or_default()));
+        *request.uri_mut() = self.uri.clone();
+        *request.method_mut() = self.method.clone();
+        let headers = request.headers_mut();
+        if same_origin {
+            headers.clone_from(&config.headers);
+            for (name, value) in forwarded {
+                headers.insert(name, value.clone());
+            }
+        } else {
+            headers.clone_from(&config.cross_origin_headers);
+        }
+        if self.body.is_some() {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        headers.extend(propagated.clone());
+        request
+    }
+
+    /// Follows a redirect to `next`: 307 and 308 repeat the method and the body; 303, and
+    /// 301 or 302 after anything but `GET` or `HEAD`, become a `GET` without a body (what
+    /// browsers and curl do).
+    fn redirect(&mut self, status: StatusCode, next: Uri) {
+        self.uri = next;
+        let keep = matches!(status, StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT)
+            || self.method == Method::HEAD
+            || (status != StatusCode::SEE_OTHER && self.method == Method::GET);
+        if !keep {
+            self.method = Method::GET;
+            self.body = None;
+        }
+    }
+}
+
+/// Whether `error` is a reused pooled connection that the backend closed (or reset) before
+/// answering: worth one more attempt on a new connection, for an idempotent request.
+fn is_stale_connection(error: &hyper_util::client::legacy::Error) -> bool {
+    if error.is_connect() || !client::was_reused(error) {
+        return false;
+    }
+    let mut cause = std::error::Error::source(error);
+    while let Some(error) = cause {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe
+            );
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// The value of a forwarded header if it is worth sending: at most 8 KiB of visible ASCII,
+/// spaces and tabs (no control characters, no obs-text). Credentials are marked sensitive.
+fn forwardable(name: &HeaderName, value: &str) -> Option<HeaderValue> {
+    let clean = !value.is_empty()
+        && value.len() <= MAX_FORWARDED_VALUE
+        && value.bytes().all(|byte| byte == b'\t' || (b' '..=b'~').contains(&byte));
+    let mut value = HeaderValue::from_str(value).ok().filter(|_| clean)?;
+    if is_credential(name) {
+        value.set_sensitive(true);
+    }
+    Some(value)
+}
+
+fn is_credential(name: &HeaderName) -> bool {
+    *name == header::AUTHORIZATION || *name == header::COOKIE || *name == header::PROXY_AUTHORIZATION
+}
+
 impl fmt::Debug for HttpFetcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let config = &*self.config;
@@ -462,7 +519,9 @@ impl fmt::Debug for HttpFetcher {
             .field("timeout", &config.timeout)
             .field("max_body", &config.max_body)
             .field("max_redirects", &config.max_redirects)
+            .field("method", &config.method)
             .field("headers", &headers)
+            .field("forward", &config.forward)
             .finish_non_exhaustive()
     }
 }
@@ -577,9 +636,56 @@ pub struct HttpFetcherBuilder {
     max_body: usize,
     max_redirects: usize,
     headers: Vec<(String, String)>,
+    method: Method,
+    forward: Vec<String>,
 }
 
 impl HttpFetcherBuilder {
+    /// The request method: `GET` by default. A request with a JSON body
+    /// ([`UrlParams::body`]) sends it with any method. Only idempotent methods (`GET`, `HEAD`,
+    /// `PUT`, `DELETE`, `OPTIONS`, `TRACE`) are sent again when a pooled connection turns out
+    /// to be closed (see [`HttpClient`]).
+    ///
+    /// ```
+    /// use muster_adapters::http::{HttpFetcher, Method};
+    ///
+    /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+    /// let search = HttpFetcher::builder("https://search.internal/v1/users/{id}/query").method(Method::POST).build()?;
+    /// assert!(format!("{search:?}").contains("POST"));
+    /// # Ok(()) }
+    /// ```
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Copies the header `name` from each request ([`UrlParams::header`]) to the backend,
+    /// e.g. the end user's `authorization` or `cookie`: an allow-list, one name per call.
+    /// A value is sent only if it is at most 8 KiB of visible ASCII, spaces and tabs;
+    /// anything else (or no value) is not sent. A forwarded value replaces a static
+    /// [`header`](Self::header) of the same name; without one, the static header is sent.
+    /// Like static headers, forwarded
+    /// ones are not sent to another host or port after a redirect. The name is checked by
+    /// [`build`](Self::build): headers the client manages itself and the propagation headers
+    /// are refused.
+    ///
+    /// ```
+    /// use muster_adapters::http::HttpFetcher;
+    ///
+    /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
+    /// let profile = HttpFetcher::builder("https://profile.internal/v1/users/{id}")
+    ///     .forward_header("authorization")
+    ///     .forward_header("cookie")
+    ///     .build()?;
+    /// # let _ = profile;
+    /// assert!(HttpFetcher::builder("https://profile.internal/{id}").forward_header("host").build().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn forward_header(mut self, name: impl Into<String>) -> Self {
+        self.forward.push(name.into());
+        self
+    }
+
     /// The client (and so the connection pool) to use. Without one, the fetcher gets a client
     /// of its own.
     pub fn client(mut self, client: HttpClient) -> Self {
@@ -651,7 +757,7 @@ impl HttpFetcherBuilder {
             }
             let mut header_value =
                 HeaderValue::try_from(value.as_str()).map_err(|_| invalid("not a valid header value"))?;
-            if header_name == header::AUTHORIZATION || header_name == header::COOKIE {
+            if is_credential(&header_name) {
                 header_value.set_sensitive(true);
             }
             statics.append(header_name, header_value);
@@ -664,10 +770,24 @@ impl HttpFetcherBuilder {
             headers.append(name, value.clone());
         }
 
+        let mut forward: Vec<HeaderName> = Vec::with_capacity(self.forward.len());
+        for name in &self.forward {
+            let invalid = |reason: &str| HttpConfigError::Header { name: name.clone(), reason: reason.to_owned() };
+            let header_name = HeaderName::try_from(name.as_str()).map_err(|_| invalid("not a valid header name"))?;
+            if is_reserved(&header_name) || header_name == header::CONTENT_TYPE {
+                return Err(invalid("set by the client itself"));
+            }
+            if !forward.contains(&header_name) {
+                forward.push(header_name);
+            }
+        }
+
         Ok(HttpFetcher {
             config: Arc::new(Config {
                 client: self.client.unwrap_or_default(),
                 template,
+                method: self.method,
+                forward,
                 timeout: self.timeout,
                 max_body: self.max_body,
                 max_redirects: self.max_redirects,
@@ -688,6 +808,8 @@ impl fmt::Debug for HttpFetcherBuilder {
             .field("max_body", &self.max_body)
             .field("max_redirects", &self.max_redirects)
             .field("headers", &headers)
+            .field("method", &self.method)
+            .field("forward", &self.forward)
             .finish()
     }
 }

@@ -41,10 +41,11 @@
 //!   `Fetcher` and `FetcherService` any `Fetcher` a `Service`, so tower's layers wrap sources.
 //! - `http`: the `http` module: `HttpFetcher`, a JSON-over-HTTP fetcher built from a URL
 //!   template (every substituted value percent-encoded as one path segment or query value),
-//!   with typed errors, a whole-exchange timeout, a streamed body limit and deadline and trace
-//!   propagation headers, on the pooled `HttpClient` (hyper 1, https via rustls). Adds hyper,
-//!   hyper-util, hyper-rustls, rustls (*ring*), http, serde, serde_json, tokio, async-trait and
-//!   thiserror.
+//!   with typed errors, a whole-exchange timeout, a streamed body limit, deadline and trace
+//!   propagation headers, allow-listed forwarded headers, any method with a JSON body, on the
+//!   pooled `HttpClient` (hyper 1, https via rustls; per-host idle cap and idle timeout, one
+//!   retry on a stale pooled connection, bounded DNS). Adds hyper, hyper-util, hyper-rustls,
+//!   rustls (*ring*), http, serde, serde_json, tokio, tower-service, async-trait and thiserror.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]

@@ -46,6 +46,9 @@ pub struct Config {
     pub transactions_url: String,
     /// The global deadline of one aggregation.
     pub timeout: Duration,
+    /// The client's request headers copied to both backends (issue 11): `authorization` by
+    /// default in the binary (`--forward-headers`).
+    pub forward_headers: Vec<HeaderName>,
 }
 
 /// Why a [`Config`] could not become an [`AppState`].
@@ -66,6 +69,19 @@ pub enum ConfigError {
     /// The aggregator refused the options (e.g. a zero timeout).
     #[error("invalid aggregator configuration")]
     Aggregator(#[from] BuildError),
+    /// A URL template has a placeholder no dashboard request fills (e.g. `{tenant}`): every
+    /// request would fail, so the service does not start.
+    #[error(
+        "{source_name} backend: the URL template `{template}` has a placeholder `{{{name}}}` that no request fills"
+    )]
+    Placeholder {
+        /// The source it was for: `profile` or `transactions`.
+        source_name: &'static str,
+        /// The template.
+        template: String,
+        /// The placeholder, without braces.
+        name: String,
+    },
 }
 
 /// What the handler needs: the aggregator over the two HTTP sources, whose outputs are the
@@ -87,11 +103,20 @@ impl AppState {
         // fetcher's own timeout is only a backstop, set past the deadline so it never wins.
         let backstop = config.timeout + Duration::from_secs(1);
         let fetcher = |source_name: &'static str, template: &str| {
-            HttpFetcher::builder(template)
-                .client(client.clone())
-                .timeout(backstop)
-                .build()
-                .map_err(|error| ConfigError::Template { source_name, template: template.to_owned(), error })
+            let builder = HttpFetcher::builder(template).client(client.clone()).timeout(backstop);
+            let builder =
+                config.forward_headers.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
+            let fetcher = builder.build().map_err(|error| ConfigError::Template {
+                source_name,
+                template: template.to_owned(),
+                error,
+            })?;
+            let probe = DashboardRequest::default();
+            if let Some(name) = fetcher.placeholders().find(|name| probe.param(name).is_none()) {
+                let (template, name) = (template.to_owned(), name.to_owned());
+                return Err(ConfigError::Placeholder { source_name, template, name });
+            }
+            Ok(fetcher)
         };
         let aggregator = Aggregator::builder()
             .source("profile", fetcher("profile", &config.profile_url)?)
@@ -124,6 +149,9 @@ pub struct DashboardRequest {
     pub request_id: String,
     /// The incoming `traceparent`, if any.
     pub traceparent: Option<String>,
+    /// The client's request headers: the sources forward the allow-listed ones
+    /// ([`Config::forward_headers`]) and ignore the rest.
+    pub headers: HeaderMap,
 }
 
 /// The knobs of the demo backends, from the dashboard request's query string; empty when not
@@ -161,6 +189,10 @@ impl UrlParams for DashboardRequest {
     fn traceparent(&self) -> Option<&str> {
         self.traceparent.as_deref()
     }
+
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
 }
 
 /// The request id of the request being served, set by the access log.
@@ -192,7 +224,7 @@ async fn dashboard(
     };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
     let context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
-    let request = DashboardRequest { user_id, knobs, request_id, traceparent };
+    let request = DashboardRequest { user_id, knobs, request_id, traceparent, headers };
     let (mut response, source, kind) = match state.aggregator.aggregate_with(&request, context).await {
         Ok(aggregate) => {
             let (profile, transactions) = aggregate.outputs;
@@ -223,7 +255,7 @@ struct ErrorBody<'a> {
 /// 504 for the global deadline, 502 for a failed source (with the HTTP fetcher's error kind
 /// when it is an HTTP error), and the access log's source and kind.
 fn failure(error: &AggregateError) -> (Response, Option<String>, &'static str) {
-    let message = chain(error);
+    let message = crate::server::client_message(error);
     if let Some(source) = error.source_name() {
         let kind = match error.source_error().and_then(|error| error.downcast_ref::<HttpError>()) {
             Some(http) => http.kind(),
@@ -240,17 +272,6 @@ fn failure(error: &AggregateError) -> (Response, Option<String>, &'static str) {
     };
     let pending = Some(error.pending().iter().map(|name| &**name).collect());
     (json_response(status, &ErrorBody { error: message, source: None, kind, pending }), None, kind)
-}
-
-/// The error and its causes, `a: b: c`, for the `error` field.
-fn chain(error: &AggregateError) -> String {
-    let mut message = error.to_string();
-    let mut cause = std::error::Error::source(error);
-    while let Some(error) = cause {
-        message = format!("{message}: {error}");
-        cause = error.source();
-    }
-    message
 }
 
 fn bad_request(message: &str) -> Response {
@@ -340,6 +361,7 @@ mod tests {
             knobs: Knobs { transactions_fail: "1".to_owned(), ..Knobs::default() },
             request_id: "r-1".to_owned(),
             traceparent: None,
+            headers: HeaderMap::new(),
         };
         assert_eq!(request.param("id").as_deref(), Some("../a b"));
         assert_eq!(request.param("transactions_fail").as_deref(), Some("1"));

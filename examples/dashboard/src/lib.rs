@@ -11,6 +11,9 @@
 
 pub mod app;
 pub mod demo;
+pub mod limits;
+pub mod logging;
+pub mod server;
 pub mod stream;
 
 pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};

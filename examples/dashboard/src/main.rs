@@ -4,19 +4,25 @@
 //! Run with: cargo run --release -p dashboard
 //!
 //! With no flags it listens on 127.0.0.1:8080 and starts both demo backends in-process; the
-//! flags (or their environment variables) point it at real services instead. Logs are JSON
-//! lines on stderr (`RUST_LOG` filters them, default `info`).
+//! flags (or their environment variables) point it at real services instead, and set the
+//! production limits (on by default; see `--help` and the README). Logs are JSON lines on
+//! stderr (`RUST_LOG` filters them, default `info`), written by a non-blocking writer that
+//! drops lines rather than stall serving.
 
 use std::error::Error;
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::http::HeaderName;
+use dashboard::limits::Limits;
+use dashboard::logging::Logging;
+use dashboard::server::Server;
 use dashboard::{AppState, Config, DemoBackend, Service};
 use tokio::net::TcpListener;
-use tracing_subscriber::EnvFilter;
 
 const USAGE: &str = "\
 usage: dashboard [OPTIONS]
@@ -31,42 +37,87 @@ options:
                                 [DASHBOARD_PROFILE_URL] (default: a built-in demo backend)
   --transactions-url TEMPLATE   transactions service, e.g. http://tx.internal/v1/{id}/recent
                                 [DASHBOARD_TRANSACTIONS_URL] (default: a built-in demo backend)
-  --timeout-ms N                deadline of one dashboard request, in ms [DASHBOARD_TIMEOUT_MS]
-                                (default 1000)
+  --timeout-ms N                deadline of one dashboard request, in ms, counted from its
+                                arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
+                                x-muster-deadline-ms or grpc-timeout header can only shorten it
+  --forward-headers LIST        client request headers sent on to both backends, comma-separated,
+                                or `none` [DASHBOARD_FORWARD_HEADERS] (default authorization)
   -h, --help                    print this help
+
+limits (all on by default):
+  --header-read-timeout-ms N    a request head must arrive within N ms of the connection
+                                waiting for it [DASHBOARD_HEADER_READ_TIMEOUT_MS] (default 10000)
+  --idle-timeout-ms N           close a connection idle (no request served, nothing received)
+                                for N ms [DASHBOARD_IDLE_TIMEOUT_MS] (default 5000)
+  --write-timeout-ms N          close a connection whose response write makes no progress for
+                                N ms (a client that does not read) [DASHBOARD_WRITE_TIMEOUT_MS]
+                                (default 5000)
+  --max-connections N           connections served at once; past it, new connections get one
+                                answer, 503 (or /healthz), then are closed [DASHBOARD_MAX_CONNECTIONS]
+                                (default 1024)
+  --max-in-flight N             dashboard aggregations at once; past it, 503 with Retry-After at
+                                once [DASHBOARD_MAX_IN_FLIGHT] (default 512)
+  --max-id-len N                longest user id, in bytes as sent; longer is 414 before any
+                                backend is called [DASHBOARD_MAX_ID_LEN] (default 1024)
+  --shutdown-grace-ms N         on SIGTERM or Ctrl-C, stop accepting and exit at the latest N ms
+                                later; a second signal exits at once [DASHBOARD_SHUTDOWN_GRACE_MS]
+                                (default 5000)
 
 The demo backends read knobs from the dashboard request's query string: profile_delay_ms,
 profile_fail, transactions_delay_ms, transactions_fail (e.g. ?transactions_fail=1).";
 
-/// The longest deadline accepted: ten minutes.
+/// The longest deadline or timeout accepted: ten minutes.
 const MAX_TIMEOUT_MS: u64 = 600_000;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The largest connection, in-flight or id-length limit accepted.
+const MAX_COUNT: usize = 1 << 24;
+
+/// How long the runtime waits for blocking work (a stuck DNS lookup) when the process exits.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
+
+fn main() -> ExitCode {
     let args = match parse(std::env::args_os().skip(1), |name| std::env::var_os(name)) {
         Ok(Command::Run(args)) => args,
         Ok(Command::Help) => {
-            println!("{USAGE}");
+            // `dashboard --help | head` closes stdout early: not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(error) => {
-            eprintln!("dashboard: {error}\n\n{USAGE}");
+            let _ = writeln!(std::io::stderr(), "dashboard: {error}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match run(args).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "dashboard: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let logging = Logging::init();
+    let result = runtime.block_on(async {
+        let reporter = tokio::spawn(logging.report_periodically());
+        let result = run(args).await;
+        reporter.abort();
+        result
+    });
+    // Whatever is still running (connections past the grace period, a stuck DNS lookup on
+    // the blocking pool) must not keep the process alive.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(StartError::Config(error)) => {
-            eprintln!("dashboard: {}", chain(&error));
+            let _ = writeln!(std::io::stderr(), "dashboard: {}", chain(&error));
             ExitCode::from(2)
         }
         Err(StartError::Io(what, error)) => {
-            eprintln!("dashboard: {what}: {error}");
+            let _ = writeln!(std::io::stderr(), "dashboard: {what}: {error}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logging.finish();
+    code
 }
 
 /// Why the server did not start, or stopped with an error.
@@ -74,7 +125,7 @@ async fn main() -> ExitCode {
 enum StartError {
     /// A URL template or the timeout is unusable: bad usage, exit 2.
     Config(dashboard::ConfigError),
-    /// Binding or serving failed.
+    /// Binding failed.
     Io(&'static str, std::io::Error),
 }
 
@@ -93,14 +144,22 @@ async fn run(args: Args) -> Result<(), StartError> {
     };
     let profile_url = backend(args.profile_url, Service::Profile).await?;
     let transactions_url = backend(args.transactions_url, Service::Transactions).await?;
-    let config = Config { profile_url, transactions_url, timeout: args.timeout };
+    let config = Config { profile_url, transactions_url, timeout: args.timeout, forward_headers: args.forward_headers };
     let state = AppState::new(&config).map_err(StartError::Config)?;
 
-    println!("listening on http://{addr}");
-    println!("{}", banner(addr, &config, &demos));
-    let server = axum::serve(listener, dashboard::app(state)).with_graceful_shutdown(shutdown());
-    server.await.map_err(|error| StartError::Io("server failed", error))?;
-    tracing::info!("shut down");
+    // A closed stdout (`dashboard | head`) must not stop the server: write errors are ignored.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "listening on http://{addr}");
+    let _ = writeln!(stdout, "{}", banner(addr, &config, &demos));
+    let _ = stdout.flush();
+
+    let server = Server::new(dashboard::app(state), args.limits, config.timeout);
+    let outcome = server.serve(listener, signals()).await;
+    if outcome.forced > 0 {
+        tracing::warn!(open_connections = outcome.forced, "grace period over: exiting with requests unanswered");
+    } else {
+        tracing::info!("shut down");
+    }
     Ok(())
 }
 
@@ -133,28 +192,57 @@ fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
     text
 }
 
-/// Resolves on Ctrl-C (or SIGTERM on Unix): the server stops accepting and finishes what is in
-/// flight, which the deadline bounds.
-async fn shutdown() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Resolves on the first Ctrl-C or SIGTERM; the server then stops accepting and drains, for
+/// the grace period at most. A second signal exits the process at once (exit code 130).
+async fn signals() {
+    let (first, second) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let mut first = Some(first);
+        let mut terminate = terminate_signal();
+        loop {
+            tokio::select! {
+                result = tokio::signal::ctrl_c() => if result.is_err() { std::future::pending::<()>().await },
+                () = next_terminate(&mut terminate) => {}
+            }
+            match first.take() {
+                Some(first) => drop(first.send(())),
+                None => {
+                    let _ = writeln!(std::io::stderr(), "dashboard: second signal, exiting now");
+                    std::process::exit(130);
+                }
+            }
         }
+    });
+    let _ = second.await;
+}
+
+#[cfg(unix)]
+type Terminate = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Terminate = ();
+
+#[cfg(unix)]
+fn terminate_signal() -> Terminate {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+}
+
+#[cfg(not(unix))]
+fn terminate_signal() -> Terminate {}
+
+#[cfg(unix)]
+async fn next_terminate(signal: &mut Terminate) {
+    let received = match signal {
+        Some(signal) => signal.recv().await.is_some(),
+        None => false,
     };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => drop(signal.recv().await),
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    if !received {
+        std::future::pending::<()>().await;
     }
-    tracing::info!("shutting down");
+}
+
+#[cfg(not(unix))]
+async fn next_terminate(_: &mut Terminate) {
+    std::future::pending().await
 }
 
 fn chain(error: &dyn Error) -> String {
@@ -169,6 +257,7 @@ fn chain(error: &dyn Error) -> String {
 
 /// What to do, from the command line.
 #[derive(Debug, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // reason: made once per process, never moved around
 enum Command {
     Run(Args),
     Help,
@@ -181,6 +270,8 @@ struct Args {
     profile_url: Option<String>,
     transactions_url: Option<String>,
     timeout: Duration,
+    forward_headers: Vec<HeaderName>,
+    limits: Limits,
 }
 
 /// A bad flag or environment variable.
@@ -198,12 +289,20 @@ enum ArgsError {
     Invalid { origin: String, value: String, reason: &'static str },
 }
 
-/// The flags, with their environment variables.
-const FLAGS: [(&str, &str); 4] = [
+/// The flags, with their environment variables, in the order [`parse`] reads them.
+const FLAGS: [(&str, &str); 12] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
     ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
+    ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
+    ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
+    ("--idle-timeout-ms", "DASHBOARD_IDLE_TIMEOUT_MS"),
+    ("--write-timeout-ms", "DASHBOARD_WRITE_TIMEOUT_MS"),
+    ("--max-connections", "DASHBOARD_MAX_CONNECTIONS"),
+    ("--max-in-flight", "DASHBOARD_MAX_IN_FLIGHT"),
+    ("--max-id-len", "DASHBOARD_MAX_ID_LEN"),
+    ("--shutdown-grace-ms", "DASHBOARD_SHUTDOWN_GRACE_MS"),
 ];
 
 /// Parses the arguments (`--flag VALUE` or `--flag=VALUE`); a flag not given falls back to its
@@ -212,7 +311,7 @@ fn parse(
     args: impl IntoIterator<Item = OsString>,
     env: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Command, ArgsError> {
-    let mut given: [Option<String>; 4] = Default::default();
+    let mut given: [Option<String>; FLAGS.len()] = Default::default();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(|arg| ArgsError::Unknown(arg.to_string_lossy().into_owned()))?;
@@ -267,14 +366,63 @@ fn parse(
     };
     let profile_url = next().map(template).transpose()?;
     let transactions_url = next().map(template).transpose()?;
-    let timeout = match next() {
-        Some((origin, value)) => match value.parse::<u64>() {
-            Ok(millis @ 1..=MAX_TIMEOUT_MS) => Duration::from_millis(millis),
-            _ => return Err(ArgsError::Invalid { origin, value, reason: "expected milliseconds from 1 to 600000" }),
-        },
-        None => Duration::from_secs(1),
+    let timeout = millis(next(), Duration::from_secs(1))?;
+    let forward_headers = match next() {
+        Some(setting) => header_list(setting)?,
+        None => vec![axum::http::header::AUTHORIZATION],
     };
-    Ok(Command::Run(Args { listen, profile_url, transactions_url, timeout }))
+    let defaults = Limits::default();
+    let limits = Limits {
+        header_read_timeout: millis(next(), defaults.header_read_timeout)?,
+        idle_timeout: millis(next(), defaults.idle_timeout)?,
+        write_timeout: millis(next(), defaults.write_timeout)?,
+        max_connections: count(next(), defaults.max_connections)?,
+        max_in_flight: count(next(), defaults.max_in_flight)?,
+        max_id_len: count(next(), defaults.max_id_len)?,
+        shutdown_grace: millis(next(), defaults.shutdown_grace)?,
+    };
+    Ok(Command::Run(Args { listen, profile_url, transactions_url, timeout, forward_headers, limits }))
+}
+
+/// A duration in milliseconds, from 1 to ten minutes.
+fn millis(setting: Option<(String, String)>, default: Duration) -> Result<Duration, ArgsError> {
+    match setting {
+        None => Ok(default),
+        Some((origin, value)) => match value.parse::<u64>() {
+            Ok(millis @ 1..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(millis)),
+            _ => Err(ArgsError::Invalid { origin, value, reason: "expected milliseconds from 1 to 600000" }),
+        },
+    }
+}
+
+/// A count, from 1 to 2^24.
+fn count(setting: Option<(String, String)>, default: usize) -> Result<usize, ArgsError> {
+    match setting {
+        None => Ok(default),
+        Some((origin, value)) => match value.parse::<usize>() {
+            Ok(count @ 1..=MAX_COUNT) => Ok(count),
+            _ => Err(ArgsError::Invalid { origin, value, reason: "expected a number from 1 to 16777216" }),
+        },
+    }
+}
+
+/// Comma-separated header names, or `none`.
+fn header_list((origin, value): (String, String)) -> Result<Vec<HeaderName>, ArgsError> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    let mut names = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|name| !name.is_empty()) {
+        match HeaderName::try_from(name) {
+            Ok(name) if !names.contains(&name) => names.push(name),
+            Ok(_) => {}
+            Err(_) => {
+                let reason = "expected header names separated by commas, or `none`";
+                return Err(ArgsError::Invalid { origin, value: value.clone(), reason });
+            }
+        }
+    }
+    Ok(names)
 }
 
 /// A URL template must say where the user id goes; the fetcher checks the rest.
@@ -337,6 +485,35 @@ mod tests {
         assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
         assert_eq!(args.timeout, Duration::from_millis(700));
         assert_eq!(args.profile_url, None, "an empty variable counts as unset");
+    }
+
+    #[test]
+    fn the_limits_have_defaults_flags_and_variables() {
+        let args = run_args(&[], &[]);
+        assert_eq!(args.limits, Limits::default());
+        assert_eq!(args.forward_headers, [axum::http::header::AUTHORIZATION]);
+
+        let args = run_args(
+            &[
+                "--header-read-timeout-ms",
+                "250",
+                "--max-connections=10",
+                "--forward-headers",
+                "Authorization, x-tenant",
+            ],
+            &[("DASHBOARD_MAX_IN_FLIGHT", "3"), ("DASHBOARD_SHUTDOWN_GRACE_MS", "100"), ("DASHBOARD_MAX_ID_LEN", "64")],
+        );
+        let limits = args.limits;
+        assert_eq!(limits.header_read_timeout, Duration::from_millis(250));
+        assert_eq!((limits.max_connections, limits.max_in_flight, limits.max_id_len), (10, 3, 64));
+        assert_eq!(limits.shutdown_grace, Duration::from_millis(100));
+        assert_eq!(limits.idle_timeout, Limits::default().idle_timeout);
+        assert_eq!(args.forward_headers, ["authorization", "x-tenant"]);
+
+        assert_eq!(run_args(&["--forward-headers", "none"], &[]).forward_headers, Vec::<HeaderName>::new());
+        for (flag, value) in [("--max-connections", "0"), ("--write-timeout-ms", "0"), ("--forward-headers", "a b")] {
+            assert!(matches!(parse_with(&[flag, value], &[]), Err(ArgsError::Invalid { .. })), "{flag} {value}");
+        }
     }
 
     #[test]

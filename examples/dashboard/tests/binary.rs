@@ -13,7 +13,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_dashboard");
 /// The binary, with none of its settings from the environment.
 fn dashboard() -> Command {
     let mut command = Command::new(BINARY);
-    for var in ["DASHBOARD_LISTEN", "DASHBOARD_PROFILE_URL", "DASHBOARD_TRANSACTIONS_URL", "DASHBOARD_TIMEOUT_MS"] {
+    for (var, _) in std::env::vars().filter(|(var, _)| var.starts_with("DASHBOARD_")) {
         command.env_remove(var);
     }
     command
@@ -76,6 +76,8 @@ fn bad_flags_exit_with_2_and_say_why() {
         (&["--verbose"], "unknown argument `--verbose`"),
         (&["--listen"], "`--listen` needs a value"),
         (&["--profile-url", "ftp://profile/{id}", "--listen", "127.0.0.1:0"], "profile backend: invalid URL template"),
+        (&["--profile-url", "http://p/{tenant}/{id}", "--listen", "127.0.0.1:0"], "placeholder `{tenant}`"),
+        (&["--max-in-flight", "0"], "invalid value `0` for `--max-in-flight`"),
     ] {
         let output = dashboard().args(args).stdin(Stdio::null()).output().expect("run the dashboard");
 
@@ -93,7 +95,21 @@ fn help_is_printed_to_stdout() {
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(help.starts_with("usage: dashboard"), "{help}");
-    for flag in ["--listen", "--profile-url", "--transactions-url", "--timeout-ms", "DASHBOARD_TIMEOUT_MS"] {
+    for flag in [
+        "--listen",
+        "--profile-url",
+        "--transactions-url",
+        "--timeout-ms",
+        "DASHBOARD_TIMEOUT_MS",
+        "--forward-headers",
+        "--header-read-timeout-ms",
+        "--idle-timeout-ms",
+        "--write-timeout-ms",
+        "--max-connections",
+        "--max-in-flight",
+        "--max-id-len",
+        "--shutdown-grace-ms",
+    ] {
         assert!(help.contains(flag), "no {flag} in {help}");
     }
 }

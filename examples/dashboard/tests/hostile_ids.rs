@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use dashboard::Stats;
 use dashboard::demo::Recorded;
+use dashboard::limits::Limits;
 use support::{Dashboard, get, percent_decode};
 
 /// Ids as sent on the dashboard's request line (still encoded), and as axum decodes them.
@@ -58,7 +59,9 @@ fn assert_one_segment(target: &str, service: &str, id: &str) {
 
 #[tokio::test]
 async fn hostile_ids_stay_one_path_segment_of_the_backend_request() {
-    let dashboard = Dashboard::start(Duration::from_secs(5)).await;
+    // The ten-thousand-character id is longer than the default limit: raise it.
+    let limits = Limits { max_id_len: 32 * 1024, ..Limits::default() };
+    let dashboard = Dashboard::start_with(Duration::from_secs(5), limits).await;
 
     for (i, (raw, id)) in hostile_ids().into_iter().enumerate() {
         let request_id = format!("hostile-{i}");
@@ -109,4 +112,22 @@ async fn knobs_cannot_inject_into_the_backend_query() {
         .map(|(name, value)| (name, percent_decode(value)))
         .collect();
     assert_eq!(pairs, [("delay_ms", b"".to_vec()), ("fail", b"0&fail=1".to_vec())], "{}", request.target);
+}
+
+#[tokio::test]
+async fn an_id_over_the_limit_is_414_for_the_client_before_any_backend_call() {
+    let dashboard = Dashboard::start(Duration::from_secs(5)).await;
+    let default = Limits::default().max_id_len;
+
+    for id in ["x".repeat(30_000), "%2F".repeat(default / 3 + 1), "a".repeat(default + 1)] {
+        let reply = dashboard.get(&format!("/dashboard/{id}")).await;
+
+        assert_eq!(reply.status, 414, "{} bytes: {reply:?}", id.len());
+        let body = reply.json();
+        assert_eq!(body["kind"], "bad_request", "{body}");
+        assert_eq!(body["source"], serde_json::Value::Null, "no backend is blamed: {body}");
+    }
+    let at_the_limit = dashboard.get(&format!("/dashboard/{}", "a".repeat(default))).await;
+    assert_eq!(at_the_limit.status, 200, "{at_the_limit:?}");
+    assert_eq!(dashboard.profile.stats().started() + dashboard.transactions.stats().started(), 2, "only the last one");
 }

@@ -409,6 +409,7 @@ async fn http(requests: u64) -> Result<Vec<String>, Box<dyn Error>> {
         profile_url: Service::Profile.url_template(profile.addr),
         transactions_url: Service::Transactions.url_template(transactions.addr),
         timeout: HTTP_DEADLINE,
+        forward_headers: vec![axum::http::header::AUTHORIZATION],
     })?;
     let dashboard = Server::start(dashboard::app(state)).await?;
     let client: HttpLoadClient = Client::builder(TokioExecutor::new()).build_http();

@@ -1,7 +1,6 @@
 //! The errors of the HTTP fetcher: [`HttpError`] for a failed fetch, [`HttpConfigError`] for a
 //! fetcher that cannot be built.
 
-use std::fmt;
 use std::time::Duration;
 
 use ::http::StatusCode;
@@ -13,9 +12,10 @@ use muster_core::BoxError;
 /// metrics, and an [`is_retryable`](Self::is_retryable) verdict for retry policies. The error
 /// does not name the source: the group or aggregator running the fetch adds the name.
 ///
-/// `Display` never includes the response body, so an error message can be logged or returned
-/// to a client without leaking what a backend said; [`HttpError::Status`] keeps the start of
-/// the body in a field for the logs that want it.
+/// `Display` never includes anything the backend sent (its body, its `Location`,
+/// `Content-Type` or `Content-Encoding`), nor an address, so an error message can be returned
+/// to a client without leaking what a backend said; the fields keep those values for the
+/// logs that want them. The `#[source]` chain (hyper's and the OS's text) is for logs too.
 ///
 /// ```
 /// use std::time::Duration;
@@ -76,14 +76,14 @@ pub enum HttpError {
     },
     /// A 2xx response whose `Content-Type` is neither `application/json` nor an
     /// `application/*+json` type.
-    #[error("expected a JSON content type, found {}", Found(found.as_deref()))]
+    #[error("unexpected content type (not JSON)")]
     ContentType {
         /// The `Content-Type` the server sent (lossy UTF-8), or `None` if it sent none.
         found: Option<String>,
     },
     /// A 3xx response that was not followed: redirects are disabled (the default), the limit
     /// was reached, or the target is not an `http`/`https` URL with the original scheme.
-    #[error("redirect ({status}) to {} not followed", Found(location.as_deref()))]
+    #[error("redirect ({status}) not followed")]
     Redirect {
         /// The 3xx status.
         status: StatusCode,
@@ -109,7 +109,7 @@ pub enum HttpError {
     },
     /// A 2xx response with a `Content-Encoding` the fetcher did not ask for. The fetcher
     /// never requests compression, so it never has to decompress (or size-check) a body.
-    #[error("unrequested content encoding `{found}`")]
+    #[error("unrequested content encoding")]
     Encoding {
         /// The `Content-Encoding` the server sent (lossy UTF-8).
         found: String,
@@ -179,7 +179,7 @@ impl HttpError {
     ///
     /// let error = HttpError::Redirect { status: StatusCode::FOUND, location: Some("/login".into()) };
     /// assert_eq!(error.status(), Some(StatusCode::FOUND));
-    /// assert_eq!(error.to_string(), "redirect (302 Found) to `/login` not followed");
+    /// assert_eq!(error.to_string(), "redirect (302 Found) not followed", "the location is a field, for logs");
     /// ```
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -229,16 +229,12 @@ pub enum HttpConfigError {
     /// The body limit is zero.
     #[error("the body limit must be at least one byte")]
     ZeroMaxBody,
-}
-
-/// Displays an optional header value: quoted, or "none".
-struct Found<'a>(Option<&'a str>);
-
-impl fmt::Display for Found<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(value) => write!(f, "`{value}`"),
-            None => f.write_str("none"),
-        }
-    }
+    /// A limit of an [`HttpClientBuilder`](super::HttpClientBuilder) is out of range.
+    #[error("invalid client limit `{name}`: {reason}")]
+    Limit {
+        /// The builder method that set it, e.g. `dns_concurrency`.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

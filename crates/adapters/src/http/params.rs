@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use ::http::HeaderName;
+use serde_json::value::RawValue;
+
 /// A request an [`HttpFetcher`](super::HttpFetcher) can fetch: the values of the URL
 /// template's placeholders, and the context it propagates as request headers.
 ///
@@ -22,7 +25,8 @@ use std::sync::Arc;
 /// - `&T`, `Box<T>` and `Arc<T>` of any of these.
 ///
 /// The trait is object safe. Implement it on your own request type to propagate a request id
-/// and a W3C `traceparent`:
+/// and a W3C `traceparent`, to forward headers ([`header`](Self::header)) and to send a JSON
+/// body ([`body`](Self::body)); every method but `param` has a default:
 ///
 /// ```
 /// use std::borrow::Cow;
@@ -67,6 +71,45 @@ pub trait UrlParams {
     /// version-00 value (`00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero) is
     /// sent; anything else is dropped.
     fn traceparent(&self) -> Option<&str> {
+        None
+    }
+
+    /// The value of the header `name` to forward to the backend, for the names the fetcher
+    /// was told to forward ([`forward_header`](super::HttpFetcherBuilder::forward_header));
+    /// it is never asked about others. A value that is not at most 8 KiB of visible ASCII,
+    /// spaces and tabs is not sent. `None` (the default) sends nothing.
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use muster_adapters::http::{HeaderMap, HeaderName, UrlParams, header};
+    ///
+    /// struct Call {
+    ///     id: String,
+    ///     headers: HeaderMap,
+    /// }
+    ///
+    /// impl UrlParams for Call {
+    ///     fn param(&self, _name: &str) -> Option<Cow<'_, str>> {
+    ///         Some(self.id.as_str().into())
+    ///     }
+    ///     fn header(&self, name: &HeaderName) -> Option<&str> {
+    ///         self.headers.get(name)?.to_str().ok()
+    ///     }
+    /// }
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert(header::AUTHORIZATION, "Bearer t0ken".parse().unwrap());
+    /// let call = Call { id: "7".into(), headers };
+    /// assert_eq!(call.header(&header::AUTHORIZATION), Some("Bearer t0ken"));
+    /// ```
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        let _ = name;
+        None
+    }
+
+    /// The JSON body to send, if any (with `content-type: application/json`, whatever the
+    /// method). `None` (the default) sends no body.
+    fn body(&self) -> Option<&RawValue> {
         None
     }
 }
@@ -136,6 +179,12 @@ macro_rules! forward_params {
             }
             fn traceparent(&self) -> Option<&str> {
                 (**self).traceparent()
+            }
+            fn header(&self, name: &HeaderName) -> Option<&str> {
+                (**self).header(name)
+            }
+            fn body(&self) -> Option<&RawValue> {
+                (**self).body()
             }
         }
     )+};

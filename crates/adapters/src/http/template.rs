@@ -98,6 +98,14 @@ impl Template {
         &self.source
     }
 
+    /// The placeholders' names, in order (a repeated one each time it appears).
+    pub(crate) fn placeholders(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|part| match part {
+            Part::Path(name) | Part::Query(name) => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
     /// Substitutes each placeholder with its percent-encoded value from `params`.
     pub(crate) fn render<P: UrlParams + ?Sized>(&self, params: &P) -> Result<Uri, HttpError> {
         let mut url = String::with_capacity(self.literal_len + 16);

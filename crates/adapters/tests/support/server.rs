@@ -127,7 +127,7 @@ pub struct Conn {
 
 impl Conn {
     /// Reads and records the next request head; `None` when the client closed the
-    /// connection (or broke it) first. Requests have no body: they are all `GET`s.
+    /// connection (or broke it) first. A request body is left for [`read_body`](Self::read_body).
     pub async fn read_request(&mut self) -> Option<Head> {
         loop {
             if let Some(end) = self.buffer.windows(4).position(|window| window == b"\r\n\r\n") {
@@ -149,6 +149,19 @@ impl Conn {
                 Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// Reads exactly `len` bytes of request body (after [`read_request`](Self::read_request));
+    /// `None` if the connection ends first.
+    pub async fn read_body(&mut self, len: usize) -> Option<Vec<u8>> {
+        while self.buffer.len() < len {
+            let mut chunk = [0; 16 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        Some(self.buffer.drain(..len).collect())
     }
 
     /// Writes raw bytes.

@@ -6,6 +6,8 @@ use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use dashboard::limits::Limits;
+use dashboard::server::Server;
 use dashboard::{AppState, Config, DemoBackend, Service};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,9 +32,15 @@ pub(crate) struct Dashboard {
 impl Dashboard {
     /// Both demo backends and the dashboard, with `timeout` as its deadline.
     pub(crate) async fn start(timeout: Duration) -> Self {
+        Self::start_with(timeout, Limits::default()).await
+    }
+
+    /// Both demo backends and the dashboard, with `timeout` as its deadline and `limits`.
+    pub(crate) async fn start_with(timeout: Duration, limits: Limits) -> Self {
         let profile = DemoBackend::start(Service::Profile).await.expect("profile backend");
         let transactions = DemoBackend::start(Service::Transactions).await.expect("transactions backend");
-        let (addr, server) = serve(profile.url_template(), transactions.url_template(), timeout).await;
+        let config = config(profile.url_template(), transactions.url_template(), timeout);
+        let (addr, server) = serve_config(config, limits).await;
         Self { addr, profile, transactions, server }
     }
 
@@ -48,17 +56,28 @@ impl Drop for Dashboard {
     }
 }
 
-/// Serves the dashboard for these templates on `127.0.0.1:0`.
+/// The binary's default configuration for these templates: `authorization` forwarded.
+pub(crate) fn config(profile_url: String, transactions_url: String, timeout: Duration) -> Config {
+    Config { profile_url, transactions_url, timeout, forward_headers: vec![axum::http::header::AUTHORIZATION] }
+}
+
+/// Serves the dashboard for these templates on `127.0.0.1:0`, with the default limits.
 pub(crate) async fn serve(
     profile_url: String,
     transactions_url: String,
     timeout: Duration,
 ) -> (SocketAddr, JoinHandle<()>) {
-    let state = AppState::new(&Config { profile_url, transactions_url, timeout }).expect("valid config");
+    serve_config(config(profile_url, transactions_url, timeout), Limits::default()).await
+}
+
+/// Serves the dashboard for `config` on `127.0.0.1:0` with `limits`, as the binary does.
+pub(crate) async fn serve_config(config: Config, limits: Limits) -> (SocketAddr, JoinHandle<()>) {
+    let state = AppState::new(&config).expect("valid config");
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind the dashboard");
     let addr = listener.local_addr().expect("local address");
+    let server = Server::new(dashboard::app(state), limits, config.timeout);
     let server = tokio::spawn(async move {
-        axum::serve(listener, dashboard::app(state)).await.expect("dashboard server");
+        server.serve(listener, std::future::pending()).await;
     });
     (addr, server)
 }

@@ -1,0 +1,206 @@
+//! The server's limits ([`Limits`], on by default) and the caller's deadline
+//! ([`effective_deadline`]): how long one connection, one request and the whole server may
+//! hold on to anything.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName};
+
+/// The header a caller sends its remaining budget in, in whole milliseconds: the one the
+/// dashboard's own HTTP sources send their backends.
+pub const DEADLINE_HEADER: HeaderName = HeaderName::from_static("x-muster-deadline-ms");
+
+/// The gRPC deadline header (`grpc-timeout: 250m`), honoured as well.
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// What is kept back from a caller's budget to send the answer back to it in time.
+pub const CALLER_MARGIN: Duration = Duration::from_millis(10);
+
+/// The limits of the server, all on by default. Every one is a flag of the binary (see
+/// `dashboard --help`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// From when a connection starts waiting for a request head (it was accepted, or its
+    /// previous response was sent) to when the whole head has arrived; then the connection
+    /// is closed. Stops slowloris clients. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// How long a connection may go with no request being served and no byte received
+    /// before it is closed (keep-alive idle, or a client that connects and sends nothing).
+    /// Default 5 s. A keep-alive connection is also bound by `header_read_timeout`.
+    pub idle_timeout: Duration,
+    /// How long a write of the response may make no progress (a client that does not read)
+    /// before the connection is closed. Default 5 s.
+    pub write_timeout: Duration,
+    /// Open connections served normally. Past it, a connection gets one answer with
+    /// `connection: close`: `/healthz` is answered, anything else is 503 with `Retry-After`;
+    /// past `max_connections + max_connections / 8 + 8`, it is closed at once. Default 1024.
+    pub max_connections: usize,
+    /// Dashboard aggregations running at once; past it, 503 with `Retry-After` at once
+    /// (`/healthz` is not counted). Default 512.
+    pub max_in_flight: usize,
+    /// The longest user id accepted, in bytes of the request path's id segment as sent
+    /// (still percent-encoded); a longer one is 414 before any backend is called.
+    /// Default 1024.
+    pub max_id_len: usize,
+    /// After SIGTERM or Ctrl-C: how long requests in flight may take to be answered before
+    /// the process exits anyway. Default 5 s.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            max_connections: 1024,
+            max_in_flight: 512,
+            max_id_len: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Limits {
+    /// The connections beyond [`max_connections`](Self::max_connections) that still get
+    /// their one answer (a 503, or `/healthz`) before the rest are closed unanswered.
+    pub fn overflow_connections(&self) -> usize {
+        self.max_connections / 8 + 8
+    }
+}
+
+/// The caller's remaining budget, from `x-muster-deadline-ms` (whole milliseconds) or
+/// `grpc-timeout` (an integer of at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`);
+/// the smaller if both are sent. `None` if neither is there or valid.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::http::HeaderMap;
+/// use dashboard::limits::caller_budget;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-muster-deadline-ms", "250".parse().unwrap());
+/// assert_eq!(caller_budget(&headers), Some(Duration::from_millis(250)));
+/// headers.insert("grpc-timeout", "100m".parse().unwrap());
+/// assert_eq!(caller_budget(&headers), Some(Duration::from_millis(100)));
+/// ```
+pub fn caller_budget(headers: &HeaderMap) -> Option<Duration> {
+    let muster = headers.get(DEADLINE_HEADER).and_then(|value| value.to_str().ok()).and_then(parse_millis);
+    let grpc = headers.get(GRPC_TIMEOUT).and_then(|value| value.to_str().ok()).and_then(parse_grpc_timeout);
+    match (muster, grpc) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The deadline an aggregation gets: the `configured` one, or the caller's budget (see
+/// [`caller_budget`]) less [`CALLER_MARGIN`] if that is smaller. Zero means the caller's
+/// budget is already spent: answer at once, call nothing.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::http::HeaderMap;
+/// use dashboard::limits::effective_deadline;
+///
+/// let second = Duration::from_secs(1);
+/// let mut headers = HeaderMap::new();
+/// assert_eq!(effective_deadline(second, &headers), second);
+/// headers.insert("x-muster-deadline-ms", "300".parse().unwrap());
+/// assert_eq!(effective_deadline(second, &headers), Duration::from_millis(290));
+/// headers.insert("x-muster-deadline-ms", "5000".parse().unwrap());
+/// assert_eq!(effective_deadline(second, &headers), second);
+/// ```
+pub fn effective_deadline(configured: Duration, headers: &HeaderMap) -> Duration {
+    match caller_budget(headers) {
+        Some(budget) => configured.min(budget.saturating_sub(CALLER_MARGIN)),
+        None => configured,
+    }
+}
+
+/// Whole milliseconds: ASCII digits only, at most 10 of them (so it cannot overflow).
+fn parse_millis(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > 10 || !value.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok().map(Duration::from_millis)
+}
+
+/// gRPC's `TimeoutValue TimeoutUnit`: 1 to 8 digits, then `H`, `M`, `S`, `m`, `u` or `n`.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_ascii() {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, value.parse().expect("a header value"));
+        }
+        map
+    }
+
+    #[test]
+    fn the_muster_header_is_whole_milliseconds() {
+        assert_eq!(parse_millis("250"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_millis("0"), Some(Duration::ZERO));
+        for bad in ["", "-1", "1.5", "1e3", "12ms", "99999999999", " "] {
+            assert_eq!(parse_millis(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_timeouts_have_a_unit() {
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("1500u"), Some(Duration::from_micros(1500)));
+        assert_eq!(parse_grpc_timeout("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "10", "10s", "123456789m", "-1m", "1.5S", "ü"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_effective_deadline_is_the_smaller_less_the_margin() {
+        let configured = Duration::from_secs(1);
+        assert_eq!(effective_deadline(configured, &headers(&[])), configured);
+        let caller = headers(&[("x-muster-deadline-ms", "200")]);
+        assert_eq!(effective_deadline(configured, &caller), Duration::from_millis(190));
+        let generous = headers(&[("x-muster-deadline-ms", "60000")]);
+        assert_eq!(effective_deadline(configured, &generous), configured);
+        let spent = headers(&[("x-muster-deadline-ms", "5")]);
+        assert_eq!(effective_deadline(configured, &spent), Duration::ZERO, "a spent budget is zero, not negative");
+        let both = headers(&[("x-muster-deadline-ms", "400"), ("grpc-timeout", "100m")]);
+        assert_eq!(effective_deadline(configured, &both), Duration::from_millis(90), "the smaller of the two");
+        let garbage = headers(&[("x-muster-deadline-ms", "soon"), ("grpc-timeout", "1x")]);
+        assert_eq!(effective_deadline(configured, &garbage), configured, "garbage is ignored");
+    }
+
+    #[test]
+    fn the_overflow_scales_with_the_cap() {
+        let limits = Limits { max_connections: 80, ..Limits::default() };
+        assert_eq!(limits.overflow_connections(), 18);
+    }
+}

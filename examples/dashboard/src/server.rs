@@ -1,0 +1,528 @@
+//! Serving the router with the production [`Limits`]: hyper's HTTP/1.1 server with a real
+//! timer (so its header-read timeout fires), an idle and a write timeout per connection, a
+//! connection cap and an in-flight cap that answer 503 at once, the id-length check, the
+//! caller's deadline, accept errors with backoff, and a bounded graceful shutdown.
+//!
+//! ```no_run
+//! # async fn run() -> std::io::Result<()> {
+//! use std::time::Duration;
+//! use dashboard::server::Server;
+//! use dashboard::limits::Limits;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
+//! let stop = async { let _ = tokio::signal::ctrl_c().await; };
+//! let outcome = Server::new(router, Limits::default(), Duration::from_secs(1)).serve(listener, stop).await;
+//! assert_eq!(outcome.forced, 0, "every connection closed within the grace period");
+//! # Ok(()) }
+//! ```
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::{Limits, effective_deadline};
+
+/// The path prefix of the aggregating route: the in-flight cap, the id length and the
+/// deadline apply to it.
+const DASHBOARD_PREFIX: &str = "/dashboard/";
+
+/// The largest request head hyper buffers, in bytes; longer heads are refused by hyper.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// The first and the longest pause after an accept error that says the process is out of
+/// file descriptors or memory.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
+
+/// The router served with [`Limits`]; see the module docs.
+#[derive(Clone, Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    router: Router,
+    limits: Limits,
+    /// The aggregation's configured deadline.
+    deadline: Duration,
+    in_flight: Arc<Semaphore>,
+    http: http1::Builder,
+    overflow_http: http1::Builder,
+}
+
+/// How [`Server::serve`] ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Outcome {
+    /// Connections still open when the grace period ended (their requests unanswered).
+    pub forced: usize,
+}
+
+impl Server {
+    /// A server of `router`, whose `/dashboard/` aggregations have `deadline` (or the
+    /// caller's tighter one).
+    pub fn new(router: Router, limits: Limits, deadline: Duration) -> Self {
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(MAX_HEAD);
+        let mut overflow_http = http.clone();
+        overflow_http.keep_alive(false).header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)));
+        let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
+        Self { shared: Arc::new(Shared { router, limits, deadline, in_flight, http, overflow_http }) }
+    }
+
+    /// Accepts and serves connections until `shutdown` resolves; then stops accepting, lets
+    /// every connection finish the request it is serving (idle ones close at once), and
+    /// returns when all are closed or when the grace period of the limits is over, whichever
+    /// comes first.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Outcome {
+        let limits = self.shared.limits;
+        let stop = CancellationToken::new();
+        let (normal, overflow) = (TaskTracker::new(), TaskTracker::new());
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut backoff = ACCEPT_BACKOFF.0;
+        let mut refused = Throttled::default();
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _peer)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    stream
+                }
+                Err(error) if is_out_of_resources(&error) => {
+                    tracing::error!(
+                        %error,
+                        kind = "accept",
+                        retry_in_ms = backoff.as_millis() as u64,
+                        open_connections = normal.len() + overflow.len(),
+                        "cannot accept connections: out of file descriptors or memory",
+                    );
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF.1);
+                    continue;
+                }
+                Err(error) => {
+                    // A connection that failed between the SYN and `accept` (reset, aborted):
+                    // its own problem, not the listener's.
+                    tracing::debug!(%error, "accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            if normal.len() < limits.max_connections {
+                normal.spawn(self.clone().connection(stream, false, stop.clone()));
+            } else if overflow.len() < limits.overflow_connections() {
+                refused.count("connection cap reached: answering 503 (and /healthz) on new connections");
+                overflow.spawn(self.clone().connection(stream, true, stop.clone()));
+            } else {
+                refused.count("connection cap and overflow reached: closing new connections unanswered");
+                drop(stream);
+            }
+        }
+        drop(listener);
+        let open = normal.len() + overflow.len();
+        tracing::info!(open_connections = open, grace_ms = limits.shutdown_grace.as_millis() as u64, "shutting down");
+        stop.cancel();
+        normal.close();
+        overflow.close();
+        let drained = async {
+            normal.wait().await;
+            overflow.wait().await;
+        };
+        match tokio::time::timeout(limits.shutdown_grace, drained).await {
+            Ok(()) => Outcome { forced: 0 },
+            Err(_) => Outcome { forced: normal.len() + overflow.len() },
+        }
+    }
+
+    /// Serves one connection until it closes, or until `stop` asks it to finish its request.
+    async fn connection(self, stream: TcpStream, overflow: bool, stop: CancellationToken) {
+        let limits = self.shared.limits;
+        let busy = Arc::new(AtomicUsize::new(0));
+        let io = TokioIo::new(Guarded::new(stream, busy.clone(), limits.idle_timeout, limits.write_timeout));
+        let builder = if overflow { &self.shared.overflow_http } else { &self.shared.http };
+        let service = ConnService { shared: self.shared.clone(), busy, overflow };
+        let connection = builder.serve_connection(io, service);
+        let mut connection = std::pin::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
+            // Timeouts, resets and clients that went away: routine for a server.
+            tracing::debug!(%error, "connection closed with an error");
+        }
+    }
+}
+
+/// Whether an accept error means the process (or the system) is out of file descriptors,
+/// buffers or memory: waiting helps, retrying at once would spin.
+fn is_out_of_resources(error: &io::Error) -> bool {
+    // EMFILE, ENFILE, ENOBUFS and ENOMEM (Linux numbering; elsewhere EMFILE and ENFILE
+    // agree and the rest is caught by the kind).
+    matches!(error.raw_os_error(), Some(24 | 23 | 105 | 12)) || error.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Counts events and logs them at most once a second, with the count since the last line.
+#[derive(Debug, Default)]
+struct Throttled {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Throttled {
+    fn count(&mut self, message: &'static str) {
+        self.count += 1;
+        let now = Instant::now();
+        if self.logged.is_none_or(|logged| now.duration_since(logged) >= Duration::from_secs(1)) {
+            tracing::warn!(connections = self.count, kind = "overloaded", "{message}");
+            self.count = 0;
+            self.logged = Some(now);
+        }
+    }
+}
+
+/// The per-connection service: the arrival clock, the id check, the in-flight cap and the
+/// deadline around the router.
+#[derive(Clone, Debug)]
+struct ConnService {
+    shared: Arc<Shared>,
+    busy: Arc<AtomicUsize>,
+    overflow: bool,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for ConnService {
+    type Response = Response<Tracked>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Tracked>, Infallible>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let arrived = Instant::now();
+        let busy = Busy::new(self.busy.clone());
+        let shared = self.shared.clone();
+        let overflow = self.overflow;
+        Box::pin(async move {
+            let (response, permit) = shared.answer(request, arrived, overflow).await;
+            Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit }))
+        })
+    }
+}
+
+impl Shared {
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        arrived: Instant,
+        overflow: bool,
+    ) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
+        let path = request.uri().path();
+        if overflow {
+            let response =
+                if path == "/healthz" { Response::new(Body::from("ok")) } else { overloaded("too many connections") };
+            return (response, None);
+        }
+        let Some(id) = path.strip_prefix(DASHBOARD_PREFIX) else {
+            return (self.route(request).await, None);
+        };
+        if id.len() > self.limits.max_id_len {
+            let message = format!("the user id is longer than {} bytes", self.limits.max_id_len);
+            return (error(StatusCode::URI_TOO_LONG, "bad_request", &message), None);
+        }
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return (overloaded("too many requests in flight"), None);
+        };
+        let budget = effective_deadline(self.deadline, request.headers());
+        if budget.is_zero() {
+            return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the caller's deadline has already passed"), None);
+        }
+        // TODO(issue 9): per-call deadline. Until the aggregator takes one: the ambient
+        // `muster_core` deadline makes the HTTP sources send the caller's remaining budget
+        // downstream, and when the caller's budget is tighter than the configured deadline it
+        // is enforced here, around the whole handler. Otherwise the aggregator's own deadline,
+        // started microseconds after `arrived`, answers (and names the pending sources), and
+        // no second timer is paid for.
+        let expires = arrived + budget;
+        let routed = muster_core::with_deadline(expires, self.route(request));
+        if budget >= self.deadline {
+            return (routed.await, Some(permit));
+        }
+        match tokio::time::timeout_at(expires, routed).await {
+            Ok(response) => (response, Some(permit)),
+            Err(_) => {
+                tracing::warn!(
+                    status = 504,
+                    kind = "timeout",
+                    elapsed_ms = arrived.elapsed().as_millis() as u64,
+                    budget_ms = budget.as_millis() as u64,
+                    "request failed: the caller's deadline elapsed",
+                );
+                let message = format!("deadline of {budget:?} elapsed");
+                (error(StatusCode::GATEWAY_TIMEOUT, "timeout", &message), Some(permit))
+            }
+        }
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
+        let mut router = self.router.clone();
+        match tower_service::Service::call(&mut router, request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// What a client may read about `error`: its message and its direct cause's, `a: b`, never
+/// the rest of the chain (hyper's, rustls' and the OS's text, addresses). The muster and
+/// HTTP fetcher errors keep backend-sent values out of their messages.
+pub fn client_message(error: &(dyn std::error::Error + 'static)) -> String {
+    match error.source() {
+        Some(cause) => format!("{error}: {cause}"),
+        None => error.to_string(),
+    }
+}
+
+/// 503 with `Retry-After: 1` and the JSON error body.
+fn overloaded(message: &str) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The dashboard's JSON error body, `{"error", "source": null, "kind"}`, with `status`.
+fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": message, "source": null, "kind": kind});
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Marks its connection busy (a request is being served) while it lives.
+#[derive(Debug)]
+struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its connection's busy mark and its in-flight permit until
+/// hyper has sent it (or dropped it).
+#[derive(Debug)]
+pub struct Tracked {
+    body: Body,
+    _busy: Busy,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl HttpBody for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A TCP stream with the idle timeout (no request being served, nothing received) and the
+/// write timeout (a write that makes no progress); either closes the connection with a
+/// `TimedOut` error.
+struct Guarded {
+    stream: TcpStream,
+    busy: Arc<AtomicUsize>,
+    idle: IdleTimer,
+    write: Timer,
+}
+
+/// The idle timer, re-armed lazily: going idle costs a clock read, not a timer
+/// registration; the timer fires at most once per idle timeout and, when it fires early (the
+/// connection was busy in between), is pushed to the real due time.
+struct IdleTimer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    since: Option<Instant>,
+}
+
+impl IdleTimer {
+    /// `true` once the connection has been idle for the whole timeout.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = *self.since.get_or_insert_with(Instant::now) + self.after;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if sleep.deadline() >= due {
+                return true;
+            }
+            sleep.as_mut().reset(due);
+        }
+    }
+
+    /// Something happened: the connection is not idle (any more).
+    fn disarm(&mut self) {
+        self.since = None;
+    }
+}
+
+/// One resettable timer, allocated when first armed; for the write timeout, which is armed
+/// only when a write cannot complete at once.
+struct Timer {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl Timer {
+    fn new(after: Duration) -> Self {
+        Self { after, sleep: None, armed: false }
+    }
+
+    /// Arms the timer if it is not running, and polls it: `true` once it has expired.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = Instant::now() + self.after;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        self.sleep.as_mut().is_some_and(|sleep| sleep.as_mut().poll(cx).is_ready())
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Guarded {
+    fn new(stream: TcpStream, busy: Arc<AtomicUsize>, idle: Duration, write: Duration) -> Self {
+        Self { stream, busy, idle: IdleTimer { after: idle, sleep: None, since: None }, write: Timer::new(write) }
+    }
+
+    /// The write side's verdict on a poll that did not complete.
+    fn write_pending<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Pending if self.write.poll_expired(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")))
+            }
+            Poll::Pending => Poll::Pending,
+            ready => {
+                self.write.disarm();
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.idle.disarm();
+                Poll::Ready(result)
+            }
+            Poll::Pending if this.busy.load(Ordering::Relaxed) > 0 => {
+                this.idle.disarm();
+                Poll::Pending
+            }
+            Poll::Pending if this.idle.poll_expired(cx) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.write_pending(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.write_pending(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.write_pending(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.write_pending(cx, poll)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_descriptors_is_told_apart_from_a_reset() {
+        assert!(is_out_of_resources(&io::Error::from_raw_os_error(24)), "EMFILE");
+        assert!(is_out_of_resources(&io::Error::from_raw_os_error(23)), "ENFILE");
+        assert!(!is_out_of_resources(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+    }
+}

@@ -1,0 +1,270 @@
+//! The `dashboard` process under signals, broken pipes and a low descriptor limit: SIGTERM
+//! drains and exits within the grace period whatever the clients hold, a second signal exits
+//! at once, a stderr nobody reads does not stop serving, a closed stdout is not a panic, the
+//! connection cap keeps `/healthz` alive under `ulimit -n 64`, and running out of descriptors
+//! is logged as such, with backoff.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{LIMIT, MARGIN, get, within};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dashboard");
+
+/// The running binary; killed when dropped, so a failed assertion cannot leave it behind.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Running {
+    /// Starts the dashboard with `args` (and `--listen 127.0.0.1:0` unless given), stderr going
+    /// to `stderr`, and reads its address from the first line of stdout.
+    async fn start(args: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> (Self, SocketAddr) {
+        let mut command = dashboard(args, env);
+        let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
+        let mut running = Running(child);
+        let stdout = running.0.stdout.take().expect("piped stdout");
+        let first = tokio::task::spawn_blocking(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            // Keep draining, so that the banner never blocks the process.
+            std::thread::spawn(move || lines.for_each(drop));
+            first
+        });
+        let first = within(LIMIT, "the first line", first).await.expect("read stdout");
+        let addr = first.strip_prefix("listening on http://").expect("`listening on` first").parse().expect("addr");
+        (running, addr)
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.0.id().to_string()]).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill -{name} failed");
+    }
+
+    /// Waits (polling, at most `limit`) for the process to exit.
+    async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
+    }
+}
+
+/// The binary with `args` (`--listen 127.0.0.1:0` first unless given) and none of its settings
+/// from the environment but `env`.
+fn dashboard(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    command.args(args);
+    command
+}
+
+#[tokio::test]
+async fn sigterm_answers_what_is_in_flight_and_exits_within_the_grace_whatever_the_clients_hold() {
+    let args = ["--timeout-ms", "20000", "--shutdown-grace-ms", "700"];
+    let limits = ["--header-read-timeout-ms", "60000", "--idle-timeout-ms", "60000", "--write-timeout-ms", "60000"];
+    let args: Vec<&str> = args.iter().chain(&limits).copied().collect();
+    let (mut running, addr) = Running::start(&args, Stdio::null(), &[]).await;
+    // A half-sent head, a request slower than the grace, and one that finishes within it.
+    let mut half = TcpStream::connect(addr).await.expect("connect");
+    half.write_all(b"GET /dashboard/1 HTTP/1.1\r\nhost: x\r\n").await.expect("send");
+    let slow = tokio::spawn(async move { get(addr, "/dashboard/2?profile_delay_ms=15000", &[]).await });
+    let quick = tokio::spawn(async move { get(addr, "/dashboard/3?profile_delay_ms=300", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let signalled = Instant::now();
+    running.signal("TERM");
+    let status = running.exited_within(LIMIT).await;
+
+    let elapsed = signalled.elapsed();
+    assert!(status.is_some_and(|status| status.success()), "exit status {status:?}");
+    assert!(elapsed <= Duration::from_millis(700) + MARGIN, "exited {elapsed:?} after SIGTERM; the grace is 700 ms");
+    assert_eq!(quick.await.expect("quick").status, 200, "the request in flight was answered");
+    // The request slower than the grace gets no answer: its connection closes with the process.
+    let slow = within(LIMIT, "the slow request", slow).await;
+    assert!(slow.as_ref().map_or(true, |reply| reply.status != 200), "{slow:?}");
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting after the shutdown");
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let args = ["--timeout-ms", "30000", "--shutdown-grace-ms", "30000"];
+    let (mut running, addr) = Running::start(&args, Stdio::null(), &[]).await;
+    let _slow = tokio::spawn(async move { get(addr, "/dashboard/2?profile_delay_ms=25000", &[]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    running.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(running.0.try_wait().expect("try_wait").is_none(), "the first signal waits for the request in flight");
+    let signalled = Instant::now();
+    running.signal("INT");
+    let status = running.exited_within(LIMIT).await;
+
+    assert_eq!(status.and_then(|status| status.code()), Some(130), "{status:?}");
+    assert!(signalled.elapsed() <= MARGIN, "took {:?} after the second signal", signalled.elapsed());
+}
+
+#[tokio::test]
+async fn a_stderr_nobody_reads_does_not_stop_serving() {
+    // Every request logs a line; a pipe holds 64 KiB. Nothing reads this one.
+    let (mut running, addr) = Running::start(&[], Stdio::piped(), &[("RUST_LOG", "info")]).await;
+    let _stderr = running.0.stderr.take();
+
+    let started = Instant::now();
+    for i in 0..1500 {
+        let path = if i % 2 == 0 { format!("/dashboard/{i}") } else { "/healthz".to_owned() };
+        let reply = get(addr, &path, &[("x-request-id", &format!("request-{i:04}-{}", "x".repeat(64)))]).await;
+        assert_eq!(reply.status, 200, "request {i} after {:?}: {reply:?}", started.elapsed());
+    }
+
+    running.signal("TERM");
+    let status = running.exited_within(LIMIT).await;
+    assert!(status.is_some_and(|status| status.success()), "exit status {status:?}");
+}
+
+#[tokio::test]
+async fn a_closed_stdout_is_not_a_panic() {
+    // The address must be known beforehand: stdout is closed before anything is printed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a port");
+    let listen = port.to_string();
+    let mut command = dashboard(&["--listen", &listen], &[]);
+    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    let mut running = Running(child);
+    drop(running.0.stdout.take());
+
+    let mut up = false;
+    for _ in 0..500 {
+        if TcpStream::connect(port).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up, "the dashboard did not start");
+    assert_eq!(get(port, "/dashboard/42", &[]).await.status, 200, "serves with a closed stdout");
+    running.signal("TERM");
+    let status = running.exited_within(LIMIT).await;
+
+    let mut stderr = String::new();
+    if let Some(mut pipe) = running.0.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(status.is_some_and(|status| status.success()), "exit status {status:?}: {stderr}");
+}
+
+/// The binary under `ulimit -n 64`, its stderr to `log`.
+async fn start_with_few_descriptors(args: &[&str], log: &std::path::Path) -> (Running, SocketAddr) {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" \"$@\"")
+        .arg(BINARY)
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
+            command.env_remove(key);
+        }
+    }
+    let stderr = std::fs::File::create(log).expect("log file");
+    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("piped stdout");
+    let first = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || lines.for_each(drop));
+        first
+    });
+    let first = within(LIMIT, "the first line", first).await.expect("read stdout");
+    let addr = first.strip_prefix("listening on http://").expect("`listening on` first").parse().expect("addr");
+    (running, addr)
+}
+
+/// Opens `count` connections that each send half a request head, as fast as the server takes
+/// them; connections the server refuses or closes are kept too (they cost the test nothing).
+async fn hold(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            let _ = stream.write_all(b"GET /dashboard/1 HTTP/1.1\r\n").await;
+            held.push(stream);
+        }
+    }
+    held
+}
+
+/// `/healthz` answered 200 within `limit`, retrying on refused or closed connections.
+async fn healthz_within(addr: SocketAddr, limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let attempt = async {
+            let mut stream = TcpStream::connect(addr).await.ok()?;
+            stream.write_all(support::request(addr, "/healthz", &[]).as_bytes()).await.ok()?;
+            let mut raw = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut raw).await.ok()?;
+            Some(raw.starts_with(b"HTTP/1.1 200"))
+        };
+        if tokio::time::timeout(Duration::from_millis(500), attempt).await.ok().flatten() == Some(true) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn with_a_connection_cap_under_the_descriptor_limit_healthz_stays_alive_under_slowloris() {
+    let log = std::env::temp_dir().join(format!("dashboard-cap-{}.log", std::process::id()));
+    let args = ["--max-connections", "20", "--header-read-timeout-ms", "30000", "--idle-timeout-ms", "30000"];
+    let (_running, addr) = start_with_few_descriptors(&args, &log).await;
+
+    let held = hold(addr, 100).await;
+
+    assert!(healthz_within(addr, Duration::from_secs(5)).await, "/healthz died with {} slow clients", held.len());
+    let log = std::fs::read_to_string(&log).inspect(|_| drop(std::fs::remove_file(&log))).unwrap_or_default();
+    assert!(log.contains("connection cap reached"), "the cap was not logged: {log}");
+    assert!(!log.contains("out of file descriptors"), "the cap did not keep the process under its fd limit: {log}");
+}
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_logged_as_such_and_the_server_recovers() {
+    let log = std::env::temp_dir().join(format!("dashboard-emfile-{}.log", std::process::id()));
+    let args = ["--max-connections", "1000", "--header-read-timeout-ms", "30000", "--idle-timeout-ms", "30000"];
+    let (_running, addr) = start_with_few_descriptors(&args, &log).await;
+
+    let held = hold(addr, 100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    drop(held);
+
+    assert!(logged.contains("out of file descriptors"), "EMFILE was not logged as such: {logged}");
+    let lines = logged.lines().filter(|line| line.contains("out of file descriptors")).count();
+    assert!(lines < 20, "{lines} lines in 300 ms: the accept loop did not back off");
+    assert!(healthz_within(addr, Duration::from_secs(5)).await, "the server did not recover");
+}
