@@ -470,11 +470,31 @@ struct ErrorBody<'a> {
     request_id: Option<&'a str>,
 }
 
-/// The response for `error`: 502 for a failed source, 504 for the deadline, 503 for a
+/// The status and the JSON body that `error` answers with ([`IntoResponse`] sends them): for
+/// a response of your own, e.g. the last line of a streamed one.
+///
+/// ```
+/// use muster::{Aggregator, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let failing = fetcher_fn(|_: &u64| async { Err::<u64, _>(std::io::Error::other("down")) });
+/// let aggregator = Aggregator::builder().source("balance", failing).build()?;
+/// let Err(error) = aggregator.aggregate(&7).await else { unreachable!() };
+/// let (status, body) = muster::axum::error_body(&error);
+/// assert_eq!((status.as_u16(), body["source"].as_str(), body["kind"].as_str()), (502, Some("balance"), Some("failed")));
+/// # Ok(()) }
+/// ```
+pub fn error_body(error: &AggregateError) -> (StatusCode, serde_json::Value) {
+    let (status, body) = error_parts(error);
+    (status, serde_json::to_value(&body).unwrap_or(serde_json::Value::Null))
+}
+
+/// The status and body for `error`: 502 for a failed source, 504 for the deadline, 503 for a
 /// cancellation, 500 for anything else.
-fn error_response(error: &AggregateError, errors: Errors) -> Response {
+fn error_parts(error: &AggregateError) -> (StatusCode, ErrorBody<'_>) {
     let request_id = error.field(REQUEST_ID);
-    let (status, body) = match error.source_name() {
+    match error.source_name() {
         Some(source) => {
             let kind = error.kind().as_str();
             let error = match kind {
@@ -507,7 +527,12 @@ fn error_response(error: &AggregateError, errors: Errors) -> Response {
                 (StatusCode::INTERNAL_SERVER_ERROR, body)
             }
         },
-    };
+    }
+}
+
+/// The response for `error`.
+fn error_response(error: &AggregateError, errors: Errors) -> Response {
+    let (status, body) = error_parts(error);
     let answer = Answer { source: body.source.map(|source| Name::Owned(source.to_owned())), kind: body.kind };
     let body = match errors {
         Errors::Safe => body,

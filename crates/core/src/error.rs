@@ -208,7 +208,9 @@ impl fmt::Display for GroupError {
         let Inner { kind, cause, elapsed, fields, .. } = &*self.inner;
         match (kind, cause) {
             // The task's error is this error's `source()`, so it is not repeated here.
-            (ErrorKind::Failed, Cause::Failed { name, .. }) => write!(f, "source `{name}` failed after {}ms", elapsed.as_millis())?,
+            (ErrorKind::Failed, Cause::Failed { name, .. }) => {
+                write!(f, "source `{name}` failed after {}ms", elapsed.as_millis())?
+            }
             (ErrorKind::Panicked, Cause::Panicked { name, message }) => {
                 write!(f, "source `{name}` panicked after {}ms: {message}", elapsed.as_millis())?;
             }
@@ -218,8 +220,12 @@ impl fmt::Display for GroupError {
             }
             // Cancelled from outside. A parent's failed task or a reason is this error's
             // `source()`, so only named here.
-            (_, Cause::Failed { name, .. }) => write!(f, "group stopped after {}ms: cancelled by `{name}`", elapsed.as_millis())?,
-            (_, Cause::Reason { .. }) => write!(f, "group stopped after {}ms: cancelled by the caller", elapsed.as_millis())?,
+            (_, Cause::Failed { name, .. }) => {
+                write!(f, "group stopped after {}ms: cancelled by `{name}`", elapsed.as_millis())?
+            }
+            (_, Cause::Reason { .. }) => {
+                write!(f, "group stopped after {}ms: cancelled by the caller", elapsed.as_millis())?
+            }
             (_, other) => write!(f, "group stopped after {}ms: {other}", elapsed.as_millis())?,
         }
         for (i, (name, value)) in fields.iter().enumerate() {

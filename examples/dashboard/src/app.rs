@@ -26,8 +26,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use muster::http::{HttpClient, HttpConfigError, HttpError, HttpFetcher, UrlParams};
-use muster::{AggregateError, Aggregator, BuildError, Deadline, ErrorKind, RequestContext};
+use muster::axum::Answer;
+use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
+use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
+
+use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -44,6 +47,9 @@ pub struct Config {
     pub profile_url: String,
     /// The transactions service's URL template, with `{id}` for the user id.
     pub transactions_url: String,
+    /// The offers service's URL template, with `{tier}` for the tier the profile answered;
+    /// `None`: no offers service, the section is always its empty fallback.
+    pub offers_url: Option<String>,
     /// The global deadline of one aggregation.
     pub timeout: Duration,
     /// The client's request headers copied to both backends (issue 11): `authorization` by
@@ -84,11 +90,14 @@ pub enum ConfigError {
     },
 }
 
-/// What the handler needs: the aggregator over the two HTTP sources, whose outputs are the
-/// profile's and the transactions' JSON bodies, in that order. Cheap to clone.
+/// The aggregation of one dashboard request: the profile's, the transactions' and the offers'
+/// JSON bodies, in that order, each as the backend sent it.
+pub type Dashboard = Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>, Box<RawValue>)>;
+
+/// What the handler needs: the aggregator over the HTTP sources. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    aggregator: Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>)>,
+    aggregator: Dashboard,
 }
 
 impl AppState {
@@ -102,7 +111,7 @@ impl AppState {
         // The global deadline is what answers a slow backend (504, pending named). The
         // fetcher's own timeout is only a backstop, set past the deadline so it never wins.
         let backstop = config.timeout + Duration::from_secs(1);
-        let fetcher = |source_name: &'static str, template: &str| {
+        let fetcher = |source_name: &'static str, template: &str, probe: &dyn UrlParams| {
             let builder = HttpFetcher::builder(template).client(client.clone()).timeout(backstop);
             let builder =
                 config.forward_headers.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
@@ -111,16 +120,23 @@ impl AppState {
                 template: template.to_owned(),
                 error,
             })?;
-            let probe = DashboardRequest::default();
             if let Some(name) = fetcher.placeholders().find(|name| probe.param(name).is_none()) {
                 let (template, name) = (template.to_owned(), name.to_owned());
                 return Err(ConfigError::Placeholder { source_name, template, name });
             }
             Ok(fetcher)
         };
+        let (dashboard, offers) = (DashboardRequest::default(), OffersRequest::default());
+        let offers_fetcher = match &config.offers_url {
+            Some(template) => Some(fetcher("offers", template, &offers)?),
+            None => None,
+        };
+        // Offers need the profile's tier: a dependent source, started the instant the profile
+        // is in; optional, with an empty list when it fails or is late.
         let aggregator = Aggregator::builder()
-            .source("profile", fetcher("profile", &config.profile_url)?)
-            .source("transactions", fetcher("transactions", &config.transactions_url)?)
+            .source("profile", fetcher("profile", &config.profile_url, &dashboard)?)
+            .source("transactions", fetcher("transactions", &config.transactions_url, &dashboard)?)
+            .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
             .build()?;
         Ok(Self { aggregator })
@@ -167,6 +183,10 @@ pub struct Knobs {
     pub transactions_delay_ms: String,
     /// `{transactions_fail}`.
     pub transactions_fail: String,
+    /// `{offers_delay_ms}`.
+    pub offers_delay_ms: String,
+    /// `{offers_fail}`.
+    pub offers_fail: String,
 }
 
 impl UrlParams for DashboardRequest {
@@ -195,21 +215,100 @@ impl UrlParams for DashboardRequest {
     }
 }
 
+/// The request of the offers source, made from the dashboard request and the profile: the
+/// [`UrlParams`] of the offers template (`{tier}` and the offers knobs) and the same context
+/// and forwarded headers as the other sources.
+#[derive(Clone, Debug, Default)]
+pub struct OffersRequest {
+    /// The tier of the profile's answer (`standard` if it has none).
+    pub tier: String,
+    /// The demo knobs `offers_delay_ms` and `offers_fail`.
+    pub knobs: Knobs,
+    /// The dashboard request's id.
+    pub request_id: String,
+    /// The dashboard request's `traceparent`.
+    pub traceparent: Option<String>,
+    /// The client's headers, for the allow-listed ones.
+    pub headers: HeaderMap,
+}
+
+impl OffersRequest {
+    /// The offers request of `request`, for the tier in `profile` (the profile service's JSON).
+    #[allow(clippy::borrowed_box)] // reason: the profile source's output is a `Box<RawValue>`
+    pub fn new(request: &DashboardRequest, profile: &Box<RawValue>) -> Self {
+        #[derive(Deserialize)]
+        struct Tier {
+            tier: String,
+        }
+        let tier = serde_json::from_str::<Tier>(profile.get()).map_or_else(|_| "standard".to_owned(), |tier| tier.tier);
+        let DashboardRequest { knobs, request_id, traceparent, headers, .. } = request.clone();
+        Self { tier, knobs, request_id, traceparent, headers }
+    }
+}
+
+impl UrlParams for OffersRequest {
+    fn param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
+        let value = match name {
+            "tier" => &self.tier,
+            "offers_delay_ms" => &self.knobs.offers_delay_ms,
+            "offers_fail" => &self.knobs.offers_fail,
+            _ => return None,
+        };
+        Some(value.as_str().into())
+    }
+
+    fn request_id(&self) -> Option<&str> {
+        Some(&self.request_id)
+    }
+
+    fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
+    fn header(&self, name: &HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// The offers source: the offers service if there is one, else always the empty fallback.
+struct Offers(Option<HttpFetcher>);
+
+#[muster::async_trait]
+impl Fetcher<OffersRequest> for Offers {
+    type Output = Box<RawValue>;
+    type Error = muster::BoxError;
+
+    async fn fetch(&self, request: &OffersRequest) -> Result<Box<RawValue>, muster::BoxError> {
+        match &self.0 {
+            Some(fetcher) => Ok(fetcher.fetch(request).await?),
+            None => Err("no offers service is configured".into()),
+        }
+    }
+}
+
+/// The offers section when there are none to show: `[]`.
+fn no_offers() -> Box<RawValue> {
+    RawValue::from_string("[]".to_owned()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+/// When the answer is due: the request's arrival plus the smaller of the configured deadline
+/// and the caller's budget (`x-muster-deadline-ms`, `grpc-timeout`). Set by the server, which
+/// measures from the arrival; without it the aggregator's own deadline applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget(pub tokio::time::Instant);
+
+/// The user id of the request being served, for the access log.
+#[derive(Clone, Debug)]
+struct UserId(String);
+
 /// The request id of the request being served, set by the access log.
 #[derive(Clone, Debug)]
 struct RequestId(String);
 
-/// What the dashboard handler tells the access log about its answer.
-#[derive(Clone, Debug)]
-struct Answer {
-    user_id: String,
-    source: Option<String>,
-    kind: &'static str,
-}
-
 async fn dashboard(
     State(state): State<AppState>,
     Extension(RequestId(request_id)): Extension<RequestId>,
+    budget: Option<Extension<Budget>>,
     headers: HeaderMap,
     user_id: Result<Path<String>, PathRejection>,
     knobs: Result<Query<Knobs>, QueryRejection>,
@@ -223,59 +322,46 @@ async fn dashboard(
         Err(rejection) => return bad_request(&rejection.body_text()),
     };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
-    let context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
-    let request = DashboardRequest { user_id, knobs, request_id, traceparent, headers };
-    let (mut response, source, kind) = match state.aggregator.aggregate_with(&request, context).await {
-        Ok(aggregate) => {
-            let (profile, transactions) = aggregate.outputs;
-            (json_response(StatusCode::OK, &Dashboard { profile, transactions }), None, "ok")
+    let mut context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
+    if let Some(Extension(Budget(expires))) = budget {
+        // The caller's budget, counted from the request's arrival: queueing counts.
+        context = context.deadline(expires.saturating_duration_since(tokio::time::Instant::now()));
+    }
+    let format = Format::requested(&headers);
+    let request = DashboardRequest { user_id: user_id.clone(), knobs, request_id, traceparent, headers };
+    let mut response = match format {
+        // Each section the moment its source completes, then the outcome.
+        Some(format) => {
+            let (lines, sections) = tokio::sync::mpsc::unbounded_channel();
+            let context = context.on_ready(stream::sections(format, lines));
+            let aggregator = state.aggregator.clone();
+            let aggregation = async move {
+                match aggregator.aggregate_with(&request, context).await {
+                    Ok(_) => format.line("end", &serde_json::json!({"outcome": "ok"})),
+                    Err(error) => {
+                        let (status, mut body) = muster::axum::error_body(&error);
+                        if let Some(body) = body.as_object_mut() {
+                            body.insert("outcome".to_owned(), "failed".into());
+                            body.insert("status".to_owned(), status.as_u16().into());
+                        }
+                        format.line("end", &body)
+                    }
+                }
+            };
+            stream::response(format, sections, aggregation)
         }
-        Err(error) => failure(&error),
+        None => match state.aggregator.aggregate_with(&request, context).await {
+            // `{"profile": .., "transactions": .., "offers": ..}`, the bodies as they came.
+            Ok(aggregate) => aggregate.into_response(),
+            Err(error) => error.into_response(),
+        },
     };
-    response.extensions_mut().insert(Answer { user_id: request.user_id, source, kind });
+    response.extensions_mut().insert(UserId(user_id));
     response
 }
 
-/// The 200 body: each backend's JSON as it came, under its source's name, without re-parsing.
-#[derive(Serialize)]
-struct Dashboard {
-    profile: Box<RawValue>,
-    transactions: Box<RawValue>,
-}
-
-#[derive(Debug, Serialize)]
-struct ErrorBody<'a> {
-    error: String,
-    source: Option<&'a str>,
-    kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pending: Option<Vec<&'a str>>,
-}
-
-/// 504 for the global deadline, 502 for a failed source (with the HTTP fetcher's error kind
-/// when it is an HTTP error), and the access log's source and kind.
-fn failure(error: &AggregateError) -> (Response, Option<String>, &'static str) {
-    let message = crate::server::client_message(error);
-    if let Some(source) = error.source_name() {
-        let kind = match error.source_error().and_then(|error| error.downcast_ref::<HttpError>()) {
-            Some(http) => http.kind(),
-            None => error.kind().as_str(),
-        };
-        let body = ErrorBody { error: message, source: Some(source), kind, pending: None };
-        return (json_response(StatusCode::BAD_GATEWAY, &body), Some(source.to_owned()), kind);
-    }
-    let (status, kind) = match error.kind() {
-        ErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        // Only a cancellation from outside the aggregation gets here; nothing in this
-        // service cancels one, so it is reported as what it is.
-        other => (StatusCode::SERVICE_UNAVAILABLE, other.as_str()),
-    };
-    let pending = Some(error.pending().iter().map(|name| &**name).collect());
-    (json_response(status, &ErrorBody { error: message, source: None, kind, pending }), None, kind)
-}
-
 fn bad_request(message: &str) -> Response {
-    let body = ErrorBody { error: message.to_owned(), source: None, kind: "bad_request", pending: None };
+    let body = serde_json::json!({"error": message, "source": null, "kind": "bad_request"});
     json_response(StatusCode::BAD_REQUEST, &body)
 }
 
@@ -308,14 +394,11 @@ async fn access_log(mut request: Request<Body>, next: Next) -> Response {
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let answer = response.extensions().get::<Answer>();
-    let user_id = answer.map(|answer| answer.user_id.as_str());
+    let user_id = response.extensions().get::<UserId>().map(|UserId(user_id)| user_id.as_str());
     let source = answer.and_then(|answer| answer.source.as_deref());
     let kind = answer.map(|answer| answer.kind);
-    if status >= 500 {
-        tracing::warn!(%method, path, status, elapsed_ms, request_id, user_id, source, kind, "request failed");
-    } else {
-        tracing::info!(%method, path, status, elapsed_ms, request_id, user_id, kind, "request");
-    }
+    // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
+    tracing::info!(%method, path, status, elapsed_ms, request_id, user_id, source, kind, "request");
     response
 }
 

@@ -37,6 +37,10 @@ options:
                                 [DASHBOARD_PROFILE_URL] (default: a built-in demo backend)
   --transactions-url TEMPLATE   transactions service, e.g. http://tx.internal/v1/{id}/recent
                                 [DASHBOARD_TRANSACTIONS_URL] (default: a built-in demo backend)
+  --offers-url TEMPLATE         offers service, asked with the tier the profile answered, e.g.
+                                http://offers.internal/v1/tiers/{tier} [DASHBOARD_OFFERS_URL]
+                                (default: a built-in demo backend); optional: an empty list
+                                when it fails or is late
   --timeout-ms N                deadline of one dashboard request, in ms, counted from its
                                 arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
@@ -63,8 +67,12 @@ limits (all on by default):
                                 later; a second signal exits at once [DASHBOARD_SHUTDOWN_GRACE_MS]
                                 (default 5000)
 
+With `Accept: application/x-ndjson` (or text/event-stream), each section is sent the moment
+its source completes, then a last line with the outcome.
+
 The demo backends read knobs from the dashboard request's query string: profile_delay_ms,
-profile_fail, transactions_delay_ms, transactions_fail (e.g. ?transactions_fail=1).";
+profile_fail, transactions_delay_ms, transactions_fail, offers_delay_ms, offers_fail
+(e.g. ?transactions_fail=1).";
 
 /// The longest deadline or timeout accepted: ten minutes.
 const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -144,7 +152,9 @@ async fn run(args: Args) -> Result<(), StartError> {
     };
     let profile_url = backend(args.profile_url, Service::Profile).await?;
     let transactions_url = backend(args.transactions_url, Service::Transactions).await?;
-    let config = Config { profile_url, transactions_url, timeout: args.timeout, forward_headers: args.forward_headers };
+    let offers_url = Some(backend(args.offers_url, Service::Offers).await?);
+    let (timeout, forward_headers) = (args.timeout, args.forward_headers);
+    let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers };
     let state = AppState::new(&config).map_err(StartError::Config)?;
 
     // A closed stdout (`dashboard | head`) must not stop the server: write errors are ignored.
@@ -167,13 +177,23 @@ async fn run(args: Args) -> Result<(), StartError> {
 fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
     let mut text = String::new();
     let is_demo = |service: Service| demos.iter().any(|demo| demo.service() == service);
-    for (service, url) in [(Service::Profile, &config.profile_url), (Service::Transactions, &config.transactions_url)] {
+    let offers = config.offers_url.as_deref().unwrap_or("none");
+    let backends = [
+        (Service::Profile, &*config.profile_url),
+        (Service::Transactions, &config.transactions_url),
+        (Service::Offers, offers),
+    ];
+    for (service, url) in backends {
         let origin = if is_demo(service) { " (built-in demo)" } else { "" };
         let _ = writeln!(text, "{:<12} backend: {url}{origin}", service.name());
     }
     let _ = write!(text, "deadline: {} ms\n\ntry:", config.timeout.as_millis());
     let base = format!("http://{addr}/dashboard/42");
-    let mut hints = vec![(base.clone(), "200, both sources")];
+    let mut hints = vec![(base.clone(), "200: profile, transactions, offers for the profile's tier")];
+    hints.push((format!("-H 'accept: application/x-ndjson' {base}"), "each section as it completes"));
+    if is_demo(Service::Offers) {
+        hints.push((format!("'{base}?offers_fail=1'"), "200, offers fell back to []"));
+    }
     if is_demo(Service::Transactions) {
         hints.push((format!("'{base}?transactions_fail=1'"), "502 from transactions"));
         if is_demo(Service::Profile) {
@@ -269,6 +289,7 @@ struct Args {
     listen: SocketAddr,
     profile_url: Option<String>,
     transactions_url: Option<String>,
+    offers_url: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     limits: Limits,
@@ -290,10 +311,11 @@ enum ArgsError {
 }
 
 /// The flags, with their environment variables, in the order [`parse`] reads them.
-const FLAGS: [(&str, &str); 12] = [
+const FLAGS: [(&str, &str); 13] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
+    ("--offers-url", "DASHBOARD_OFFERS_URL"),
     ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
     ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
     ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
@@ -366,6 +388,7 @@ fn parse(
     };
     let profile_url = next().map(template).transpose()?;
     let transactions_url = next().map(template).transpose()?;
+    let offers_url = next().map(|setting| placeholder(setting, "{tier}")).transpose()?;
     let timeout = millis(next(), Duration::from_secs(1))?;
     let forward_headers = match next() {
         Some(setting) => header_list(setting)?,
@@ -381,7 +404,7 @@ fn parse(
         max_id_len: count(next(), defaults.max_id_len)?,
         shutdown_grace: millis(next(), defaults.shutdown_grace)?,
     };
-    Ok(Command::Run(Args { listen, profile_url, transactions_url, timeout, forward_headers, limits }))
+    Ok(Command::Run(Args { listen, profile_url, transactions_url, offers_url, timeout, forward_headers, limits }))
 }
 
 /// A duration in milliseconds, from 1 to ten minutes.
@@ -426,11 +449,18 @@ fn header_list((origin, value): (String, String)) -> Result<Vec<HeaderName>, Arg
 }
 
 /// A URL template must say where the user id goes; the fetcher checks the rest.
-fn template((origin, value): (String, String)) -> Result<String, ArgsError> {
-    if value.contains("{id}") {
+fn template(setting: (String, String)) -> Result<String, ArgsError> {
+    placeholder(setting, "{id}")
+}
+
+/// A URL template that has `placeholder`.
+fn placeholder((origin, value): (String, String), placeholder: &'static str) -> Result<String, ArgsError> {
+    if value.contains(placeholder) {
         Ok(value)
     } else {
-        Err(ArgsError::Invalid { origin, value, reason: "the URL template has no `{id}`" })
+        let reason =
+            if placeholder == "{id}" { "the URL template has no `{id}`" } else { "the URL template has no `{tier}`" };
+        Err(ArgsError::Invalid { origin, value, reason })
     }
 }
 

@@ -268,31 +268,12 @@ impl Shared {
         if budget.is_zero() {
             return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the caller's deadline has already passed"), None);
         }
-        // TODO(issue 9): per-call deadline. Until the aggregator takes one: the ambient
-        // `muster_core` deadline makes the HTTP sources send the caller's remaining budget
-        // downstream, and when the caller's budget is tighter than the configured deadline it
-        // is enforced here, around the whole handler. Otherwise the aggregator's own deadline,
-        // started microseconds after `arrived`, answers (and names the pending sources), and
-        // no second timer is paid for.
-        let expires = arrived + budget;
-        let routed = muster_core::with_deadline(expires, self.route(request));
-        if budget >= self.deadline {
-            return (routed.await, Some(permit));
-        }
-        match tokio::time::timeout_at(expires, routed).await {
-            Ok(response) => (response, Some(permit)),
-            Err(_) => {
-                tracing::warn!(
-                    status = 504,
-                    kind = "timeout",
-                    elapsed_ms = arrived.elapsed().as_millis() as u64,
-                    budget_ms = budget.as_millis() as u64,
-                    "request failed: the caller's deadline elapsed",
-                );
-                let message = format!("deadline of {budget:?} elapsed");
-                (error(StatusCode::GATEWAY_TIMEOUT, "timeout", &message), Some(permit))
-            }
-        }
+        // The aggregation's deadline is the request's: counted from its arrival, so queueing
+        // counts, and tightened by the caller's budget; the sources send what is left of it
+        // downstream.
+        let mut request = request;
+        request.extensions_mut().insert(crate::app::Budget(arrived + budget));
+        (self.route(request).await, Some(permit))
     }
 
     async fn route(&self, request: Request<Incoming>) -> Response<Body> {

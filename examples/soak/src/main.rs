@@ -408,6 +408,7 @@ async fn http(requests: u64) -> Result<Vec<String>, Box<dyn Error>> {
     let state = AppState::new(&Config {
         profile_url: Service::Profile.url_template(profile.addr),
         transactions_url: Service::Transactions.url_template(transactions.addr),
+        offers_url: None,
         timeout: HTTP_DEADLINE,
         forward_headers: vec![axum::http::header::AUTHORIZATION],
     })?;

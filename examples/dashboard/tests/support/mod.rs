@@ -58,7 +58,13 @@ impl Drop for Dashboard {
 
 /// The binary's default configuration for these templates: `authorization` forwarded.
 pub(crate) fn config(profile_url: String, transactions_url: String, timeout: Duration) -> Config {
-    Config { profile_url, transactions_url, timeout, forward_headers: vec![axum::http::header::AUTHORIZATION] }
+    Config {
+        profile_url,
+        transactions_url,
+        offers_url: None,
+        timeout,
+        forward_headers: vec![axum::http::header::AUTHORIZATION],
+    }
 }
 
 /// Serves the dashboard for these templates on `127.0.0.1:0`, with the default limits.
