@@ -1,6 +1,7 @@
 //! `cargo xtask e2e`: the dashboard binary end to end. It is started on `127.0.0.1:0` with its
-//! demo backends and checked over plain HTTP/1.1 (a success, a failing source, the deadline),
-//! with std only, then killed by its pid whatever the checks found.
+//! demo backends and checked over plain HTTP/1.1 with std only, the README's curl lines one by
+//! one (a success with the offers of the profile's tier, offers that fall back, the streamed
+//! sections, a failing source, the deadline), then killed by its pid whatever the checks found.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -40,9 +41,18 @@ fn checks(addr: SocketAddr) -> Result<(), String> {
     reply.expect(200, &["ok"])?;
 
     let reply = http_get(addr, "/dashboard/42")?;
-    reply.expect(200, &[r#""profile":{"#, r#""transactions":{"#, r#""balance":"#])?;
+    reply.expect(200, &[r#""profile":{"#, r#""transactions":{"#, r#""balance":"#, r#""offers":["#])?;
     if reply.header("content-type") != Some("application/json") {
         return Err(format!("content-type {:?}, expected application/json", reply.header("content-type")));
+    }
+
+    let reply = http_get(addr, "/dashboard/42?offers_fail=1")?;
+    reply.expect(200, &[r#""profile":{"#, r#""offers":[]"#])?;
+
+    let reply = http_get_with(addr, "/dashboard/42", &[("accept", "application/x-ndjson")])?;
+    reply.expect(200, &[r#"{"section":"profile","status":"ok""#, r#""section":"offers""#, r#"{"outcome":"ok"}"#])?;
+    if reply.header("content-type") != Some("application/x-ndjson") {
+        return Err(format!("content-type {:?}, expected application/x-ndjson", reply.header("content-type")));
     }
 
     let reply = http_get(addr, "/dashboard/42?profile_fail=1")?;
@@ -101,12 +111,18 @@ impl Reply {
 /// `GET target` with `Connection: close`, reading until the server closes; 10 s at most per
 /// read or write, so a hung server fails the check instead of CI.
 fn http_get(addr: SocketAddr, target: &str) -> Result<Reply, String> {
+    http_get_with(addr, target, &[])
+}
+
+/// [`http_get`] with extra request headers.
+fn http_get_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
     let io = |error: std::io::Error| format!("GET {target}: {error}");
     let started = Instant::now();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(io)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
     stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").map_err(io)?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").map_err(io)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(io)?;
     let elapsed = started.elapsed();

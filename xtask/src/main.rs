@@ -11,7 +11,7 @@
 //! cargo xtask test    cargo test --workspace --all-features (doc tests included)
 //! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 //! cargo xtask features  cargo check of each library with no features, then each feature alone
-//! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, checked over HTTP
+//! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, the README curl lines checked over HTTP
 //! cargo xtask bench   every benchmark, interleaved with its baselines; writes target/bench-report.md
 //! cargo xtask soak    the soak: 200,000 aggregations (`--quick`: 5,000), checks nothing leaks
 //! ```

@@ -512,7 +512,11 @@ fn error_parts(error: &AggregateError) -> (StatusCode, ErrorBody<'_>) {
                     Some(muster_core::Cause::Deadline { after, .. }) => *after,
                     _ => error.report().elapsed,
                 };
-                let error = format!("deadline of {}ms elapsed; pending: {}", after.as_millis(), pending.join(", "));
+                let error = format!(
+                    "deadline of {}ms elapsed; pending: {}",
+                    (after.as_micros() + 500) / 1000,
+                    pending.join(", ")
+                );
                 let body = ErrorBody { error, source: None, kind: "timeout", pending: Some(pending), request_id };
                 (StatusCode::GATEWAY_TIMEOUT, body)
             }

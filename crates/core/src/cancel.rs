@@ -113,7 +113,7 @@ impl fmt::Display for Cause {
             Self::Failed { name, error } => write!(f, "cancelled by `{name}`: {error}"),
             Self::Panicked { name, message } => write!(f, "cancelled by `{name}`: panicked: {message}"),
             Self::Deadline { after, pending } => {
-                write!(f, "deadline of {}ms elapsed; pending: ", after.as_millis())?;
+                write!(f, "deadline of {}ms elapsed; pending: ", crate::error::rounded_ms(*after))?;
                 write_names(f, pending)
             }
             Self::Cancelled => f.write_str("cancelled by the caller"),

@@ -72,6 +72,12 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// `duration` in whole milliseconds, rounded to the nearest: a deadline counted from a
+/// request's arrival reads as the budget it was, not a microsecond less.
+pub(crate) fn rounded_ms(duration: Duration) -> u128 {
+    (duration.as_micros() + 500) / 1000
+}
+
 /// Why [`Group::wait`](crate::Group::wait) failed: the root cause, and what it cancelled.
 ///
 /// The root cause is the first task to fail (by completion time; ties at the same instant go
@@ -215,7 +221,7 @@ impl fmt::Display for GroupError {
                 write!(f, "source `{name}` panicked after {}ms: {message}", elapsed.as_millis())?;
             }
             (ErrorKind::Timeout, Cause::Deadline { after, pending }) => {
-                write!(f, "deadline of {}ms elapsed; pending: ", after.as_millis())?;
+                write!(f, "deadline of {}ms elapsed; pending: ", rounded_ms(*after))?;
                 write_names(f, pending)?;
             }
             // Cancelled from outside. A parent's failed task or a reason is this error's

@@ -4,7 +4,7 @@
 //!
 //! `GET /profile/{id}` answers the user's name, KYC status and tier, `GET /transactions/{id}`
 //! their balance and recent transactions, both built from the id; `GET /offers/{tier}` the
-//! offers of a tier (the dashboard asks it with the tier the profile answered). Two query parameters make the
+//! offers of a tier, a JSON array (the dashboard asks it with the tier the profile answered). Two query parameters make the
 //! failure modes easy to try: `delay_ms=N` sleeps N ms before answering and `fail=1` (or
 //! `fail=500`, or any status from 400 to 599) answers that error status with a JSON body. Empty
 //! values mean no delay and no failure, which is what the dashboard sends when its own request
@@ -86,7 +86,7 @@ impl Service {
                     "silver" => &["Travel insurance, 3 months free"],
                     _ => &[],
                 };
-                json!({"tier": id, "offers": offers})
+                json!(offers)
             }
             Self::Transactions => {
                 const PAYEES: [&str; 6] = ["Bakery", "Payroll", "Rent", "Book shop", "Electricity", "Café"];
@@ -387,8 +387,8 @@ mod tests {
     fn a_profile_has_a_tier_and_the_tiers_have_offers() {
         let tier = Service::Profile.body("42")["tier"].as_str().map(str::to_owned).unwrap();
         assert!(["standard", "silver", "gold"].contains(&tier.as_str()));
-        assert_eq!(Service::Offers.body("gold")["offers"].as_array().map(Vec::len), Some(2));
-        assert_eq!(Service::Offers.body("standard")["offers"].as_array().map(Vec::len), Some(0));
+        assert_eq!(Service::Offers.body("gold").as_array().map(Vec::len), Some(2));
+        assert_eq!(Service::Offers.body("standard"), json!([]), "the same shape as the dashboard's fallback");
     }
 
     #[test]

@@ -123,6 +123,11 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "dashboard: {what}: {error}");
             ExitCode::FAILURE
         }
+        Err(StartError::Listen(addr, error)) => {
+            let hint = "choose another with --listen ADDR or DASHBOARD_LISTEN (port 0 picks a free one)";
+            let _ = writeln!(std::io::stderr(), "dashboard: could not listen on {addr}: {error}; {hint}");
+            ExitCode::FAILURE
+        }
     };
     logging.finish();
     code
@@ -133,13 +138,17 @@ fn main() -> ExitCode {
 enum StartError {
     /// A URL template or the timeout is unusable: bad usage, exit 2.
     Config(dashboard::ConfigError),
+    /// The listening address cannot be bound (in use, not ours).
+    Listen(SocketAddr, std::io::Error),
     /// Binding failed.
     Io(&'static str, std::io::Error),
 }
 
 async fn run(args: Args) -> Result<(), StartError> {
-    let listener = TcpListener::bind(args.listen).await.map_err(|error| StartError::Io("could not listen", error))?;
-    let addr = listener.local_addr().map_err(|error| StartError::Io("could not listen", error))?;
+    let listen = args.listen;
+    let cannot_listen = |error| StartError::Listen(listen, error);
+    let listener = TcpListener::bind(listen).await.map_err(cannot_listen)?;
+    let addr = listener.local_addr().map_err(cannot_listen)?;
     let mut demos = Vec::new();
     let mut backend = async |url: Option<String>, service: Service| match url {
         Some(url) => Ok(url),
@@ -188,7 +197,7 @@ fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
         let _ = writeln!(text, "{:<12} backend: {url}{origin}", service.name());
     }
     let _ = write!(text, "deadline: {} ms\n\ntry:", config.timeout.as_millis());
-    let base = format!("http://{addr}/dashboard/42");
+    let base = format!("http://{addr}/dashboard/20");
     let mut hints = vec![(base.clone(), "200: profile, transactions, offers for the profile's tier")];
     hints.push((format!("-H 'accept: application/x-ndjson' {base}"), "each section as it completes"));
     if is_demo(Service::Offers) {

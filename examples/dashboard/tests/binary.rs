@@ -113,3 +113,19 @@ fn help_is_printed_to_stdout() {
         assert!(help.contains(flag), "no {flag} in {help}");
     }
 }
+
+#[tokio::test]
+async fn an_address_in_use_is_an_error_naming_the_address_and_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        dashboard().args(["--listen", &addr]).stdin(Stdio::null()).output().map(|output| (addr, output))
+    });
+    let (addr, output) =
+        support::within(support::LIMIT, "the dashboard to exit", output).await.expect("join").expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("could not listen on {addr}")), "{stderr}");
+    assert!(stderr.contains("--listen"), "{stderr}");
+    drop(taken);
+}
