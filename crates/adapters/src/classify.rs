@@ -13,9 +13,10 @@ impl Retryable for crate::http::HttpError {
     }
 }
 
-/// The HTTP fetcher's kinds in muster's one vocabulary: [`HttpError::kind`]
-/// (crate::http::HttpError::kind)'s names are the [`ErrorKind`](muster_core::ErrorKind)'s,
-/// and a missing parameter, an unencodable value and an invalid URL are `InvalidRequest`.
+/// The HTTP fetcher's kinds in muster's one vocabulary: the names of
+/// [`HttpError::kind`](crate::http::HttpError::kind) are the
+/// [`ErrorKind`](muster_core::ErrorKind)'s, and a missing parameter, an unencodable value and
+/// an invalid URL are `InvalidRequest`.
 #[cfg(feature = "http")]
 impl From<&crate::http::HttpError> for muster_core::ErrorKind {
     fn from(error: &crate::http::HttpError) -> Self {
