@@ -73,7 +73,17 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let (Some(profile), Some(transactions)) = (template("profile"), template("transactions")) else {
         return Err(format!("no demo backend URLs in the dashboard's banner: {:?}", backends.lines));
     };
-    let args = ["--listen", "127.0.0.1:0", "--profile-url", &profile, "--transactions-url", &transactions];
+    // The baseline has no offers source: neither has the dashboard here (`--offers-url none`).
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--profile-url",
+        &profile,
+        "--transactions-url",
+        &transactions,
+        "--offers-url",
+        "none",
+    ];
     let servers = [
         Server::start("dashboard", &exe("dashboard"), &args, &quiet, &log("dashboard"), 1)?,
         Server::start("baseline", &exe("http-baseline"), &args, &quiet, &log("baseline"), 1)?,
@@ -87,18 +97,44 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
         let mut runs: [Vec<Load>; 2] = Default::default();
         for round in 1..=plan.rounds {
             for (server, runs) in servers.iter().zip(&mut runs) {
-                let load = run_load(server.addr, query, server.pid(), plan)?;
+                let load = run_load(server.addr, query, "", server.pid(), plan)?;
                 eprintln!("bench http: delay {delay}, round {round}/{}, {}: {load}", plan.rounds, server.name);
                 runs.push(load);
             }
         }
         results.push((delay, runs.map(|runs| Summary::median(&runs))));
     }
+    // Streaming sections: the same dashboard, asked for NDJSON, against itself asked for JSON.
+    let dashboard = &servers[0];
+    let (mut plain, mut streamed) = (Vec::new(), Vec::new());
+    for round in 1..=plan.rounds {
+        plain.push(run_load(dashboard.addr, DELAYS[1].1, "", dashboard.pid(), plan)?);
+        let load = run_load(dashboard.addr, DELAYS[1].1, STREAMED, dashboard.pid(), plan)?;
+        eprintln!("bench http: streamed, round {round}/{}: {load}", plan.rounds);
+        streamed.push(load);
+    }
+    let streaming = (Summary::median(&plain), Summary::median(&streamed));
     for server in servers {
         server.stop();
     }
     backends.stop();
-    Ok(table(&results, plan))
+    Ok(table(&results, plan) + &streaming_table(&streaming))
+}
+
+/// The header that asks the dashboard for streamed sections.
+const STREAMED: &str = "accept: application/x-ndjson\r\n";
+
+/// The streamed dashboard against the plain one.
+fn streaming_table((plain, streamed): &(Summary, Summary)) -> String {
+    let cpu = match (plain.cpu_us, streamed.cpu_us) {
+        (Some(plain), Some(streamed)) => format!("{:.2}", streamed / plain.max(1e-12)),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "\nStreaming sections (`accept: application/x-ndjson`, 5 ms backends) against the same dashboard answering \
+         one JSON body: {:.2}x the throughput, {cpu}x the CPU per request.\n",
+        streamed.rps / plain.rps.max(1e-12)
+    )
 }
 
 /// The report's section: one row per service and delay, and the muster / baseline ratios.
@@ -246,14 +282,14 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// One run: [`CONNECTIONS`] client threads against `addr` for the warm-up and the measured
 /// window, and the server's CPU time over the window. Bounded in time (each thread stops at
 /// the window's end, its last request within [`IO_TIMEOUT`]) and in count.
-fn run_load(addr: SocketAddr, query: &str, pid: u32, plan: Plan) -> Result<Load, String> {
+fn run_load(addr: SocketAddr, query: &str, headers: &'static str, pid: u32, plan: Plan) -> Result<Load, String> {
     let started = Instant::now();
     let from = started + plan.warmup;
     let until = from + plan.measure;
     let threads: Vec<_> = (0..CONNECTIONS)
         .map(|index| {
             let query = query.to_owned();
-            std::thread::spawn(move || client(addr, &query, index, from, until))
+            std::thread::spawn(move || client(addr, &query, headers, index, from, until))
         })
         .collect();
     let ticks = clock_ticks();
@@ -288,7 +324,7 @@ struct ClientRun {
 
 /// A closed loop of keep-alive requests until `until`, reconnecting after an error or a
 /// `Connection: close`; only the requests that complete in `from..until` are recorded.
-fn client(addr: SocketAddr, query: &str, index: usize, from: Instant, until: Instant) -> ClientRun {
+fn client(addr: SocketAddr, query: &str, headers: &str, index: usize, from: Instant, until: Instant) -> ClientRun {
     let mut run = ClientRun::default();
     let mut connection: Option<(TcpStream, Reader<TcpStream>)> = None;
     let mut all_errors = 0;
@@ -299,7 +335,7 @@ fn client(addr: SocketAddr, query: &str, index: usize, from: Instant, until: Ins
         }
         let id = (index as u64 * 7_919 + sent) % 1_000;
         request.clear();
-        let _ = write!(request, "GET /dashboard/user-{id}{query} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let _ = write!(request, "GET /dashboard/user-{id}{query} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
         let begun = Instant::now();
         let outcome = match connection.take().map_or_else(|| connect(addr), Ok) {
             Ok((mut stream, mut reader)) => {

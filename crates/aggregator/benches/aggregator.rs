@@ -1,6 +1,7 @@
 //! The price of the aggregator's extras: the full typed `Aggregator` (names, outputs as a
-//! tuple, the report, an `aggregate` span with no subscriber installed, a deadline and a
-//! context field) against a bare `muster::Group` running the same fetchers, interleaved (see
+//! tuple, the report, an `aggregate` span with no subscriber installed) against a bare
+//! `muster::Group` running the same fetchers, both with the same options (a deadline and a
+//! context field), interleaved (see
 //! `crates/core/benches/support/harness.rs`). A counting allocator gives the heap allocations
 //! per aggregation beside the times.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use muster::{Aggregator, Deadline, Fetcher, Field, Group, Input, SourceOutputs, fetcher_fn};
+use muster::{Aggregator, Deadline, Fetcher, Field, Group, GroupConfig, Input, SourceOutputs, fetcher_fn};
 
 /// Counts every allocation of the process.
 #[global_allocator]
@@ -40,6 +41,14 @@ fn yield_once() -> impl Fetcher<u64, Output = u64, Error = Infallible> + Clone +
             Ok(id)
         }
     })
+}
+
+/// The options of every aggregator and group here: a deadline and a context field.
+fn options() -> GroupConfig {
+    match GroupConfig::build((Deadline(Duration::from_secs(1)), Field::new("service", "bench"))) {
+        Ok(config) => config,
+        Err(error) => panic!("the benchmark's options are valid: {error}"),
+    }
 }
 
 /// The typed aggregator of `n` sources (2 or 8), all `fetcher`.
@@ -77,7 +86,8 @@ fn scenario<F, O>(
     O: SourceOutputs<u64>,
 {
     let group = move |fetcher: F| async move {
-        let mut group = Group::new();
+        // The same options as the aggregator's: the comparison is of what the aggregator adds.
+        let mut group = Group::from_config(options());
         for name in &NAMES[..n] {
             drop(group.spawn(*name, fetcher.fetch(&7)));
         }
@@ -140,10 +150,10 @@ fn two_stage(rt: &tokio::runtime::Runtime, report: &mut String) {
                 match implementation {
                     "aggregator" => drop(black_box(aggregator.aggregate(&7).await)),
                     "group" => {
-                        let mut first = Group::new();
+                        let mut first = Group::from_config(options());
                         drop(first.spawn("a", fetcher.fetch(&7)));
                         let a = first.wait().await.ok().and_then(|mut outputs| outputs.take("a")).unwrap_or(0);
-                        let mut second = Group::new();
+                        let mut second = Group::from_config(options());
                         drop(second.spawn("b", fetcher.fetch(&a)));
                         drop(black_box(second.wait().await));
                     }

@@ -39,8 +39,8 @@ options:
                                 [DASHBOARD_TRANSACTIONS_URL] (default: a built-in demo backend)
   --offers-url TEMPLATE         offers service, asked with the tier the profile answered, e.g.
                                 http://offers.internal/v1/tiers/{tier} [DASHBOARD_OFFERS_URL]
-                                (default: a built-in demo backend); optional: an empty list
-                                when it fails or is late
+                                (default: a built-in demo backend; `none`: no offers service);
+                                optional: an empty list when it fails, is late or is none
   --timeout-ms N                deadline of one dashboard request, in ms, counted from its
                                 arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
@@ -161,7 +161,10 @@ async fn run(args: Args) -> Result<(), StartError> {
     };
     let profile_url = backend(args.profile_url, Service::Profile).await?;
     let transactions_url = backend(args.transactions_url, Service::Transactions).await?;
-    let offers_url = Some(backend(args.offers_url, Service::Offers).await?);
+    let offers_url = match args.offers_url {
+        Some(url) if url == "none" => None,
+        url => Some(backend(url, Service::Offers).await?),
+    };
     let (timeout, forward_headers) = (args.timeout, args.forward_headers);
     let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers };
     let state = AppState::new(&config).map_err(StartError::Config)?;
@@ -397,7 +400,10 @@ fn parse(
     };
     let profile_url = next().map(template).transpose()?;
     let transactions_url = next().map(template).transpose()?;
-    let offers_url = next().map(|setting| placeholder(setting, "{tier}")).transpose()?;
+    let offers_url = match next() {
+        Some((_, value)) if value == "none" => Some(value),
+        setting => setting.map(|setting| placeholder(setting, "{tier}")).transpose()?,
+    };
     let timeout = millis(next(), Duration::from_secs(1))?;
     let forward_headers = match next() {
         Some(setting) => header_list(setting)?,
