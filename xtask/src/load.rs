@@ -73,19 +73,11 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let (Some(profile), Some(transactions)) = (template("profile"), template("transactions")) else {
         return Err(format!("no demo backend URLs in the dashboard's banner: {:?}", backends.lines));
     };
-    // The baseline has no offers source: neither has the dashboard here (`--offers-url none`).
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--profile-url",
-        &profile,
-        "--transactions-url",
-        &transactions,
-        "--offers-url",
-        "none",
-    ];
+    let args = ["--listen", "127.0.0.1:0", "--profile-url", &profile, "--transactions-url", &transactions];
+    // The baseline has no offers source: neither has the dashboard here.
+    let dashboard_args = [&args[..], &["--offers-url", "none"]].concat();
     let servers = [
-        Server::start("dashboard", &exe("dashboard"), &args, &quiet, &log("dashboard"), 1)?,
+        Server::start("dashboard", &exe("dashboard"), &dashboard_args, &quiet, &log("dashboard"), 1)?,
         Server::start("baseline", &exe("http-baseline"), &args, &quiet, &log("baseline"), 1)?,
     ];
 
