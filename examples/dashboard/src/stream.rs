@@ -123,22 +123,29 @@ struct Sections<F> {
 impl<F: Future<Output = Bytes>> Stream for Sections<F> {
     type Item = Result<Bytes, std::convert::Infallible>;
 
+    /// Every line ready now goes out in one chunk: sections that complete together (and the
+    /// last line, when the aggregation has ended) cost one write.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        loop {
-            if let Poll::Ready(Some(line)) = self.lines.poll_recv(cx) {
-                return Poll::Ready(Some(Ok(line)));
+        if let Some(aggregation) = self.aggregation.as_mut() {
+            if let Poll::Ready(last) = aggregation.as_mut().poll(cx) {
+                // Its sections are in the channel already: they go first.
+                self.aggregation = None;
+                self.last = Some(last);
             }
-            let Some(aggregation) = self.aggregation.as_mut() else {
-                return Poll::Ready(self.last.take().map(Ok));
-            };
-            match aggregation.as_mut().poll(cx) {
-                Poll::Ready(last) => {
-                    // Its sections are in the channel already: send them first.
-                    self.aggregation = None;
-                    self.last = Some(last);
-                }
-                Poll::Pending => return Poll::Pending,
+        }
+        let mut chunk = Vec::new();
+        while let Poll::Ready(Some(line)) = self.lines.poll_recv(cx) {
+            chunk.extend_from_slice(&line);
+        }
+        if self.aggregation.is_none() {
+            if let Some(last) = self.last.take() {
+                chunk.extend_from_slice(&last);
             }
+        }
+        match (chunk.is_empty(), self.aggregation.is_none()) {
+            (false, _) => Poll::Ready(Some(Ok(Bytes::from(chunk)))),
+            (true, true) => Poll::Ready(None),
+            (true, false) => Poll::Pending,
         }
     }
 }
