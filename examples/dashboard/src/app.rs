@@ -270,7 +270,7 @@ impl UrlParams for OffersRequest {
     }
 }
 
-/// The offers source: the offers service if there is one, else always the empty fallback.
+/// The offers source: the offers service if there is one, else always an empty list.
 struct Offers(Option<HttpFetcher>);
 
 #[muster::async_trait]
@@ -281,7 +281,8 @@ impl Fetcher<OffersRequest> for Offers {
     async fn fetch(&self, request: &OffersRequest) -> Result<Box<RawValue>, muster::BoxError> {
         match &self.0 {
             Some(fetcher) => Ok(fetcher.fetch(request).await?),
-            None => Err("no offers service is configured".into()),
+            // No offers service: nothing to offer, and nothing to fall back from.
+            None => Ok(no_offers()),
         }
     }
 }
