@@ -163,8 +163,9 @@ fn doc() -> Result<(), String> {
     cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps", "--all-features"])
 }
 
-/// The library crates whose cargo features are checked one by one.
-const FEATURED: [(&str, &str); 2] = [("muster-adapters", "crates/adapters"), ("muster", "crates/aggregator")];
+/// The crates whose cargo features are checked one by one.
+const FEATURED: [(&str, &str); 3] =
+    [("muster-adapters", "crates/adapters"), ("muster", "crates/aggregator"), ("dashboard", "examples/dashboard")];
 
 /// `cargo check` of each library with no features, then with each of its features alone (the
 /// other steps build everything with `--all-features`, which hides a feature that only compiles

@@ -146,11 +146,15 @@ impl AppState {
 /// The dashboard's router: `GET /dashboard/{user_id}`, `GET /healthz`, and an access log of
 /// every request.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/dashboard/{user_id}", get(dashboard))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(state)
-        .layer(middleware::from_fn(access_log))
+    let router = Router::new().route("/dashboard/{user_id}", get(dashboard)).route("/healthz", get(|| async { "ok" }));
+    // `GET /metrics` in Prometheus text, when built with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    let router = {
+        // Installed now, so that it records from the first aggregation on.
+        let _ = crate::metrics::handle();
+        router.route("/metrics", get(crate::metrics::render))
+    };
+    router.with_state(state).layer(middleware::from_fn(access_log))
 }
 
 /// One dashboard request, as the sources see it: the [`UrlParams`] of their URL templates and

@@ -13,6 +13,8 @@ pub mod app;
 pub mod demo;
 pub mod limits;
 pub mod logging;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod server;
 pub mod stream;
 

@@ -27,7 +27,8 @@ use tokio::net::TcpListener;
 const USAGE: &str = "\
 usage: dashboard [OPTIONS]
 
-Serves GET /dashboard/{user_id} and GET /healthz. Every option can also be set with the
+Serves GET /dashboard/{user_id} and GET /healthz (and GET /metrics when built with the
+`metrics` feature). Every option can also be set with the
 environment variable after it; a flag wins over its variable.
 
 options:
