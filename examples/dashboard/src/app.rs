@@ -220,20 +220,14 @@ impl UrlParams for DashboardRequest {
 }
 
 /// The request of the offers source, made from the dashboard request and the profile: the
-/// [`UrlParams`] of the offers template (`{tier}` and the offers knobs) and the same context
+/// [`UrlParams`] of the offers template (`{tier}` and the offers knobs), with the same context
 /// and forwarded headers as the other sources.
 #[derive(Clone, Debug, Default)]
 pub struct OffersRequest {
     /// The tier of the profile's answer (`standard` if it has none).
     pub tier: String,
-    /// The demo knobs `offers_delay_ms` and `offers_fail`.
-    pub knobs: Knobs,
-    /// The dashboard request's id.
-    pub request_id: String,
-    /// The dashboard request's `traceparent`.
-    pub traceparent: Option<String>,
-    /// The client's headers, for the allow-listed ones.
-    pub headers: HeaderMap,
+    /// The dashboard request it is for.
+    pub request: DashboardRequest,
 }
 
 impl OffersRequest {
@@ -245,8 +239,7 @@ impl OffersRequest {
             tier: String,
         }
         let tier = serde_json::from_str::<Tier>(profile.get()).map_or_else(|_| "standard".to_owned(), |tier| tier.tier);
-        let DashboardRequest { knobs, request_id, traceparent, headers, .. } = request.clone();
-        Self { tier, knobs, request_id, traceparent, headers }
+        Self { tier, request: request.clone() }
     }
 }
 
@@ -254,23 +247,23 @@ impl UrlParams for OffersRequest {
     fn param(&self, name: &str) -> Option<std::borrow::Cow<'_, str>> {
         let value = match name {
             "tier" => &self.tier,
-            "offers_delay_ms" => &self.knobs.offers_delay_ms,
-            "offers_fail" => &self.knobs.offers_fail,
+            "offers_delay_ms" => &self.request.knobs.offers_delay_ms,
+            "offers_fail" => &self.request.knobs.offers_fail,
             _ => return None,
         };
         Some(value.as_str().into())
     }
 
     fn request_id(&self) -> Option<&str> {
-        Some(&self.request_id)
+        self.request.request_id()
     }
 
     fn traceparent(&self) -> Option<&str> {
-        self.traceparent.as_deref()
+        self.request.traceparent()
     }
 
     fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
+        self.request.header(name)
     }
 }
 
