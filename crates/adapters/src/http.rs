@@ -334,8 +334,20 @@ impl HttpFetcher {
         if let Some(id) = request.request_id().and_then(|id| HeaderValue::from_str(id).ok()) {
             propagated.insert(REQUEST_ID_HEADER, id);
         }
-        if let Some(traceparent) = request.traceparent().filter(|value| is_valid_traceparent(value)) {
-            if let Ok(value) = HeaderValue::from_str(traceparent) {
+        // With OpenTelemetry, the exchange is an `attempt` span (alive until this fetch returns
+        // or is dropped) and the backend's parent is that span; without, the request's own
+        // trace parent goes on as it came.
+        #[cfg(feature = "otel")]
+        let (_attempt, traceparent) = {
+            let attempt = tracing::info_span!("attempt", url = %uri);
+            let traceparent = otel::traceparent(&attempt);
+            (attempt, traceparent)
+        };
+        #[cfg(not(feature = "otel"))]
+        let traceparent: Option<String> = None;
+        let traceparent = traceparent.or_else(|| request.traceparent().map(str::to_owned));
+        if let Some(traceparent) = traceparent.filter(|value| is_valid_traceparent(value)) {
+            if let Ok(value) = HeaderValue::from_str(&traceparent) {
                 propagated.insert(TRACEPARENT_HEADER, value);
             }
         }
@@ -832,6 +844,23 @@ fn is_reserved(name: &HeaderName) -> bool {
     ]
     .contains(name)
         || matches!(name.as_str(), "keep-alive" | "proxy-connection")
+}
+
+/// OpenTelemetry (feature `otel`): the `traceparent` of a tracing span, from its
+/// OpenTelemetry context.
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    /// `span`'s W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if it has a valid
+    /// OpenTelemetry span context (a `tracing-opentelemetry` layer is installed).
+    pub(super) fn traceparent(span: &tracing::Span) -> Option<String> {
+        let context = span.context();
+        let span = context.span();
+        let span = span.span_context();
+        span.is_valid().then(|| format!("00-{}-{}-{:02x}", span.trace_id(), span.span_id(), span.trace_flags().to_u8()))
+    }
 }
 
 /// Whether `value` is a W3C trace-context `traceparent` of version 00: `00-` 32 lower-case

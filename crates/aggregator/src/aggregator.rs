@@ -148,7 +148,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
         let Inner { sources, names, inputs, group: config, fields: defaults } = &*self.inner;
-        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready } = context;
+        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent } = context;
         let fields: Arc<[(Name, String)]> = if own.is_empty() {
             Arc::clone(defaults)
         } else {
@@ -156,7 +156,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
             fields.into()
         };
-        let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()));
+        let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()), traceparent.as_deref());
         let mut group_config = config.clone();
         group_config.deadline = match (config.deadline, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -52,6 +52,7 @@ pub struct RequestContext {
     pub(crate) parent: Option<CancelToken>,
     pub(crate) span: Option<Span>,
     pub(crate) on_ready: Option<OnReady>,
+    pub(crate) traceparent: Option<String>,
 }
 
 impl fmt::Debug for RequestContext {
@@ -62,6 +63,7 @@ impl fmt::Debug for RequestContext {
             .field("parent", &self.parent)
             .field("span", &self.span)
             .field("on_ready", &self.on_ready.as_ref().map(|_| "<callback>"))
+            .field("traceparent", &self.traceparent)
             .finish()
     }
 }
@@ -136,6 +138,16 @@ impl RequestContext {
         self
     }
 
+    /// The caller's W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`): with the `otel`
+    /// feature, the aggregation's `aggregate` span continues that trace, as a child of the
+    /// caller's span, so the whole aggregation (and each HTTP source's `attempt`, whose id the
+    /// backends get as their parent) nests under the caller's trace. A value that is not a valid
+    /// version-00 trace parent is ignored. Without the feature it is only kept.
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
     /// The value of the field `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields.iter().find(|(field, _)| field == name).map(|(_, value)| value.as_str())
@@ -156,7 +168,19 @@ pub(crate) fn set(fields: &mut Vec<(Name, String)>, name: Name, value: String) {
 /// tracing's macros need field names known at compile time; the context's names are known at
 /// run time, so the span's metadata is made (once per distinct list of names, and kept: a
 /// process sees a handful) and registered like a macro's callsite.
-pub(crate) fn aggregate_span(fields: &[(Name, String)], parent: Option<&Span>) -> Span {
+pub(crate) fn aggregate_span(fields: &[(Name, String)], parent: Option<&Span>, traceparent: Option<&str>) -> Span {
+    let span = new_span(fields, parent);
+    #[cfg(feature = "otel")]
+    if let Some(remote) = traceparent.and_then(otel::remote) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span.set_parent(remote);
+    }
+    #[cfg(not(feature = "otel"))]
+    let _ = traceparent;
+    span
+}
+
+fn new_span(fields: &[(Name, String)], parent: Option<&Span>) -> Span {
     if tracing::level_filters::LevelFilter::current() < Level::INFO {
         return Span::none();
     }
@@ -235,4 +259,28 @@ fn metadata<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'stat
     tracing::callsite::register(site);
     sites.insert(names, meta);
     meta
+}
+
+/// OpenTelemetry (feature `otel`): a caller's `traceparent` as a remote parent context.
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState};
+
+    /// The remote span context of a W3C version-00 `traceparent`, if it is one (lower-case hex,
+    /// ids not all zero).
+    pub(super) fn remote(traceparent: &str) -> Option<opentelemetry::Context> {
+        let mut parts = traceparent.split('-');
+        let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let hex = |part: &str, len: usize| {
+            part.len() == len && part.bytes().all(|byte| matches!(byte, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if parts.next().is_some() || version != "00" || !hex(trace, 32) || !hex(parent, 16) || !hex(flags, 2) {
+            return None;
+        }
+        let trace = TraceId::from_hex(trace).ok()?;
+        let parent = SpanId::from_hex(parent).ok()?;
+        let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
+        let context = SpanContext::new(trace, parent, flags, true, TraceState::default());
+        context.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(context))
+    }
 }

@@ -96,6 +96,11 @@
 //! - `metrics`: [`metrics`] on the `metrics` facade: per source calls, attempts, outcomes by
 //!   kind, latency, time queued and cancellations by cause; per aggregation outcome and
 //!   duration.
+//! - `otel`: OpenTelemetry through `tracing-opentelemetry`: a caller's W3C `traceparent`
+//!   ([`RequestContext::traceparent`]) continues the trace of the `aggregate` span, and each
+//!   HTTP fetch is an `attempt` span under its `source` span, whose id is the outbound
+//!   `traceparent`'s parent (a new one per retry or hedge). Install a `tracing-opentelemetry`
+//!   layer with the exporter of your choice (OTLP, ...); muster adds none.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]

@@ -321,6 +321,10 @@ async fn dashboard(
     };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
     let mut context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
+    if let Some(traceparent) = &traceparent {
+        // With muster's `otel` feature the aggregation continues the caller's trace.
+        context = context.traceparent(traceparent);
+    }
     if let Some(Extension(Budget(expires))) = budget {
         // The caller's budget, counted from the request's arrival: queueing counts.
         context = context.deadline(expires.saturating_duration_since(tokio::time::Instant::now()));

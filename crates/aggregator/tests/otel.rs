@@ -1,0 +1,115 @@
+//! OpenTelemetry (feature `otel`), with the SDK's in-memory exporter: an incoming
+//! `traceparent` continues the trace; the spans form aggregation → source → attempt; each HTTP
+//! attempt's outbound `traceparent` has the trace's id and that attempt's span as its parent.
+//! The backend is a real HTTP server on 127.0.0.1 that records what it was sent.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use muster::http::HttpFetcher;
+use muster::{Aggregator, RequestContext, Retry};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing_subscriber::layer::SubscriberExt as _;
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER: &str = "00f067aa0ba902b7";
+
+/// A backend that answers 503 to its first request and `{}` after, recording each request's
+/// `traceparent`.
+async fn backend() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        for answer in 0.. {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.is_ok_and(|read| read == 1) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let traceparent = head.lines().find_map(|line| line.strip_prefix("traceparent: ")).unwrap_or("").to_owned();
+            log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(traceparent.trim().to_owned());
+            let reply: &[u8] = if answer == 0 {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}"
+            };
+            let _ = socket.write_all(reply).await;
+        }
+    });
+    (format!("http://{addr}/profile/{{id}}"), seen)
+}
+
+fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
+    spans.iter().filter(|span| span.name == name).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_trace_continues_and_each_attempt_is_the_backends_parent() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let (template, seen) = backend().await;
+    let profile = HttpFetcher::builder(&template).build().expect("a valid template");
+    let retry = Retry::attempts(2).backoff(Duration::from_millis(1), Duration::from_millis(1)).jitter(0.0);
+    let aggregator = Aggregator::builder().source_with("profile", profile, retry).build().expect("valid");
+    let context = RequestContext::new().traceparent(format!("00-{TRACE}-{CALLER}-01"));
+    aggregator.aggregate_with("42", context).await.expect("the retry succeeds");
+    provider.force_flush().expect("flush");
+
+    let spans = exporter.get_finished_spans().expect("the spans");
+    let [aggregate] = named(&spans, "aggregate")[..] else { panic!("one aggregate span in {spans:#?}") };
+    let [source] = named(&spans, "source")[..] else { panic!("one source span in {spans:#?}") };
+    let attempts = named(&spans, "attempt");
+    assert_eq!(attempts.len(), 2, "{spans:#?}");
+    // The caller's trace goes on: same trace id, the caller's span as the parent.
+    assert_eq!(aggregate.span_context.trace_id().to_string(), TRACE);
+    assert_eq!(aggregate.parent_span_id.to_string(), CALLER);
+    assert!(aggregate.parent_span_is_remote);
+    // aggregation → source → attempt.
+    assert_eq!(source.parent_span_id, aggregate.span_context.span_id());
+    for attempt in &attempts {
+        assert_eq!(attempt.parent_span_id, source.span_context.span_id());
+        assert_eq!(attempt.span_context.trace_id().to_string(), TRACE);
+    }
+    assert_ne!(attempts[0].span_context.span_id(), attempts[1].span_context.span_id(), "a new span per attempt");
+    // Each request carried its own attempt as the parent.
+    let mut sent = seen.lock().unwrap().clone();
+    let mut expected: Vec<String> =
+        attempts.iter().map(|attempt| format!("00-{TRACE}-{}-01", attempt.span_context.span_id())).collect();
+    sent.sort();
+    expected.sort();
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_a_caller_the_trace_starts_at_the_aggregation_and_a_bad_traceparent_is_ignored() {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let (template, seen) = backend().await;
+    let aggregator = Aggregator::builder()
+        .source_with("profile", HttpFetcher::builder(&template).build().expect("valid"), Retry::attempts(2).jitter(0.0))
+        .build()
+        .expect("valid");
+    let context = RequestContext::new().traceparent("00-not-a-trace-01");
+    aggregator.aggregate_with("42", context).await.expect("the retry succeeds");
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("the spans");
+    let [aggregate] = named(&spans, "aggregate")[..] else { panic!("one aggregate span in {spans:#?}") };
+    assert_ne!(aggregate.span_context.trace_id().to_string(), TRACE);
+    assert!(!aggregate.parent_span_is_remote);
+    let trace = aggregate.span_context.trace_id().to_string();
+    assert!(seen.lock().unwrap().iter().all(|sent| sent.starts_with(&format!("00-{trace}-"))));
+}
