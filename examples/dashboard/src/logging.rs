@@ -3,6 +3,10 @@
 //! are dropped instead of stalling the worker threads; the dropped lines are counted, logged
 //! once a minute when there are new ones, and reported on stderr at exit. A closed stderr
 //! (EPIPE) is an ignored write error on the writer thread, never a panic.
+//!
+//! With the `otel` feature and an OTLP endpoint (`--otlp-endpoint`), the spans (the
+//! aggregation, each source, each HTTP attempt) are also exported over OTLP/HTTP, in batches
+//! from a thread of their own, so exporting never blocks serving either.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -21,12 +25,40 @@ const REPORT_EVERY: Duration = Duration::from_secs(60);
 pub struct Logging {
     guard: WorkerGuard,
     dropped: ErrorCounter,
+    #[cfg(feature = "otel")]
+    traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+/// Why the logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoggingError {
+    /// An OTLP endpoint was given to a dashboard built without the `otel` feature.
+    #[error("--otlp-endpoint needs the dashboard built with `--features otel`")]
+    NoOtel,
+    /// The OTLP exporter could not be built (e.g. a bad endpoint).
+    #[error("the OTLP exporter for {endpoint}: {reason}")]
+    Otlp {
+        /// The endpoint.
+        endpoint: String,
+        /// What the exporter said.
+        reason: String,
+    },
 }
 
 impl Logging {
-    /// Installs the global subscriber: JSON lines, filtered by `RUST_LOG` (default `info`).
-    /// Does nothing more if a subscriber is already installed.
-    pub fn init() -> Self {
+    /// Installs the global subscriber: JSON lines, filtered by `RUST_LOG` (default `info`),
+    /// and with `otlp` (feature `otel`) the spans exported to that OTLP/HTTP endpoint (e.g.
+    /// `http://127.0.0.1:4318/v1/traces`). Does nothing more if a subscriber is already
+    /// installed.
+    ///
+    /// # Errors
+    ///
+    /// A [`LoggingError`] if `otlp` is given but cannot be used.
+    pub fn init(otlp: Option<&str>) -> Result<Self, LoggingError> {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
         let (writer, guard) = NonBlockingBuilder::default()
             .lossy(true)
@@ -34,8 +66,26 @@ impl Logging {
             .thread_name("dashboard-log")
             .finish(std::io::stderr());
         let dropped = writer.error_counter();
-        let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(writer).try_init();
-        Self { guard, dropped }
+        let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
+        let registry = tracing_subscriber::registry().with(filter).with(json);
+        #[cfg(feature = "otel")]
+        {
+            let traces = otlp.map(otlp_provider).transpose()?;
+            let layer = traces.as_ref().map(|provider| {
+                use opentelemetry::trace::TracerProvider as _;
+                tracing_opentelemetry::layer().with_tracer(provider.tracer("dashboard"))
+            });
+            let _ = registry.with(layer).try_init();
+            Ok(Self { guard, dropped, traces })
+        }
+        #[cfg(not(feature = "otel"))]
+        {
+            if otlp.is_some() {
+                return Err(LoggingError::NoOtel);
+            }
+            let _ = registry.try_init();
+            Ok(Self { guard, dropped })
+        }
     }
 
     /// Log lines dropped so far because the writer could not keep up.
@@ -70,9 +120,26 @@ impl Logging {
     /// the dropped lines on stderr, if any.
     pub fn finish(self) {
         let dropped = self.dropped();
+        #[cfg(feature = "otel")]
+        if let Some(traces) = &self.traces {
+            // Exports what is batched, for a bounded time.
+            let _ = traces.shutdown_with_timeout(Duration::from_secs(2));
+        }
         drop(self.guard);
         if dropped > 0 {
             let _ = writeln!(std::io::stderr(), "dashboard: {dropped} log lines were dropped (stderr too slow)");
         }
     }
+}
+
+/// The tracer provider exporting to `endpoint` over OTLP/HTTP (protobuf), in batches.
+#[cfg(feature = "otel")]
+fn otlp_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, LoggingError> {
+    use opentelemetry_otlp::WithExportConfig as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|error| LoggingError::Otlp { endpoint: endpoint.to_owned(), reason: error.to_string() })?;
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build())
 }

@@ -42,6 +42,10 @@ options:
                                 http://offers.internal/v1/tiers/{tier} [DASHBOARD_OFFERS_URL]
                                 (default: a built-in demo backend; `none`: no offers service);
                                 optional: an empty list when it fails, is late or is none
+  --otlp-endpoint URL           export the spans (aggregation, sources, HTTP attempts) over
+                                OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
+                                [DASHBOARD_OTLP_ENDPOINT] (off by default; needs the dashboard
+                                built with --features otel)
   --timeout-ms N                deadline of one dashboard request, in ms, counted from its
                                 arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
@@ -104,7 +108,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = Logging::init();
+    let logging = match Logging::init(args.otlp_endpoint.as_deref()) {
+        Ok(logging) => logging,
+        Err(error) => {
+            let _ = writeln!(std::io::stderr(), "dashboard: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let result = runtime.block_on(async {
         let reporter = tokio::spawn(logging.report_periodically());
         let result = run(args).await;
@@ -303,6 +313,7 @@ struct Args {
     profile_url: Option<String>,
     transactions_url: Option<String>,
     offers_url: Option<String>,
+    otlp_endpoint: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     limits: Limits,
@@ -324,11 +335,12 @@ enum ArgsError {
 }
 
 /// The flags, with their environment variables, in the order [`parse`] reads them.
-const FLAGS: [(&str, &str); 13] = [
+const FLAGS: [(&str, &str); 14] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
     ("--offers-url", "DASHBOARD_OFFERS_URL"),
+    ("--otlp-endpoint", "DASHBOARD_OTLP_ENDPOINT"),
     ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
     ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
     ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
@@ -405,6 +417,7 @@ fn parse(
         Some((_, value)) if value == "none" => Some(value),
         setting => setting.map(|setting| placeholder(setting, "{tier}")).transpose()?,
     };
+    let otlp_endpoint = next().map(|(_, value)| value);
     let timeout = millis(next(), Duration::from_secs(1))?;
     let forward_headers = match next() {
         Some(setting) => header_list(setting)?,
@@ -420,7 +433,16 @@ fn parse(
         max_id_len: count(next(), defaults.max_id_len)?,
         shutdown_grace: millis(next(), defaults.shutdown_grace)?,
     };
-    Ok(Command::Run(Args { listen, profile_url, transactions_url, offers_url, timeout, forward_headers, limits }))
+    Ok(Command::Run(Args {
+        listen,
+        profile_url,
+        transactions_url,
+        offers_url,
+        otlp_endpoint,
+        timeout,
+        forward_headers,
+        limits,
+    }))
 }
 
 /// A duration in milliseconds, from 1 to ten minutes.

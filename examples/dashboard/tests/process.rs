@@ -268,3 +268,75 @@ async fn running_out_of_descriptors_is_logged_as_such_and_the_server_recovers() 
     assert!(lines < 20, "{lines} lines in 300 ms: the accept loop did not back off");
     assert!(healthz_within(addr, Duration::from_secs(5)).await, "the server did not recover");
 }
+
+/// A one-shot OTLP/HTTP collector on 127.0.0.1: records the path, content type and body of
+/// every request it gets, and answers 200.
+#[cfg(feature = "otel")]
+async fn collector() -> (SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<u8>)>>>) {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
+    let addr = listener.local_addr().expect("its address");
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = std::sync::Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buffer = [0u8; 8192];
+                loop {
+                    let Ok(read) = socket.read(&mut buffer).await else { return };
+                    if read == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buffer[..read]);
+                    let Some(end) = raw.windows(4).position(|window| window == b"\r\n\r\n") else { continue };
+                    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                    let header = |name: &str| {
+                        head.lines().find_map(|line| line.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+                    };
+                    let length: usize =
+                        header("content-length").and_then(|value| value.trim().parse().ok()).unwrap_or(0);
+                    if raw.len() < end + 4 + length {
+                        continue;
+                    }
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let body = raw[end + 4..end + 4 + length].to_vec();
+                    log.lock().expect("the log").push((path, header("content-type").unwrap_or_default(), body));
+                    raw.drain(..end + 4 + length);
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if tokio::io::AsyncWriteExt::write_all(&mut socket, reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[cfg(feature = "otel")]
+#[tokio::test]
+async fn with_an_otlp_endpoint_the_spans_are_exported_at_the_latest_on_shutdown() {
+    let (collector, received) = collector().await;
+    let endpoint = format!("http://{collector}/v1/traces");
+    let (mut running, addr) = Running::start(&["--otlp-endpoint", &endpoint], Stdio::null(), &[]).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reply = get(addr, "/dashboard/20", &[("traceparent", traceparent)]).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    running.signal("TERM");
+    assert!(running.exited_within(LIMIT).await.is_some_and(|status| status.success()));
+    let received = received.lock().expect("the log").clone();
+    assert!(!received.is_empty(), "nothing was exported");
+    let (path, content_type, _) = &received[0];
+    assert_eq!((path.as_str(), content_type.trim()), ("/v1/traces", "application/x-protobuf"));
+    let body: Vec<u8> = received.iter().flat_map(|(_, _, body)| body.clone()).collect();
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|window| window == needle);
+    for name in [&b"aggregate"[..], b"source", b"attempt"] {
+        assert!(has(name), "no `{}` span exported", String::from_utf8_lossy(name));
+    }
+    // The caller's trace id (raw bytes in the protobuf): the trace went on.
+    let trace: Vec<u8> =
+        (0..16).map(|i| u8::from_str_radix(&traceparent[3 + 2 * i..5 + 2 * i], 16).expect("hex")).collect();
+    assert!(has(&trace), "the caller's trace id is not in the export");
+}
