@@ -285,16 +285,6 @@ impl Shared {
     }
 }
 
-/// What a client may read about `error`: its message and its direct cause's, `a: b`, never
-/// the rest of the chain (hyper's, rustls' and the OS's text, addresses). The muster and
-/// HTTP fetcher errors keep backend-sent values out of their messages.
-pub fn client_message(error: &(dyn std::error::Error + 'static)) -> String {
-    match error.source() {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
-    }
-}
-
 /// 503 with `Retry-After: 1` and the JSON error body.
 fn overloaded(message: &str) -> Response<Body> {
     let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
