@@ -5,7 +5,7 @@ use std::time::Duration;
 use muster_core::muster_options::OptionError;
 use muster_core::{ErrorKind, GroupError, Name};
 
-use crate::report::{Outcome, Report, TimeoutKind};
+use crate::report::Report;
 
 /// Why [`AggregatorBuilder::build`](crate::AggregatorBuilder::build) refused a configuration.
 /// Nothing was built.
@@ -94,19 +94,16 @@ impl AggregateError {
     /// `Failed`, `Panicked`, `Timeout` (the global deadline) or `Cancelled`.
     pub fn kind(&self) -> ErrorKind {
         match &self.cause {
-            Cause::Group(error) if error.is_failed() && self.timed_out() => ErrorKind::Timeout,
-            Cause::Group(error) if error.is_failed() => {
-                self.source_error().and_then(crate::kind::source_kind).unwrap_or(ErrorKind::Failed)
-            }
+            // The report gave the failed source its kind when it failed.
+            Cause::Group(error) if error.is_failed() => self.failed_kind().unwrap_or(ErrorKind::Failed),
             Cause::Group(error) => error.kind(),
             Cause::Missing => ErrorKind::Failed,
         }
     }
 
-    /// Whether the failed source's own timeout is what failed it.
-    fn timed_out(&self) -> bool {
-        let outcome = self.source_name().and_then(|name| self.report.source(name)).map(|source| &source.outcome);
-        matches!(outcome, Some(Outcome::TimedOut { timeout: TimeoutKind::Source }))
+    /// The kind the report gave the source that failed, if one did.
+    fn failed_kind(&self) -> Option<ErrorKind> {
+        self.source_name().and_then(|name| self.report.source(name)).and_then(|source| source.kind)
     }
 
     /// The source that failed, if a source did (not the deadline or a cancellation).

@@ -96,10 +96,9 @@ pub fn describe() {
 /// Records one aggregation's metrics from its report and, if it failed, its error.
 pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     let failed = error.and_then(GroupError::source_name);
-    let failed_kind = error
-        .and_then(std::error::Error::source)
-        .and_then(crate::kind::source_kind)
-        .map(muster_core::ErrorKind::as_str);
+    // What the report says of the source that failed the aggregation.
+    let failed_source = failed.and_then(|name| report.source(name));
+    let failed_kind = failed_source.and_then(|source| source.kind);
     let cause = match &report.trigger {
         Some(Trigger::Source(_)) => "sibling",
         Some(Trigger::Deadline) => "deadline",
@@ -112,7 +111,7 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
         let outcome = source.outcome.as_str();
         let kind = match &source.outcome {
             Outcome::FellBack { after } => after.as_str(),
-            _ if failed == Some(&*source.name) => failed_kind.unwrap_or(outcome),
+            _ if failed == Some(&*source.name) => failed_kind.map_or(outcome, ErrorKind::as_str),
             _ => outcome,
         };
         counter!(SOURCE_OUTCOMES, "source" => source.name.clone(), "outcome" => outcome, "kind" => kind).increment(1);
@@ -132,17 +131,16 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     }
     let outcome = match error {
         None => "ok",
-        Some(error) => {
-            let timed_out = |name| report.source(name).map(|source| &source.outcome);
-            match error.kind() {
-                ErrorKind::Failed
-                    if failed.and_then(timed_out) == Some(&Outcome::TimedOut { timeout: TimeoutKind::Source }) =>
-                {
-                    "timeout"
-                }
-                kind => kind.as_str(),
+        // The group's kind, but `timeout` when the failed source's own timeout failed it.
+        Some(error) => match error.kind() {
+            ErrorKind::Failed
+                if failed_source.map(|source| &source.outcome)
+                    == Some(&Outcome::TimedOut { timeout: TimeoutKind::Source }) =>
+            {
+                "timeout"
             }
-        }
+            kind => kind.as_str(),
+        },
     };
     counter!(AGGREGATIONS, "outcome" => outcome).increment(1);
     histogram!(AGGREGATION_DURATION, "outcome" => outcome).record(report.elapsed.as_secs_f64());
