@@ -12,7 +12,7 @@ use tracing::Instrument as _;
 
 use crate::call::Shared;
 use crate::context::{RequestContext, aggregate_span, set};
-use crate::error::{AggregateError, BuildError, chain};
+use crate::error::{AggregateError, BuildError, chain, check_names};
 use crate::policy::Policy;
 use crate::report::{Recorder, Report};
 use crate::sources::{Dependent, Entry, Get, Push, SourceOutputs, Typed};
@@ -461,14 +461,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
             return Err(error);
         }
         group.validate()?;
-        for (i, name) in names.iter().enumerate() {
-            if name.is_empty() {
-                return Err(BuildError::EmptyName);
-            }
-            if names[..i].contains(name) {
-                return Err(BuildError::DuplicateSource(name.clone()));
-            }
-        }
+        check_names(names.iter())?;
         if let Some(deadline) = group.deadline {
             if let Some((name, &needs)) =
                 names.iter().zip(&needs).find(|(_, needs)| **needs >= deadline && !needs.is_zero())

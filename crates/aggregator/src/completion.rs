@@ -53,7 +53,7 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use muster_core::{Fetcher, Group, GroupError, Name, Outputs, Retryable, async_trait};
 
-use crate::error::BuildError;
+use crate::error::{BuildError, check_names};
 
 /// A boxed fetcher of `Req` returning `T` or `E`: what members of different fetcher types
 /// become to share one completion policy.
@@ -65,14 +65,7 @@ fn members<N: Into<Name>, F>(members: impl IntoIterator<Item = (N, F)>) -> Resul
     if members.is_empty() {
         return Err(BuildError::NoMembers);
     }
-    for (i, (name, _)) in members.iter().enumerate() {
-        if name.is_empty() {
-            return Err(BuildError::EmptyName);
-        }
-        if members[..i].iter().any(|(earlier, _)| earlier == name) {
-            return Err(BuildError::DuplicateSource(name.clone()));
-        }
-    }
+    check_names(members.iter().map(|(name, _)| name))?;
     Ok(members)
 }
 

@@ -59,6 +59,21 @@ pub enum BuildError {
     },
 }
 
+/// Checks source names: none empty, none twice.
+pub(crate) fn check_names<'a>(names: impl Iterator<Item = &'a Name>) -> Result<(), BuildError> {
+    let mut seen: Vec<&Name> = Vec::new();
+    for name in names {
+        if name.is_empty() {
+            return Err(BuildError::EmptyName);
+        }
+        if seen.contains(&name) {
+            return Err(BuildError::DuplicateSource(name.clone()));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
 /// Why [`Aggregator::aggregate`](crate::Aggregator::aggregate) failed, with the full report.
 ///
 /// The root cause is the first required source to fail (its name, kind and error), the global

@@ -74,7 +74,8 @@ impl fmt::Display for ErrorKind {
 
 /// `duration` in whole milliseconds, rounded to the nearest: a deadline counted from a
 /// request's arrival reads as the budget it was, not a microsecond less.
-pub(crate) fn rounded_ms(duration: Duration) -> u128 {
+#[doc(hidden)]
+pub fn rounded_ms(duration: Duration) -> u128 {
     (duration.as_micros() + 500) / 1000
 }
 

@@ -99,6 +99,8 @@ mod report;
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::classify::Retryable;
 pub use crate::deadline::{current_token, deadline, with_deadline};
+#[doc(hidden)]
+pub use crate::error::rounded_ms;
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
 pub use crate::group::{Group, GroupHandle, IntoIter, Outputs, Wait, WaitWithReport};
