@@ -514,7 +514,7 @@ fn error_parts(error: &AggregateError) -> (StatusCode, ErrorBody<'_>) {
                 };
                 let error = format!(
                     "deadline of {}ms elapsed; pending: {}",
-                    (after.as_micros() + 500) / 1000,
+                    muster_core::rounded_ms(after),
                     pending.join(", ")
                 );
                 let body = ErrorBody { error, source: None, kind: "timeout", pending: Some(pending), request_id };
