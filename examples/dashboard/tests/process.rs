@@ -31,14 +31,18 @@ impl Running {
     /// Starts the dashboard with `args` (and `--listen 127.0.0.1:0` unless given), stderr going
     /// to `stderr`, and reads its address from the first line of stdout.
     async fn start(args: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> (Self, SocketAddr) {
-        let mut command = dashboard(args, env);
+        Self::launch(dashboard(args, env), stderr).await
+    }
+
+    /// Spawns `command` with stderr going to `stderr`, and reads the address from the first
+    /// line of stdout (then keeps draining stdout, so the banner never blocks the process).
+    async fn launch(mut command: Command, stderr: Stdio) -> (Self, SocketAddr) {
         let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
         let mut running = Running(child);
         let stdout = running.0.stdout.take().expect("piped stdout");
         let first = tokio::task::spawn_blocking(move || {
             let mut lines = BufReader::new(stdout).lines();
             let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            // Keep draining, so that the banner never blocks the process.
             std::thread::spawn(move || lines.for_each(drop));
             first
         });
@@ -65,15 +69,20 @@ impl Running {
     }
 }
 
-/// The binary with `args` (`--listen 127.0.0.1:0` first unless given) and none of its settings
-/// from the environment but `env`.
-fn dashboard(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BINARY);
+/// Removes the dashboard's settings (and `RUST_LOG`) from `command`'s environment.
+fn without_settings(command: &mut Command) {
     for (key, _) in std::env::vars() {
         if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
             command.env_remove(key);
         }
     }
+}
+
+/// The binary with `args` (`--listen 127.0.0.1:0` first unless given) and none of its settings
+/// from the environment but `env`.
+fn dashboard(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    without_settings(&mut command);
     command.envs(env.iter().copied());
     if !args.contains(&"--listen") {
         command.args(["--listen", "127.0.0.1:0"]);
@@ -185,24 +194,9 @@ async fn start_with_few_descriptors(args: &[&str], log: &std::path::Path) -> (Ru
         .arg(BINARY)
         .args(["--listen", "127.0.0.1:0"])
         .args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
+    without_settings(&mut command);
     let stderr = std::fs::File::create(log).expect("log file");
-    let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
-    let mut running = Running(child);
-    let stdout = running.0.stdout.take().expect("piped stdout");
-    let first = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().and_then(Result::ok).unwrap_or_default();
-        std::thread::spawn(move || lines.for_each(drop));
-        first
-    });
-    let first = within(LIMIT, "the first line", first).await.expect("read stdout");
-    let addr = first.strip_prefix("listening on http://").expect("`listening on` first").parse().expect("addr");
-    (running, addr)
+    Running::launch(command, stderr.into()).await
 }
 
 /// Opens `count` connections that each send half a request head, as fast as the server takes
