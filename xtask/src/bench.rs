@@ -112,9 +112,9 @@ fn ratio(muster: f64, baseline: Option<f64>) -> String {
 fn group_table(rows: &[Row], report: &mut String) {
     report.push_str("## group: `Group` vs hand-written baselines\n\n");
     report.push_str(
-        "| scenario | N | muster median (p99) | try_join_all | try_join_all, boxed | try_join! | JoinSet + abort_all + drain | spawn + token | ÷ try_join_all | ÷ boxed | ÷ best spawn |\n",
+        "| scenario | N | muster median (p99) | try_join_all | try_join_all, named | try_join_all, boxed | try_join! | JoinSet + abort_all + drain | spawn + token | Go errgroup | ÷ try_join_all | ÷ named | ÷ boxed | ÷ best spawn | ÷ Go |\n",
     );
-    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+    report.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for ((scenario, n), implementations) in by_case(rows) {
         let Some(muster) = implementations.get("muster") else { continue };
         let median = |name: &str| implementations.get(name).map(|row| row.median);
@@ -126,16 +126,20 @@ fn group_table(rows: &[Row], report: &mut String) {
         let spawn = [median("join_set"), median("spawn_token")].into_iter().flatten().reduce(f64::min);
         let _ = writeln!(
             report,
-            "| {scenario} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {scenario} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             cell("muster"),
             cell("try_join_all"),
+            cell("try_join_all_named"),
             cell("try_join_all_boxed"),
             cell("try_join"),
             cell("join_set"),
             cell("spawn_token"),
+            cell("go_errgroup"),
             ratio(muster.median, median("try_join_all")),
+            ratio(muster.median, median("try_join_all_named")),
             ratio(muster.median, median("try_join_all_boxed")),
             ratio(muster.median, spawn),
+            ratio(muster.median, median("go_errgroup")),
         );
     }
     report.push('\n');

@@ -14,6 +14,9 @@
 //! - `muster`: `Group::new()`, N `spawn`s with precomputed `&'static str` names, `wait()`.
 //! - `try_join_all`: `futures::future::try_join_all` over the N source futures (polled in
 //!   place, like the group, but without names, panics, deadline or cause).
+//! - `try_join_all_named` (report mode): `try_join_all` over the unboxed futures, each carrying
+//!   its name and instrumented with a `source` span: what names and spans alone cost, without
+//!   any of the group's checks.
 //! - `try_join_all_boxed`: the same over boxed futures, as a hand-written aggregator over
 //!   sources of different types (or `async_trait` fetchers) must do: the like-for-like
 //!   baseline, since a group stores each task boxed.
@@ -71,10 +74,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use futures::future::try_join_all;
-use muster_core::{Group, GroupError, Outputs};
+use muster_core::{Group, GroupError, Name, Outputs};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Precomputed task names, so that formatting names is not measured.
 const NAMES: [&str; 64] = [
@@ -181,6 +185,30 @@ where
         group.spawn(name, source(i)).expect("the names are unique");
     }
     group.wait().await
+}
+
+/// `try_join_all` over the unboxed source futures, each carrying its name (returned with its
+/// output or its error) and instrumented with a `source` span: the least that any group of
+/// named, traced tasks does, with none of the group's checks (unique names), panics, deadline
+/// or cause. It tells what names and spans alone cost over bare `try_join_all`.
+async fn run_try_join_all_named<S, F>(n: usize, source: S) -> Result<Vec<(Name, usize)>, (Name, Boom)>
+where
+    S: Fn(usize) -> F,
+    F: Future<Output = Result<usize, Boom>> + Send + 'static,
+{
+    let named = |(i, &name): (usize, &&'static str)| {
+        let name = Name::from(name);
+        let span = tracing::info_span!("source", source = %name);
+        let task = source(i);
+        async move {
+            match task.await {
+                Ok(value) => Ok((name, value)),
+                Err(error) => Err((name, error)),
+            }
+        }
+        .instrument(span)
+    };
+    try_join_all(NAMES[..n].iter().enumerate().map(named)).await
 }
 
 async fn run_try_join_all<S, F>(n: usize, source: S) -> Result<Vec<usize>, Boom>
@@ -334,6 +362,20 @@ where
     let result = run_try_join_all(n, counted(source)).await;
     assert_all_dropped(&what("try_join_all"));
     assert_eq!(result, expected, "{}", what("try_join_all"));
+    let named = run_try_join_all_named(n, counted(source)).await;
+    assert_all_dropped(&what("try_join_all_named"));
+    match (named, &expected) {
+        (Ok(named), Ok(expected)) => {
+            assert!(
+                named.iter().map(|(name, _)| &**name).eq(NAMES[..n].iter().copied()),
+                "{}",
+                what("try_join_all_named")
+            );
+            assert!(named.iter().map(|(_, value)| value).eq(expected), "{}", what("try_join_all_named"));
+        }
+        (Err((name, Boom)), Err(Boom)) => assert_eq!(name, NAMES[0], "{}", what("try_join_all_named")),
+        (named, _) => panic!("{}: {named:?}", what("try_join_all_named")),
+    }
     let result = run_try_join_all_boxed(n, counted(source)).await;
     assert_all_dropped(&what("try_join_all_boxed"));
     assert_eq!(result, expected, "{}", what("try_join_all_boxed"));
@@ -438,7 +480,8 @@ mod harness;
 
 /// The implementations measured at `n`: `try_join!` only where it is written out.
 fn implementations(n: usize) -> Vec<&'static str> {
-    let mut implementations = vec!["muster", "try_join_all", "try_join_all_boxed", "join_set", "spawn_token"];
+    let mut implementations =
+        vec!["muster", "try_join_all", "try_join_all_named", "try_join_all_boxed", "join_set", "spawn_token"];
     if n == 2 || n == 8 {
         implementations.push("try_join");
     }
@@ -457,6 +500,7 @@ where
     match implementation {
         "muster" => drop(black_box(run_muster(n, source).await)),
         "try_join_all" => drop(black_box(run_try_join_all(n, source).await)),
+        "try_join_all_named" => drop(black_box(run_try_join_all_named(n, source).await)),
         "try_join_all_boxed" => drop(black_box(run_try_join_all_boxed(n, source).await)),
         "join_set" => drop(black_box(run_join_set(n, source).await)),
         "spawn_token" => drop(black_box(run_spawn_token(n, source).await)),

@@ -173,12 +173,15 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
         if group.recording.is_some() {
             group.finish_report(None);
         }
-        // `into_iter().map().collect()` reuses the slots' allocation for the outputs.
-        let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
+        // A new vector of the right size: reusing the slots' (larger) allocation in place
+        // would cost a `realloc` to shrink it, more than allocating afresh.
+        let slots = std::mem::take(&mut group.slots);
+        let mut entries = Vec::with_capacity(slots.len());
+        entries.extend(slots.into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
-        });
-        Poll::Ready(Ok(Outputs { entries: entries.collect() }))
+        }));
+        Poll::Ready(Ok(Outputs { entries }))
     }
 }
 
@@ -1190,13 +1193,15 @@ impl<T> fmt::Debug for Group<'_, T> {
     }
 }
 
-/// A cheap fingerprint of a task name: its length and its first and last eight bytes. Only
-/// used to skip name comparisons; equal fingerprints are confirmed by comparing the names.
+/// A cheap fingerprint of a task name: its length and four of its bytes (the first, the last,
+/// the one before the last and the middle one). Only used to skip name comparisons; equal
+/// fingerprints are confirmed by comparing the names.
 fn name_hash(name: &str) -> u64 {
     let bytes = name.as_bytes();
-    let word = |part: &[u8]| part.iter().fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
-    let (head, tail) = (word(&bytes[..bytes.len().min(8)]), word(&bytes[bytes.len().saturating_sub(8)..]));
-    (head.rotate_left(29) ^ tail).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ bytes.len() as u64
+    let len = bytes.len();
+    let byte = |index: usize| bytes.get(index).map_or(0, |&byte| u64::from(byte));
+    let picked = byte(0) | byte(len / 2) << 8 | byte(len.wrapping_sub(2)) << 16 | byte(len.wrapping_sub(1)) << 24;
+    picked | (len as u64) << 32
 }
 
 /// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
