@@ -143,6 +143,9 @@ pub fn remaining() -> Option<Duration> {
 /// deadline, the caller going away, or completion) — for example in a drop guard, since a
 /// cancelled source is dropped. `None` outside a source.
 ///
+/// Inside a task of a bare [`Group`](crate::Group) it is that group's token (the function the
+/// `Group` documentation calls `current_token`).
+///
 /// ```
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;

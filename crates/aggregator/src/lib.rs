@@ -127,8 +127,9 @@ pub use crate::sources::{Get, Push, SourceOutputs};
 
 #[doc(inline)]
 pub use muster_core::{
-    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, IntoIter, Name, Outputs, Retryable,
-    SharedError, SpawnError, Wait, async_trait, fetcher_fn, with_deadline,
+    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, GroupHandle, GroupReport, IntoIter,
+    Name, Outputs, Retryable, SharedError, SpawnError, TaskOutcome, TaskReport, TrySpawnError, Wait, WaitWithReport,
+    async_trait, fetcher_fn, with_deadline,
 };
 #[doc(inline)]
 pub use muster_options::{
