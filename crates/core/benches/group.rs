@@ -38,7 +38,8 @@
 //!   to its next 1 ms tick) plus detection and cancellation.
 //! - `fail_after_timer` (report mode only): the same sources, but the time is only the failure
 //!   path: from the moment source 0 returns its error (after its real timer fired) to the
-//!   implementation returning with every sibling (and its 10 s timer) dropped.
+//!   implementation returning with every sibling (and its 10 s timer) dropped, read before its
+//!   result (for muster, the `GroupError`) is dropped.
 //!
 //! In report mode every scenario runs on the 2-worker runtime and again on a current-thread
 //! runtime (scenario names ending in `/ct`), and `tokio::try_join!` is measured for N = 2 and
@@ -491,21 +492,29 @@ fn implementations(n: usize) -> Vec<&'static str> {
     implementations
 }
 
-/// One run of `implementation`, its result dropped.
-async fn run_once<S, F>(implementation: &str, n: usize, source: S)
+/// One run of `implementation`, its result dropped. With `stamp`, returns when it returned (in
+/// nanoseconds since [`epoch`]), read before its result is dropped; else 0.
+async fn run_once<S, F>(implementation: &str, n: usize, source: S, stamp: bool) -> u64
 where
     S: Fn(usize) -> F + Copy,
     F: Future<Output = Result<usize, Boom>> + Send + 'static,
 {
     match implementation {
-        "muster" => drop(black_box(run_muster(n, source).await)),
-        "try_join_all" => drop(black_box(run_try_join_all(n, source).await)),
-        "try_join_all_named" => drop(black_box(run_try_join_all_named(n, source).await)),
-        "try_join_all_boxed" => drop(black_box(run_try_join_all_boxed(n, source).await)),
-        "join_set" => drop(black_box(run_join_set(n, source).await)),
-        "spawn_token" => drop(black_box(run_spawn_token(n, source).await)),
-        _ => drop(black_box(run_try_join(n, source).await)),
+        "muster" => returned(run_muster(n, source).await, stamp),
+        "try_join_all" => returned(run_try_join_all(n, source).await, stamp),
+        "try_join_all_named" => returned(run_try_join_all_named(n, source).await, stamp),
+        "try_join_all_boxed" => returned(run_try_join_all_boxed(n, source).await, stamp),
+        "join_set" => returned(run_join_set(n, source).await, stamp),
+        "spawn_token" => returned(run_spawn_token(n, source).await, stamp),
+        _ => returned(run_try_join(n, source).await, stamp),
     }
+}
+
+/// Drops `result`; with `stamp`, returns the time just before.
+fn returned<R>(result: R, stamp: bool) -> u64 {
+    let at = if stamp { nanos_since_epoch() } else { 0 };
+    drop(black_box(result));
+    at
 }
 
 fn report_scenario<S, F>(rt: &Runtime, scenario: &str, n: usize, source: S, report: &mut String)
@@ -516,7 +525,7 @@ where
     let batch = move |implementation: &'static str, iterations: u32| async move {
         let started = Instant::now();
         for _ in 0..iterations {
-            run_once(implementation, n, source).await;
+            run_once(implementation, n, source, false).await;
         }
         started.elapsed()
     };
@@ -529,8 +538,7 @@ fn report_fail_after_timer(rt: &Runtime, scenario: &str, n: usize, report: &mut 
     let batch = move |implementation: &'static str, iterations: u32| async move {
         let mut total = Duration::ZERO;
         for _ in 0..iterations {
-            run_once(implementation, n, fail_after_timer).await;
-            let returned = nanos_since_epoch();
+            let returned = run_once(implementation, n, fail_after_timer, true).await;
             total += Duration::from_nanos(returned.saturating_sub(ERRORED_AT.load(Ordering::Relaxed)));
         }
         total
@@ -594,12 +602,12 @@ fn profile(spec: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
     rt.block_on(async move {
         for _ in 0..iterations {
-            match scenario {
-                "ready" => run_once(implementation, n, ready).await,
-                "yield_once" => run_once(implementation, n, yield_once).await,
-                "fail_fast" => run_once(implementation, n, fail_fast).await,
-                _ => run_once(implementation, n, fail_after_timer).await,
-            }
+            let _ = match scenario {
+                "ready" => run_once(implementation, n, ready, false).await,
+                "yield_once" => run_once(implementation, n, yield_once, false).await,
+                "fail_fast" => run_once(implementation, n, fail_fast, false).await,
+                _ => run_once(implementation, n, fail_after_timer, false).await,
+            };
         }
     });
 }
