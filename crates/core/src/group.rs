@@ -1108,7 +1108,8 @@ impl<T> Group<'_, T> {
     /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
     fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<DropPanic>, Cause) {
         let mut scope = self.token_scope();
-        let mut cancelled = Vec::new();
+        // Sized once: growing it would reallocate on the failure path, every few siblings.
+        let mut cancelled = Vec::with_capacity(self.slots.iter().filter(|slot| slot.state.is_unfinished()).count());
         let mut panics = Vec::new();
         let drop_all = || {
             if let Some(pool) = self.pool.take() {
