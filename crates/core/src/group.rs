@@ -173,15 +173,13 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
         if group.recording.is_some() {
             group.finish_report(None);
         }
-        // A new vector of the right size: reusing the slots' (larger) allocation in place
-        // would cost a `realloc` to shrink it, more than allocating afresh.
-        let slots = std::mem::take(&mut group.slots);
-        let mut entries = Vec::with_capacity(slots.len());
-        entries.extend(slots.into_iter().map(|slot| match slot.state {
+        // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
+        // allocation (at most a `realloc` that shrinks it).
+        let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
-        }));
-        Poll::Ready(Ok(Outputs { entries }))
+        });
+        Poll::Ready(Ok(Outputs { entries: entries.collect() }))
     }
 }
 
