@@ -129,8 +129,8 @@ where
     Box::pin(Wrapped { span, deadline, future: Some(task) })
 }
 
-/// A task's slot and the message of the panic of its drop.
-type DropPanic = (usize, Arc<str>);
+/// A task's slot, its name and the message of the panic of its drop.
+type DropPanic = (usize, Name, Arc<str>);
 
 /// Drops `task`, containing a panic of its drop glue (a drop guard that panics): returns the
 /// panic's message instead of unwinding.
@@ -1010,10 +1010,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         others.sort_unstable();
         let also_failed = others.iter().map(|&index| self.slots[index].name.clone()).collect();
         let secondary: Vec<Cause> = (panics.iter())
-            .map(|(index, message)| Cause::Panicked {
-                name: self.slots[*index].name.clone(),
-                message: Arc::clone(message),
-            })
+            .map(|(_, name, message)| Cause::Panicked { name: name.clone(), message: Arc::clone(message) })
             .collect();
         if let Some(recording) = &mut self.recording {
             recording.now = elapsed;
@@ -1028,9 +1025,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
                 };
                 recording.end(index, outcome);
             }
-            for (index, message) in &panics {
-                let name = self.slots[*index].name.clone();
-                recording.entry(*index).secondary = Some(Cause::Panicked { name, message: Arc::clone(message) });
+            for (index, name, message) in &panics {
+                let secondary = Cause::Panicked { name: name.clone(), message: Arc::clone(message) };
+                recording.entry(*index).secondary = Some(secondary);
             }
         }
         let fields = std::mem::take(&mut self.fields);
@@ -1104,7 +1101,10 @@ impl<T> Group<'_, T> {
     /// Drops every task still running or queued, inside a scope where
     /// [`current_token`](crate::current_token) reads `cause`, containing panics of their drops.
     /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
+    /// The names are moved out of the slots, not copied, unless the report needs them: the
+    /// group is over.
     fn drop_unfinished(&mut self, cause: Cause) -> (Vec<Name>, Vec<DropPanic>, Cause) {
+        let keep_names = self.recording.is_some();
         let mut scope = self.token_scope();
         // Sized once: growing it would reallocate on the failure path, every few siblings.
         let mut cancelled = Vec::with_capacity(self.slots.iter().filter(|slot| slot.state.is_unfinished()).count());
@@ -1113,7 +1113,7 @@ impl<T> Group<'_, T> {
             if let Some(pool) = self.pool.take() {
                 for Pooled { index, task } in pool {
                     if let Some(message) = drop_contained(task) {
-                        panics.push((index, message));
+                        panics.push((index, self.slots[index].name.clone(), message));
                     }
                 }
             }
@@ -1121,15 +1121,16 @@ impl<T> Group<'_, T> {
                 if !slot.state.is_unfinished() {
                     continue;
                 }
-                cancelled.push(slot.name.clone());
+                let name = if keep_names { slot.name.clone() } else { std::mem::take(&mut slot.name) };
                 match std::mem::replace(&mut slot.state, State::Cancelled) {
                     State::Queued(task) | State::Running(task) => {
                         if let Some(message) = drop_contained(task) {
-                            panics.push((index, message));
+                            panics.push((index, name.clone(), message));
                         }
                     }
                     _ => {}
                 }
+                cancelled.push(name);
             }
         };
         // A token that exists already holds the cause; only a token made now needs it.
@@ -1141,7 +1142,7 @@ impl<T> Group<'_, T> {
             None => closing_scoped(&mut scope, cause, drop_all).1,
         };
         self.adopt(scope);
-        panics.sort_by_key(|(index, _)| *index);
+        panics.sort_by_key(|(index, ..)| *index);
         (cancelled, panics, cause)
     }
 
@@ -1175,8 +1176,7 @@ impl<T> Drop for Group<'_, T> {
         // `current_token` reads the cause, and with a panicking drop contained.
         let cause = self.closed().cloned().unwrap_or(Cause::Dropped);
         let (_, panics, _) = self.drop_unfinished(cause);
-        for (index, message) in panics {
-            let name = &self.slots[index].name;
+        for (_, name, message) in panics {
             tracing::warn!(source = %name, %message, "a cancelled task panicked while being dropped (contained)");
         }
     }

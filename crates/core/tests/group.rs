@@ -455,6 +455,20 @@ async fn a_panic_while_dropping_a_cancelled_task_is_contained_and_recorded() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_error_names_cancelled_tasks_and_drop_panics_by_their_owned_names_without_a_report() {
+    support::quiet_deliberate_panics();
+    let mut group = Group::new();
+    spawn_failure_and_panicking_guard(&mut group, 10);
+    for i in 0..3 {
+        group.spawn(format!("slow-{i}"), Probe::new().source("slow", ms(10_000), Outcome::Ok, 0)).unwrap();
+    }
+    let error = group.wait().await.unwrap_err();
+    assert_eq!(error.source_name(), Some("bad"));
+    assert_eq!(error.cancelled(), ["bomb", "slow-0", "slow-1", "slow-2"]);
+    assert!(matches!(error.secondary(), [Cause::Panicked { name, .. }] if name == "bomb"), "{:?}", error.secondary());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_drop_panic_in_a_large_group_or_when_the_group_is_dropped_does_not_unwind() {
     support::quiet_deliberate_panics();
     // Beyond 32 tasks the group polls through a `FuturesUnordered`: the same containment.
@@ -465,7 +479,9 @@ async fn a_drop_panic_in_a_large_group_or_when_the_group_is_dropped_does_not_unw
     }
     let error = group.wait().await.unwrap_err();
     assert_eq!(error.source_name(), Some("bad"));
-    assert_eq!(error.secondary().len(), 1);
+    assert!(matches!(error.secondary(), [Cause::Panicked { name, .. }] if name == "bomb"), "{:?}", error.secondary());
+    let cancelled: Vec<String> = std::iter::once("bomb".to_owned()).chain((0..40).map(|i| format!("s{i}"))).collect();
+    assert_eq!(error.cancelled(), cancelled, "owned names, moved out of the slots");
 
     // Dropping the `wait` future, and dropping a group that never ran.
     let mut group = Group::new();
