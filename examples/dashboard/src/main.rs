@@ -180,6 +180,8 @@ async fn run(args: Args) -> Result<(), StartError> {
     let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers };
     let state = AppState::new(&config).map_err(StartError::Config)?;
 
+    // Before the banner: a signal sent once the server says it is up is always handled.
+    let stop = signals();
     // A closed stdout (`dashboard | head`) must not stop the server: write errors are ignored.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "listening on http://{addr}");
@@ -187,7 +189,7 @@ async fn run(args: Args) -> Result<(), StartError> {
     let _ = stdout.flush();
 
     let server = Server::new(dashboard::app(state), args.limits, config.timeout);
-    let outcome = server.serve(listener, signals()).await;
+    let outcome = server.serve(listener, stop).await;
     if outcome.forced > 0 {
         tracing::warn!(open_connections = outcome.forced, "grace period over: exiting with requests unanswered");
     } else {
@@ -235,18 +237,20 @@ fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
     text
 }
 
-/// Resolves on the first Ctrl-C or SIGTERM; the server then stops accepting and drains, for
-/// the grace period at most. A second signal exits the process at once (exit code 130).
-async fn signals() {
+/// Listens for Ctrl-C and SIGTERM from the moment it is called, and resolves on the first: the
+/// server then stops accepting and drains, for the grace period at most. A second signal exits
+/// the process at once (exit code 130).
+///
+/// The listeners are registered here, before the banner says the server is up: a signal sent
+/// right after the banner is never met by the default action, which kills the process without
+/// draining.
+fn signals() -> impl std::future::Future<Output = ()> {
     let (first, second) = tokio::sync::oneshot::channel::<()>();
+    let mut signals = Signals::register();
     tokio::spawn(async move {
         let mut first = Some(first);
-        let mut terminate = terminate_signal();
         loop {
-            tokio::select! {
-                result = tokio::signal::ctrl_c() => if result.is_err() { std::future::pending::<()>().await },
-                () = next_terminate(&mut terminate) => {}
-            }
+            signals.next().await;
             match first.take() {
                 Some(first) => drop(first.send(())),
                 None => {
@@ -256,36 +260,59 @@ async fn signals() {
             }
         }
     });
-    let _ = second.await;
-}
-
-#[cfg(unix)]
-type Terminate = Option<tokio::signal::unix::Signal>;
-#[cfg(not(unix))]
-type Terminate = ();
-
-#[cfg(unix)]
-fn terminate_signal() -> Terminate {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
-}
-
-#[cfg(not(unix))]
-fn terminate_signal() -> Terminate {}
-
-#[cfg(unix)]
-async fn next_terminate(signal: &mut Terminate) {
-    let received = match signal {
-        Some(signal) => signal.recv().await.is_some(),
-        None => false,
-    };
-    if !received {
-        std::future::pending::<()>().await;
+    async move {
+        let _ = second.await;
     }
 }
 
+/// The process's shutdown signals: SIGINT (Ctrl-C) and SIGTERM. A signal whose listener cannot
+/// be registered is never received.
+#[cfg(unix)]
+struct Signals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self { interrupt: signal(SignalKind::interrupt()).ok(), terminate: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// The next signal.
+    async fn next(&mut self) {
+        async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+            let received = match signal {
+                Some(signal) => signal.recv().await.is_some(),
+                None => false,
+            };
+            if !received {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            () = received(&mut self.interrupt) => {}
+            () = received(&mut self.terminate) => {}
+        }
+    }
+}
+
+/// Ctrl-C only, listened to from the first poll.
 #[cfg(not(unix))]
-async fn next_terminate(_: &mut Terminate) {
-    std::future::pending().await
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn register() -> Self {
+        Self
+    }
+
+    async fn next(&mut self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn chain(error: &dyn Error) -> String {

@@ -1,5 +1,6 @@
-//! The `dashboard` process under signals, broken pipes and a low descriptor limit: SIGTERM
-//! drains and exits within the grace period whatever the clients hold, a second signal exits
+//! The `dashboard` process under signals, broken pipes and a low descriptor limit: a signal is
+//! handled from the moment the server says it is up, SIGTERM drains and exits within the grace
+//! period whatever the clients hold, a second signal exits
 //! at once, a stderr nobody reads does not stop serving, a closed stdout is not a panic, the
 //! connection cap keeps `/healthz` alive under `ulimit -n 64`, and running out of descriptors
 //! is logged as such, with backoff.
@@ -89,6 +90,18 @@ fn dashboard(args: &[&str], env: &[(&str, &str)]) -> Command {
     }
     command.args(args);
     command
+}
+
+#[tokio::test]
+async fn a_signal_sent_as_soon_as_the_server_says_it_is_up_shuts_it_down_gracefully() {
+    // The listeners are registered before the `listening on` line: a SIGTERM or Ctrl-C right
+    // after it drains and exits 0, rather than meeting the default action (killed by the signal).
+    for signal in ["TERM", "INT", "TERM", "INT"] {
+        let (mut running, _) = Running::start(&[], Stdio::null(), &[]).await;
+        running.signal(signal);
+        let status = running.exited_within(LIMIT).await;
+        assert!(status.is_some_and(|status| status.success()), "SIG{signal} at once: exit status {status:?}");
+    }
 }
 
 #[tokio::test]
