@@ -1,6 +1,5 @@
 //! Per-request context: what varies per call of a shared aggregator.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
@@ -231,19 +230,22 @@ static NO_FIELDS: Metadata<'static> = Metadata::new(
     Kind::SPAN,
 );
 
-/// The span metadata for `names`, made and registered on first use.
-fn metadata<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'static> {
-    static SITES: OnceLock<Mutex<HashMap<Vec<String>, &'static Metadata<'static>>>> = OnceLock::new();
-    let names: Vec<String> = names.map(str::to_owned).collect();
-    let mut sites = SITES.get_or_init(Mutex::default).lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(meta) = sites.get(&names) {
+/// The span metadata for `names`, made and registered on first use. Looked up by the names
+/// its field set holds, so that a call with a known list of names allocates nothing: this runs
+/// for every aggregation while `aggregate` spans are enabled.
+fn metadata<'n>(names: impl Iterator<Item = &'n str> + Clone) -> &'static Metadata<'static> {
+    static SITES: Mutex<Vec<&'static Metadata<'static>>> = Mutex::new(Vec::new());
+    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
+    let same_names =
+        |meta: &&&'static Metadata<'static>| meta.fields().iter().map(|field| field.name()).eq(names.clone());
+    if let Some(meta) = sites.iter().find(same_names) {
         return meta;
     }
     if sites.len() >= MAX_SITES {
         return &NO_FIELDS;
     }
     let leaked: &'static [&'static str] =
-        Box::leak(names.iter().map(|name| &*Box::leak(name.clone().into_boxed_str())).collect::<Box<[_]>>());
+        Box::leak(names.map(|name| &*Box::leak(Box::<str>::from(name))).collect::<Box<[_]>>());
     let site: &'static Site = Box::leak(Box::new(Site { meta: OnceLock::new() }));
     let meta: &'static Metadata<'static> = Box::leak(Box::new(Metadata::new(
         "aggregate",
@@ -257,7 +259,7 @@ fn metadata<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'stat
     )));
     let _ = site.meta.set(meta);
     tracing::callsite::register(site);
-    sites.insert(names, meta);
+    sites.push(meta);
     meta
 }
 
@@ -282,5 +284,23 @@ mod otel {
         let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
         let context = SpanContext::new(trace, parent, flags, true, TraceState::default());
         context.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(context))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_of_field_names_gets_one_span_metadata_made_once() {
+        let first = metadata(["tenant", "user"].into_iter());
+        assert!(std::ptr::eq(first, metadata(["tenant", "user"].into_iter())), "looked up, not made again");
+        let names: Vec<&str> = first.fields().iter().map(|field| field.name()).collect();
+        assert_eq!(names, ["tenant", "user"]);
+        for other in [&["user", "tenant"][..], &["tenant"], &["tenant", "user", "region"]] {
+            let meta = metadata(other.iter().copied());
+            assert!(!std::ptr::eq(first, meta), "{other:?} has metadata of its own");
+            assert!(meta.fields().iter().map(|field| field.name()).eq(other.iter().copied()));
+        }
     }
 }
