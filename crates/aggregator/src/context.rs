@@ -219,16 +219,21 @@ impl Callsite for Site {
 
 static NO_FIELDS_SITE: Site = Site { meta: OnceLock::new() };
 
-static NO_FIELDS: Metadata<'static> = Metadata::new(
-    "aggregate",
-    "muster",
-    Level::INFO,
-    Some(file!()),
-    Some(line!()),
-    Some(module_path!()),
-    FieldSet::new(&[], Identifier(&NO_FIELDS_SITE)),
-    Kind::SPAN,
-);
+static NO_FIELDS: Metadata<'static> = span_metadata(FieldSet::new(&[], Identifier(&NO_FIELDS_SITE)));
+
+/// The metadata of an `aggregate` span with `fields`.
+const fn span_metadata(fields: FieldSet) -> Metadata<'static> {
+    Metadata::new(
+        "aggregate",
+        "muster",
+        Level::INFO,
+        Some(file!()),
+        Some(line!()),
+        Some(module_path!()),
+        fields,
+        Kind::SPAN,
+    )
+}
 
 /// The span metadata for `names`, made and registered on first use. Looked up by the names
 /// its field set holds, so that a call with a known list of names allocates nothing: this runs
@@ -247,16 +252,7 @@ fn metadata<'n>(names: impl Iterator<Item = &'n str> + Clone) -> &'static Metada
     let leaked: &'static [&'static str] =
         Box::leak(names.map(|name| &*Box::leak(Box::<str>::from(name))).collect::<Box<[_]>>());
     let site: &'static Site = Box::leak(Box::new(Site { meta: OnceLock::new() }));
-    let meta: &'static Metadata<'static> = Box::leak(Box::new(Metadata::new(
-        "aggregate",
-        "muster",
-        Level::INFO,
-        Some(file!()),
-        Some(line!()),
-        Some(module_path!()),
-        FieldSet::new(leaked, Identifier(site)),
-        Kind::SPAN,
-    )));
+    let meta: &'static Metadata<'static> = Box::leak(Box::new(span_metadata(FieldSet::new(leaked, Identifier(site)))));
     let _ = site.meta.set(meta);
     tracing::callsite::register(site);
     sites.push(meta);
