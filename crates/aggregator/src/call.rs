@@ -30,7 +30,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use muster_core::{BoxError, CancelToken};
+use muster_core::BoxError;
 use tokio::time::Instant;
 
 use crate::report::Recorder;
@@ -129,9 +129,11 @@ fn with_call(f: impl FnOnce(&Call)) {
 /// The deadline the current source runs under: the aggregation's deadline (the tighter of the
 /// aggregator's and the call's), or tighter still inside a per-source
 /// [`Timeout`](crate::Timeout). `None` outside a source or without a deadline.
-pub fn deadline() -> Option<Instant> {
-    muster_core::deadline()
-}
+///
+/// # In a `Group`
+///
+#[doc(inline)]
+pub use muster_core::deadline;
 
 /// The time left until [`deadline()`], zero once it has passed; `None` without a deadline.
 pub fn remaining() -> Option<Duration> {
@@ -139,12 +141,10 @@ pub fn remaining() -> Option<Duration> {
 }
 
 /// The cancellation token of the current source's aggregation: wait on it with
-/// [`CancelToken::cancelled`], or read [`CancelToken::cause`] (a sibling's failure, the
-/// deadline, the caller going away, or completion) — for example in a drop guard, since a
-/// cancelled source is dropped. `None` outside a source.
-///
-/// Inside a task of a bare [`Group`](crate::Group) it is that group's token (the function the
-/// `Group` documentation calls `current_token`).
+/// [`CancelToken::cancelled`](crate::CancelToken::cancelled), or read
+/// [`CancelToken::cause`](crate::CancelToken::cause) (a sibling's failure, the deadline, the
+/// caller going away, or completion), for example in a drop guard, since a cancelled source
+/// is dropped. `None` outside a source.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -179,9 +179,11 @@ pub fn remaining() -> Option<Duration> {
 /// assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `failing`: 503"));
 /// # Ok(()) }
 /// ```
-pub fn cancellation() -> Option<CancelToken> {
-    muster_core::current_token()
-}
+///
+/// # In a `Group`
+///
+#[doc(inline)]
+pub use muster_core::cancellation;
 
 /// What policies tell the report about the source they wrap: the aggregator shows these in
 /// the source's line of the [`Report`](crate::Report), whatever the policy is. Outside a

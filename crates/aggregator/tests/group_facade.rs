@@ -73,3 +73,40 @@ async fn report_on_success_and_error() {
     assert!(waterfall.contains("stopped by `bad`"), "{waterfall}");
     assert!(waterfall.contains("cancelled by `bad`: 503"), "{waterfall}");
 }
+
+/// The task-local functions the `Group` documentation names are callable through `muster::`:
+/// inside a bare group's task, `muster::cancellation()` is the group's token (a drop guard
+/// reads the failed sibling) and `muster::deadline()` the group's deadline.
+#[tokio::test(start_paused = true)]
+async fn a_bare_groups_tasks_read_its_token_and_deadline_through_the_facade() {
+    struct Guard(Arc<Mutex<Option<String>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let cause = muster::cancellation().and_then(|token| token.cause().map(ToString::to_string));
+            *self.0.lock().unwrap() = cause;
+        }
+    }
+
+    let start = tokio::time::Instant::now();
+    let seen = Arc::new(Mutex::new(None));
+    let mut group = Group::with_options(muster::Deadline(Duration::from_secs(1))).unwrap();
+    let guard = Guard(Arc::clone(&seen));
+    group
+        .spawn("slow", async move {
+            let _guard = guard;
+            assert_eq!(muster::deadline(), Some(start + Duration::from_secs(1)));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<u32, std::io::Error>(1)
+        })
+        .unwrap();
+    group
+        .spawn("bad", async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err::<u32, _>(std::io::Error::other("503"))
+        })
+        .unwrap();
+    let error = group.wait().await.unwrap_err();
+    assert_eq!(error.source_name(), Some("bad"));
+    assert_eq!(seen.lock().unwrap().as_deref(), Some("cancelled by `bad`: 503"));
+    assert!(muster::cancellation().is_none() && muster::deadline().is_none(), "nothing outside a task");
+}

@@ -138,7 +138,7 @@ pub(crate) fn write_names(f: &mut fmt::Formatter<'_>, names: &[Name]) -> fmt::Re
 /// Every [`Group`](crate::Group) owns one (see [`Group::token`](crate::Group::token)); its tasks
 /// are cancelled for real by being dropped, and the token is for code that wants to react first
 /// or afterwards, for example a drop guard that logs the cause. A task reads its group's token
-/// with [`current_token`](crate::current_token).
+/// with [`cancellation()`](crate::cancellation).
 ///
 /// Cancelling a token cancels its children. A cause, once set, is never overwritten: the first
 /// cause wins, and a child cancelled through its parent keeps the parent's cause even when it

@@ -62,7 +62,7 @@ thread_local! {
     static CLOSING: RefCell<Option<Cause>> = const { RefCell::new(None) };
 }
 
-/// What [`current_token`] needs to find or make the current group's token. The group's token
+/// What [`cancellation()`] needs to find or make the current group's token. The group's token
 /// is made lazily: a group whose tasks never ask for it never allocates one.
 #[derive(Default)]
 pub(crate) struct TokenScope {
@@ -97,7 +97,7 @@ impl TokenScope {
 ///
 /// ```
 /// # use muster_core as muster;
-/// use muster::{Cause, Group, current_token};
+/// use muster::{Cause, Group, cancellation};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
 /// let mut group = Group::new();
@@ -106,7 +106,7 @@ impl TokenScope {
 ///     struct Guard;
 ///     impl Drop for Guard {
 ///         fn drop(&mut self) {
-///             let cause = current_token().and_then(|token| token.cause().cloned());
+///             let cause = cancellation().and_then(|token| token.cause().cloned());
 ///             assert!(matches!(cause, Some(Cause::Failed { ref name, .. }) if name == "bad"));
 ///         }
 ///     }
@@ -114,10 +114,10 @@ impl TokenScope {
 ///     std::future::pending::<Result<u32, &str>>().await
 /// }).unwrap();
 /// assert_eq!(group.wait().await.unwrap_err().source_name(), Some("bad"));
-/// assert!(current_token().is_none());
+/// assert!(cancellation().is_none());
 /// # }
 /// ```
-pub fn current_token() -> Option<CancelToken> {
+pub fn cancellation() -> Option<CancelToken> {
     let current = |current: &Cell<Option<TokenScope>>| {
         let mut scope = current.take()?;
         let TokenScope { token, parent, closing } = &mut scope;
@@ -156,7 +156,7 @@ pub(crate) fn token_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> 
 }
 
 /// Like [`token_scoped`], for a group dropping its tasks because of `cause`: a token made by
-/// [`current_token`] meanwhile starts cancelled with `cause`. The cause is moved in and handed
+/// [`cancellation()`] meanwhile starts cancelled with `cause`. The cause is moved in and handed
 /// back, not cloned.
 pub(crate) fn closing_scoped<R>(scope: &mut TokenScope, cause: Cause, f: impl FnOnce() -> R) -> (R, Cause) {
     /// Puts the enclosing closing cause back, and hands this one back to `cause`.

@@ -476,7 +476,7 @@ impl<T> fmt::Debug for GroupHandle<'_, T> {
 ///   spawn order and never after a failure. [`try_spawn`](Group::try_spawn) refuses instead of
 ///   queueing.
 /// - Running tasks spawn siblings through a [`GroupHandle`] ([`Group::handle`]).
-/// - The group's [`CancelToken`] (also [`current_token`](crate::current_token) inside a task)
+/// - The group's [`CancelToken`] (also [`cancellation()`](crate::cancellation) inside a task)
 ///   reports why work was stopped: the failed sibling, the deadline, the caller's cancellation
 ///   (with its reason), the group being dropped, or (after success) [`Cause::Completed`].
 /// - [`wait_with_report`](Group::wait_with_report) adds a per-task [`GroupReport`].
@@ -524,7 +524,8 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         Self::from_config(GroupConfig::default())
     }
 
-    /// An empty group configured by `options` (see [`muster_options`]).
+    /// An empty group configured by `options`: a [`GroupOption`] such as a
+    /// [`Deadline`](crate::Deadline), a [`Limit`](crate::Limit) or a tuple of them.
     ///
     /// ```
     /// # use muster_core as muster;
@@ -594,7 +595,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// [`Cause::Completed`] when it succeeds and with [`Cause::Dropped`] when it is dropped
     /// before finishing. Cancelling it cancels the group (with
     /// [`cancel_because`](CancelToken::cancel_because), with a reason that the error carries).
-    /// Inside a task, [`current_token`](crate::current_token) returns the same token.
+    /// Inside a task, [`cancellation()`](crate::cancellation) returns the same token.
     pub fn token(&self) -> CancelToken {
         self.token.get_or_init(|| self.parent.as_ref().map_or_else(CancelToken::new, CancelToken::child)).clone()
     }
@@ -1072,7 +1073,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 }
 
 impl<T> Group<'_, T> {
-    /// What [`current_token`](crate::current_token) sees while this group's tasks run or are
+    /// What [`cancellation()`](crate::cancellation) sees while this group's tasks run or are
     /// dropped: clones of the group's token or parent, nothing for a plain group.
     fn token_scope(&self) -> TokenScope {
         let token = self.token.get().cloned();
@@ -1080,7 +1081,7 @@ impl<T> Group<'_, T> {
         TokenScope::new(token, parent)
     }
 
-    /// Keeps the token a task made through [`current_token`](crate::current_token).
+    /// Keeps the token a task made through [`cancellation()`](crate::cancellation).
     fn adopt(&mut self, scope: TokenScope) {
         if let Some(token) = scope.token {
             let _ = self.token.set(token);
@@ -1099,7 +1100,7 @@ impl<T> Group<'_, T> {
     }
 
     /// Drops every task still running or queued, inside a scope where
-    /// [`current_token`](crate::current_token) reads `cause`, containing panics of their drops.
+    /// [`cancellation()`](crate::cancellation) reads `cause`, containing panics of their drops.
     /// Returns the names of the dropped tasks and the drop panics by slot, both in spawn order.
     /// The names are moved out of the slots, not copied, unless the report needs them: the
     /// group is over.
@@ -1173,7 +1174,7 @@ impl<T> Drop for Group<'_, T> {
             return;
         }
         // The tasks are dropped here rather than with the fields: in a scope where
-        // `current_token` reads the cause, and with a panicking drop contained.
+        // `cancellation()` reads the cause, and with a panicking drop contained.
         let cause = self.closed().cloned().unwrap_or(Cause::Dropped);
         let (_, panics, _) = self.drop_unfinished(cause);
         for (_, name, message) in panics {

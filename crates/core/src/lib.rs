@@ -46,7 +46,7 @@
 //!   error), the deadline, the caller's cancellation (with a reason, [`Cause::Reason`]), or
 //!   completion. A cause, once set, is never overwritten: a nested group's tasks read the
 //!   outer failure, not "dropped"; [`Cause::chain`] walks down into nested groups' causes.
-//! - **Inside a task**: [`current_token`] is the group's token and [`deadline()`] its
+//! - **Inside a task**: [`cancellation()`] is the group's token and [`deadline()`] its
 //!   deadline, while the task is polled and while it is dropped (so drop guards can tell why).
 //! - **Panics** become the task's error and cancel its siblings; the process does not crash.
 //!   A panic while a cancelled task is dropped is contained and recorded as a
@@ -68,7 +68,7 @@
 //! [`fetcher_fn`]; [`Group`] with [`GroupHandle`], [`Wait`], [`WaitWithReport`], [`Outputs`]
 //! and the semantics listed above; [`CancelToken`] and [`Cause`]; the errors ([`GroupError`],
 //! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its `as_str` words); [`deadline()`],
-//! [`with_deadline`] and [`current_token`]; [`GroupReport`]. Enums and report structs are
+//! [`with_deadline`] and [`cancellation()`]; [`GroupReport`]. Enums and report structs are
 //! `#[non_exhaustive]`: new variants (a new [`Cause`], a new [`TaskOutcome`]) and fields may
 //! come in minor releases, so match them with a wildcard arm. The texts of `Display` are for
 //! people and may be reworded; match on kinds and variants instead.
@@ -98,7 +98,7 @@ mod report;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
 pub use crate::classify::Retryable;
-pub use crate::deadline::{current_token, deadline, with_deadline};
+pub use crate::deadline::{cancellation, deadline, with_deadline};
 #[doc(hidden)]
 pub use crate::error::rounded_ms;
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};

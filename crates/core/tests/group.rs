@@ -325,11 +325,11 @@ async fn fetchers_of_different_types_run_side_by_side_as_trait_objects() {
 
 // ---------------------------------------------------------------------------------------------
 // Round 2 (issue 10): causes that survive nesting, contained drop panics, the handle,
-// `try_spawn`, cancelling with a reason, the report and `current_token`.
+// `try_spawn`, cancelling with a reason, the report and `cancellation`.
 
 use std::sync::{Arc, Mutex};
 
-use muster_core::{GroupHandle, TaskOutcome, current_token};
+use muster_core::{GroupHandle, TaskOutcome, cancellation};
 
 /// Runs `on_drop` when dropped: a drop guard.
 struct OnDrop<F: FnMut()>(F);
@@ -359,13 +359,13 @@ async fn a_grandchilds_drop_guard_reads_the_outer_failure_not_that_its_group_was
     let saw = Arc::clone(&guard_saw);
     outer
         .spawn("accounts", async move {
-            let parent = current_token().expect("a task of a group has a token");
+            let parent = cancellation().expect("a task of a group has a token");
             let mut inner = Group::new().with_parent(&parent);
             inner
                 .spawn("ledger", async move {
                     // Taken while polled, so the inner group's token exists when its group is
                     // dropped (and would be cancelled with `Dropped` if causes were overwritten).
-                    let token = current_token().expect("a task of a group has a token");
+                    let token = cancellation().expect("a task of a group has a token");
                     let _guard = OnDrop(move || {
                         let cause = token.cause().map(|cause| format!("{}|{:?}", cause, cause.source_name()));
                         saw.lock().unwrap().push(cause.unwrap_or_default());
@@ -724,14 +724,14 @@ async fn the_report_gives_every_tasks_outcome_start_and_duration_on_success_and_
 
 #[tokio::test(start_paused = true)]
 async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
-    assert!(current_token().is_none(), "no group outside a task");
+    assert!(cancellation().is_none(), "no group outside a task");
     // While polled: the group's own token; cancelling it cancels the group.
     let mut group = Group::new();
     let token = group.token();
     group
         .spawn("a", async {
             tokio::time::sleep(ms(5)).await;
-            current_token().expect("the group's token").cancel_because("enough");
+            cancellation().expect("the group's token").cancel_because("enough");
             std::future::pending::<Result<u32, SourceError>>().await
         })
         .unwrap();
@@ -745,7 +745,7 @@ async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
     let keep = Arc::clone(&kept);
     group
         .spawn("a", async move {
-            *keep.lock().unwrap() = current_token();
+            *keep.lock().unwrap() = cancellation();
             Ok::<_, SourceError>(1)
         })
         .unwrap();
@@ -757,7 +757,7 @@ async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
     group
         .spawn("a", async {
             tokio::time::sleep(ms(5)).await;
-            current_token().expect("the group's token").cancel();
+            cancellation().expect("the group's token").cancel();
             std::future::pending::<Result<u32, SourceError>>().await
         })
         .unwrap();
@@ -773,7 +773,7 @@ async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
     group
         .spawn("slow", async move {
             let _guard = OnDrop(move || {
-                let cause = current_token().and_then(|token| token.cause().map(ToString::to_string));
+                let cause = cancellation().and_then(|token| token.cause().map(ToString::to_string));
                 saw.lock().unwrap().push(cause.unwrap_or_default());
             });
             std::future::pending::<Result<u32, SourceError>>().await
