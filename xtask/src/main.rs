@@ -160,7 +160,56 @@ impl Totals {
 }
 
 fn doc() -> Result<(), String> {
-    cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps", "--all-features"])
+    cargo_with_env(&[("RUSTDOCFLAGS", "-D warnings")], &["doc", "--workspace", "--no-deps", "--all-features"])?;
+    facade_docs(&e2e::target_dir().join("doc").join("muster"))
+}
+
+/// The paths a `muster` user cannot write: the inner crates, which the facade re-exports.
+const INNER_CRATES: [&str; 3] = ["muster_core", "muster_adapters", "muster_options"];
+
+/// Checks the facade's rendered docs for what a `muster` user cannot follow: an example that
+/// imports an inner crate (`use muster_core::…`), or a link into an inner crate's pages
+/// (items the facade re-exports must link to the facade's own pages). Links to the source
+/// view (`src/…`) are fine.
+fn facade_docs(dir: &std::path::Path) -> Result<(), String> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|error| format!("cannot read {}: {error}", dir.display()))?;
+        for entry in entries.map_while(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|extension| extension != "html") {
+                continue;
+            }
+            let html =
+                std::fs::read_to_string(&path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            for inner in INNER_CRATES {
+                // Code is highlighted as `<span class="kw">use </span>muster_core::…`.
+                let imports =
+                    html.contains(&format!("use </span>{inner}::")) || html.contains(&format!("use {inner}::"));
+                let links = html.match_indices("href=\"").any(|(at, _)| {
+                    let href = html[at + 6..].split('"').next().unwrap_or_default();
+                    href.contains(&format!("{inner}/")) && !href.contains("src/")
+                });
+                if imports || links {
+                    found.push(format!(
+                        "{} ({inner}: {})",
+                        path.display(),
+                        if imports { "an import" } else { "a link" }
+                    ));
+                }
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    Err(format!("the facade's docs name crates a `muster` user cannot write:\n  {}", found.join("\n  ")))
 }
 
 /// The crates whose cargo features are checked one by one.

@@ -8,7 +8,8 @@
 /// [`permanent`](MockError::permanent) error is not retried.
 ///
 /// ```
-/// use muster_adapters::MockError;
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
+/// use muster::mock::MockError;
 ///
 /// let error = MockError::new("profile service: 503");
 /// assert_eq!(error.to_string(), "profile service: 503");

@@ -10,6 +10,7 @@
 //! `T: DeserializeOwned`. Every way the exchange can fail is its own [`HttpError`] variant.
 //!
 //! ```
+//! # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 //! # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
 //! #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 //! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -29,9 +30,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use muster_adapters::http::{HttpClient, HttpFetcher};
-//! use muster_core::{Fetcher, Group};
-//! use muster_core::muster_options::Deadline;
+//! use muster::http::{HttpClient, HttpFetcher};
+//! use muster::{Fetcher, Group};
+//! use muster::Deadline;
 //!
 //! let profile_addr = serve(r#"{"name": "Ada", "kyc": "verified"}"#).await?;
 //! let balance_addr = serve(r#"{"balance": 1250}"#).await?;
@@ -55,91 +56,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # URL templates
-//!
-//! A template is an absolute `http` or `https` URL. Each `{name}` placeholder (letters,
-//! digits, `_`, `-`) stands in a path segment or a query value, never in the scheme, host or
-//! port; [`HttpFetcherBuilder::build`] refuses anything else with an [`HttpConfigError`].
-//!
-//! The value the request gives for a placeholder ([`UrlParams::param`]) is percent-encoded so
-//! that it stays exactly one path segment (or one query value), whatever it contains: every
-//! byte except the RFC 3986 unreserved characters `A-Z a-z 0-9 - _ ~` is encoded, and so is
-//! `.`. `/`, `?`, `#`, `%`, `&`, `=`, spaces, CR and LF, and the UTF-8 bytes of non-ASCII
-//! text are all encoded, so a value cannot change the host, the path structure or the query;
-//! and `.` and `..` become `%2E` and `%2E%2E`, which are not dot segments, so no client,
-//! proxy or server normalises them away (`/users/..` would otherwise address `/`). A path
-//! placeholder's value must not be empty either: `/users/` addresses another resource than
-//! `/users/7`. Query values may be empty.
-//!
-//! The URL is then parsed as an [`http::Uri`] and sent as it is, never
-//! normalised. That is why this fetcher is built on hyper rather than reqwest: reqwest parses
-//! URLs with the WHATWG `url` crate, which, like a browser, decodes `%2E%2E` to a `..` dot
-//! segment and removes it together with the segment before it, so an id of `..` would reach
-//! the parent resource. `http::Uri` keeps `%2E%2E` as it is.
-//!
-//! # Request headers
-//!
-//! A request is a `GET` unless [`method`](HttpFetcherBuilder::method) says otherwise; it has a
-//! body when the request gives one ([`UrlParams::body`], sent as `application/json`). Its
-//! headers:
-//!
-//! | header | value |
-//! | --- | --- |
-//! | `accept` | `application/json` |
-//! | `user-agent` | `muster-adapters/<version>` |
-//! | `x-request-id` | [`UrlParams::request_id`], if it is a valid header value |
-//! | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
-//! | `x-muster-deadline-ms` | the time left until [`muster_core::deadline()`], in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
-//! | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
-//! | any [`forward_header`](HttpFetcherBuilder::forward_header) | [`UrlParams::header`] for that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
-//! | `content-type` | `application/json`, when there is a body |
-//!
-//! Forwarding is an allow-list: the fetcher asks the request only for the names it was given,
-//! so a request type may hold all of its caller's headers (e.g. the end user's
-//! `authorization` and `cookie` among others) and only the listed ones leave. Static and
-//! forwarded headers go to the template's host and port only, never to another one after a
-//! redirect.
-//!
-//! `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
-//! A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
-//! sending anything.
-//!
-//! # The response
-//!
-//! - 2xx: the `Content-Type` must be `application/json` or `application/<something>+json`
-//!   ([`HttpError::ContentType`]); a `Content-Encoding` other than `identity` is refused
-//!   ([`HttpError::Encoding`]; the fetcher never asks for compression); the body is read frame
-//!   by frame and refused as soon as it exceeds the limit ([`HttpError::BodyTooLarge`]; the
-//!   excess is never buffered, and a `Content-Length` over the limit is refused before
-//!   reading); then it must be valid JSON ([`HttpError::InvalidJson`]).
-//! - 3xx: an [`HttpError::Redirect`], unless [`follow_redirects`](HttpFetcherBuilder::follow_redirects)
-//!   allows following it: only to `http`/`https` URLs with the same scheme. Static and
-//!   forwarded headers are not sent to a different host or port. 307 and 308 repeat the
-//!   method and body; 303 (and 301 or 302 after anything but `GET` or `HEAD`) become a `GET`
-//!   without a body.
-//! - anything else: an [`HttpError::Status`] with the start of the body.
-//!
-//! # Timeouts and cancellation
-//!
-//! The [`timeout`](HttpFetcherBuilder::timeout) (10 s by default) covers the whole exchange:
-//! connecting, the response head, every redirect and the whole body, so a body that dribbles
-//! in slowly times out too. A [`muster_core::deadline()`] is sent to the backend, and a fetch
-//! already past it sends nothing, but it does not shorten the timeout: the group or aggregator
-//! that set the deadline cancels the fetch when it passes, and reports the deadline (a source
-//! timeout firing on the same tick would be reported instead).
-//!
-//! Dropping the fetch future (which is how a [`Group`](muster_core::Group) cancels a source)
-//! aborts the request: a connection with a request in flight, or a body not read to the end,
-//! is closed rather than returned to the pool; the server sees the connection close.
-//!
-//! # Pooling
-//!
-//! An [`HttpClient`] keeps idle keep-alive connections per host (at most 64 per host, for
-//! 30 s, both set with [`HttpClient::builder`]) and is cheap to clone; share one across
-//! fetchers and aggregations. A fetcher built without [`client`](HttpFetcherBuilder::client)
-//! gets a pool of its own. An idempotent request on a pooled connection that the backend had
-//! closed is sent once more on a new connection; DNS lookups are bounded in number and time
-//! (see [`HttpClient`]).
+//! How the fetcher builds its requests and checks the responses (URL templates, request
+//! headers, the response, timeouts and cancellation, pooling) is described on [`HttpFetcher`].
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -185,7 +103,7 @@ const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// The longest forwarded header value sent, in bytes.
 const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 
-/// A [`Fetcher`] that GETs JSON from a URL template; see [the module docs](self).
+/// A [`Fetcher`] that GETs JSON from a URL template.
 ///
 /// Its output is the validated JSON body as a [`Box<RawValue>`]; [`decode`](Self::decode)
 /// turns it into a fetcher of any deserialisable type. It fetches any request that implements
@@ -193,6 +111,7 @@ const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 /// and clones share the configuration and the client.
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
 /// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -211,8 +130,8 @@ const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 /// # }
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use muster_adapters::http::{HttpError, HttpFetcher};
-/// use muster_core::Fetcher;
+/// use muster::http::{HttpError, HttpFetcher};
+/// use muster::Fetcher;
 ///
 /// let addr = serve(r#"{"id": 7, "name": "Ada"}"#).await?;
 /// let profiles = HttpFetcher::builder(&format!("http://{addr}/v1/users/{{id}}")).build()?;
@@ -225,6 +144,92 @@ const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 /// assert!(matches!(error, HttpError::MissingParam { name } if name == "name"));
 /// # Ok(()) }
 /// ```
+///
+/// # URL templates
+///
+/// A template is an absolute `http` or `https` URL. Each `{name}` placeholder (letters,
+/// digits, `_`, `-`) stands in a path segment or a query value, never in the scheme, host or
+/// port; [`HttpFetcherBuilder::build`] refuses anything else with an [`HttpConfigError`].
+///
+/// The value the request gives for a placeholder ([`UrlParams::param`]) is percent-encoded so
+/// that it stays exactly one path segment (or one query value), whatever it contains: every
+/// byte except the RFC 3986 unreserved characters `A-Z a-z 0-9 - _ ~` is encoded, and so is
+/// `.`. `/`, `?`, `#`, `%`, `&`, `=`, spaces, CR and LF, and the UTF-8 bytes of non-ASCII
+/// text are all encoded, so a value cannot change the host, the path structure or the query;
+/// and `.` and `..` become `%2E` and `%2E%2E`, which are not dot segments, so no client,
+/// proxy or server normalises them away (`/users/..` would otherwise address `/`). A path
+/// placeholder's value must not be empty either: `/users/` addresses another resource than
+/// `/users/7`. Query values may be empty.
+///
+/// The URL is then parsed as an [`http::Uri`] and sent as it is, never
+/// normalised. That is why this fetcher is built on hyper rather than reqwest: reqwest parses
+/// URLs with the WHATWG `url` crate, which, like a browser, decodes `%2E%2E` to a `..` dot
+/// segment and removes it together with the segment before it, so an id of `..` would reach
+/// the parent resource. `http::Uri` keeps `%2E%2E` as it is.
+///
+/// # Request headers
+///
+/// A request is a `GET` unless [`method`](HttpFetcherBuilder::method) says otherwise; it has a
+/// body when the request gives one ([`UrlParams::body`], sent as `application/json`). Its
+/// headers:
+///
+/// | header | value |
+/// | --- | --- |
+/// | `accept` | `application/json` |
+/// | `user-agent` | `muster-adapters/<version>` |
+/// | `x-request-id` | [`UrlParams::request_id`], if it is a valid header value |
+/// | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
+/// | `x-muster-deadline-ms` | the time left until [`deadline()`](muster_core::deadline), in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
+/// | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
+/// | any [`forward_header`](HttpFetcherBuilder::forward_header) | [`UrlParams::header`] for that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
+/// | `content-type` | `application/json`, when there is a body |
+///
+/// Forwarding is an allow-list: the fetcher asks the request only for the names it was given,
+/// so a request type may hold all of its caller's headers (e.g. the end user's
+/// `authorization` and `cookie` among others) and only the listed ones leave. Static and
+/// forwarded headers go to the template's host and port only, never to another one after a
+/// redirect.
+///
+/// `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
+/// A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
+/// sending anything.
+///
+/// # The response
+///
+/// - 2xx: the `Content-Type` must be `application/json` or `application/<something>+json`
+///   ([`HttpError::ContentType`]); a `Content-Encoding` other than `identity` is refused
+///   ([`HttpError::Encoding`]; the fetcher never asks for compression); the body is read frame
+///   by frame and refused as soon as it exceeds the limit ([`HttpError::BodyTooLarge`]; the
+///   excess is never buffered, and a `Content-Length` over the limit is refused before
+///   reading); then it must be valid JSON ([`HttpError::InvalidJson`]).
+/// - 3xx: an [`HttpError::Redirect`], unless [`follow_redirects`](HttpFetcherBuilder::follow_redirects)
+///   allows following it: only to `http`/`https` URLs with the same scheme. Static and
+///   forwarded headers are not sent to a different host or port. 307 and 308 repeat the
+///   method and body; 303 (and 301 or 302 after anything but `GET` or `HEAD`) become a `GET`
+///   without a body.
+/// - anything else: an [`HttpError::Status`] with the start of the body.
+///
+/// # Timeouts and cancellation
+///
+/// The [`timeout`](HttpFetcherBuilder::timeout) (10 s by default) covers the whole exchange:
+/// connecting, the response head, every redirect and the whole body, so a body that dribbles
+/// in slowly times out too. A [`deadline()`](muster_core::deadline) is sent to the backend, and a fetch
+/// already past it sends nothing, but it does not shorten the timeout: the group or aggregator
+/// that set the deadline cancels the fetch when it passes, and reports the deadline (a source
+/// timeout firing on the same tick would be reported instead).
+///
+/// Dropping the fetch future (which is how a [`Group`](muster_core::Group) cancels a source)
+/// aborts the request: a connection with a request in flight, or a body not read to the end,
+/// is closed rather than returned to the pool; the server sees the connection close.
+///
+/// # Pooling
+///
+/// An [`HttpClient`] keeps idle keep-alive connections per host (at most 64 per host, for
+/// 30 s, both set with [`HttpClient::builder`]) and is cheap to clone; share one across
+/// fetchers and aggregations. A fetcher built without [`client`](HttpFetcherBuilder::client)
+/// gets a pool of its own. An idempotent request on a pooled connection that the backend had
+/// closed is sent once more on a new connection; DNS lookups are bounded in number and time
+/// (see [`HttpClient`]).
 #[derive(Clone)]
 pub struct HttpFetcher {
     config: Arc<Config>,
@@ -266,6 +271,7 @@ impl HttpFetcher {
     /// A body that does not deserialise is an [`HttpError::InvalidJson`].
     ///
     /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
     /// # async fn serve(body: &'static str) -> std::io::Result<std::net::SocketAddr> {
     /// #     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -284,8 +290,8 @@ impl HttpFetcher {
     /// # }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// use muster_adapters::http::HttpFetcher;
-    /// use muster_core::Fetcher;
+    /// use muster::http::HttpFetcher;
+    /// use muster::Fetcher;
     ///
     /// #[derive(serde::Deserialize)]
     /// struct Balance {
@@ -311,7 +317,8 @@ impl HttpFetcher {
     /// every fetch with [`HttpError::MissingParam`]).
     ///
     /// ```
-    /// use muster_adapters::http::{HttpFetcher, UrlParams};
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::{HttpFetcher, UrlParams};
     ///
     /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
     /// let fetcher = HttpFetcher::builder("https://ledger.internal/v1/{tenant}/users/{id}?page={page}").build()?;
@@ -569,7 +576,8 @@ impl<T> Decoded<T> {
     /// The underlying raw-JSON fetcher.
     ///
     /// ```
-    /// use muster_adapters::http::HttpFetcher;
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::HttpFetcher;
     ///
     /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
     /// let template = "http://profile.internal/v1/users/{id}";
@@ -626,8 +634,9 @@ where
 /// Configures an [`HttpFetcher`]; made by [`HttpFetcher::builder`].
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::http::{HttpClient, HttpFetcher};
+/// use muster::http::{HttpClient, HttpFetcher};
 ///
 /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
 /// let transactions = HttpFetcher::builder("https://ledger.internal/v1/users/{id}/transactions?limit={limit}")
@@ -659,7 +668,8 @@ impl HttpFetcherBuilder {
     /// to be closed (see [`HttpClient`]).
     ///
     /// ```
-    /// use muster_adapters::http::{HttpFetcher, Method};
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::{HttpFetcher, Method};
     ///
     /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
     /// let search = HttpFetcher::builder("https://search.internal/v1/users/{id}/query").method(Method::POST).build()?;
@@ -682,7 +692,8 @@ impl HttpFetcherBuilder {
     /// are refused.
     ///
     /// ```
-    /// use muster_adapters::http::HttpFetcher;
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::HttpFetcher;
     ///
     /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
     /// let profile = HttpFetcher::builder("https://profile.internal/v1/users/{id}")
@@ -706,8 +717,9 @@ impl HttpFetcherBuilder {
     }
 
     /// The time the whole exchange may take: connecting, the response head, redirects and
-    /// the whole body. 10 s by default; a [`muster_core::deadline()`] is left to the group that
-    /// set it (see the module docs). Must not be zero.
+    /// the whole body. 10 s by default; a [`deadline()`](muster_core::deadline) is left to the
+    /// group that set it (see [timeouts](HttpFetcher#timeouts-and-cancellation)). Must not be
+    /// zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

@@ -49,6 +49,7 @@
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod classify;
 #[cfg(feature = "mock")]

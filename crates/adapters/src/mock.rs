@@ -32,9 +32,10 @@ pub use crate::error::MockError;
 /// it completes, panics or is dropped before completing ([`CallOutcome::Cancelled`]).
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::{CallOutcome, MockFetcher, Step};
-/// use muster_core::Fetcher;
+/// use muster::mock::{CallOutcome, MockFetcher, Step};
+/// use muster::Fetcher;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let flaky = MockFetcher::script([
@@ -86,9 +87,10 @@ impl<O> MockFetcher<O> {
     /// Never answers: every call stays pending until its future is dropped.
     ///
     /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
     /// use std::time::Duration;
-    /// use muster_adapters::MockFetcher;
-    /// use muster_core::Fetcher;
+    /// use muster::mock::MockFetcher;
+    /// use muster::Fetcher;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
     /// let stuck = MockFetcher::<u32>::hang();
@@ -253,8 +255,9 @@ impl Drop for Call<'_> {
 /// A step answers at once unless [`after`](Step::after) gives it a delay.
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::{MockFetcher, Step};
+/// use muster::mock::{MockFetcher, Step};
 ///
 /// let fetcher = MockFetcher::script([
 ///     Step::err("connection reset").after(Duration::from_millis(10)),
@@ -346,9 +349,10 @@ pub enum CallOutcome {
 /// Times are [`tokio::time::Instant`]s, so on the paused clock they are exact.
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::{CallOutcome, MockFetcher};
-/// use muster_core::Fetcher;
+/// use muster::mock::{CallOutcome, MockFetcher};
+/// use muster::Fetcher;
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
 /// let slow = MockFetcher::ok_after(Duration::from_secs(5), "balance");
@@ -412,8 +416,9 @@ mockall::mock! {
     /// borrowed request. Expectations are checked when the mock is dropped.
     ///
     /// ```
-    /// use muster_adapters::MockSource;
-    /// use muster_core::Fetcher;
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
+    /// use muster::mock::MockSource;
+    /// use muster::Fetcher;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let mut profiles = MockSource::<u64, String>::new();

@@ -6,9 +6,10 @@
 //! and turn the result back into a fetcher with [`from_service`] for a group or an aggregator.
 //!
 //! ```
+//! # #[allow(unused_imports)] mod muster { pub use muster_adapters::tower::*; pub use muster_core::*; }
 //! use std::time::Duration;
-//! use muster_adapters::tower::{FetcherService, from_service};
-//! use muster_core::{Fetcher, fetcher_fn};
+//! use muster::{FetcherService, from_service};
+//! use muster::{Fetcher, fetcher_fn};
 //! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -66,8 +67,9 @@ use tower::{Service, ServiceExt as _};
 /// readiness reserved (a concurrency permit, a buffer slot).
 ///
 /// ```
-/// use muster_adapters::tower::ServiceFetcher;
-/// use muster_core::Fetcher;
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::tower::*; pub use muster_core::*; }
+/// use muster::ServiceFetcher;
+/// use muster::Fetcher;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), std::io::Error> {
@@ -101,9 +103,10 @@ impl<S> ServiceFetcher<S> {
 /// Turns a tower [`Service`] into a [`Fetcher`]: the same as [`ServiceFetcher::new`].
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::tower::*; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::tower::from_service;
-/// use muster_core::{Fetcher, Group};
+/// use muster::from_service;
+/// use muster::{Fetcher, Group};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -151,8 +154,9 @@ where
 /// are the fetcher's.
 ///
 /// ```
-/// use muster_adapters::tower::FetcherService;
-/// use muster_core::fetcher_fn;
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::tower::*; pub use muster_core::*; }
+/// use muster::FetcherService;
+/// use muster::fetcher_fn;
 /// use tower::ServiceExt as _;
 ///
 /// # #[tokio::main(flavor = "current_thread")]

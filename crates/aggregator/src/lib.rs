@@ -104,6 +104,7 @@
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod aggregator;
 mod call;
@@ -169,21 +170,25 @@ mod kind;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 
-/// HTTP sources: [`HttpFetcher`](http::HttpFetcher) with URL templates, typed errors and a
-/// pooled [`HttpClient`](http::HttpClient) (feature `http`).
+/// HTTP sources (feature `http`): an [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
+/// template on a pooled [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError)
+/// variant for every way the exchange can fail. How it builds its requests and checks the
+/// responses (URL templates, headers, timeouts, pooling) is described on `HttpFetcher`.
 #[cfg(feature = "http")]
 pub mod http {
     #[doc(inline)]
-    pub use muster_adapters::http::*;
+    pub use muster_adapters::http::{
+        Decoded, HttpClient, HttpClientBuilder, HttpConfigError, HttpError, HttpFetcher, HttpFetcherBuilder, UrlParams,
+    };
+    // The `http` crate's types that these take and return: linked, not copied.
+    #[doc(no_inline)]
+    pub use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 }
 
-/// Test doubles: scripted [`MockFetcher`](mock::MockFetcher)s and a mockall
-/// [`MockSource`](mock::MockSource) (feature `mock`).
+// Test doubles (feature `mock`), with their module docs.
 #[cfg(feature = "mock")]
-pub mod mock {
-    #[doc(inline)]
-    pub use muster_adapters::mock::*;
-}
+#[doc(inline)]
+pub use muster_adapters::mock;
 
 // tower interop (feature `tower`): services as sources, sources as services.
 #[cfg(feature = "tower")]

@@ -67,8 +67,9 @@ impl GroupConfig {
 /// Implement it to write an option of your own; combine options with tuples.
 ///
 /// ```
+/// # use muster_options as muster;
 /// use std::time::Duration;
-/// use muster_options::{GroupConfig, GroupOption};
+/// use muster::{GroupConfig, GroupOption};
 ///
 /// /// The deadline our service level objective allows, minus a safety margin.
 /// struct Slo;
@@ -175,8 +176,9 @@ impl GroupOption for Limit {
 /// Give the span the request's fields to see them on every event a source emits:
 ///
 /// ```
+/// # use muster_options as muster;
 /// let span = tracing::info_span!("dashboard", user_id = 42);
-/// let config = muster_options::GroupConfig::build(muster_options::ParentSpan(span))?;
+/// let config = muster::GroupConfig::build(muster::ParentSpan(span))?;
 /// assert!(config.span.is_some());
 /// # Ok::<(), muster_options::OptionError>(())
 /// ```
@@ -193,7 +195,8 @@ impl GroupOption for ParentSpan {
 /// failure says for which request it happened.
 ///
 /// ```
-/// use muster_options::{Field, GroupConfig};
+/// # use muster_options as muster;
+/// use muster::{Field, GroupConfig};
 ///
 /// let config = GroupConfig::build((Field::new("user_id", 42), Field::new("request_id", "r-1")))?;
 /// assert_eq!(config.fields[0], ("user_id".into(), "42".to_owned()));
@@ -221,7 +224,8 @@ impl GroupOption for Field {
 /// Turns a closure into a [`GroupOption`], for one-off options.
 ///
 /// ```
-/// use muster_options::{GroupConfig, option_fn};
+/// # use muster_options as muster;
+/// use muster::{GroupConfig, option_fn};
 ///
 /// let config = GroupConfig::build(option_fn(|config: &mut GroupConfig| config.limit = Some(2)))?;
 /// assert_eq!(config.limit, Some(2));

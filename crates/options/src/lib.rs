@@ -7,8 +7,9 @@
 //! result once and returns an [`OptionError`] naming what is wrong, never a panic.
 //!
 //! ```
+//! # use muster_options as muster;
 //! use std::time::Duration;
-//! use muster_options::{Deadline, Field, GroupConfig, Limit, OptionError};
+//! use muster::{Deadline, Field, GroupConfig, Limit, OptionError};
 //!
 //! let config = GroupConfig::build((Deadline(Duration::from_secs(1)), Limit(4), Field::new("user_id", 42)))?;
 //! assert_eq!(config.deadline, Some(Duration::from_secs(1)));

@@ -67,8 +67,9 @@ pub struct ByError;
 /// of the source's own error type instead.
 ///
 /// ```
+/// # use muster_options as muster;
 /// use std::time::Duration;
-/// use muster_options::Retry;
+/// use muster::Retry;
 ///
 /// let retry = Retry::attempts(3).backoff(Duration::from_millis(10), Duration::from_millis(200)).jitter(0.5);
 /// assert_eq!(retry.max_attempts(), 3);

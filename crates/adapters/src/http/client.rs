@@ -83,7 +83,8 @@ pub(crate) type Inner = Client<Tracking, Full<Bytes>>;
 /// within one runtime.
 ///
 /// ```
-/// use muster_adapters::http::{HttpClient, HttpFetcher};
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+/// use muster::http::{HttpClient, HttpFetcher};
 ///
 /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
 /// let client = HttpClient::new();
@@ -119,8 +120,9 @@ impl HttpClient {
     /// replaced by `http/1.1`.
     ///
     /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
     /// use std::sync::Arc;
-    /// use muster_adapters::http::HttpClient;
+    /// use muster::http::HttpClient;
     ///
     /// let roots = rustls::RootCertStore::empty(); // add your CA's certificate with `roots.add(..)`
     /// let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -139,8 +141,9 @@ impl HttpClient {
     /// Starts configuring a client's limits.
     ///
     /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
     /// use std::time::Duration;
-    /// use muster_adapters::http::HttpClient;
+    /// use muster::http::HttpClient;
     ///
     /// # fn main() -> Result<(), muster_adapters::http::HttpConfigError> {
     /// let client = HttpClient::builder()

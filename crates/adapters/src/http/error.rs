@@ -18,8 +18,9 @@ use muster_core::BoxError;
 /// logs that want them. The `#[source]` chain (hyper's and the OS's text) is for logs too.
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// use std::time::Duration;
-/// use muster_adapters::http::HttpError;
+/// use muster::http::HttpError;
 ///
 /// let error = HttpError::Timeout { after: Duration::from_millis(250) };
 /// assert_eq!(error.kind(), "timeout");
@@ -131,7 +132,8 @@ impl HttpError {
     /// `"invalid_url"`.
     ///
     /// ```
-    /// use muster_adapters::http::HttpError;
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::HttpError;
     ///
     /// let error = HttpError::MissingParam { name: "id".into() };
     /// assert_eq!(error.kind(), "missing_param");
@@ -157,7 +159,8 @@ impl HttpError {
     /// `429 Too Many Requests` are retryable; everything else would fail the same way again.
     ///
     /// ```
-    /// use muster_adapters::http::{HttpError, StatusCode};
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::{HttpError, StatusCode};
     ///
     /// let status = |status| HttpError::Status { status, body_excerpt: String::new() };
     /// assert!(status(StatusCode::SERVICE_UNAVAILABLE).is_retryable());
@@ -175,7 +178,8 @@ impl HttpError {
     /// The HTTP status, for [`Status`](Self::Status) and [`Redirect`](Self::Redirect) errors.
     ///
     /// ```
-    /// use muster_adapters::http::{HttpError, StatusCode};
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::http::{HttpError, StatusCode};
     ///
     /// let error = HttpError::Redirect { status: StatusCode::FOUND, location: Some("/login".into()) };
     /// assert_eq!(error.status(), Some(StatusCode::FOUND));
@@ -192,7 +196,8 @@ impl HttpError {
 /// Why an [`HttpFetcherBuilder`](super::HttpFetcherBuilder) could not build a fetcher.
 ///
 /// ```
-/// use muster_adapters::http::{HttpConfigError, HttpFetcher};
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+/// use muster::http::{HttpConfigError, HttpFetcher};
 ///
 /// let error = HttpFetcher::builder("https://{tenant}.internal/v1/users/{id}").build().unwrap_err();
 /// assert!(matches!(error, HttpConfigError::Template { .. }));

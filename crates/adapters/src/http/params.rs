@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 /// template's placeholders, and the context it propagates as request headers.
 ///
 /// `param` answers the value of the `{name}` placeholder; the fetcher percent-encodes it
-/// (see [the module docs](super#url-templates)), so return the raw value. A `None` fails the
+/// (see [URL templates](super::HttpFetcher#url-templates)), so return the raw value. A `None` fails the
 /// fetch with [`HttpError::MissingParam`](super::HttpError::MissingParam) before anything is
 /// sent.
 ///
@@ -29,8 +29,9 @@ use serde_json::value::RawValue;
 /// body ([`body`](Self::body)); every method but `param` has a default:
 ///
 /// ```
+/// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// use std::borrow::Cow;
-/// use muster_adapters::http::UrlParams;
+/// use muster::http::UrlParams;
 ///
 /// struct DashboardRequest {
 ///     user_id: u64,
@@ -80,8 +81,9 @@ pub trait UrlParams {
     /// spaces and tabs is not sent. `None` (the default) sends nothing.
     ///
     /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
     /// use std::borrow::Cow;
-    /// use muster_adapters::http::{HeaderMap, HeaderName, UrlParams, header};
+    /// use muster::http::{HeaderMap, HeaderName, UrlParams, header};
     ///
     /// struct Call {
     ///     id: String,
