@@ -7,6 +7,10 @@
 //! [`RequestContext`] (the user id, the request id) comes from the request through
 //! [`AggregateHandler::context`]; without it the context is empty.
 //!
+//! The example calls the router in place with `oneshot`, from `tower::ServiceExt` (the `tower`
+//! crate with its `util` feature, in your dev-dependencies); a server would pass the router to
+//! `axum::serve` instead.
+//!
 //! ```
 //! use std::time::Duration;
 //! use axum::Router;

@@ -224,7 +224,9 @@ impl Collision {
     }
 }
 
-/// Merges the JSON outputs of named sources, given in declaration order, into one value.
+/// Merges the JSON outputs of named sources, given in declaration order, into one value: the
+/// [`Outputs`](crate::Outputs) of a [`by_name`](crate::Aggregator::by_name) aggregator as they
+/// are, or any `(name, value)` pairs.
 ///
 /// See [`JsonMerge`] and [`Collision`] for the policies. Source names are expected to be unique,
 /// as an aggregator's are; a repeated name is a collision for [`JsonMerge::Namespaced`] and is
@@ -252,13 +254,15 @@ impl Collision {
 /// assert_eq!(namespaced["older"], json!({"items": [3]}));
 /// # Ok::<(), muster::json::JsonMergeError>(())
 /// ```
-pub fn merge_json<'a>(
-    outputs: impl IntoIterator<Item = (&'a str, Value)>,
+pub fn merge_json<N: AsRef<str>>(
+    outputs: impl IntoIterator<Item = (N, Value)>,
     policy: &JsonMerge,
 ) -> Result<Value, JsonMergeError> {
+    let (names, values): (Vec<N>, Vec<Value>) = outputs.into_iter().unzip();
+    let outputs = names.iter().map(AsRef::as_ref).zip(values);
     match policy {
         JsonMerge::Namespaced => namespaced(outputs),
-        JsonMerge::Merged(collision) => merged(outputs.into_iter().collect(), collision),
+        JsonMerge::Merged(collision) => merged(outputs.collect(), collision),
     }
 }
 
@@ -444,6 +448,27 @@ mod tests {
         collision(path, first, second)
     }
 
+    /// A `by_name` aggregator's outputs merge as they are (names are `Cow`s), and so do pairs
+    /// with owned names: no copying them into `(&str, Value)` first.
+    #[tokio::test]
+    async fn the_outputs_of_a_by_name_aggregator_merge_as_they_are() {
+        let mut builder = crate::Aggregator::by_name();
+        for (name, body) in [("profile", json!({"name": "Ada"})), ("balance", json!({"eur": 12}))] {
+            let source = crate::fetcher_fn(move |_: &u32| {
+                let body = body.clone();
+                async move { Ok::<_, std::io::Error>(body) }
+            });
+            builder = builder.source(name, source);
+        }
+        let outputs = builder.build().unwrap().aggregate(&7).await.unwrap().outputs;
+        let merged = merge_json(outputs, &JsonMerge::Namespaced).unwrap();
+        assert_eq!(merged, json!({"profile": {"name": "Ada"}, "balance": {"eur": 12}}));
+        assert_eq!(keys(&merged), ["profile", "balance"]);
+
+        let owned = vec![(String::from("a"), json!({"x": 1})), (String::from("b"), json!({"y": 2}))];
+        assert_eq!(merge_json(owned, &deep()).unwrap(), json!({"x": 1, "y": 2}));
+    }
+
     #[test]
     fn namespaced_nests_outputs_under_source_names_in_declaration_order() {
         let outputs =
@@ -468,7 +493,7 @@ mod tests {
     #[test]
     fn no_outputs_give_an_empty_object() {
         for policy in [JsonMerge::Namespaced, JsonMerge::Merged(Collision::Error), deep()] {
-            assert_eq!(merge_json([], &policy).unwrap(), json!({}), "{policy:?}");
+            assert_eq!(merge_json::<&str>([], &policy).unwrap(), json!({}), "{policy:?}");
         }
     }
 
@@ -606,7 +631,7 @@ mod tests {
         let err = merge_json([("a", json!([])), ("b", json!({}))], &prefer("nope")).unwrap_err();
         assert_eq!(err, JsonMergeError::UnknownPreferred { name: "nope".into() });
         assert_eq!(err.to_string(), "preferred source `nope` is not one of the sources");
-        assert!(matches!(merge_json([], &prefer("a")), Err(JsonMergeError::UnknownPreferred { .. })));
+        assert!(matches!(merge_json::<&str>([], &prefer("a")), Err(JsonMergeError::UnknownPreferred { .. })));
     }
 
     #[test]

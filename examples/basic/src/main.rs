@@ -109,8 +109,7 @@ async fn by_name() -> Result<(), Box<dyn Error>> {
         builder = builder.source(name, MockFetcher::ok_after(ms(20), body));
     }
     let aggregate = builder.build()?.aggregate(&USER_ID).await?;
-    let merged: Value =
-        merge_json(aggregate.outputs.iter().map(|(name, value)| (name, value.clone())), &JsonMerge::Namespaced)?;
+    let merged: Value = merge_json(aggregate.outputs, &JsonMerge::Namespaced)?;
     println!("{}", serde_json::to_string_pretty(&merged)?);
     Ok(())
 }
