@@ -26,7 +26,8 @@ pub use crate::error::MockError;
 /// Call `n` (counting from 0) plays step `n` of the script; once the script runs out, the last
 /// step repeats. Clones share the script and the call log, so keep a clone to inspect after
 /// handing the fetcher to a group or an aggregator. It answers every request type with the
-/// same script.
+/// same script, so an aggregator made only of mocks takes its request type from its
+/// `aggregate` calls; name it (`Aggregator::<u64, _>::builder()`) where nothing else does.
 ///
 /// A call is recorded when its future is first polled, and its [`CallOutcome`] is settled when
 /// it completes, panics or is dropped before completing ([`CallOutcome::Cancelled`]).

@@ -89,7 +89,10 @@
 //! `connect`, `timeout`, `body_too_large`, `invalid_json`, ...; seen through the
 //! [`Timeout`](crate::Timeout) and [`Coalesce`](crate::Coalesce) wrappers and the error's
 //! `source()` chain), else the [`ErrorKind`]: `failed`, `panicked`,
-//! `timeout` or `cancelled`. `request_id` is the call's context field `request_id`, `null`
+//! `timeout` or `cancelled`. The `error` text names the kind in brackets only where it adds to
+//! the words: "source `x` failed" for `failed`, "source `x` panicked", "source `x` timed out",
+//! and "source `x` failed (connect)" for an HTTP kind.
+//! `request_id` is the call's context field `request_id`, `null`
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
 //!
