@@ -1,15 +1,16 @@
 //! The HTTP benchmark of `cargo xtask bench`: the dashboard (muster) against `http-baseline`,
-//! the same service written by hand with a pooled hyper client and `tokio::try_join!`, both
-//! release builds, under the same closed-loop load on loopback. Std only.
+//! the same service written by hand with `tokio::try_join!` and a pooled client, hyper-util's
+//! (the leanest) and reqwest's (what most teams write, and what DESIGN names), all release
+//! builds, under the same closed-loop load on loopback. Std only.
 //!
-//! Three processes serve: a dashboard started only for its built-in demo backends, and the two
-//! measured services, both pointed at those backends (`--profile-url`, `--transactions-url`),
+//! Four processes serve: a dashboard started only for its built-in demo backends, and the three
+//! measured services, all pointed at those backends (`--profile-url`, `--transactions-url`),
 //! so the CPU time and memory of a measured process are those of the aggregating service alone.
 //! The load generator holds [`CONNECTIONS`] keep-alive HTTP/1.1 connections, one per thread,
 //! each sending its next request as soon as the previous answer is read; per run it warms up,
 //! then measures throughput, latency percentiles and the server's CPU time per request (from
 //! `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`). Runs alternate between the
-//! two services, round after round, and the report gives the median of the rounds.
+//! services, round after round, and the report gives the median of the rounds.
 
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
@@ -52,7 +53,10 @@ impl Plan {
     }
 }
 
-/// Builds both services, runs the load against each, alternately, and answers the markdown
+/// The measured services: the dashboard, then the baselines, with their names in the report.
+const SERVICES: [&str; 3] = ["dashboard (muster)", "baseline: hyper + try_join!", "baseline: reqwest + try_join!"];
+
+/// Builds the services, runs the load against each, alternately, and answers the markdown
 /// section of the report. Every server started is killed before it returns, whatever happens.
 pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let plan = Plan::new(quick);
@@ -76,9 +80,11 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let args = ["--listen", "127.0.0.1:0", "--profile-url", &profile, "--transactions-url", &transactions];
     // The baseline has no offers source: neither has the dashboard here.
     let dashboard_args = [&args[..], &["--offers-url", "none"]].concat();
+    let reqwest_args = [&args[..], &["--client", "reqwest"]].concat();
     let servers = [
         Server::start("dashboard", &exe("dashboard"), &dashboard_args, &quiet, &log("dashboard"), 1)?,
         Server::start("baseline", &exe("http-baseline"), &args, &quiet, &log("baseline"), 1)?,
+        Server::start("baseline-reqwest", &exe("http-baseline"), &reqwest_args, &quiet, &log("baseline-reqwest"), 1)?,
     ];
 
     let mut results = Vec::new();
@@ -86,7 +92,7 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
         for server in &servers {
             check(server, query)?;
         }
-        let mut runs: [Vec<Load>; 2] = Default::default();
+        let mut runs: [Vec<Load>; SERVICES.len()] = Default::default();
         for round in 1..=plan.rounds {
             for (server, runs) in servers.iter().zip(&mut runs) {
                 let load = run_load(server.addr, query, "", server.pid(), plan)?;
@@ -130,19 +136,20 @@ fn streaming_table((plain, streamed): &(Summary, Summary)) -> String {
 }
 
 /// The report's section: one row per service and delay, and the muster / baseline ratios.
-fn table(results: &[(&str, [Summary; 2])], plan: Plan) -> String {
+fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
-    let mut out = String::from("## http: the dashboard vs a hand-written axum + hyper + `try_join!` service\n\n");
+    let mut out =
+        String::from("## http: the dashboard vs a hand-written axum + `try_join!` service (hyper, reqwest)\n\n");
     let _ = write!(
         out,
         "Closed loop on loopback: {CONNECTIONS} keep-alive HTTP/1.1 connections (one std thread each, \
          `GET /dashboard/<id>` with varying ids), {} s measured after {} s of warm-up per run, \
-         {} rounds alternating dashboard and baseline; medians of the rounds. Both services are \
-         release builds with a 1 s deadline, fed by the same demo backends running in a third \
+         {} rounds alternating the dashboard and the baselines; medians of the rounds. The services are \
+         release builds with a 1 s deadline, fed by the same demo backends running in another \
          process, so CPU time (utime + stime of the service over the measured window, per \
          successful request) and RSS (at the end of the run) are the aggregating service's own. \
          The dashboard runs with `RUST_LOG=warn` (no per-request access log line; it still makes \
-         request ids and sends the deadline header); the baseline logs nothing. Load generator, \
+         request ids and sends the deadline header); the baselines log nothing. Load generator, \
          backends and services share this machine's {cores} cores. \"delay\" is the demo backends' \
          delay (`?profile_delay_ms=5&transactions_delay_ms=5`). Ratios are muster / baseline \
          (throughput: above 1 is better; latency, CPU, RSS: below 1 is better).\n\n",
@@ -154,8 +161,8 @@ fn table(results: &[(&str, [Summary; 2])], plan: Plan) -> String {
     out.push_str("|---|---|---|---|---|---|---|---|\n");
     let number =
         |value: Option<f64>, decimals: usize| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"));
-    for (delay, [muster, baseline]) in results {
-        for (name, row) in [("dashboard (muster)", muster), ("baseline (try_join!)", baseline)] {
+    for (delay, rows) in results {
+        for (name, row) in SERVICES.iter().zip(rows) {
             let _ = writeln!(
                 out,
                 "| {name} | {delay} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {:.0} |",
@@ -171,15 +178,19 @@ fn table(results: &[(&str, [Summary; 2])], plan: Plan) -> String {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
             _ => "-".to_owned(),
         };
-        let _ = writeln!(
-            out,
-            "| **muster / baseline** | {delay} | {} | {} | {} | {} | {} | |",
-            ratio(Some(muster.rps), Some(baseline.rps)),
-            ratio(Some(muster.p50_ms), Some(baseline.p50_ms)),
-            ratio(Some(muster.p99_ms), Some(baseline.p99_ms)),
-            ratio(muster.cpu_us, baseline.cpu_us),
-            ratio(muster.rss_mib, baseline.rss_mib),
-        );
+        let (muster, baselines) = (&rows[0], &rows[1..]);
+        for (name, baseline) in SERVICES[1..].iter().zip(baselines) {
+            let client = name.trim_start_matches("baseline: ").split(' ').next().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| **muster / {client}** | {delay} | {} | {} | {} | {} | {} | |",
+                ratio(Some(muster.rps), Some(baseline.rps)),
+                ratio(Some(muster.p50_ms), Some(baseline.p50_ms)),
+                ratio(Some(muster.p99_ms), Some(baseline.p99_ms)),
+                ratio(muster.cpu_us, baseline.cpu_us),
+                ratio(muster.rss_mib, baseline.rss_mib),
+            );
+        }
     }
     out.push('\n');
     out

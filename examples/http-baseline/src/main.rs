@@ -1,7 +1,11 @@
 //! The dashboard as a team would write it without muster, the baseline of the HTTP benchmark:
 //! `GET /dashboard/{user_id}` calls the profile and transactions services with one shared
-//! pooled hyper client, `tokio::try_join!` under `tokio::time::timeout`, parses both bodies and
+//! pooled client, `tokio::try_join!` under `tokio::time::timeout`, parses both bodies and
 //! answers `{"profile": ..., "transactions": ...}`; 502 when a backend fails, 504 on timeout.
+//!
+//! The client is hyper-util's pooled client (`--client hyper`, the default: the leanest a team
+//! could write) or reqwest (`--client reqwest`, without default features: what most teams
+//! write, and the baseline DESIGN names).
 //!
 //! Run with: cargo run --release -p http-baseline -- --profile-url ... --transactions-url ...
 //!
@@ -26,11 +30,18 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage: http-baseline --profile-url TEMPLATE --transactions-url TEMPLATE \
-                     [--listen ADDR (127.0.0.1:8081)] [--timeout-ms N (1000)]";
+                     [--listen ADDR (127.0.0.1:8081)] [--timeout-ms N (1000)] [--client hyper|reqwest (hyper)]";
+
+/// The pooled HTTP client, shared by every request.
+#[derive(Clone)]
+enum HttpClient {
+    Hyper(Client<HttpConnector, Empty<Bytes>>),
+    Reqwest(reqwest::Client),
+}
 
 #[derive(Clone)]
 struct AppState {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: HttpClient,
     profile_url: Arc<str>,
     transactions_url: Arc<str>,
     timeout: Duration,
@@ -52,13 +63,23 @@ async fn main() -> Result<(), String> {
     let (Some(profile_url), Some(transactions_url)) = (flag("--profile-url"), flag("--transactions-url")) else {
         return Err(USAGE.to_owned());
     };
+    let client = match flag("--client").as_deref() {
+        None | Some("hyper") => {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            HttpClient::Hyper(Client::builder(TokioExecutor::new()).build(connector))
+        }
+        Some("reqwest") => {
+            let client = reqwest::Client::builder().tcp_nodelay(true).build();
+            HttpClient::Reqwest(client.map_err(|e| format!("could not build the reqwest client: {e}"))?)
+        }
+        Some(other) => return Err(format!("--client: `{other}` is neither `hyper` nor `reqwest`\n{USAGE}")),
+    };
     if let Some(unknown) = flags.keys().next() {
         return Err(format!("unknown flag `{unknown}`\n{USAGE}"));
     }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
     let state = AppState {
-        client: Client::builder(TokioExecutor::new()).build(connector),
+        client,
         profile_url: profile_url.into(),
         transactions_url: transactions_url.into(),
         timeout: Duration::from_millis(timeout_ms),
@@ -86,13 +107,24 @@ async fn dashboard(
     }
 }
 
-async fn get_json(client: &Client<HttpConnector, Empty<Bytes>>, url: String) -> Result<Value, String> {
-    let uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
-    let response = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url}: status {}", response.status()));
-    }
-    let body = response.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes();
+async fn get_json(client: &HttpClient, url: String) -> Result<Value, String> {
+    let body = match client {
+        HttpClient::Hyper(client) => {
+            let uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+            let response = client.get(uri).await.map_err(|e| format!("{url}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{url}: status {}", response.status()));
+            }
+            response.into_body().collect().await.map_err(|e| format!("{url}: {e}"))?.to_bytes()
+        }
+        HttpClient::Reqwest(client) => {
+            let response = client.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
+            if !response.status().is_success() {
+                return Err(format!("{url}: status {}", response.status()));
+            }
+            response.bytes().await.map_err(|e| format!("{url}: {e}"))?
+        }
+    };
     serde_json::from_slice(&body).map_err(|e| format!("{url}: invalid JSON: {e}"))
 }
 
