@@ -182,7 +182,7 @@ pub mod http {
     };
     // The `http` crate's types that these take and return: linked, not copied.
     #[doc(no_inline)]
-    pub use ::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+    pub use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 }
 
 // Test doubles (feature `mock`), with their module docs.
