@@ -528,6 +528,12 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 /// deadline. Its error is the inner [`AggregateError`], and its report is nested in the outer
 /// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
 /// waterfall.
+///
+/// The inner sources see the outer deadline ([`deadline()`](crate::deadline)), but it stays
+/// the outer aggregation's to report: an inner aggregation still running when it passes is a
+/// pending source of the timed-out outer one, not a failed source. A tighter
+/// [`Deadline`](crate::Deadline) of the inner aggregator's own fails it as a source, as a
+/// source's [`Timeout`](crate::Timeout) would.
 #[async_trait]
 impl<Req, O> Fetcher<Req> for Aggregator<Req, O>
 where
@@ -542,9 +548,10 @@ where
         if let Some(token) = crate::cancellation() {
             context = context.cancel_on(&token);
         }
-        if let Some(remaining) = crate::remaining() {
-            context = context.deadline(remaining);
-        }
+        // No deadline of the outer one's for the inner aggregation: its sources see it (the
+        // task-local deadline only tightens), and when it passes the outer group reports it.
+        // Given as the inner's own, it would fire at the same instant, inside the outer
+        // group's poll, and the outer one would report this source failed instead.
         match self.aggregate_with(request, context).await {
             Ok(aggregate) => {
                 crate::call::nested(aggregate.report);

@@ -164,6 +164,44 @@ async fn an_aggregator_is_a_source_of_another_and_its_sources_are_cancelled_with
     assert!(text.lines().any(|line| line.starts_with("      ledger |")), "the inner waterfall is nested:\n{text}");
 }
 
+/// The outer deadline is the outer aggregation's to report: a nested aggregator still running
+/// when it passes is a pending source of a timed-out aggregation (504, "pending: accounts"),
+/// not a source that failed (502), although its own sources see that deadline. A deadline of
+/// the inner aggregator's own that is tighter fails it as a source, like a source's timeout.
+#[tokio::test(start_paused = true)]
+async fn a_nested_aggregator_pending_at_the_outer_deadline_is_reported_pending() {
+    let start = Instant::now();
+    let seen = fetcher_fn(move |_: &()| async move {
+        assert_eq!(muster::deadline(), Some(start + ms(50)), "the inner sources see the outer deadline");
+        tokio::time::sleep(ms(1_000)).await;
+        Ok::<_, std::io::Error>(1u8)
+    });
+    let ledger = MockFetcher::ok_after(ms(1_000), 2u8);
+    let inner = Aggregator::builder().source("deadline", seen).source("ledger", ledger.clone()).build().unwrap();
+    let outer = Aggregator::builder()
+        .source("accounts", inner)
+        .source("profile", MockFetcher::ok_after(ms(10), 3u8))
+        .options(Deadline(ms(50)))
+        .build()
+        .unwrap();
+    let error = outer.aggregate(&()).await.unwrap_err();
+    assert_eq!((error.kind(), error.source_name()), (ErrorKind::Timeout, None), "{error}");
+    assert_eq!(error.pending(), ["accounts"]);
+    assert_eq!(Instant::now() - start, ms(50));
+    assert!(ledger.was_cancelled());
+
+    let tight = Aggregator::builder()
+        .source("ledger", MockFetcher::ok_after(ms(1_000), 2u8))
+        .options(Deadline(ms(20)))
+        .build()
+        .unwrap();
+    let outer = Aggregator::builder().source("accounts", tight).options(Deadline(ms(50))).build().unwrap();
+    let start = Instant::now();
+    let error = outer.aggregate(&()).await.unwrap_err();
+    assert_eq!((error.kind(), error.source_name()), (ErrorKind::Timeout, Some("accounts")), "{error}");
+    assert_eq!(Instant::now() - start, ms(20));
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_report_times_sources_queued_behind_a_limit() {
     let aggregator = Aggregator::builder()
