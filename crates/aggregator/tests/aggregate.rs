@@ -363,6 +363,27 @@ async fn a_per_source_classifier_overrides_the_error() {
     assert_eq!(retryable.calls(), 1);
 }
 
+/// Behind a per-attempt timeout, the classifier takes the timeout's error: it decides for the
+/// timeouts too, as `retry_if` says.
+#[tokio::test(start_paused = true)]
+async fn a_classifier_behind_a_timeout_decides_for_the_timeouts_too() {
+    let script = || MockFetcher::<u32>::script([Step::hang(), Step::hang(), Step::ok(3)]);
+    let timeouts = |error: &TimeoutError<MockError>| matches!(error, TimeoutError::Elapsed { .. });
+    let hanging = script();
+    let retry = Retry::attempts(3).backoff(ms(1), ms(1)).jitter(0.0).retry_if(timeouts);
+    let aggregator =
+        Aggregator::builder().source_with("profile", hanging.clone(), (Timeout(ms(10)), retry)).build().unwrap();
+    assert_eq!(aggregator.aggregate(&()).await.unwrap().outputs, (3,));
+    assert_eq!(hanging.calls(), 3);
+
+    let hanging = script();
+    let never = Retry::attempts(3).jitter(0.0).retry_if(|_: &TimeoutError<MockError>| false);
+    let aggregator =
+        Aggregator::builder().source_with("profile", hanging.clone(), (Timeout(ms(10)), never)).build().unwrap();
+    assert_eq!(aggregator.aggregate(&()).await.unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(hanging.calls(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hedge_wins_and_its_loser_is_cancelled() {
     let source = MockFetcher::script([Step::ok("slow replica").after(ms(500)), Step::ok("fast replica").after(ms(10))]);

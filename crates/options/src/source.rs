@@ -64,7 +64,7 @@ pub struct ByError;
 ///
 /// By default the error classifies itself (`C` is [`ByError`]: an HTTP 404 or invalid JSON is
 /// not retried, a 503, a connect error or a timeout is); [`Retry::retry_if`] sets a classifier
-/// of the source's own error type instead.
+/// of the wrapped fetcher's error type instead.
 ///
 /// ```
 /// # use muster_options as muster;
@@ -115,8 +115,13 @@ impl<C> Retry<C> {
     }
 
     /// Retries only the errors for which `classify` returns `true`, overriding what the error
-    /// says of itself. `classify` takes the source's own error type. Timeouts of a
-    /// per-attempt timeout inside the retry are still retried, panics never.
+    /// says of itself. Panics are never retried.
+    ///
+    /// `classify` takes the error of what the retry wraps: the source's own error type, or,
+    /// with a per-attempt timeout inside the retry (`(Timeout(..), Retry::attempts(3).retry_if(..))`),
+    /// muster's `TimeoutError<E>` of it, so the closure decides for the timeouts too:
+    /// `|error: &TimeoutError<E>| matches!(error, TimeoutError::Elapsed { .. }) || ...` retries
+    /// them.
     pub fn retry_if<E, F>(self, classify: F) -> Retry<F>
     where
         F: Fn(&E) -> bool,

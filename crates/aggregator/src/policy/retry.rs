@@ -12,8 +12,9 @@ use super::{ByError, Policy, Retry};
 use crate::call::{Event, report};
 
 /// How a [`Retry`] decides whether an error may be retried: by asking the error
-/// ([`ByError`], the default, through [`Retryable`]) or with a closure of the source's error
-/// type ([`Retry::retry_if`]).
+/// ([`ByError`], the default, through [`Retryable`]) or with a closure of the wrapped
+/// fetcher's error type ([`Retry::retry_if`]: the source's own, or a
+/// [`TimeoutError`](crate::TimeoutError) of it behind a per-attempt timeout).
 #[diagnostic::on_unimplemented(
     message = "the retry cannot tell whether a `{E}` is worth retrying",
     label = "this retry asks the source's error, a `{E}`",
