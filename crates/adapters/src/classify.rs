@@ -15,22 +15,23 @@ impl Retryable for crate::http::HttpError {
 
 /// The HTTP fetcher's kinds in muster's one vocabulary: the names of
 /// [`HttpError::kind`](crate::http::HttpError::kind) are the
-/// [`ErrorKind`](muster_core::ErrorKind)'s, and a missing parameter, an unencodable value and
-/// an invalid URL are `InvalidRequest`.
+/// [`ErrorKind`](muster_core::ErrorKind)'s, an unrequested content encoding is a
+/// `ContentType` (the response was not plain JSON), and a missing parameter and an invalid
+/// URL are `InvalidRequest` (the request could not be made).
 #[cfg(feature = "http")]
 impl From<&crate::http::HttpError> for muster_core::ErrorKind {
     fn from(error: &crate::http::HttpError) -> Self {
-        match error.kind() {
-            "status" => Self::Status,
-            "connect" => Self::Connect,
-            "timeout" => Self::Timeout,
-            "body_too_large" => Self::BodyTooLarge,
-            "invalid_json" => Self::InvalidJson,
-            "content_type" => Self::ContentType,
-            "redirect" => Self::Redirect,
-            "protocol" => Self::Protocol,
-            "missing_param" | "encoding" | "invalid_url" => Self::InvalidRequest,
-            _ => Self::Failed,
+        use crate::http::HttpError;
+        match error {
+            HttpError::Status { .. } => Self::Status,
+            HttpError::Connect { .. } => Self::Connect,
+            HttpError::Timeout { .. } => Self::Timeout,
+            HttpError::BodyTooLarge { .. } => Self::BodyTooLarge,
+            HttpError::InvalidJson { .. } => Self::InvalidJson,
+            HttpError::ContentType { .. } | HttpError::Encoding { .. } => Self::ContentType,
+            HttpError::Redirect { .. } => Self::Redirect,
+            HttpError::Protocol { .. } => Self::Protocol,
+            HttpError::MissingParam { .. } | HttpError::InvalidUrl { .. } => Self::InvalidRequest,
         }
     }
 }

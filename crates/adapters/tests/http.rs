@@ -300,6 +300,8 @@ async fn an_unrequested_content_encoding_is_refused() {
     let error = fetch_err(&fetcher(&server, "/{id}"), "7").await;
     assert!(matches!(&error, HttpError::Encoding { found } if found == "gzip"), "{error:?}");
     assert_eq!(error.kind(), "encoding");
+    // A fault of the response, not of the request.
+    assert_eq!(muster_core::ErrorKind::from(&error), muster_core::ErrorKind::ContentType);
 }
 
 #[tokio::test]

@@ -33,7 +33,8 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The response body was not valid JSON (or not of the expected shape).
     InvalidJson,
-    /// The response had an unexpected content type.
+    /// The response had an unexpected content type (or a content encoding it was not asked
+    /// for).
     ContentType,
     /// The backend redirected and redirects are not followed.
     Redirect,
