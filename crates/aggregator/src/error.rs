@@ -12,8 +12,9 @@ use crate::report::Report;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// Two sources share a name.
-    #[error("two sources are named `{0}`")]
+    /// Two sources (or two members of a [`completion`](crate::completion) policy) share a
+    /// name.
+    #[error("the name `{0}` is given twice")]
     DuplicateSource(Name),
     /// A source needs a name.
     #[error("a source name must not be empty")]
@@ -25,23 +26,23 @@ pub enum BuildError {
     #[error("a completion policy needs at least one member")]
     NoMembers,
     /// A [`quorum`](crate::completion::quorum) must be between 1 and the number of members.
-    #[error("a quorum of {k} cannot be reached with {members} members")]
+    #[error("a quorum of {k} cannot be reached with {members} member(s)")]
     Quorum {
         /// The successes asked for.
         k: usize,
         /// The members.
         members: usize,
     },
-    /// An aggregator-level option is invalid.
-    #[error("invalid aggregator option")]
-    Options(#[from] OptionError),
-    /// A source's policy is invalid.
-    #[error("invalid policy for source `{name}`")]
+    /// An aggregator-level option is invalid. `Display` says why (it is not a `source()`:
+    /// a build error is often printed alone).
+    #[error("invalid aggregator option: {0}")]
+    Options(OptionError),
+    /// A source's policy is invalid. `Display` says why, as for [`Options`](Self::Options).
+    #[error("invalid policy for source `{name}`: {error}")]
     Source {
         /// The source.
         name: Name,
         /// What is wrong.
-        #[source]
         error: OptionError,
     },
     /// A source's policies cannot fit in the deadline: a retry's backoffs alone take at least
@@ -57,6 +58,12 @@ pub enum BuildError {
         /// The aggregator's deadline.
         deadline: Duration,
     },
+}
+
+impl From<OptionError> for BuildError {
+    fn from(error: OptionError) -> Self {
+        Self::Options(error)
+    }
 }
 
 /// Checks source names: none empty, none twice.

@@ -492,7 +492,10 @@ fn bad_configurations_are_refused_when_building() {
     let duplicate = Aggregator::<(), _>::builder().source("a", MockFetcher::ok(1u8)).source("a", MockFetcher::ok(2u8));
     assert!(matches!(duplicate.build(), Err(BuildError::DuplicateSource(name)) if name == "a"));
     let zero = Aggregator::<(), _>::builder().source("a", MockFetcher::ok(1u8)).options(Deadline(Duration::ZERO));
-    assert!(matches!(zero.build(), Err(BuildError::Options(OptionError::ZeroDeadline))));
+    let error = zero.build().unwrap_err();
+    // Printed alone (`build()?` in `main`, a log line), the error says why.
+    assert_eq!(error.to_string(), "invalid aggregator option: the deadline must be greater than zero");
+    assert!(matches!(error, BuildError::Options(OptionError::ZeroDeadline)));
     let retry = Retry::attempts(4).backoff(ms(100), ms(1_000));
     let budget =
         Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), retry).options(Deadline(ms(500)));
@@ -503,7 +506,10 @@ fn bad_configurations_are_refused_when_building() {
     );
     let timeout =
         Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Optional, Timeout(Duration::ZERO)));
-    assert!(matches!(timeout.build(), Err(BuildError::Source { error: OptionError::ZeroTimeout, .. })));
+    let error = timeout.build().unwrap_err();
+    assert_eq!(error.to_string(), "invalid policy for source `a`: the source timeout must be greater than zero");
+    assert!(matches!(error, BuildError::Source { error: OptionError::ZeroTimeout, .. }));
+    assert!(std::error::Error::source(&error).is_none(), "the reason is in the message, not repeated as a source");
     let empty = Aggregator::<(), _>::by_name().source("", MockFetcher::ok(1u8));
     assert!(matches!(empty.build(), Err(BuildError::EmptyName)));
 }
