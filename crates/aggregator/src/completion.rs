@@ -12,12 +12,15 @@
 //! | every member succeeds, fail-fast | [`all`] | [`Outputs<T>`] by name | the first member fails |
 //! | the first success wins, the rest are cancelled | [`first_ok`] | `T` | every member failed |
 //! | `k` of `n` succeed, then the rest are cancelled | [`quorum`] | [`Outputs<T>`] of the first `k` | fewer than `k` can still succeed |
-//! | every outcome, no fail-fast | [`settled`] | [`Outputs<Result<T, E>>`] | never |
+//! | every outcome, no fail-fast | [`settled`] | [`Outputs<Result<T, E>>`] | only when a member panics |
 //!
 //! Members run concurrently, polled in place inside the source's fetch (like a
 //! [`Group`]'s tasks), under the aggregation's deadline and cancellation: when the
-//! aggregation stops, every member is dropped. A member that panics fails the source with that
-//! panic. *Partial results at the deadline* are the [`Optional`](crate::Optional) and
+//! aggregation stops, every member is dropped: a completion source still waiting at the
+//! deadline is a pending source like any other, and what its members had returned is dropped
+//! with it. A member that panics fails the source with that panic, whatever the rule (a panic
+//! is not one of the member's errors). *Partial results at the deadline* are the
+//! [`Optional`](crate::Optional) and
 //! [`Fallback`](crate::Fallback) policies on any source:
 //! [`Aggregate::is_partial`](crate::Aggregate::is_partial) says whether one of them stood in.
 //!
@@ -105,8 +108,9 @@ pub fn quorum<N: Into<Name>, F>(k: usize, members: impl IntoIterator<Item = (N, 
     Ok(Quorum { k, members })
 }
 
-/// Every member's outcome, without fail-fast: the source waits for all of them (or the
-/// deadline) and never fails; each member's result is in the output by name.
+/// Every member's outcome, without fail-fast: the source waits for all of them, and each
+/// member's result, `Ok` or `Err`, is in the output by name. It fails only when a member
+/// panics; at the deadline it is still pending, like any source that has not finished.
 ///
 /// # Errors
 ///
@@ -329,12 +333,9 @@ impl<E: fmt::Display> fmt::Display for Failed<E> {
     }
 }
 
-impl<E: Error + 'static> Error for Failed<E> {
-    /// The last member's error.
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.errors.last().map(|(_, error)| error as &(dyn Error + 'static))
-    }
-}
+/// No `source()`: `Display` already gives every member's error, and a cause chain would
+/// repeat the last one. The errors themselves are in [`errors`](Failed::errors).
+impl<E: Error + 'static> Error for Failed<E> {}
 
 impl<E: Retryable> Retryable for Failed<E> {
     /// Retryable if any member's failure is.

@@ -1,11 +1,12 @@
 //! The most specific [`ErrorKind`] of a source's error: the HTTP fetcher's own kind
 //! (`connect`, `status`, `body_too_large`, ...) when the error is, or wraps, an HTTP error; a
-//! per-source timeout; a nested aggregation's kind.
+//! per-source timeout; a nested aggregation's kind; a completion policy's last member's.
 
 use std::error::Error;
 
 use muster_core::ErrorKind;
 
+use crate::completion::Failed;
 use crate::error::AggregateError;
 use crate::policy::{CoalesceError, TimeoutError};
 
@@ -58,6 +59,13 @@ fn peel<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<Opti
     }
     if let Some(error) = error.downcast_ref::<TimeoutError<CoalesceError<E>>>() {
         return Some(timeout(error).map(CoalesceError::get_ref));
+    }
+    // A completion policy's failure is of its last member's kind (it has no `source()`).
+    if let Some(failed) = error.downcast_ref::<Failed<E>>() {
+        return failed.errors().last().map(|(_, error)| Some(error));
+    }
+    if let Some(failed) = error.downcast_ref::<Failed<TimeoutError<E>>>() {
+        return failed.errors().last().map(|(_, error)| timeout(error));
     }
     None
 }

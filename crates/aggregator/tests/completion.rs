@@ -43,6 +43,24 @@ async fn first_ok_fails_only_when_every_member_has_failed() {
     assert_eq!(started.elapsed(), ms(25));
     assert_eq!(error.to_string(), "`a`: a down; `b`: b down");
     assert_eq!(error.errors().len(), 2);
+    assert!(std::error::Error::source(&error).is_none(), "the message has every member's error: no chain repeats one");
+}
+
+/// A failed completion source has the kind of its last member's error, here a nested
+/// aggregation's deadline, although its error has no `source()` to walk.
+#[tokio::test(start_paused = true)]
+async fn a_failed_completion_source_has_its_members_kind() {
+    let replica = || {
+        Aggregator::builder()
+            .source("ledger", MockFetcher::ok_after(ms(1_000), 1u8))
+            .options(Deadline(ms(20)))
+            .build()
+            .unwrap()
+    };
+    let any = first_ok([("eu", replica()), ("us", replica())]).unwrap();
+    let aggregator = Aggregator::builder().source("balance", any).build().unwrap();
+    let error = aggregator.aggregate(&()).await.unwrap_err();
+    assert_eq!((error.source_name(), error.kind()), (Some("balance"), ErrorKind::Timeout), "{error}");
 }
 
 #[tokio::test(start_paused = true)]
