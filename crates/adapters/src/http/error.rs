@@ -53,7 +53,10 @@ pub enum HttpError {
         source: BoxError,
     },
     /// The whole exchange (connect, response head and body, redirects included) did not
-    /// finish within the fetcher's timeout or the remaining deadline, whichever was earlier.
+    /// finish within the fetcher's [`timeout`](super::HttpFetcherBuilder::timeout) (`after`),
+    /// or the fetch's deadline had already passed when it started, so nothing was sent
+    /// (`after` is zero). A deadline does not shorten the timeout: the group or aggregator that
+    /// set it cancels the fetch when it passes, and reports the deadline.
     #[error("no complete response within {after:?}")]
     Timeout {
         /// The time the fetch was given.
