@@ -1,6 +1,7 @@
 //! The most specific [`ErrorKind`] of a source's error: the HTTP fetcher's own kind
 //! (`connect`, `status`, `body_too_large`, ...) when the error is, or wraps, an HTTP error; a
-//! per-source timeout; a nested aggregation's kind; a completion policy's last member's.
+//! per-source timeout (muster's or tower's); a nested aggregation's kind; a completion policy's
+//! last member's.
 
 use std::error::Error;
 
@@ -31,6 +32,11 @@ fn known(error: &(dyn Error + 'static)) -> Option<ErrorKind> {
     #[cfg(feature = "http")]
     if let Some(found) = peel::<crate::http::HttpError>(error) {
         return Some(found.map_or(ErrorKind::Timeout, ErrorKind::from));
+    }
+    // tower's timeout layer, as a `Tower` policy.
+    #[cfg(feature = "tower")]
+    if error.is::<tower::timeout::error::Elapsed>() {
+        return Some(ErrorKind::Timeout);
     }
     None
 }

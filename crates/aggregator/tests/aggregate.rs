@@ -484,6 +484,7 @@ async fn any_tower_layer_is_a_policy() {
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.report().elapsed, ms(50));
     assert!(error.source_error().is_some_and(|error| error.is::<tower::timeout::error::Elapsed>()));
+    assert_eq!(error.kind(), ErrorKind::Timeout, "tower's timeout is a timeout, as muster's own is");
     assert!(slow.was_cancelled());
 }
 

@@ -9,8 +9,11 @@ use super::Policy;
 /// and the result is a fetcher again ([`ServiceFetcher`]). Feature `tower`.
 ///
 /// The request is cloned into the service for each fetch, so it must be `Clone + 'static`;
-/// the error becomes the layer's (usually tower's `BoxError`). A stateful layer whose state is
-/// per instance (a `RateLimit`) goes behind a `Buffer`; see [`ServiceFetcher`].
+/// the error becomes the layer's (usually tower's `BoxError`). tower's timeout
+/// (`tower::timeout::error::Elapsed`) is reported as a timeout
+/// ([`ErrorKind::Timeout`](crate::ErrorKind::Timeout)), like muster's own
+/// [`Timeout`](crate::Timeout). A stateful layer whose state is per instance (a `RateLimit`)
+/// goes behind a `Buffer`; see [`ServiceFetcher`].
 ///
 /// ```
 /// use muster::{Aggregator, Tower, fetcher_fn};
