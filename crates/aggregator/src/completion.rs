@@ -56,6 +56,7 @@ use std::task::{Context, Poll};
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use muster_core::{Fetcher, Group, GroupError, Name, Outputs, Retryable, async_trait};
 
+use crate::call::{Event, report};
 use crate::error::{BuildError, check_names};
 
 /// A boxed fetcher of `Req` returning `T` or `E`: what members of different fetcher types
@@ -84,7 +85,8 @@ pub fn all<N: Into<Name>, F>(members: impl IntoIterator<Item = (N, F)>) -> Resul
 }
 
 /// The first member to succeed wins and the others are cancelled; the source fails only when
-/// every member has failed, with their errors.
+/// every member has failed, with their errors. The report's line for the source says who won
+/// and who was cancelled (`` `cached` won; `live` cancelled ``), as for [`quorum`].
 ///
 /// # Errors
 ///
@@ -236,7 +238,10 @@ where
         while let Some((index, result)) = racing.next().await {
             match result {
                 // Returning drops the others: they are cancelled.
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    note(&self.members, &[index], |other| errors[other].is_none());
+                    return Ok(value);
+                }
                 Err(error) => errors[index] = Some(error),
             }
         }
@@ -272,6 +277,8 @@ where
                 }
             }
             if succeeded == self.k {
+                let won: Vec<usize> = (0..n).filter(|&member| values[member].is_some()).collect();
+                note(&self.members, &won, |other| errors[other].is_none());
                 let names = self.members.iter().map(|(name, _)| name.clone());
                 return Ok(names.zip(values).filter_map(|(name, value)| Some((name, value?))).collect());
             }
@@ -302,6 +309,22 @@ where
         let names = self.members.iter().map(|(name, _)| name.clone());
         Ok(names.zip(results).filter_map(|(name, result)| Some((name, result?))).collect())
     }
+}
+
+/// Tells the report which members decided the source (`` `cached` won; `live` cancelled ``):
+/// `won`, and the others that `pending` says were still running, now cancelled.
+fn note<F>(members: &[(Name, F)], won: &[usize], pending: impl Fn(usize) -> bool) {
+    let names = |indices: &mut dyn Iterator<Item = usize>| {
+        indices.map(|index| format!("`{}`", members[index].0)).collect::<Vec<_>>().join(", ")
+    };
+    let mut note = format!("{} won", names(&mut won.iter().copied()));
+    let cancelled = names(&mut (0..members.len()).filter(|index| !won.contains(index) && pending(*index)));
+    if !cancelled.is_empty() {
+        note.push_str("; ");
+        note.push_str(&cancelled);
+        note.push_str(" cancelled");
+    }
+    report(Event::Note(&note));
 }
 
 /// Why a [`first_ok`] or a [`quorum`] failed: the members that failed, with their errors, in

@@ -72,6 +72,11 @@ async fn a_quorum_succeeds_at_the_kth_success_and_cancels_the_rest() {
     assert_eq!(started.elapsed(), ms(40));
     assert_eq!(outputs.iter().collect::<Vec<_>>(), [("a", &1), ("c", &3)], "by name, in declaration order");
     assert!(b.was_cancelled());
+
+    let two = quorum(2, [("a", ok(10, 1)), ("b", ok(100, 2)), ("c", ok(40, 3))]).unwrap();
+    let aggregate = Aggregator::builder().source("replicas", two).build().unwrap().aggregate(&()).await.unwrap();
+    let notes = &aggregate.report.source("replicas").unwrap().notes;
+    assert_eq!(notes, &["`a`, `c` won; `b` cancelled".to_owned()]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -122,6 +127,8 @@ async fn profile_and_transactions_or_cached_transactions() {
     let aggregate = aggregator.aggregate(&()).await.unwrap();
     assert_eq!((aggregate.outputs, started.elapsed()), ((7, 2), ms(20)));
     assert!(live.was_cancelled(), "the slower alternative was cancelled at the cached answer");
+    let notes = &aggregate.report.source("transactions").unwrap().notes;
+    assert_eq!(notes, &["`cached` won; `live` cancelled".to_owned()], "the report says which member decided");
 
     // The required profile failing cancels both alternatives.
     let (live, cached) = (ok(200, 1), ok(100, 2));
