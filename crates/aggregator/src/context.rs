@@ -132,6 +132,43 @@ impl RequestContext {
     /// assert_eq!(*sections.lock().unwrap(), [("fast".to_owned(), Some("[]")), ("slow".to_owned(), Some("{}"))]);
     /// # Ok(()) }
     /// ```
+    ///
+    /// To stream a response, send each section into a channel and poll the aggregation in the
+    /// same task as the receiver (as below, or as one stream), rather than spawning it: the
+    /// response then owns the aggregation, and a client that goes away drops it, which cancels
+    /// every source still running. A spawned aggregation would run on without anyone to read
+    /// it. (The dashboard example streams NDJSON this way.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures::StreamExt as _;
+    /// use muster::{Aggregator, RequestContext, fetcher_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let after = |ms: u64, body: &'static str| fetcher_fn(move |_: &u64| async move {
+    /// #     tokio::time::sleep(Duration::from_millis(ms)).await;
+    /// #     Ok::<_, std::io::Error>(body)
+    /// # });
+    /// let aggregator = Aggregator::builder().source("slow", after(30, "{}")).source("fast", after(10, "[]")).build()?;
+    /// let (sections, mut received) = futures::channel::mpsc::unbounded();
+    /// let context = RequestContext::new().on_ready(move |ready| {
+    ///     let _ = sections.unbounded_send(format!("{}: {:?}", ready.name(), ready.value::<&str>()));
+    /// });
+    /// let aggregation = aggregator.aggregate_with(&7, context);
+    /// tokio::pin!(aggregation);
+    /// let mut written = Vec::new();
+    /// let outcome = loop {
+    ///     tokio::select! {
+    ///         Some(section) = received.next() => written.push(section), // write it to the client
+    ///         outcome = &mut aggregation => break outcome,
+    ///     }
+    /// };
+    /// written.extend(received.collect::<Vec<_>>().await); // sections of the last poll
+    /// assert_eq!(written, [r#"fast: Some("[]")"#, r#"slow: Some("{}")"#]);
+    /// assert!(outcome.is_ok());
+    /// # Ok(()) }
+    /// ```
     pub fn on_ready(mut self, on_ready: impl Fn(Ready<'_>) + Send + Sync + 'static) -> Self {
         self.on_ready = Some(std::sync::Arc::new(on_ready));
         self
