@@ -311,14 +311,9 @@ async fn dashboard(
     user_id: Result<Path<String>, PathRejection>,
     knobs: Result<Query<Knobs>, QueryRejection>,
 ) -> Response {
-    let user_id = match user_id {
-        Ok(Path(user_id)) => user_id,
-        Err(rejection) => return bad_request(&rejection.body_text()),
-    };
-    let knobs = match knobs {
-        Ok(Query(knobs)) => knobs,
-        Err(rejection) => return bad_request(&rejection.body_text()),
-    };
+    // The rejections' own texts are axum's and serde's: a client gets a fixed message.
+    let Ok(Path(user_id)) = user_id else { return bad_request("the user id must be valid UTF-8") };
+    let Ok(Query(knobs)) = knobs else { return bad_request("the query must be name=value pairs of UTF-8 text") };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
     let mut context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
     if let Some(traceparent) = &traceparent {

@@ -92,6 +92,8 @@ async fn an_id_that_is_not_utf8_is_refused_before_any_backend_call() {
 
         assert_eq!(reply.status, 400, "{raw}: {reply:?}");
         assert_eq!(reply.json()["kind"], "bad_request", "{raw}");
+        // Our words, not axum's rejection text ("Invalid URL: Invalid UTF-8 in `user_id`").
+        assert_eq!(reply.json()["error"], "the user id must be valid UTF-8", "{raw}");
     }
     assert_eq!(dashboard.profile.stats().started() + dashboard.transactions.stats().started(), 0);
 }
