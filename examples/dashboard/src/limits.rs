@@ -71,7 +71,8 @@ impl Limits {
 
 /// The caller's remaining budget, from `x-muster-deadline-ms` (whole milliseconds) or
 /// `grpc-timeout` (an integer of at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`);
-/// the smaller if both are sent. `None` if neither is there or valid.
+/// the smallest of every valid value sent, in either header or repeated. A value that does not
+/// parse is ignored. `None` if there is no valid one.
 ///
 /// ```
 /// use std::time::Duration;
@@ -85,12 +86,10 @@ impl Limits {
 /// assert_eq!(caller_budget(&headers), Some(Duration::from_millis(100)));
 /// ```
 pub fn caller_budget(headers: &HeaderMap) -> Option<Duration> {
-    let muster = headers.get(DEADLINE_HEADER).and_then(|value| value.to_str().ok()).and_then(parse_millis);
-    let grpc = headers.get(GRPC_TIMEOUT).and_then(|value| value.to_str().ok()).and_then(parse_grpc_timeout);
-    match (muster, grpc) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    let values = |name, parse: fn(&str) -> Option<Duration>| {
+        headers.get_all(name).into_iter().filter_map(move |value| value.to_str().ok().and_then(parse))
+    };
+    values(DEADLINE_HEADER, parse_millis).chain(values(GRPC_TIMEOUT, parse_grpc_timeout)).min()
 }
 
 /// The deadline an aggregation gets: the `configured` one, or the caller's budget (see
@@ -155,7 +154,7 @@ mod tests {
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.insert(*name, value.parse().expect("a header value"));
+            map.append(*name, value.parse().expect("a header value"));
         }
         map
     }
@@ -194,6 +193,8 @@ mod tests {
         assert_eq!(effective_deadline(configured, &spent), Duration::ZERO, "a spent budget is zero, not negative");
         let both = headers(&[("x-muster-deadline-ms", "400"), ("grpc-timeout", "100m")]);
         assert_eq!(effective_deadline(configured, &both), Duration::from_millis(90), "the smaller of the two");
+        let repeated = headers(&[("x-muster-deadline-ms", "600"), ("x-muster-deadline-ms", "300")]);
+        assert_eq!(caller_budget(&repeated), Some(Duration::from_millis(300)), "the tighter of repeated values");
         let garbage = headers(&[("x-muster-deadline-ms", "soon"), ("grpc-timeout", "1x")]);
         assert_eq!(effective_deadline(configured, &garbage), configured, "garbage is ignored");
     }
