@@ -21,7 +21,9 @@ async fn metrics_are_scraped_in_prometheus_text() {
         r#"muster_aggregations_total{outcome="failed"} 1"#,
         r#"muster_source_calls_total{source="profile"} 2"#,
         r#"muster_source_outcomes_total{source="transactions",outcome="failed",kind="status"} 1"#,
-        "# TYPE muster_aggregation_duration_seconds summary",
+        "# TYPE muster_aggregation_duration_seconds histogram",
+        r#"muster_aggregation_duration_seconds_bucket{outcome="ok",le="+Inf"} 1"#,
+        "# TYPE muster_source_duration_seconds histogram",
     ] {
         assert!(scrape.body.lines().any(|got| got == line), "no `{line}` in:\n{}", scrape.body);
     }
