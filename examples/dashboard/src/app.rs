@@ -52,7 +52,7 @@ pub struct Config {
     pub offers_url: Option<String>,
     /// The global deadline of one aggregation.
     pub timeout: Duration,
-    /// The client's request headers copied to both backends (issue 11): `authorization` by
+    /// The client's request headers copied to every backend (issue 11): `authorization` by
     /// default in the binary (`--forward-headers`).
     pub forward_headers: Vec<HeaderName>,
 }
@@ -377,7 +377,7 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 /// echoes it in the response, and logs one line per request when it has been answered.
 async fn access_log(mut request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = match request.headers().get(REQUEST_ID).and_then(|value| printable(value, 128)) {
+    let request_id = match request.headers().get(REQUEST_ID).and_then(adoptable_id) {
         Some(id) => id.to_owned(),
         None => new_request_id(),
     };
@@ -407,6 +407,16 @@ fn printable(value: &HeaderValue, max: usize) -> Option<&str> {
     sensible.then_some(value)
 }
 
+/// A client's `x-request-id` the dashboard adopts as its own (echoed, logged, sent to the
+/// backends): 1 to 64 letters, digits, `-`, `_`, `.` or `:` (a UUID, a hex trace id, `req-7`).
+/// Anything else gets a new id, so a client cannot put quotes, spaces or markup into the logs.
+fn adoptable_id(value: &HeaderValue) -> Option<&str> {
+    let value = value.to_str().ok()?;
+    let adoptable = (1..=64).contains(&value.len())
+        && value.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':'));
+    adoptable.then_some(value)
+}
+
 /// A new request id: 16 hex digits from the process's random hash keys and a counter.
 fn new_request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -432,6 +442,16 @@ mod tests {
         assert_eq!(printable(&HeaderValue::from_static("has space"), 128), None);
         assert_eq!(printable(&HeaderValue::from_static(""), 128), None);
         assert_eq!(printable(&HeaderValue::from_static("long"), 3), None);
+    }
+
+    #[test]
+    fn only_plain_short_request_ids_are_adopted() {
+        for id in ["req-1", "0af7651916cd43dd8448eb211c80319c", "a:b.c_d", &"x".repeat(64)] {
+            assert_eq!(adoptable_id(&HeaderValue::from_str(id).unwrap()), Some(id), "{id}");
+        }
+        for id in [r#""},"kind":"ok"#, "has space", "", "<b>", &"x".repeat(65)] {
+            assert_eq!(adoptable_id(&HeaderValue::from_str(id).unwrap()), None, "{id}");
+        }
     }
 
     #[test]

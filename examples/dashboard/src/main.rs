@@ -49,7 +49,7 @@ options:
   --timeout-ms N                deadline of one dashboard request, in ms, counted from its
                                 arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
-  --forward-headers LIST        client request headers sent on to both backends, comma-separated,
+  --forward-headers LIST        client request headers sent on to every backend, comma-separated,
                                 or `none` [DASHBOARD_FORWARD_HEADERS] (default authorization)
   -h, --help                    print this help
 
