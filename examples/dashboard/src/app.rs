@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -377,15 +377,25 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 /// echoes it in the response, and logs one line per request when it has been answered.
 async fn access_log(mut request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = match request.headers().get(REQUEST_ID).and_then(adoptable_id) {
-        Some(id) => id.to_owned(),
-        None => new_request_id(),
-    };
+    let request_id = request_id(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = next.run(request).await;
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
+    answered(&method, &path, &request_id, started, &mut response);
+    response
+}
+
+/// The id a request is served under: the client's `x-request-id` if it can be adopted (see
+/// [`adoptable_id`]), else a new one.
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
+    headers.get(REQUEST_ID).and_then(adoptable_id).map_or_else(new_request_id, str::to_owned)
+}
+
+/// Echoes `request_id` in `response` and logs the request's one access line. The server calls
+/// it too, for what it answers before the router (limits, a spent budget).
+pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: Instant, response: &mut Response) {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let status = response.status().as_u16();
@@ -396,7 +406,6 @@ async fn access_log(mut request: Request<Body>, next: Next) -> Response {
     let kind = answer.map(|answer| answer.kind);
     // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
     tracing::info!(%method, path, status, elapsed_ms, request_id, user_id, source, kind, "request");
-    response
 }
 
 /// The header's value if it is printable ASCII of at most `max` bytes: anything else from the

@@ -250,23 +250,25 @@ impl Shared {
     ) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
         let path = request.uri().path();
         if overflow {
-            let response =
-                if path == "/healthz" { Response::new(Body::from("ok")) } else { overloaded("too many connections") };
-            return (response, None);
+            if path == "/healthz" {
+                return early(&request, arrived, |_| Response::new(Body::from("ok")));
+            }
+            return early(&request, arrived, |id| overloaded("too many connections", id));
         }
         let Some(id) = path.strip_prefix(DASHBOARD_PREFIX) else {
             return (self.route(request).await, None);
         };
         if id.len() > self.limits.max_id_len {
             let message = format!("the user id is longer than {} bytes", self.limits.max_id_len);
-            return (error(StatusCode::URI_TOO_LONG, "bad_request", &message), None);
+            return early(&request, arrived, |id| error(StatusCode::URI_TOO_LONG, "bad_request", &message, id));
         }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return (overloaded("too many requests in flight"), None);
+            return early(&request, arrived, |id| overloaded("too many requests in flight", id));
         };
         let budget = effective_deadline(self.deadline, request.headers());
         if budget.is_zero() {
-            return (error(StatusCode::GATEWAY_TIMEOUT, "timeout", "the caller's deadline has already passed"), None);
+            let spent = "the caller's deadline has already passed";
+            return early(&request, arrived, |id| error(StatusCode::GATEWAY_TIMEOUT, "timeout", spent, id));
         }
         // The aggregation's deadline is the request's: counted from its arrival, so queueing
         // counts, and tightened by the caller's budget; the sources send what is left of it
@@ -285,16 +287,29 @@ impl Shared {
     }
 }
 
+/// An answer of the server's own, before the router, made by `answer` from the request id:
+/// with that id and the access log line that the router's answers get.
+fn early(
+    request: &Request<Incoming>,
+    arrived: Instant,
+    answer: impl FnOnce(&str) -> Response<Body>,
+) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
+    let request_id = crate::app::request_id(request.headers());
+    let mut response = answer(&request_id);
+    crate::app::answered(request.method(), request.uri().path(), &request_id, arrived.into_std(), &mut response);
+    (response, None)
+}
+
 /// 503 with `Retry-After: 1` and the JSON error body.
-fn overloaded(message: &str) -> Response<Body> {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+fn overloaded(message: &str, request_id: &str) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, request_id);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 
-/// The dashboard's JSON error body, `{"error", "source": null, "kind"}`, with `status`.
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": message, "source": null, "kind": kind});
+/// The dashboard's JSON error body, `{"error", "source": null, "kind", "request_id"}`, with `status`.
+fn error(status: StatusCode, kind: &str, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": message, "source": null, "kind": kind, "request_id": request_id});
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -128,6 +128,8 @@ async fn an_id_over_the_limit_is_414_for_the_client_before_any_backend_call() {
         let body = reply.json();
         assert_eq!(body["kind"], "bad_request", "{body}");
         assert_eq!(body["source"], serde_json::Value::Null, "no backend is blamed: {body}");
+        let request_id = reply.header("x-request-id").expect("answered with a request id");
+        assert_eq!(body["request_id"], request_id, "{body}");
     }
     let at_the_limit = dashboard.get(&format!("/dashboard/{}", "a".repeat(default))).await;
     assert_eq!(at_the_limit.status, 200, "{at_the_limit:?}");

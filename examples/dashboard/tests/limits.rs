@@ -122,11 +122,14 @@ async fn past_the_connection_cap_new_connections_get_503_at_once_and_healthz_sti
     // The held connections are accepted in order; give the server a moment to count them.
     tokio::time::sleep(ms(100)).await;
 
-    let refused = get(dashboard.addr, "/dashboard/42", &[]).await;
+    let refused = get(dashboard.addr, "/dashboard/42", &[("x-request-id", "refused-1")]).await;
     let health = get(dashboard.addr, "/healthz", &[]).await;
 
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.header("retry-after"), Some("1"));
+    // Answered before the router, it still carries its request id, as every answer does.
+    assert_eq!(refused.header("x-request-id"), Some("refused-1"));
+    assert_eq!(refused.json()["request_id"], "refused-1");
     assert_eq!(refused.json()["kind"], "overloaded");
     assert!(refused.elapsed < MARGIN, "not at once: {:?}", refused.elapsed);
     assert_eq!((health.status, health.body.as_str()), (200, "ok"), "{health:?}");
@@ -280,6 +283,8 @@ async fn the_callers_deadline_shortens_the_aggregation_and_reaches_the_backends(
 
     let spent = get(dashboard.addr, "/dashboard/42", &[("x-muster-deadline-ms", "3")]).await;
     assert_eq!(spent.status, 504, "{spent:?}");
+    let request_id = spent.header("x-request-id").expect("a request id, made for this answer too");
+    assert_eq!(spent.json()["request_id"], request_id);
     let calls = dashboard.profile.stats().started();
     assert_eq!(calls, 2, "a spent budget calls no backend");
 }
