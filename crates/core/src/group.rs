@@ -358,6 +358,36 @@ impl<'a, T> Shared<'a, T> {
 /// assert_eq!(outputs["balance-9"], 900);
 /// # Ok(()) }
 /// ```
+///
+/// A task that spawns tasks of its own kind (a recursive walk) is a recursive `async fn`, so
+/// its future must be boxed, as any recursive future in Rust:
+///
+/// ```
+/// # use muster_core as muster;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::future::Future;
+/// use std::pin::Pin;
+/// use muster::{Group, GroupHandle, SpawnError};
+///
+/// type Walk = Pin<Box<dyn Future<Output = Result<usize, SpawnError>> + Send>>;
+///
+/// /// Visits `path`, then its two children down to depth 2, each as a task of the group.
+/// fn walk(handle: GroupHandle<'static, usize>, path: String) -> Walk {
+///     Box::pin(async move {
+///         if path.len() < 3 {
+///             for child in ["a", "b"] {
+///                 handle.spawn(format!("{path}{child}"), walk(handle.clone(), format!("{path}{child}")))?;
+///             }
+///         }
+///         Ok(path.len())
+///     })
+/// }
+///
+/// let mut group = Group::new();
+/// group.spawn("/", walk(group.handle(), "/".to_owned()))?;
+/// assert_eq!(group.wait().await?.names().count(), 7); // "/", "/a", "/b", "/aa", "/ab", "/ba", "/bb"
+/// # Ok(()) }
+/// ```
 pub struct GroupHandle<'a, T> {
     shared: Arc<Shared<'a, T>>,
 }
@@ -627,6 +657,10 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// a concurrency limit, when a slot frees up) and runs inside a `source` span (field
     /// `source = name`) whose parent is the configured
     /// [`ParentSpan`](muster_options::ParentSpan) or else the span current now.
+    ///
+    /// The task may borrow, but its name may not: a [`Name`] is a `&'static str` or an owned
+    /// `String`, so a name made at run time is passed owned (`format!("fetch-{i}")`,
+    /// `url.clone()`), not as a borrowed `&str`.
     ///
     /// # Errors
     ///
