@@ -314,15 +314,11 @@ where
 /// Tells the report which members decided the source (`` `cached` won; `live` cancelled ``):
 /// `won`, and the others that `pending` says were still running, now cancelled.
 fn note<F>(members: &[(Name, F)], won: &[usize], pending: impl Fn(usize) -> bool) {
-    let names = |indices: &mut dyn Iterator<Item = usize>| {
-        indices.map(|index| format!("`{}`", members[index].0)).collect::<Vec<_>>().join(", ")
-    };
-    let mut note = format!("{} won", names(&mut won.iter().copied()));
-    let cancelled = names(&mut (0..members.len()).filter(|index| !won.contains(index) && pending(*index)));
+    let names = |indices: &[usize]| indices.iter().map(|&index| format!("`{}`", members[index].0)).collect::<Vec<_>>();
+    let cancelled: Vec<usize> = (0..members.len()).filter(|index| !won.contains(index) && pending(*index)).collect();
+    let mut note = format!("{} won", names(won).join(", "));
     if !cancelled.is_empty() {
-        note.push_str("; ");
-        note.push_str(&cancelled);
-        note.push_str(" cancelled");
+        note = format!("{note}; {} cancelled", names(&cancelled).join(", "));
     }
     report(Event::Note(&note));
 }
