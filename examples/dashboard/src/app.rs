@@ -404,9 +404,18 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
     let user_id = response.extensions().get::<UserId>().map(|UserId(user_id)| user_id.as_str());
     let source = answer.and_then(|answer| answer.source.as_deref());
     let kind = answer.map(|answer| answer.kind);
+    // A path refused as too long is logged by its start: one line per request stays small.
+    let mut end = path.len().min(MAX_LOGGED_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    let path = &path[..end];
     // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
     tracing::info!(%method, path, status, elapsed_ms, request_id, user_id, source, kind, "request");
 }
+
+/// The longest path an access log line shows, in bytes.
+const MAX_LOGGED_PATH: usize = 2048;
 
 /// The header's value if it is printable ASCII of at most `max` bytes: anything else from the
 /// client is not worth propagating or logging.
