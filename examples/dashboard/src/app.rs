@@ -154,6 +154,12 @@ pub fn app(state: AppState) -> Router {
         let _ = crate::metrics::handle();
         router.route("/metrics", get(crate::metrics::render))
     };
+    // Anything else is a JSON error too: no route (404), or not a GET (405).
+    let router = router
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path") })
+        .method_not_allowed_fallback(|| async {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served")
+        });
     router.with_state(state).layer(middleware::from_fn(access_log))
 }
 
@@ -358,8 +364,12 @@ async fn dashboard(
 }
 
 fn bad_request(message: &str) -> Response {
-    let body = serde_json::json!({"error": message, "source": null, "kind": "bad_request"});
-    json_response(StatusCode::BAD_REQUEST, &body)
+    json_error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+/// The dashboard's JSON error body, `{"error", "source": null, "kind"}`, with `status`.
+fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
+    json_response(status, &serde_json::json!({"error": message, "source": null, "kind": kind}))
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {

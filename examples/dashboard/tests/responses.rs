@@ -150,6 +150,30 @@ async fn unknown_paths_are_404() {
     let dashboard = Dashboard::start(Duration::from_secs(5)).await;
 
     for target in ["/", "/dashboard", "/dashboard/", "/dashboard/42/extra", "/profile/42"] {
-        assert_eq!(dashboard.get(target).await.status, 404, "{target}");
+        let reply = dashboard.get(target).await;
+        assert_eq!(reply.status, 404, "{target}");
+        assert_eq!(reply.json()["kind"], "not_found", "a JSON error like every other: {target}");
+        assert!(reply.header("x-request-id").is_some(), "{target}");
     }
+}
+
+#[tokio::test]
+async fn a_method_other_than_get_is_a_json_405() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dashboard = Dashboard::start(Duration::from_secs(5)).await;
+
+    let mut stream = tokio::net::TcpStream::connect(dashboard.addr).await.expect("connect");
+    let head = format!(
+        "POST /dashboard/42 HTTP/1.1\r\nhost: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        dashboard.addr
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.expect("read");
+
+    assert!(raw.starts_with("HTTP/1.1 405"), "{raw}");
+    let body: serde_json::Value =
+        serde_json::from_str(raw.split("\r\n\r\n").nth(1).unwrap_or_default()).expect("a JSON body");
+    assert_eq!(body, json!({"error": "only GET is served", "source": null, "kind": "method_not_allowed"}));
+    assert_eq!(dashboard.profile.stats().started(), 0);
 }
