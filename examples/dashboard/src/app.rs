@@ -156,9 +156,9 @@ pub fn app(state: AppState) -> Router {
     };
     // Anything else is a JSON error too: no route (404), or not a GET (405).
     let router = router
-        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path") })
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "not_found", "no such path", None) })
         .method_not_allowed_fallback(|| async {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served")
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "only GET is served", None)
         });
     router.with_state(state).layer(middleware::from_fn(access_log))
 }
@@ -364,12 +364,18 @@ async fn dashboard(
 }
 
 fn bad_request(message: &str) -> Response {
-    json_error(StatusCode::BAD_REQUEST, "bad_request", message)
+    json_error(StatusCode::BAD_REQUEST, "bad_request", message, None)
 }
 
 /// The dashboard's JSON error body, `{"error", "source": null, "kind"}`, with `status`.
-fn json_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    json_response(status, &serde_json::json!({"error": message, "source": null, "kind": kind}))
+/// The dashboard's own JSON error body, `{"error", "source": null, "kind"}`, and the
+/// `request_id` when given (the server's answers before the router), with `status`.
+pub(crate) fn json_error(status: StatusCode, kind: &str, message: &str, request_id: Option<&str>) -> Response {
+    let mut body = serde_json::json!({"error": message, "source": null, "kind": kind});
+    if let Some(request_id) = request_id {
+        body["request_id"] = request_id.into();
+    }
+    json_response(status, &body)
 }
 
 fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {

@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::app::json_error;
 use crate::limits::{Limits, effective_deadline};
 
 /// The path prefix of the aggregating route: the in-flight cap, the id length and the
@@ -260,7 +261,9 @@ impl Shared {
         };
         if id.len() > self.limits.max_id_len {
             let message = format!("the user id is longer than {} bytes", self.limits.max_id_len);
-            return early(&request, arrived, |id| error(StatusCode::URI_TOO_LONG, "bad_request", &message, id));
+            return early(&request, arrived, |id| {
+                json_error(StatusCode::URI_TOO_LONG, "bad_request", &message, Some(id))
+            });
         }
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return early(&request, arrived, |id| overloaded("too many requests in flight", id));
@@ -268,7 +271,7 @@ impl Shared {
         let budget = effective_deadline(self.deadline, request.headers());
         if budget.is_zero() {
             let spent = "the caller's deadline has already passed";
-            return early(&request, arrived, |id| error(StatusCode::GATEWAY_TIMEOUT, "timeout", spent, id));
+            return early(&request, arrived, |id| json_error(StatusCode::GATEWAY_TIMEOUT, "timeout", spent, Some(id)));
         }
         // The aggregation's deadline is the request's: counted from its arrival, so queueing
         // counts, and tightened by the caller's budget; the sources send what is left of it
@@ -302,17 +305,8 @@ fn early(
 
 /// 503 with `Retry-After: 1` and the JSON error body.
 fn overloaded(message: &str, request_id: &str) -> Response<Body> {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, request_id);
+    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, Some(request_id));
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// The dashboard's JSON error body, `{"error", "source": null, "kind", "request_id"}`, with `status`.
-fn error(status: StatusCode, kind: &str, message: &str, request_id: &str) -> Response<Body> {
-    let body = serde_json::json!({"error": message, "source": null, "kind": kind, "request_id": request_id});
-    let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
