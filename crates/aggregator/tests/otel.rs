@@ -46,17 +46,23 @@ async fn backend() -> (String, Arc<Mutex<Vec<String>>>) {
     (format!("http://{addr}/profile/{{id}}"), seen)
 }
 
+/// Spans exported to memory, through `tracing-opentelemetry`, for this thread while the guard
+/// lives.
+fn traced() -> (InMemorySpanExporter, SdkTracerProvider, tracing::subscriber::DefaultGuard) {
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let subscriber =
+        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    (exporter, provider, tracing::subscriber::set_default(subscriber))
+}
+
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
     spans.iter().filter(|span| span.name == name).collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_trace_continues_and_each_attempt_is_the_backends_parent() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (exporter, provider, _default) = traced();
 
     let (template, seen) = backend().await;
     let profile = HttpFetcher::builder(&template).build().expect("a valid template");
@@ -93,11 +99,7 @@ async fn the_trace_continues_and_each_attempt_is_the_backends_parent() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn without_a_caller_the_trace_starts_at_the_aggregation_and_a_bad_traceparent_is_ignored() {
-    let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-    let _default = tracing::subscriber::set_default(subscriber);
+    let (exporter, provider, _default) = traced();
     let (template, seen) = backend().await;
     let aggregator = Aggregator::builder()
         .source_with("profile", HttpFetcher::builder(&template).build().expect("valid"), Retry::attempts(2).jitter(0.0))
