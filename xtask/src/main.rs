@@ -191,9 +191,10 @@ fn facade_docs(dir: &std::path::Path) -> Result<(), String> {
                 // Code is highlighted as `<span class="kw">use </span>muster_core::…`.
                 let imports =
                     html.contains(&format!("use </span>{inner}::")) || html.contains(&format!("use {inner}::"));
+                let pages = format!("{inner}/");
                 let links = html.match_indices("href=\"").any(|(at, _)| {
                     let href = html[at + 6..].split('"').next().unwrap_or_default();
-                    href.contains(&format!("{inner}/")) && !href.contains("src/")
+                    href.contains(&pages) && !href.contains("src/")
                 });
                 if imports || links {
                     found.push(format!(
