@@ -311,9 +311,10 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         self.source_with(name, fetcher, ())
     }
 
-    /// Adds a source wrapped in `policy`: one [`Policy`] value, or a tuple of them listed from
-    /// the inside out, e.g. `(Timeout(d), Retry::attempts(3), Fallback(v))` (see
-    /// [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
+    /// Adds a source wrapped in `policy`: one [`Policy`] value, or a tuple of them listed
+    /// outermost first, as tower's `ServiceBuilder` does, e.g.
+    /// `(Fallback(v), Retry::attempts(3), Timeout(d))`: a timeout per attempt, retried, then the
+    /// fallback (see [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
     /// element of the aggregate's tuple: `Option<T>` for [`Optional`](crate::Optional), `T`
     /// for [`Fallback`](crate::Fallback).
     pub fn source_with<F, P>(self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>

@@ -30,7 +30,7 @@
 //! // Built once, shared by every request.
 //! let aggregator = Aggregator::builder()
 //!     .source("profile", profile) // required: its failure cancels the others
-//!     .source_with("transactions", transactions, (Timeout(Duration::from_millis(300)), Retry::attempts(2)))
+//!     .source_with("transactions", transactions, (Retry::attempts(2), Timeout(Duration::from_millis(300))))
 //!     .source_with("offers", offers, Fallback(Vec::new())) // optional: falls back
 //!     .options(Deadline(Duration::from_secs(1)))
 //!     .build()?;

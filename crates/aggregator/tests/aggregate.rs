@@ -226,7 +226,7 @@ async fn an_optional_source_falls_back_while_the_required_one_succeeds() {
     let aggregator = Aggregator::builder()
         .source("transactions", MockFetcher::ok_after(ms(20), vec!["coffee"]))
         .source_with("offers", offers.clone(), Fallback(vec![]))
-        .source_with("ads", MockFetcher::<Vec<&str>>::hang(), (Timeout(ms(15)), Optional))
+        .source_with("ads", MockFetcher::<Vec<&str>>::hang(), (Optional, Timeout(ms(15))))
         .build()
         .unwrap();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
@@ -348,7 +348,7 @@ async fn a_retry_asks_the_error_whether_to_retry() {
     // A timeout inside the retry is retryable.
     let slow = MockFetcher::script([Step::ok(1u32).after(ms(500)), Step::ok(2).after(ms(5))]);
     let retry = Retry::attempts(2).backoff(ms(10), ms(10)).jitter(0.0);
-    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), (Timeout(ms(50)), retry)).build().unwrap();
+    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), (retry, Timeout(ms(50)))).build().unwrap();
     let aggregate = aggregator.aggregate(&()).await.unwrap();
     assert_eq!((aggregate.outputs, slow.calls()), ((2,), 2));
     assert!(slow.records()[0].is_cancelled(), "the timed-out attempt was dropped");
@@ -372,14 +372,14 @@ async fn a_classifier_behind_a_timeout_decides_for_the_timeouts_too() {
     let hanging = script();
     let retry = Retry::attempts(3).backoff(ms(1), ms(1)).jitter(0.0).retry_if(timeouts);
     let aggregator =
-        Aggregator::builder().source_with("profile", hanging.clone(), (Timeout(ms(10)), retry)).build().unwrap();
+        Aggregator::builder().source_with("profile", hanging.clone(), (retry, Timeout(ms(10)))).build().unwrap();
     assert_eq!(aggregator.aggregate(&()).await.unwrap().outputs, (3,));
     assert_eq!(hanging.calls(), 3);
 
     let hanging = script();
     let never = Retry::attempts(3).jitter(0.0).retry_if(|_: &TimeoutError<MockError>| false);
     let aggregator =
-        Aggregator::builder().source_with("profile", hanging.clone(), (Timeout(ms(10)), never)).build().unwrap();
+        Aggregator::builder().source_with("profile", hanging.clone(), (never, Timeout(ms(10)))).build().unwrap();
     assert_eq!(aggregator.aggregate(&()).await.unwrap_err().kind(), ErrorKind::Timeout);
     assert_eq!(hanging.calls(), 1);
 }
@@ -506,7 +506,7 @@ fn bad_configurations_are_refused_when_building() {
         "source `a`: its policies need at least 700ms (retry backoffs), not less than the 500ms deadline"
     );
     let timeout =
-        Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Optional, Timeout(Duration::ZERO)));
+        Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Timeout(Duration::ZERO), Optional));
     let error = timeout.build().unwrap_err();
     assert_eq!(error.to_string(), "invalid policy for source `a`: the source timeout must be greater than zero");
     assert!(matches!(error, BuildError::Source { error: OptionError::ZeroTimeout, .. }));
@@ -677,7 +677,7 @@ async fn a_user_written_policy_composes_with_the_built_in_ones_and_shows_in_the_
     let backend = MockFetcher::<Vec<u32>>::err_after(ms(5), "503");
     let aggregator = Aggregator::builder()
         .source("profile", MockFetcher::ok(1u8))
-        .source_with("offers", backend.clone(), (Timeout(ms(100)), Breaker, Fallback(Vec::new())))
+        .source_with("offers", backend.clone(), (Fallback(Vec::new()), Breaker, Timeout(ms(100))))
         .build()
         .unwrap();
     for _ in 0..2 {
@@ -794,7 +794,7 @@ async fn a_nested_aggregations_source_reads_the_outer_failure_as_its_cause() {
 #[tokio::test(start_paused = true)]
 async fn the_report_gives_each_failure_its_kind_in_the_one_vocabulary() {
     let aggregator = Aggregator::builder()
-        .source_with("slow", MockFetcher::ok_after(ms(500), 1u32), (Timeout(ms(50)), Fallback(0)))
+        .source_with("slow", MockFetcher::ok_after(ms(500), 1u32), (Fallback(0), Timeout(ms(50))))
         .source_with("down", MockFetcher::<u32>::err("503"), Optional)
         .source("fine", MockFetcher::ok(2u32))
         .build()

@@ -363,7 +363,7 @@ mod http {
     async fn the_http_kind_is_found_through_timeout_and_coalescing() {
         let too_large = fetcher_fn(|_: &u64| async { Err::<u64, _>(HttpError::BodyTooLarge { limit: 1 << 20 }) });
         let aggregator =
-            Aggregator::builder().source_with("transactions", too_large, (Timeout(ms(100)), Coalesce)).build().unwrap();
+            Aggregator::builder().source_with("transactions", too_large, (Coalesce, Timeout(ms(100)))).build().unwrap();
         let error = aggregator.aggregate(&7).await.unwrap_err();
         let (status, body) = body_of(error.into_response()).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -373,7 +373,7 @@ mod http {
             Err::<u64, _>(HttpError::Status { status: StatusCode::NOT_FOUND, body_excerpt: "no user 7 in db-3".into() })
         });
         let aggregator =
-            Aggregator::builder().source_with("profile", status, (Coalesce, Timeout(ms(100)))).build().unwrap();
+            Aggregator::builder().source_with("profile", status, (Timeout(ms(100)), Coalesce)).build().unwrap();
         let error = aggregator.aggregate(&7).await.unwrap_err();
         let (_, body) = body_of(error.into_response()).await;
         assert_eq!(body["kind"], "status");

@@ -68,7 +68,7 @@ async fn an_optional_input_gives_its_dependent_an_option_and_a_dependent_can_fal
             Input::<0>,
             |_: &(), profile: &Option<Profile>| profile.as_ref().map_or("standard".to_owned(), |p| p.tier.clone()),
             MockFetcher::<Vec<&str>>::err_after(ms(10), "offers down"),
-            (Timeout(ms(100)), Fallback(Vec::new())),
+            (Fallback(Vec::new()), Timeout(ms(100))),
         )
         .build()
         .unwrap();

@@ -118,7 +118,7 @@ impl<C> Retry<C> {
     /// says of itself. Panics are never retried.
     ///
     /// `classify` takes the error of what the retry wraps: the source's own error type, or,
-    /// with a per-attempt timeout inside the retry (`(Timeout(..), Retry::attempts(3).retry_if(..))`),
+    /// with a per-attempt timeout inside the retry (`(Retry::attempts(3).retry_if(..), Timeout(..))`),
     /// muster's `TimeoutError<E>` of it, so the closure decides for the timeouts too:
     /// `|error: &TimeoutError<E>| matches!(error, TimeoutError::Elapsed { .. }) || ...` retries
     /// them.

@@ -170,7 +170,7 @@ async fn breaker() -> Result<(), Box<dyn Error>> {
     let offers = MockFetcher::<Vec<String>>::err_after(ms(15), "offers: 503");
     let aggregator = Aggregator::builder()
         .source("profile", MockFetcher::ok_after(ms(10), "Ada Lovelace"))
-        .source_with("offers", offers.clone(), (Timeout(ms(100)), Breaker, Fallback(Vec::new())))
+        .source_with("offers", offers.clone(), (Fallback(Vec::new()), Breaker, Timeout(ms(100))))
         .build()?;
     for request in 1..=3 {
         let aggregate = aggregator.aggregate(&USER_ID).await?;

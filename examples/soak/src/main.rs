@@ -193,8 +193,8 @@ fn aggregator() -> Result<Aggregator<Script, Outputs>, muster::BuildError> {
     Aggregator::builder()
         .source_with("required-0", source(0), timeout)
         .source_with("required-1", source(1), timeout)
-        .source_with("optional-2", source(2), (timeout, Fallback(0)))
-        .source_with("optional-3", source(3), (timeout, Optional))
+        .source_with("optional-2", source(2), (Fallback(0), timeout))
+        .source_with("optional-3", source(3), (Optional, timeout))
         .options(Deadline(Duration::from_millis(50)))
         .build()
 }

@@ -17,8 +17,9 @@ use tracing::Instrument as _;
 use super::Policy;
 
 /// Request coalescing (singleflight): concurrent fetches of one source for an equal request
-/// share one call of the wrapped fetcher. List it first (innermost) so that each waiter keeps
-/// its own timeout and retries around the shared call.
+/// share one call of the wrapped fetcher. List it last in a tuple (innermost), e.g.
+/// `(Retry::attempts(3), Timeout(d), Coalesce)`, so that each waiter keeps its own timeout and
+/// retries around the shared call.
 ///
 /// - **Real results**: every waiter gets the call's value (a clone), or its error shared in a
 ///   [`CoalesceError`] that displays and classifies as the error itself.

@@ -3,24 +3,28 @@
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
 //! [`Optional`], [`Fallback`], [`Coalesce`], a tower layer in [`Tower`] (feature `tower`), or
 //! one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
-//! takes one, or a tuple of them listed **from the inside out**: the first wraps the fetcher,
-//! the next wraps that, and so on. [`Policy::wrap`] applies one outside an aggregator (e.g.
-//! for a [`Group`](crate::Group) task).
+//! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
+//! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
+//! and `A` wraps everything, so a call goes through `A` first. A tuple nests: `(A, (B, C))`
+//! is `(A, B, C)`, and a tower stack inside one, `Tower((L1, L2))`, reads the same way (`L1`
+//! outside `L2`). [`Policy::wrap`] applies one outside an aggregator (e.g. for a
+//! [`Group`](crate::Group) task).
 //!
 //! # The order, and why
 //!
-//! The built-in policies are meant to be listed in this order, inside first:
+//! The built-in policies are meant to be listed in this order, outermost first, e.g.
+//! `(Fallback(v), Retry::attempts(3), Hedge(d), Timeout(d), Coalesce)`:
 //!
-//! 1. [`Coalesce`]: concurrent aggregations share the raw call, and each keeps its own
-//!    timeout and retries around it.
-//! 2. [`Timeout`]: a timeout per attempt, so that a retry gets a fresh one (a timeout outside
-//!    the retry would bound all attempts together; the global deadline already does that).
-//! 3. [`Hedge`]: a hedged attempt is one attempt of the retry.
-//! 4. [`Retry`]: retries the whole hedged, timed attempt, asking the error
-//!    ([`Retryable`](crate::Retryable)) whether to.
-//! 5. Your own policies that judge the source as a whole (a circuit breaker, a cache).
-//! 6. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
+//! 1. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
 //!    retry, and the fallback also answers when the global deadline comes first.
+//! 2. Your own policies that judge the source as a whole (a circuit breaker, a cache).
+//! 3. [`Retry`]: retries the whole hedged, timed attempt, asking the error
+//!    ([`Retryable`](crate::Retryable)) whether to.
+//! 4. [`Hedge`]: a hedged attempt is one attempt of the retry.
+//! 5. [`Timeout`]: a timeout per attempt, so that a retry gets a fresh one (a timeout outside
+//!    the retry would bound all attempts together; the global deadline already does that).
+//! 6. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
+//!    own timeout and retries around it.
 //!
 //! Policies report what they did through [`report`](crate::report) (a retry's attempts, a
 //! timeout, a hedge's winner, a fallback): the [`Report`](crate::Report) shows it without the
@@ -86,7 +90,7 @@
 //! # use muster::{Aggregator, Fallback, Timeout, fetcher_fn};
 //! # let offers = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(vec![1_u32]) });
 //! let aggregator = Aggregator::builder()
-//!     .source_with("offers", offers, (Timeout(std::time::Duration::from_millis(200)), Breaker, Fallback(Vec::new())))
+//!     .source_with("offers", offers, (Fallback(Vec::new()), Breaker, Timeout(std::time::Duration::from_millis(200))))
 //!     .build()?;
 //! # let _ = aggregator;
 //! # Ok::<(), muster::BuildError>(())
@@ -124,12 +128,15 @@ pub use self::tower::Tower;
 /// retry, a fallback, ...). See the [module documentation](self) for the built-in ones, their
 /// order and how to write one.
 ///
-/// Tuples apply their policies from the inside out: `(Timeout(d), Retry::attempts(3))` wraps
-/// the fetcher in the timeout, then that in the retry. `()` is no policy.
+/// A tuple lists its policies outermost first, as tower's `(L1, L2)` and `ServiceBuilder` do:
+/// `(Retry::attempts(3), Timeout(d))` wraps the fetcher in the timeout, then that in the
+/// retry, so each attempt gets its own timeout. Tuples of up to twelve policies are policies,
+/// and nest: `(A, (B, C))` is `(A, B, C)`. `()` is no policy. [`check`](Self::check) on a
+/// tuple adds up what its policies need.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a policy that can wrap the source `{F}`",
     label = "not a policy for this source",
-    note = "policies are `Timeout`, `Retry`, `Hedge`, `Optional`, `Fallback(value)` (a value of the source's output type), `Coalesce`, `Tower(layer)`, your own `Policy` impls, or a tuple of them, inside first"
+    note = "policies are `Timeout`, `Retry`, `Hedge`, `Optional`, `Fallback(value)` (a value of the source's output type), `Coalesce`, `Tower(layer)`, your own `Policy` impls, or a tuple of them, outermost first"
 )]
 pub trait Policy<F> {
     /// The wrapped fetcher.
@@ -158,158 +165,50 @@ impl<F> Policy<F> for () {
     }
 }
 
-// Tuples apply their policies from the inside out; written out for up to six.
-impl<S, P1> Policy<S> for (P1,)
-where
-    P1: Policy<S>,
-{
-    type Fetcher = <P1 as Policy<S>>::Fetcher;
+// A tuple lists its policies outermost first, as tower-layer's tuples and `ServiceBuilder` do.
+// Each impl is written recursively, as tower-layer writes its own: the head wraps what the tail
+// (itself a tuple, down to `()`) made of the fetcher. `policy_tuple!` pairs each element with
+// the next for the bounds (`P1: Policy<P2::Fetcher>`, ..., `Pn: Policy<F>`), so that a tuple
+// that does not fit names the element at fault, and `check` can ask every element.
+macro_rules! policy_tuple {
+    ($($P:ident $p:ident),+) => {
+        policy_tuple!(@bounds [] [$($P $p),+] $($P $p),+);
+    };
+    (@bounds [$($bound:tt)*] [$($all:tt)*] $P:ident $p:ident, $N:ident $n:ident $(, $R:ident $r:ident)*) => {
+        policy_tuple!(@bounds [$($bound)* $P: Policy<$N::Fetcher>,] [$($all)*] $N $n $(, $R $r)*);
+    };
+    (@bounds [$($bound:tt)*] [$H:ident $h:ident $(, $T:ident $t:ident)*] $L:ident $l:ident) => {
+        impl<F, $H $(, $T)*> Policy<F> for ($H, $($T,)*)
+        where
+            $($bound)*
+            $L: Policy<F>,
+        {
+            type Fetcher = $H::Fetcher;
 
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1,) = self;
-        p1.wrap(inner)
-    }
+            fn wrap(self, inner: F) -> Self::Fetcher {
+                let ($h, $($t,)*) = self;
+                $h.wrap(($($t,)*).wrap(inner))
+            }
 
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1,) = self;
-        needs = needs.saturating_add(p1.check()?);
-        Ok(needs)
-    }
+            fn check(&self) -> Result<Duration, OptionError> {
+                let ($h, $($t,)*) = self;
+                let needs = $h.check()?;
+                $(let needs = needs.saturating_add($t.check()?);)*
+                Ok(needs)
+            }
+        }
+    };
 }
 
-impl<S, P1, P2> Policy<S> for (P1, P2)
-where
-    P1: Policy<S>,
-    P2: Policy<<P1 as Policy<S>>::Fetcher>,
-{
-    type Fetcher = <P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher;
-
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1, p2) = self;
-        p2.wrap(p1.wrap(inner))
-    }
-
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1, p2) = self;
-        needs = needs.saturating_add(p1.check()?);
-        needs = needs.saturating_add(p2.check()?);
-        Ok(needs)
-    }
-}
-
-impl<S, P1, P2, P3> Policy<S> for (P1, P2, P3)
-where
-    P1: Policy<S>,
-    P2: Policy<<P1 as Policy<S>>::Fetcher>,
-    P3: Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>,
-{
-    type Fetcher = <P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher;
-
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1, p2, p3) = self;
-        p3.wrap(p2.wrap(p1.wrap(inner)))
-    }
-
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1, p2, p3) = self;
-        needs = needs.saturating_add(p1.check()?);
-        needs = needs.saturating_add(p2.check()?);
-        needs = needs.saturating_add(p3.check()?);
-        Ok(needs)
-    }
-}
-
-impl<S, P1, P2, P3, P4> Policy<S> for (P1, P2, P3, P4)
-where
-    P1: Policy<S>,
-    P2: Policy<<P1 as Policy<S>>::Fetcher>,
-    P3: Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>,
-    P4: Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>,
-{
-    type Fetcher =
-        <P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher;
-
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1, p2, p3, p4) = self;
-        p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner))))
-    }
-
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1, p2, p3, p4) = self;
-        needs = needs.saturating_add(p1.check()?);
-        needs = needs.saturating_add(p2.check()?);
-        needs = needs.saturating_add(p3.check()?);
-        needs = needs.saturating_add(p4.check()?);
-        Ok(needs)
-    }
-}
-
-impl<S, P1, P2, P3, P4, P5> Policy<S> for (P1, P2, P3, P4, P5)
-where
-    P1: Policy<S>,
-    P2: Policy<<P1 as Policy<S>>::Fetcher>,
-    P3: Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>,
-    P4: Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>,
-    P5: Policy<<P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher>,
-{
-    type Fetcher = <P5 as Policy<
-        <P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher,
-    >>::Fetcher;
-
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1, p2, p3, p4, p5) = self;
-        p5.wrap(p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner)))))
-    }
-
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1, p2, p3, p4, p5) = self;
-        needs = needs.saturating_add(p1.check()?);
-        needs = needs.saturating_add(p2.check()?);
-        needs = needs.saturating_add(p3.check()?);
-        needs = needs.saturating_add(p4.check()?);
-        needs = needs.saturating_add(p5.check()?);
-        Ok(needs)
-    }
-}
-
-impl<S, P1, P2, P3, P4, P5, P6> Policy<S> for (P1, P2, P3, P4, P5, P6)
-where
-    P1: Policy<S>,
-    P2: Policy<<P1 as Policy<S>>::Fetcher>,
-    P3: Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>,
-    P4: Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>,
-    P5: Policy<<P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher>,
-    P6: Policy<
-        <P5 as Policy<
-            <P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher,
-        >>::Fetcher,
-    >,
-{
-    type Fetcher = <P6 as Policy<
-        <P5 as Policy<
-            <P4 as Policy<<P3 as Policy<<P2 as Policy<<P1 as Policy<S>>::Fetcher>>::Fetcher>>::Fetcher>>::Fetcher,
-        >>::Fetcher,
-    >>::Fetcher;
-
-    fn wrap(self, inner: S) -> Self::Fetcher {
-        let (p1, p2, p3, p4, p5, p6) = self;
-        p6.wrap(p5.wrap(p4.wrap(p3.wrap(p2.wrap(p1.wrap(inner))))))
-    }
-
-    fn check(&self) -> Result<Duration, OptionError> {
-        let mut needs = Duration::ZERO;
-        let (p1, p2, p3, p4, p5, p6) = self;
-        needs = needs.saturating_add(p1.check()?);
-        needs = needs.saturating_add(p2.check()?);
-        needs = needs.saturating_add(p3.check()?);
-        needs = needs.saturating_add(p4.check()?);
-        needs = needs.saturating_add(p5.check()?);
-        needs = needs.saturating_add(p6.check()?);
-        Ok(needs)
-    }
-}
+policy_tuple!(P1 p1);
+policy_tuple!(P1 p1, P2 p2);
+policy_tuple!(P1 p1, P2 p2, P3 p3);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7, P8 p8);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7, P8 p8, P9 p9);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7, P8 p8, P9 p9, P10 p10);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7, P8 p8, P9 p9, P10 p10, P11 p11);
+policy_tuple!(P1 p1, P2 p2, P3 p3, P4 p4, P5 p5, P6 p6, P7 p7, P8 p8, P9 p9, P10 p10, P11 p11, P12 p12);
