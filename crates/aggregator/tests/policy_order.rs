@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use muster::Outcome::{FellBack, TimedOut};
 use muster::{
-    Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, OptionError, Optional, Policy, Retry, Timeout,
-    TimeoutKind, async_trait, fetcher_fn,
+    Aggregator, BuildError, Coalesce, Deadline, ErrorKind, Fallback, Fetcher, Hedge, OptionError, Optional, Policy,
+    Retry, Timeout, TimeoutKind, async_trait, fetcher_fn,
 };
 use muster_adapters::mock::{MockFetcher, Step};
+use tokio::time::{Instant, sleep};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -237,6 +238,58 @@ async fn an_optional_listed_last_still_answers_at_the_timeout_it_sits_in() {
     assert_eq!((aggregate.outputs, aggregate.report.elapsed), ((1, None), ms(50)));
     let outcome = &aggregate.report.source("ads").unwrap().outcome;
     assert!(matches!(outcome, FellBack { after } if matches!(**after, TimedOut { .. })), "{outcome:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_listed_before_a_timeout_times_each_hedged_attempt() {
+    let replicas = || MockFetcher::script([Step::ok("slow").after(ms(1_000)), Step::ok("fast").after(ms(80))]);
+
+    let each = replicas();
+    let aggregator =
+        Aggregator::builder().source_with("profile", each.clone(), (Hedge(ms(50)), Timeout(ms(100)))).build().unwrap();
+    let started = Instant::now();
+    assert_eq!(aggregator.aggregate(&()).await.unwrap().outputs, ("fast",));
+    assert_eq!(started.elapsed(), ms(130), "the hedge, started at 50ms, had 100ms of its own");
+    assert_eq!(each.calls(), 2);
+
+    // 0.2's spelling: one timeout around both hedged attempts.
+    let both = replicas();
+    let aggregator =
+        Aggregator::builder().source_with("profile", both.clone(), (Timeout(ms(100)), Hedge(ms(50)))).build().unwrap();
+    let started = Instant::now();
+    assert_eq!(aggregator.aggregate(&()).await.unwrap_err().kind(), ErrorKind::Timeout);
+    assert_eq!(started.elapsed(), ms(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coalesce_listed_last_lets_each_waiter_keep_its_own_timeout() {
+    // The call takes 120ms; a second aggregation joins it 40ms after the first.
+    let call = || MockFetcher::script([Step::ok(1_u8).after(ms(120))]);
+    let joined_later = |aggregator| async move {
+        sleep(ms(40)).await;
+        Aggregator::aggregate(aggregator, &7_u64).await
+    };
+
+    let shared = call();
+    let aggregator =
+        Aggregator::builder().source_with("profile", shared.clone(), (Timeout(ms(100)), Coalesce)).build().unwrap();
+    let (first, second) = tokio::join!(aggregator.aggregate(&7), joined_later(&aggregator));
+    assert_eq!(first.unwrap_err().kind(), ErrorKind::Timeout, "the first waiter's timeout, at 100ms");
+    assert_eq!(second.unwrap().outputs, (1,), "the second waiter's timeout is at 140ms");
+    assert_eq!(shared.calls(), 1, "one call, shared");
+
+    // 0.2's spelling: the timeout is inside the shared call, so both waiters get the first's.
+    let shared = call();
+    let aggregator =
+        Aggregator::builder().source_with("profile", shared.clone(), (Coalesce, Timeout(ms(100)))).build().unwrap();
+    let (first, second) = tokio::join!(aggregator.aggregate(&7), joined_later(&aggregator));
+    // FIXME(kind): the first waiter's kind reads `failed`, the second's `timeout`.
+    let cause = |error: &muster::AggregateError| error.source_error().map(ToString::to_string);
+    let (first, second) = (first.unwrap_err(), second.unwrap_err());
+    assert_eq!(cause(&first).as_deref(), Some("source timeout of 100ms elapsed"));
+    assert_eq!(cause(&second).as_deref(), Some("source timeout of 100ms elapsed"));
+    assert_eq!((first.report().elapsed, second.report().elapsed), (ms(100), ms(60)), "one timeout for both");
+    assert_eq!(shared.calls(), 1);
 }
 
 #[cfg(feature = "tower")]
