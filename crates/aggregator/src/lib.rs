@@ -59,7 +59,8 @@
 //!   the error names the source, the kind and the cause ([`AggregateError`]).
 //! - **Policies are layers** ([`policy`]): [`Timeout`], [`Retry`] (asking the error through
 //!   [`Retryable`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
-//!   ([`Tower`], feature `tower`), and your own [`Policy`].
+//!   ([`Tower`], feature `tower`), and your own [`Policy`]; a tuple of them lists the
+//!   outermost first, as tower's `ServiceBuilder` does.
 //! - **Completion policies as values** ([`completion`]): the first success of several
 //!   fetchers, `k` of `n`, every outcome, all or nothing, as one source that composes with the
 //!   others ("profile and (transactions or cached transactions)").

@@ -13,7 +13,7 @@
 //! # The order, and why
 //!
 //! The built-in policies are meant to be listed in this order, outermost first, e.g.
-//! `(Fallback(v), Retry::attempts(3), Hedge(d), Timeout(d), Coalesce)`:
+//! `(Fallback(v), Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`:
 //!
 //! 1. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
 //!    retry, and the fallback also answers when the global deadline comes first.
@@ -133,6 +133,21 @@ pub use self::tower::Tower;
 /// retry, so each attempt gets its own timeout. Tuples of up to twelve policies are policies,
 /// and nest: `(A, (B, C))` is `(A, B, C)`. `()` is no policy. [`check`](Self::check) on a
 /// tuple adds up what its policies need.
+///
+/// ```
+/// use std::time::Duration;
+/// use muster::policy::{FallbackFetcher, RetryFetcher, TimeoutFetcher};
+/// use muster::{Fallback, Fetcher, Policy, Retry, Timeout, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let offers = fetcher_fn(|_: &u64| async { Err::<Vec<u32>, _>(std::io::Error::other("offers are down")) });
+/// let policies = (Fallback(Vec::new()), Retry::attempts(3), Timeout(Duration::from_millis(200)));
+/// // The first is outermost: a fallback around a retry around a timeout around the fetcher.
+/// let offers: FallbackFetcher<RetryFetcher<TimeoutFetcher<_>>, _> = policies.wrap(offers);
+/// assert_eq!(offers.fetch(&7).await, Ok(vec![]));
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a policy that can wrap the source `{F}`",
     label = "not a policy for this source",
