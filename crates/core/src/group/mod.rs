@@ -17,7 +17,6 @@ pub use self::wait::{Wait, WaitWithReport};
 use self::handle::{Inbox, Shared};
 use self::recording::Recording;
 use self::task::{Pooled, Slot, State, Task, wrap};
-use self::wait::FEW;
 
 use std::fmt;
 use std::future::Future;
@@ -339,14 +338,8 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     ///
     /// Dropping the returned future drops every task (they are owned by it) and cancels the
     /// group's token with [`Cause::Dropped`]; nothing keeps running.
-    pub fn wait(mut self) -> Wait<'a, T> {
-        if self.slots.len() > FEW {
-            self.pool_up();
-        }
-        let cancelled = self.token.get().or(self.parent.as_ref()).map(CancelToken::cancelled_owned);
-        // The deadline's timer is made when a poll leaves tasks pending: a group whose tasks
-        // finish in its first poll never touches the timer wheel.
-        Wait { group: self, deadline: None, cancelled }
+    pub fn wait(self) -> Wait<'a, T> {
+        Wait::new(self)
     }
 
     /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`]: every task's
@@ -354,7 +347,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// poll and an allocation per group; `wait` does neither.
     pub fn wait_with_report(mut self) -> WaitWithReport<'a, T> {
         self.recording = Some(Box::default());
-        WaitWithReport { wait: self.wait() }
+        WaitWithReport::new(self.wait())
     }
 }
 

@@ -52,12 +52,12 @@ pin_project_lite::pin_project! {
     /// A task as the group runs it: inside its span, under the group's deadline (as
     /// [`deadline()`](crate::deadline())), with panics caught and the error boxed. One wrapper
     /// rather than a stack of combinators, so that the task's future is moved once, into its box.
-    pub(super) struct Wrapped<F> {
-        pub(super) span: tracing::Span,
-        pub(super) deadline: Option<Instant>,
+    struct Wrapped<F> {
+        span: tracing::Span,
+        deadline: Option<Instant>,
         // `None` once dropped, inside the span and the deadline, so that drop guards see both.
         #[pin]
-        pub(super) future: Option<F>,
+        future: Option<F>,
     }
 
     impl<F> PinnedDrop for Wrapped<F> {

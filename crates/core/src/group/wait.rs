@@ -14,7 +14,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use super::Group;
 use super::outputs::Outputs;
 use super::task::{DropPanic, Pooled, State, TaskOutput, drop_contained, panic_message};
-use crate::cancel::{Cause, Name};
+use crate::cancel::{CancelToken, Cause, Name};
 use crate::deadline::{TokenScope, closing_scoped, token_scoped};
 use crate::error::{ErrorKind, GroupError};
 use crate::report::{GroupReport, TaskOutcome};
@@ -23,7 +23,7 @@ use crate::report::{GroupReport, TaskOutcome};
 /// beyond the task itself. Larger groups poll only the tasks that were woken (through a
 /// `FuturesUnordered`, one more allocation per task), so a wake-up costs O(1) instead of O(N).
 /// The same threshold as `futures::future::join_all`, for the same reason.
-pub(super) const FEW: usize = 32;
+const FEW: usize = 32;
 
 pin_project_lite::pin_project! {
     /// The future of [`Group::wait`]: the group's outputs or its first failure.
@@ -31,11 +31,25 @@ pin_project_lite::pin_project! {
     /// Dropping it drops every task; see [`Group::wait`].
     #[must_use = "futures do nothing unless polled"]
     pub struct Wait<'a, T> {
-        pub(super) group: Group<'a, T>,
+        group: Group<'a, T>,
         #[pin]
-        pub(super) deadline: Option<Sleep>,
+        deadline: Option<Sleep>,
         #[pin]
-        pub(super) cancelled: Option<WaitForCancellationFutureOwned>,
+        cancelled: Option<WaitForCancellationFutureOwned>,
+    }
+}
+
+impl<'a, T: Send + 'a> Wait<'a, T> {
+    /// Starts waiting for `group`: pools the tasks of a large group and watches the token (or
+    /// the parent) for the caller's cancellation.
+    pub(super) fn new(mut group: Group<'a, T>) -> Self {
+        if group.slots.len() > FEW {
+            group.pool_up();
+        }
+        let cancelled = group.token.get().or(group.parent.as_ref()).map(CancelToken::cancelled_owned);
+        // The deadline's timer is made when a poll leaves tasks pending: a group whose tasks
+        // finish in its first poll never touches the timer wheel.
+        Self { group, deadline: None, cancelled }
     }
 }
 
@@ -83,7 +97,13 @@ pin_project_lite::pin_project! {
     #[must_use = "futures do nothing unless polled"]
     pub struct WaitWithReport<'a, T> {
         #[pin]
-        pub(super) wait: Wait<'a, T>,
+        wait: Wait<'a, T>,
+    }
+}
+
+impl<'a, T> WaitWithReport<'a, T> {
+    pub(super) fn new(wait: Wait<'a, T>) -> Self {
+        Self { wait }
     }
 }
 
@@ -107,9 +127,9 @@ impl<T> fmt::Debug for WaitWithReport<'_, T> {
 /// The failures of one wave: the earliest-spawned is the root cause, the others lost the tie.
 /// No allocation for the usual single failure.
 #[derive(Default)]
-pub(super) struct Failures {
-    pub(super) root: Option<(usize, ErrorKind, Cause)>,
-    pub(super) others: Vec<usize>,
+struct Failures {
+    root: Option<(usize, ErrorKind, Cause)>,
+    others: Vec<usize>,
 }
 
 impl Failures {
@@ -127,7 +147,7 @@ impl Failures {
 
 impl<'a, T: Send + 'a> Group<'a, T> {
     /// Moves the running tasks into the `FuturesUnordered` of a large group.
-    pub(super) fn pool_up(&mut self) {
+    fn pool_up(&mut self) {
         let pool = self.pool.get_or_insert_with(FuturesUnordered::new);
         for (index, slot) in self.slots.iter_mut().enumerate() {
             if !matches!(slot.state, State::Running(_)) {
@@ -139,7 +159,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         }
     }
 
-    pub(super) fn poll_wait(
+    fn poll_wait(
         &mut self,
         cx: &mut Context<'_>,
         mut deadline: Pin<&mut Option<Sleep>>,
@@ -212,7 +232,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// Polls every running task once (in a large group, the woken ones) and settles those
     /// that finished.
-    pub(super) fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Failures) {
+    fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Failures) {
         for index in 0..self.slots.len() {
             let State::Running(task) = &mut self.slots[index].state else { continue };
             if let Poll::Ready(output) = task.as_mut().poll(cx) {
@@ -230,7 +250,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Finishes a group whose tasks have all finished, unless a handle spawned one meanwhile:
     /// closes the inbox and cancels the token with [`Cause::Completed`] under the inbox's
     /// lock, so that no spawn slips in between. Returns whether the group is complete.
-    pub(super) fn complete(&mut self) -> bool {
+    fn complete(&mut self) -> bool {
         let Some(shared) = self.shared.get() else { return true };
         let mut inbox = shared.lock();
         if !inbox.incoming.is_empty() {
@@ -243,7 +263,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// Takes the tasks spawned through handles into the group's slots: running if a slot is
     /// free and nothing is queued, else queued. Returns how many started.
-    pub(super) fn take_incoming(&mut self) -> usize {
+    fn take_incoming(&mut self) -> usize {
         let Some(shared) = self.shared.get() else { return 0 };
         let mut inbox = shared.lock();
         if inbox.incoming.is_empty() {
@@ -281,7 +301,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Starts queued tasks while slots are free. Returns how many started.
-    pub(super) fn start_free(&mut self) -> usize {
+    fn start_free(&mut self) -> usize {
         let mut started = 0;
         while self.running < self.limit && self.next_queued.is_some() {
             self.start_next();
@@ -294,7 +314,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Records the output of the task in slot `index`.
-    pub(super) fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
+    fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
         self.running -= 1;
         self.mirror();
         let slot = &mut self.slots[index];
@@ -326,7 +346,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Starts the first queued task, if any.
-    pub(super) fn start_next(&mut self) {
+    fn start_next(&mut self) {
         let Some(index) = self.next_queued else { return };
         self.next_queued = (index + 1 < self.slots.len()).then_some(index + 1);
         let slot = &mut self.slots[index];
@@ -345,7 +365,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Tells the handles the running and queued counts, if there are handles.
-    pub(super) fn mirror(&self) {
+    fn mirror(&self) {
         if let Some(shared) = self.shared.get() {
             let mut inbox = shared.lock();
             (inbox.running, inbox.queued) = (self.running, self.queued());
@@ -402,7 +422,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// The tasks still running or queued, in spawn order.
-    pub(super) fn unfinished(&self) -> Vec<Name> {
+    fn unfinished(&self) -> Vec<Name> {
         (self.slots.iter()).filter(|slot| slot.state.is_unfinished()).map(|slot| slot.name.clone()).collect()
     }
 }
@@ -410,14 +430,14 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 impl<T> Group<'_, T> {
     /// What [`cancellation()`](crate::cancellation) sees while this group's tasks run or are
     /// dropped: clones of the group's token or parent, nothing for a plain group.
-    pub(super) fn token_scope(&self) -> TokenScope {
+    fn token_scope(&self) -> TokenScope {
         let token = self.token.get().cloned();
         let parent = if token.is_none() { self.parent.clone() } else { None };
         TokenScope::new(token, parent)
     }
 
     /// Keeps the token a task made through [`cancellation()`](crate::cancellation).
-    pub(super) fn adopt(&mut self, scope: TokenScope) {
+    fn adopt(&mut self, scope: TokenScope) {
         if let Some(token) = scope.token {
             let _ = self.token.set(token);
         }
