@@ -43,8 +43,9 @@ impl<'a, T> Shared<'a, T> {
     }
 }
 
-/// A cheap, cloneable handle that spawns tasks into a running [`Group`], for example from one of
-/// its own tasks (errgroup's `g.Go` from a goroutine, a Trio nursery passed down).
+/// A cheap, cloneable handle that spawns tasks into a running [`Group`](crate::Group), for
+/// example from one of its own tasks (errgroup's `g.Go` from a goroutine, a Trio nursery
+/// passed down).
 ///
 /// A task spawned through a handle is a sibling like any other: it is named (duplicates are
 /// refused), counts under the concurrency limit, runs under the group's deadline, and `wait`
@@ -175,7 +176,7 @@ impl<'a, T: Send + 'a> GroupHandle<'a, T> {
         Ok(())
     }
 
-    /// The group's cancellation token (see [`Group::token`]).
+    /// The group's cancellation token (see [`Group::token`](crate::Group::token)).
     pub fn token(&self) -> CancelToken {
         self.shared.token.clone()
     }

@@ -54,10 +54,10 @@ use crate::error::{BoxError, SpawnError, TrySpawnError};
 /// - Names are unique: spawning a duplicate name is refused, the first task keeps running.
 /// - The first task to fail (by completion time) is the root cause. Tasks failing at the same
 ///   instant (completing in the same poll of `wait`) tie-break to the earliest spawned; the
-///   others are listed by [`GroupError::also_failed`].
+///   others are listed by [`GroupError::also_failed`](crate::GroupError::also_failed).
 /// - A panic becomes the task's error (with the panic message); siblings are cancelled. A
 ///   panic while a cancelled task is being dropped is contained: it is recorded as that task's
-///   [secondary failure](GroupError::secondary) and the root cause stands.
+///   [secondary failure](crate::GroupError::secondary) and the root cause stands.
 /// - An optional deadline, counted from the group's creation, fails the group naming the
 ///   pending tasks. A task completing exactly at the deadline is in time.
 /// - With a concurrency limit, at most that many tasks run at once; queued tasks start in
@@ -67,7 +67,8 @@ use crate::error::{BoxError, SpawnError, TrySpawnError};
 /// - The group's [`CancelToken`] (also [`cancellation()`](crate::cancellation) inside a task)
 ///   reports why work was stopped: the failed sibling, the deadline, the caller's cancellation
 ///   (with its reason), the group being dropped, or (after success) [`Cause::Completed`].
-/// - [`wait_with_report`](Group::wait_with_report) adds a per-task [`GroupReport`].
+/// - [`wait_with_report`](Group::wait_with_report) adds a per-task
+///   [`GroupReport`](crate::GroupReport).
 ///
 /// ```
 /// # use muster_core as muster;
@@ -156,7 +157,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Makes the group a child of `parent`: cancelling `parent` cancels the group, which then
-    /// fails with [`ErrorKind::Cancelled`] (and `parent`'s cause) and admits no new task.
+    /// fails with [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) (and `parent`'s cause) and admits no new task.
     /// Call it before [`token`](Group::token) and [`handle`](Group::handle).
     ///
     /// ```
@@ -330,7 +331,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     ///
     /// # Errors
     ///
-    /// The future resolves to a [`GroupError`] with the root cause: the first task to fail or
+    /// The future resolves to a [`GroupError`](crate::GroupError) with the root cause: the first task to fail or
     /// panic, the deadline, or the parent's cancellation. Every other task has been dropped
     /// when it resolves.
     ///
@@ -342,7 +343,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         Wait::new(self)
     }
 
-    /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`]: every task's
+    /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`](crate::GroupReport): every task's
     /// outcome, start and duration, on success and on error. Recording costs a clock read per
     /// poll and an allocation per group; `wait` does neither.
     pub fn wait_with_report(mut self) -> WaitWithReport<'a, T> {

@@ -5,7 +5,7 @@ use std::ops::Index;
 
 use crate::cancel::Name;
 
-/// The outputs of a successful [`Group`], addressable by name and iterable in spawn order.
+/// The outputs of a successful [`Group`](crate::Group), addressable by name and iterable in spawn order.
 ///
 /// ```
 /// # use muster_core as muster;
