@@ -203,7 +203,8 @@ pub(crate) fn set(fields: &mut Vec<(Name, String)>, name: Name, value: String) {
 ///
 /// tracing's macros need field names known at compile time; the context's names are known at
 /// run time, so the span's metadata is made (once per distinct list of names, and kept: a
-/// process sees a handful) and registered like a macro's callsite.
+/// process sees a handful, at most [`MAX_SITES`]) and registered like a macro's callsite.
+/// Finding it again on the next call takes no lock ([`Sites`]).
 pub(crate) fn aggregate_span(fields: &[(Name, String)], parent: Option<&Span>, traceparent: Option<&str>) -> Span {
     let span = new_span(fields, parent);
     #[cfg(feature = "otel")]
@@ -272,27 +273,59 @@ const fn span_metadata(fields: FieldSet) -> Metadata<'static> {
     )
 }
 
-/// The span metadata for `names`, made and registered on first use. Looked up by the names
-/// its field set holds, so that a call with a known list of names allocates nothing: this runs
-/// for every aggregation while `aggregate` spans are enabled.
+/// The span metadata for `names`, made and registered on first use; see [`Sites::get`].
 fn metadata<'n>(names: impl Iterator<Item = &'n str> + Clone) -> &'static Metadata<'static> {
-    static SITES: Mutex<Vec<&'static Metadata<'static>>> = Mutex::new(Vec::new());
-    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
-    let same_names =
-        |meta: &&&'static Metadata<'static>| meta.fields().iter().map(|field| field.name()).eq(names.clone());
-    if let Some(meta) = sites.iter().find(same_names) {
-        return meta;
+    static SITES: Sites<MAX_SITES> = Sites::new();
+    SITES.get(names)
+}
+
+/// The span metadata made so far, at most `N`, each for its own list of field names.
+///
+/// Looking one up takes no lock: it runs for every aggregation while `aggregate` spans are
+/// enabled, from every worker thread at once. The slots are filled in order and a filled slot
+/// never changes, so a reader scans the filled prefix with one atomic load per slot; only
+/// making new metadata (once per distinct list of names) takes the lock, which keeps two
+/// threads from making metadata for the same names.
+struct Sites<const N: usize> {
+    made: [OnceLock<&'static Metadata<'static>>; N],
+    making: Mutex<()>,
+}
+
+impl<const N: usize> Sites<N> {
+    const fn new() -> Self {
+        Self { made: [const { OnceLock::new() }; N], making: Mutex::new(()) }
     }
-    if sites.len() >= MAX_SITES {
-        return &NO_FIELDS;
+
+    /// The metadata whose field set holds `names`, in order: found without a lock or an
+    /// allocation when it exists, else made, leaked and registered like a macro's callsite.
+    /// Once `N` lists have metadata, other lists get [`NO_FIELDS`]: the leak is bounded.
+    fn get<'n>(&self, names: impl Iterator<Item = &'n str> + Clone) -> &'static Metadata<'static> {
+        let same_names =
+            |meta: &&'static Metadata<'static>| meta.fields().iter().map(|field| field.name()).eq(names.clone());
+        if let Some(meta) = self.made.iter().map_while(OnceLock::get).copied().find(same_names) {
+            return meta;
+        }
+        let _making = self.making.lock().unwrap_or_else(PoisonError::into_inner);
+        // Scanned again under the lock: another thread may have made it since.
+        for slot in &self.made {
+            match slot.get() {
+                Some(meta) if same_names(meta) => return meta,
+                Some(_) => {}
+                None => return slot.get_or_init(|| make(names)),
+            }
+        }
+        &NO_FIELDS
     }
+}
+
+/// New span metadata for `names`, leaked and registered.
+fn make<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'static> {
     let leaked: &'static [&'static str] =
         Box::leak(names.map(|name| &*Box::leak(Box::<str>::from(name))).collect::<Box<[_]>>());
     let site: &'static Site = Box::leak(Box::new(Site { meta: OnceLock::new() }));
     let meta: &'static Metadata<'static> = Box::leak(Box::new(span_metadata(FieldSet::new(leaked, Identifier(site)))));
     let _ = site.meta.set(meta);
     tracing::callsite::register(site);
-    sites.push(meta);
     meta
 }
 
@@ -335,5 +368,36 @@ mod tests {
             assert!(!std::ptr::eq(first, meta), "{other:?} has metadata of its own");
             assert!(meta.fields().iter().map(|field| field.name()).eq(other.iter().copied()));
         }
+    }
+
+    #[test]
+    fn past_the_bound_a_list_of_names_gets_the_metadata_without_fields() {
+        let sites = Sites::<2>::new();
+        let first = sites.get(["a"].into_iter());
+        let second = sites.get(["a", "b"].into_iter());
+        let third = sites.get(["c"].into_iter());
+        assert!(std::ptr::eq(third, &NO_FIELDS), "a third list is past the bound of 2");
+        assert!(std::ptr::eq(first, sites.get(["a"].into_iter())), "known lists are still found");
+        assert!(std::ptr::eq(second, sites.get(["a", "b"].into_iter())));
+        assert!(!std::ptr::eq(first, &NO_FIELDS) && !std::ptr::eq(first, second));
+    }
+
+    #[test]
+    fn threads_asking_for_the_same_new_names_at_once_get_one_metadata() {
+        let sites = Sites::<4>::new();
+        let barrier = std::sync::Barrier::new(8);
+        let made: Vec<usize> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        std::ptr::from_ref(sites.get(["tenant", "user"].into_iter())) as usize
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|thread| thread.join().unwrap_or_default()).collect()
+        });
+        assert!(made.iter().all(|&meta| meta == made[0] && meta != 0), "{made:?}");
+        assert_eq!(sites.made.iter().filter(|slot| slot.get().is_some()).count(), 1, "made once");
     }
 }

@@ -128,6 +128,8 @@ pub use crate::report::{Outcome, Report, SourceReport, TimeoutKind, Trigger};
 pub use crate::sources::{Get, Push, SourceOutputs};
 
 #[doc(inline)]
+pub use muster_core::Cancelled;
+#[doc(inline)]
 pub use muster_core::{
     BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, GroupHandle, GroupReport, IntoIter,
     Name, Outputs, Retryable, SharedError, SpawnError, TaskOutcome, TaskReport, TrySpawnError, Wait, WaitWithReport,
