@@ -97,7 +97,7 @@ mod group;
 mod report;
 
 pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
-pub use crate::classify::Retryable;
+pub use crate::classify::{Classified, Classify, boxed};
 pub use crate::deadline::{cancellation, deadline, with_deadline};
 #[doc(hidden)]
 pub use crate::error::rounded_ms;

@@ -53,7 +53,7 @@ pub struct Optional;
 pub struct Fallback<T>(pub T);
 
 /// The default classifier of a [`Retry`]: the error says whether it is retryable (through the
-/// `Retryable` trait of `muster`).
+/// `Classify` trait of `muster`, its `is_retryable`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ByError;
 

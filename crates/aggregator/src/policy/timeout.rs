@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use muster_core::muster_options::OptionError;
-use muster_core::{Fetcher, Retryable, async_trait, with_deadline};
+use muster_core::{Classify, ErrorKind, Fetcher, async_trait, with_deadline};
 use tokio::time::Instant;
 
 use super::{Policy, Timeout};
@@ -99,8 +99,15 @@ impl<E: Error + 'static> Error for TimeoutError<E> {
     }
 }
 
-impl<E: Retryable> Retryable for TimeoutError<E> {
-    /// A timeout is retryable; the wrapped error decides for itself.
+/// An elapsed timeout is `timeout` and retryable; the wrapped error says what it is itself.
+impl<E: Classify> Classify for TimeoutError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Elapsed { .. } => ErrorKind::Timeout,
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             Self::Elapsed { .. } => true,
