@@ -18,7 +18,7 @@ use crate::call::{Event, report};
 #[diagnostic::on_unimplemented(
     message = "the retry cannot tell whether a `{E}` is worth retrying",
     label = "this retry asks the source's error, a `{E}`",
-    note = "implement `muster::Classify` for `{E}` (`impl muster::Classify for {E} {{}}`, overriding `is_retryable`), or give the retry a classifier: `Retry::attempts(n).retry_if(|error: &{E}| ...)`"
+    note = "implement `muster::Classify` for `{E}` and override `is_retryable` (by default only the kinds `timeout`, `connect` and `protocol` are retried), or give the retry a classifier: `Retry::attempts(n).retry_if(|error: &{E}| ...)`"
 )]
 pub trait RetryIf<E> {
     /// Whether a failure with `error` may be retried.
