@@ -484,7 +484,8 @@ async fn any_tower_layer_is_a_policy() {
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.report().elapsed, ms(50));
     // The source's error is the policy's `TowerError`, holding what tower failed with.
-    let tower_error = error.source_error().and_then(|error| error.downcast_ref::<muster::policy::TowerError<MockError>>());
+    let tower_error =
+        error.source_error().and_then(|error| error.downcast_ref::<muster::policy::TowerError<MockError>>());
     assert!(tower_error.is_some_and(|error| error.get_ref().is::<tower::timeout::error::Elapsed>()), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout, "tower's timeout is a timeout, as muster's own is");
     assert!(slow.was_cancelled());
