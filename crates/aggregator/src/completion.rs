@@ -327,7 +327,10 @@ fn note<F>(members: &[(Name, F)], won: &[usize], pending: impl Fn(usize) -> bool
 }
 
 /// Why a [`first_ok`] or a [`quorum`] failed: the members that failed, with their errors, in
-/// declaration order.
+/// declaration order. It [classifies](Classify) as its last member's error.
+///
+/// The members' error needs `Classify + Error + Send + Sync + 'static` (for [`all`] too, whose
+/// [`GroupError`] passes the failed member's kind on).
 #[derive(Debug)]
 pub struct Failed<E> {
     errors: Vec<(Name, E)>,

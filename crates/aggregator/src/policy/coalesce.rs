@@ -73,6 +73,8 @@ impl<F> Policy<F> for Coalesce {
 }
 
 /// A fetcher whose concurrent fetches for an equal request share one call; see [`Coalesce`].
+/// The wrapped fetcher's error needs `Classify + Error + Send + Sync + 'static`: it is shared
+/// by the waiters in a [`CoalesceError`], which passes its kind on.
 pub struct CoalesceFetcher<F> {
     inner: Arc<F>,
     /// The calls in flight: a `Coalescer` of the request, output and error types, made on

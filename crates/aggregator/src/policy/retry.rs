@@ -53,6 +53,10 @@ impl<F, C> Policy<F> for Retry<C> {
 /// A fetcher that retries retryable failures with jittered exponential backoff (tower's);
 /// see [`Retry`].
 ///
+/// Its error is the wrapped fetcher's last one, unchanged. By default the error says whether
+/// it is retryable ([`Classify::is_retryable`]), so the wrapped fetcher's error needs
+/// `Classify` (and `Send`); a [`retry_if`](Retry::retry_if) classifier needs nothing of it.
+///
 /// After a failure the classifier decides; a retry whose backoff would end at or after the
 /// deadline ([`deadline()`](crate::deadline)) is not started and the last real error is
 /// returned at once. A panic is never retried (it is not caught here). Each retry counts as an

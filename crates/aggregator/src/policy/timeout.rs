@@ -25,6 +25,10 @@ impl<F> Policy<F> for Timeout {
 
 /// A fetcher whose every fetch is limited to a duration; see [`Timeout`].
 ///
+/// Its error is a [`TimeoutError`], which [classifies](crate::Classify) as `timeout` when the
+/// time ran out and as the wrapped error otherwise: the wrapped fetcher's error needs
+/// `Classify + Error + Send + Sync + 'static`.
+///
 /// The fetch fails with [`TimeoutError::Elapsed`] when the time is up, unless the global
 /// deadline comes at the same time or earlier: then the deadline is left to fire, and it is
 /// what the aggregation reports. Inside the fetch, [`deadline()`](crate::deadline) is the
