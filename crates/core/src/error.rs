@@ -6,8 +6,8 @@ use crate::cancel::{Cause, Name, write_names};
 
 /// A boxed error, the currency of errors returned by tasks and fetchers (as in tower).
 ///
-/// A box hides its error's type, so its [kind](Classify::kind) is found in the error itself:
-/// [`Classify`] for a `BoxError` walks its [`source()`](Error::source) chain, from the outside
+/// A box hides its error's type, so its [kind](crate::Classify::kind) is found in the error itself:
+/// [`Classify`](crate::Classify) for a `BoxError` walks its [`source()`](Error::source) chain, from the outside
 /// in, for the first error that says what it is: one boxed with [`boxed`](crate::boxed), which
 /// remembers its kind and retry verdict, or an [`io::Error`](std::io::Error). Anything else
 /// is `failed` and retryable (the retry cannot tell, and what reaches it boxed, like tower's

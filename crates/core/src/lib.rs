@@ -67,7 +67,8 @@
 //! releases of the aggregator. Stable, within a major version: the [`Fetcher`] trait and
 //! [`fetcher_fn`]; [`Group`] with [`GroupHandle`], [`Wait`], [`WaitWithReport`], [`Outputs`]
 //! and the semantics listed above; [`CancelToken`] and [`Cause`]; the errors ([`GroupError`],
-//! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its `as_str` words); [`deadline()`],
+//! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its built-in words); [`Classify`],
+//! [`boxed`] and [`Classified`]; [`deadline()`],
 //! [`with_deadline`] and [`cancellation()`]; [`GroupReport`]. Enums and report structs are
 //! `#[non_exhaustive]`: new variants (a new [`Cause`], a new [`TaskOutcome`]) and fields may
 //! come in minor releases, so match them with a wildcard arm. The texts of `Display` are for

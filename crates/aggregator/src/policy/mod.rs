@@ -25,7 +25,7 @@
 //! # What a source's error needs
 //!
 //! Every built-in policy passes the wrapped error's [kind](crate::ErrorKind) and retry verdict
-//! on ([`Classify`](crate::Classify)). [`Timeout`], [`Coalesce`], [`Tower`](crate::Tower) and
+//! on ([`Classify`](crate::Classify)). [`Timeout`], [`Coalesce`], [`Tower`] and
 //! the [`first_ok`](crate::completion::first_ok) / [`quorum`](crate::completion::quorum) /
 //! [`all`](crate::completion::all) members need the source's error to be
 //! `Classify + Error + Send + Sync + 'static`; [`Retry`], [`Hedge`], [`Optional`] and
