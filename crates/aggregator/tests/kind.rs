@@ -1,7 +1,7 @@
 //! The kind travels with the error: an HTTP 500 from a real server on 127.0.0.1 reports
 //! `status` through every order of the built-in wrappers (timeout, retry, hedge, coalescing, a
-//! `first_ok` or `quorum` member, a nested aggregator, tower, and a user-written policy in the
-//! docs' style), and a user's own error type reports its own kind, in all five places that
+//! `first_ok`, `quorum` or `all` member, a nested aggregator, tower, and a user-written policy
+//! in the docs' style), and a user's own error type reports its own kind, in all five places that
 //! say it: the error, the report, the `warn` event, the `muster_source_outcomes_total` metric
 //! and the axum body.
 //!
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use muster::completion::{first_ok, quorum};
+use muster::completion::{all, first_ok, quorum};
 use muster::http::{HttpError, HttpFetcher, StatusCode};
 use muster::metrics::SOURCE_OUTCOMES;
 use muster::{
@@ -100,17 +100,19 @@ enum Layer {
     Coalesce,
     FirstOk,
     Quorum,
+    All,
     Nested,
     Breaker,
 }
 
-const LAYERS: [Layer; 8] = [
+const LAYERS: [Layer; 9] = [
     Layer::Timeout,
     Layer::Retry,
     Layer::Hedge,
     Layer::Coalesce,
     Layer::FirstOk,
     Layer::Quorum,
+    Layer::All,
     Layer::Nested,
     Layer::Breaker,
 ];
@@ -127,6 +129,7 @@ fn wrap(layer: Layer, inner: Layered) -> Layered {
         Layer::Quorum => {
             erase_with(quorum(1, [("member", inner)]).unwrap(), |outputs| outputs.into_iter().next().unwrap().1)
         }
+        Layer::All => erase_with(all([("member", inner)]).unwrap(), |outputs| outputs.into_iter().next().unwrap().1),
         Layer::Nested => erase_with(Aggregator::builder().source("inner", inner).build().unwrap(), |(value,)| value),
         Layer::Breaker => erase(Breaker(u32::MAX).wrap(inner)),
     }
@@ -225,7 +228,7 @@ fn long_chains() -> Vec<Vec<Layer>> {
 async fn an_http_500_is_status_in_all_five_places_through_every_order_of_two_wrappers() {
     let server = failing_server().await;
     let chains = [permutations(0), permutations(1), permutations(2)].concat();
-    assert_eq!(chains.len(), 1 + 8 + 56);
+    assert_eq!(chains.len(), 1 + 9 + 72);
     every_chain_reports("status", || erase(http(&server)), &chains).await;
 }
 
@@ -233,7 +236,7 @@ async fn an_http_500_is_status_in_all_five_places_through_every_order_of_two_wra
 async fn an_http_500_is_status_in_all_five_places_through_every_order_of_three_wrappers_and_longer_chains() {
     let server = failing_server().await;
     let chains = [permutations(3), long_chains()].concat();
-    assert_eq!(chains.len(), 336 + 18);
+    assert_eq!(chains.len(), 504 + 20);
     every_chain_reports("status", || erase(http(&server)), &chains).await;
 }
 
