@@ -261,6 +261,62 @@ async fn the_issues_example_and_static_policy_tuples_report_status() {
     assert_eq!(five_places(&aggregator).await, Five::all("status"));
 }
 
+// The policies as values, for the static chains.
+fn timeout() -> Timeout {
+    Timeout(ms(10_000))
+}
+
+fn retry() -> Retry {
+    Retry::attempts(2).backoff(ms(1), ms(1)).jitter(0.0)
+}
+
+fn hedge() -> Hedge {
+    Hedge(ms(5_000))
+}
+
+fn coalesce() -> Coalesce {
+    Coalesce
+}
+
+fn breaker() -> Breaker {
+    Breaker(u32::MAX)
+}
+
+fn tower() -> Tower<tower::timeout::TimeoutLayer> {
+    Tower(tower::timeout::TimeoutLayer::new(ms(10_000)))
+}
+
+/// An HTTP source wrapped in `policy` reports `status` in all five places.
+async fn static_chain_reports_status<P>(server: &Server, policy: P, name: &str)
+where
+    P: Policy<HttpFetcher>,
+    P::Fetcher: Fetcher<u64> + 'static,
+    <P::Fetcher as Fetcher<u64>>::Error: Classify,
+    <P::Fetcher as Fetcher<u64>>::Output: std::fmt::Debug + Send + 'static,
+{
+    let aggregator = Aggregator::builder().source_with("transactions", http(server), policy).build().unwrap();
+    assert_eq!(five_places(&aggregator).await, Five::all("status"), "policies: {name}");
+}
+
+/// Every ordered pair of the policies listed, as a tuple: no erasure between them.
+macro_rules! every_pair {
+    ($server:expr; $all:tt) => {
+        every_pair!(@rows $server; $all; $all)
+    };
+    (@rows $server:expr; [$($a:ident),*]; $all:tt) => {
+        $(every_pair!(@row $server; $a; $all);)*
+    };
+    (@row $server:expr; $a:ident; [$($b:ident),*]) => {
+        $(static_chain_reports_status($server, ($a(), $b()), concat!(stringify!($a), ", ", stringify!($b))).await;)*
+    };
+}
+
+#[tokio::test]
+async fn an_http_500_is_status_through_every_pair_of_policies_written_as_a_tuple() {
+    let server = failing_server().await;
+    every_pair!(&server; [timeout, retry, hedge, coalesce, breaker, tower]);
+}
+
 /// A database source's own error type, with a kind of its own.
 #[derive(Debug, thiserror::Error)]
 enum DbError {
