@@ -75,7 +75,9 @@ fn members<N: Into<Name>, F>(members: impl IntoIterator<Item = (N, F)>) -> Resul
 
 /// Every member succeeds, fail-fast, like the aggregator itself: the output is every member's
 /// output by name; the first member to fail fails the source (its [`GroupError`] names the
-/// member, and [classifies](Classify) as the member's error did) and cancels the others.
+/// member, and [classifies](Classify) as the member's error did) and cancels the others. The
+/// member's error is the group error's [`source()`](Error::source), boxed with its kind: a
+/// [`Classified`](crate::Classified), whose `downcast_ref` reaches it.
 ///
 /// # Errors
 ///
