@@ -129,7 +129,7 @@ async fn slow_response_headers_time_out() {
     let error = fetcher(&server, "/slow/{id}").fetch("7").await.unwrap_err();
     assert_timed_out_on_time(started.elapsed(), TIMEOUT);
     assert!(matches!(error, HttpError::Timeout { after } if after == TIMEOUT), "{error:?}");
-    assert_eq!(error.kind(), "timeout");
+    assert_eq!(error.kind().as_str(), "timeout");
     assert!(error.is_retryable());
 }
 
@@ -159,7 +159,7 @@ async fn a_reset_connection_is_a_protocol_error() {
 
     let error = fetch_err(&fetcher(&server, "/reset/{id}"), "7").await;
     assert!(matches!(error, HttpError::Protocol { .. }), "{error:?}");
-    assert_eq!(error.kind(), "protocol");
+    assert_eq!(error.kind().as_str(), "protocol");
     assert!(error.is_retryable());
 }
 
@@ -240,7 +240,7 @@ async fn a_non_2xx_status_keeps_an_excerpt_of_the_body() {
     assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body_excerpt.len(), 200);
     assert!(body_excerpt.starts_with(r#"{"error": "overloaded", "detail": "xxx"#), "{body_excerpt}");
-    assert_eq!(error.kind(), "status");
+    assert_eq!(error.kind().as_str(), "status");
     assert!(error.is_retryable(), "5xx is retryable");
     assert_eq!(error.to_string(), "unexpected status 503 Service Unavailable", "the body stays out of the message");
 
@@ -257,7 +257,7 @@ async fn invalid_json_is_refused() {
     let server = Server::json(r#"{"name": "Ada""#).await;
     let error = fetch_err(&fetcher(&server, "/v1/users/{id}"), "7").await;
     assert!(matches!(error, HttpError::InvalidJson { .. }), "{error:?}");
-    assert_eq!(error.kind(), "invalid_json");
+    assert_eq!(error.kind().as_str(), "invalid_json");
     assert!(!error.is_retryable());
 }
 
@@ -282,7 +282,7 @@ async fn a_content_type_other_than_json_is_refused() {
         matches!(&error, HttpError::ContentType { found: Some(found) } if found == "text/html; charset=utf-8"),
         "{error:?}"
     );
-    assert_eq!(error.kind(), "content_type");
+    assert_eq!(error.kind().as_str(), "content_type");
     let error = fetch_err(&fetcher(&server, "/{id}"), "none").await;
     assert!(matches!(&error, HttpError::ContentType { found: None }), "{error:?}");
     assert_eq!(fetcher(&server, "/{id}").fetch("problem").await.unwrap().get(), "{}");
@@ -299,9 +299,8 @@ async fn an_unrequested_content_encoding_is_refused() {
 
     let error = fetch_err(&fetcher(&server, "/{id}"), "7").await;
     assert!(matches!(&error, HttpError::Encoding { found } if found == "gzip"), "{error:?}");
-    assert_eq!(error.kind(), "encoding");
     // A fault of the response, not of the request.
-    assert_eq!(muster_core::ErrorKind::from(&error), muster_core::ErrorKind::ContentType);
+    assert_eq!(error.kind(), muster_core::ErrorKind::ContentType);
 }
 
 #[tokio::test]
@@ -336,7 +335,7 @@ async fn an_oversized_body_is_cut_off_at_the_limit_while_streaming() {
     let error = fetcher.fetch("7").await.unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(error, HttpError::BodyTooLarge { limit: 1_048_576 }), "{error:?}");
-    assert_eq!(error.kind(), "body_too_large");
+    assert_eq!(error.kind().as_str(), "body_too_large");
 
     let (sent, finished) = tokio::time::timeout(PATIENCE, sent_rx.recv()).await.unwrap().unwrap();
     assert!(!finished, "the server sent all {sent} bytes: the client kept reading past the limit");
@@ -391,7 +390,7 @@ async fn redirects_are_not_followed_by_default() {
         matches!(&error, HttpError::Redirect { status: StatusCode::FOUND, location: Some(location) } if location == "/new"),
         "{error:?}"
     );
-    assert_eq!(error.kind(), "redirect");
+    assert_eq!(error.kind().as_str(), "redirect");
     assert!(!error.is_retryable());
     assert_eq!(server.heads().len(), 1, "nothing was requested after the redirect");
 }
@@ -426,7 +425,7 @@ async fn a_refused_connection_is_a_connect_error() {
     let fetcher = HttpFetcher::builder(&format!("http://{addr}/v1/users/{{id}}")).timeout(TIMEOUT).build().unwrap();
     let error = fetch_err(&fetcher, "7").await;
     assert!(matches!(error, HttpError::Connect { .. }), "{error:?}");
-    assert_eq!(error.kind(), "connect");
+    assert_eq!(error.kind().as_str(), "connect");
     assert!(error.is_retryable());
 }
 
@@ -598,12 +597,12 @@ async fn ids_that_cannot_make_a_request_fail_before_anything_is_sent() {
 
     let error = fetcher.fetch(&[("id", "7")]).await.unwrap_err();
     assert!(matches!(&error, HttpError::MissingParam { name } if name == "account"), "{error:?}");
-    assert_eq!(error.kind(), "missing_param");
+    assert_eq!(error.kind().as_str(), "invalid_request");
     let error = fetcher.fetch("").await.unwrap_err();
     assert!(matches!(&error, HttpError::MissingParam { name } if name == "id"), "an empty segment: {error:?}");
     let error = fetcher.fetch("a".repeat(70_000).as_str()).await.unwrap_err();
     assert!(matches!(error, HttpError::InvalidUrl { .. }), "{error:?}");
-    assert_eq!(error.kind(), "invalid_url");
+    assert_eq!(error.kind().as_str(), "invalid_request");
 
     assert_eq!(server.accepted(), 0, "nothing was sent");
 }

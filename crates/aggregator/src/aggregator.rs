@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use muster_core::muster_options::{GroupConfig, GroupOption};
-use muster_core::{Fetcher, Group, Name, Outputs, async_trait};
+use muster_core::{Classify, Fetcher, Group, Name, Outputs, async_trait};
 use tracing::Instrument as _;
 
 use crate::call::Shared;
@@ -302,9 +302,13 @@ impl<Req: ?Sized, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
 impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// Adds a required source: its failure fails the aggregation and cancels the others. Its
     /// output, `F::Output`, is the next element of the aggregate's tuple.
+    ///
+    /// Its error says what kind it is ([`Classify`]): the aggregator asks it before boxing it,
+    /// and the error, report, log event, metrics and HTTP body say that kind.
     pub fn source<F>(self, name: impl Into<Name>, fetcher: F) -> AggregatorBuilder<Req, O::With>
     where
         F: Fetcher<Req> + 'static,
+        F::Error: Classify,
         F::Output: 'static,
         O: Push<Req, F::Output>,
     {
@@ -317,10 +321,15 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// fallback (see [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
     /// element of the aggregate's tuple: `Option<T>` for [`Optional`](crate::Optional), `T`
     /// for [`Fallback`](crate::Fallback).
+    ///
+    /// The wrapped fetcher's error must implement [`Classify`], as for
+    /// [`source`](Self::source); the policies pass the source's own kind on, and need
+    /// `F::Error: Classify + Error + Send + Sync + 'static`.
     pub fn source_with<F, P>(self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>
     where
         P: Policy<F>,
         P::Fetcher: Fetcher<Req> + 'static,
+        <P::Fetcher as Fetcher<Req>>::Error: Classify,
         <P::Fetcher as Fetcher<Req>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<Req>>::Output>,
     {
@@ -369,6 +378,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         M: Fn(&Req, &I::Item) -> R + Send + Sync + 'static,
         R: Send + Sync + 'static,
         F: Fetcher<R> + 'static,
+        F::Error: Classify,
         F::Output: 'static,
         O: Push<Req, F::Output>,
     {
@@ -392,6 +402,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         F: 'static,
         P: Policy<F>,
         P::Fetcher: Fetcher<R> + 'static,
+        <P::Fetcher as Fetcher<R>>::Error: Classify,
         <P::Fetcher as Fetcher<R>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<R>>::Output>,
     {
@@ -526,7 +537,9 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
-/// deadline. Its error is the inner [`AggregateError`], and its report is nested in the outer
+/// deadline. Its error is the inner [`AggregateError`], which [classifies](Classify) as its
+/// failed source's error did (so the outer aggregation reports the inner source's kind), and
+/// its report is nested in the outer
 /// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///

@@ -85,13 +85,13 @@
 //! | the global deadline passed | 504 | `{"error": "deadline of 1000ms elapsed; pending: transactions", "source": null, "kind": "timeout", "pending": ["transactions"], "request_id": "r-1"}` |
 //! | the aggregation was cancelled from outside | 503 | `{"error": "aggregation cancelled", "source": null, "kind": "cancelled", "request_id": "r-1"}` |
 //!
-//! `kind` is the HTTP fetcher's kind when the failed source's error is an HTTP error (`status`,
-//! `connect`, `timeout`, `body_too_large`, `invalid_json`, ...; seen through the
-//! [`Timeout`](crate::Timeout) and [`Coalesce`](crate::Coalesce) wrappers and the error's
-//! `source()` chain), else the [`ErrorKind`]: `failed`, `panicked`,
+//! `kind` is [`AggregateError::kind`], the word the report, the log event and the metrics
+//! say too: for a failed source, the kind its error gave ([`Classify`](crate::Classify),
+//! passed on by every policy: the HTTP fetcher's `status`, `connect`, `timeout`,
+//! `body_too_large`, ..., or a user's own word such as `db_deadlock`); else `panicked`,
 //! `timeout` or `cancelled`. The `error` text names the kind in brackets only where it adds to
 //! the words: "source `x` failed" for `failed`, "source `x` panicked", "source `x` timed out",
-//! and "source `x` failed (connect)" for an HTTP kind.
+//! and "source `x` failed (connect)" for any other kind.
 //! `request_id` is the call's context field `request_id`, `null`
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
@@ -461,8 +461,8 @@ impl IntoResponse for Verbose {
 pub struct Answer {
     /// The source that failed the aggregation, if one did.
     pub source: Option<Name>,
-    /// The body's `kind` (the HTTP fetcher's kind, or `failed`, `panicked`, `timeout`,
-    /// `cancelled`), or `ok` for a success.
+    /// The body's `kind` ([`AggregateError::kind`]'s word: the failed source's kind, or
+    /// `panicked`, `timeout`, `cancelled`), or `ok` for a success.
     pub kind: &'static str,
 }
 

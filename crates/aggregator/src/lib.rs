@@ -57,8 +57,12 @@
 //! - **Fail-fast with real cancellation**: the first required source to fail ends the
 //!   aggregation at once; the others are dropped (connections closed) before it returns, and
 //!   the error names the source, the kind and the cause ([`AggregateError`]).
+//! - **One kind, everywhere**: a source's error says what it is ([`Classify`]: an
+//!   [`ErrorKind`] such as `status` or `connect`, or a word of its own, and whether it is
+//!   retryable), every policy passes that on, and the error, the report, the `warn` event, the
+//!   metrics and the HTTP error body all say the same word.
 //! - **Policies are layers** ([`policy`]): [`Timeout`], [`Retry`] (asking the error through
-//!   [`Retryable`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
+//!   [`Classify`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
 //!   ([`Tower`], feature `tower`), and your own [`Policy`]; a tuple of them lists the
 //!   outermost first, as tower's `ServiceBuilder` does.
 //! - **Completion policies as values** ([`completion`]): the first success of several
@@ -82,6 +86,28 @@
 //! Everything [`Fetcher`] needs comes from this crate: [`async_trait`](macro@async_trait), the error types, and
 //! the call's [`deadline`] and [`cancellation`]. See the trait's documentation for a complete
 //! example.
+//!
+//! A source's error implements [`Classify`] (one line, `impl muster::Classify for MyError {}`,
+//! makes it `failed` and not retryable) and converts into a [`BoxError`]; the policies also
+//! need it to be an [`Error`](std::error::Error) that is `Send + Sync + 'static`. So a function
+//! generic over sources, a builder that tests call with mocks, states one bound:
+//!
+//! ```
+//! use std::error::Error;
+//! use muster::{Aggregator, BuildError, Classify, Fetcher, Retry, Timeout};
+//!
+//! fn build<F>(profile: F) -> Result<Aggregator<u64, (String,)>, BuildError>
+//! where
+//!     F: Fetcher<u64, Output = String> + 'static,
+//!     F::Error: Classify + Error + Send + Sync + 'static,
+//! {
+//!     let policy = (Timeout(std::time::Duration::from_millis(200)), Retry::attempts(2));
+//!     Aggregator::builder().source_with("profile", profile, policy).build()
+//! }
+//! # let profile = muster::fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(String::new()) });
+//! # build(profile)?;
+//! # Ok::<(), BuildError>(())
+//! ```
 //!
 //! # Features
 //!
@@ -131,9 +157,9 @@ pub use crate::sources::{Get, Push, SourceOutputs};
 pub use muster_core::Cancelled;
 #[doc(inline)]
 pub use muster_core::{
-    BoxError, CancelToken, Cause, ErrorKind, Fetcher, FetcherFn, Group, GroupError, GroupHandle, GroupReport, IntoIter,
-    Name, Outputs, Retryable, SharedError, SpawnError, TaskOutcome, TaskReport, TrySpawnError, Wait, WaitWithReport,
-    async_trait, fetcher_fn, with_deadline,
+    BoxError, CancelToken, Cause, Classified, Classify, ErrorKind, Fetcher, FetcherFn, Group, GroupError, GroupHandle,
+    GroupReport, IntoIter, Name, Outputs, SharedError, SpawnError, TaskOutcome, TaskReport, TrySpawnError, Wait,
+    WaitWithReport, async_trait, boxed, fetcher_fn, with_deadline,
 };
 #[doc(inline)]
 pub use muster_options::{
@@ -169,7 +195,6 @@ pub mod json;
 
 #[cfg(feature = "axum")]
 pub mod axum;
-mod kind;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 

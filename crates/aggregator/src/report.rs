@@ -83,6 +83,9 @@ pub struct SourceReport {
     /// The kind of its failure, in the one vocabulary ([`ErrorKind`]): for a source that
     /// failed, timed out or panicked, or whose fallback stands in (the kind it replaced).
     pub kind: Option<ErrorKind>,
+    /// Whether its error said it was retryable ([`Classify`](crate::Classify)); what
+    /// [`AggregateError`](crate::AggregateError) answers for a failed source.
+    pub(crate) retryable: bool,
     /// The report of the aggregation this source ran, when the source is an aggregator of
     /// its own (a nested aggregation); the waterfall shows it under the source.
     pub nested: Option<Box<Report>>,
@@ -232,8 +235,9 @@ impl fmt::Display for Report {
 
 /// How a source failed, as the report records it.
 pub(crate) enum Failure<'a> {
-    /// The source's error (or, if its own timeout fired last, that timeout).
-    Error(&'a (dyn std::error::Error + 'static)),
+    /// The source's error (or, if its own timeout fired last, that timeout), with the kind
+    /// and retry verdict it gave ([`Classify`](crate::Classify)) before it was boxed.
+    Error(&'a (dyn std::error::Error + 'static), ErrorKind, bool),
     /// It panicked with this message.
     Panicked(&'a str),
     /// The global deadline came first.
@@ -274,6 +278,7 @@ struct Detail {
     outcome: Option<Outcome>,
     fell_back: Option<Outcome>,
     kind: Option<ErrorKind>,
+    retryable: bool,
     notes: Vec<String>,
     nested: Option<Box<Report>>,
 }
@@ -338,25 +343,24 @@ impl Recorder {
         }
     }
 
-    /// The outcome and kind a failure of the source reads as: its own timeout if that fired
-    /// last.
-    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind) {
+    /// The outcome, kind and retry verdict a failure of the source reads as: its own timeout
+    /// if that fired last, else the kind its error gave.
+    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind, bool) {
         match failure {
-            Failure::Error(_) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
-                (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout)
+            Failure::Error(_, _, retryable) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
+                (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout, retryable)
             }
-            Failure::Error(error) => {
-                let kind = crate::kind::source_kind(error).unwrap_or(ErrorKind::Failed);
-                (Outcome::Failed { error: error.to_string() }, kind)
+            Failure::Error(error, kind, retryable) => (Outcome::Failed { error: error.to_string() }, kind, retryable),
+            Failure::Panicked(message) => {
+                (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked, false)
             }
-            Failure::Panicked(message) => (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked),
-            Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout),
+            Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout, false),
         }
     }
 
     pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.get(index) else { return };
-        let (after, kind) = self.failed(entry, failure);
+        let (after, kind, _) = self.failed(entry, failure);
         let mut detail = entry.detail();
         (detail.fell_back, detail.kind) = (Some(after), Some(kind));
     }
@@ -378,9 +382,9 @@ impl Recorder {
     pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
         let Some(entry) = self.entries.get(index) else { return };
         if let Some(failure) = failure {
-            let (outcome, kind) = self.failed(entry, failure);
+            let (outcome, kind, retryable) = self.failed(entry, failure);
             let mut detail = entry.detail();
-            (detail.outcome, detail.kind) = (Some(outcome), Some(kind));
+            (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
         }
         entry.end.store(ENDED, Relaxed);
         self.ended.store(true, Relaxed);
@@ -477,6 +481,7 @@ impl Recorder {
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,
                     kind: detail.kind,
+                    retryable: detail.retryable,
                 }
             })
             .collect();

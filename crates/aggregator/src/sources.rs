@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt as _;
-use muster_core::{BoxError, Fetcher, Group, Name, Outputs};
+use muster_core::{BoxError, Classify, Fetcher, Group, Name, Outputs};
 
 use crate::call::{Call, Ready, Shared};
 use crate::report::Failure;
@@ -106,6 +106,7 @@ impl<Req, F> Erased<Req, F::Output> for Typed<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Error: Classify,
     F::Output: 'static,
 {
     fn spawn<'a>(
@@ -141,6 +142,7 @@ where
     Req: ?Sized + Sync,
     M: Fn(&Req, &T) -> R + Send + Sync,
     F: Fetcher<R>,
+    F::Error: Classify,
     F::Output: 'static,
     R: Send + Sync,
     T: Send + 'static,
@@ -174,12 +176,13 @@ where
     }
 }
 
-/// Runs a source's fetch as its call, writes its output, and tells the report how it ended; a
-/// panic is recorded, then resumed for the group to report.
+/// Runs a source's fetch as its call, writes its output, and tells the report how it ended (a
+/// failure with the kind its error gives, asked before the error is boxed); a panic is
+/// recorded, then resumed for the group to report.
 async fn run<T, E, Fut>(call: Call, name: &str, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + Classify,
     T: 'static,
 {
     let (shared, index) = (Arc::clone(&call.shared), call.index);
@@ -197,10 +200,11 @@ where
             Ok(())
         }
         Ok(Err(error)) => {
+            let (kind, retryable) = (error.kind(), error.is_retryable());
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
             ready(Err(&error));
-            shared.recorder.finish(index, Some(Failure::Error(&*error)));
+            shared.recorder.finish(index, Some(Failure::Error(&*error, kind, retryable)));
             Err(error)
         }
         Err(panic) => {

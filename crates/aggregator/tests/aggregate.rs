@@ -483,7 +483,10 @@ async fn any_tower_layer_is_a_policy() {
     let aggregator = Aggregator::builder().source_with("slow", slow.clone(), muster::Tower(layer)).build().unwrap();
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.report().elapsed, ms(50));
-    assert!(error.source_error().is_some_and(|error| error.is::<tower::timeout::error::Elapsed>()));
+    // The source's error is the policy's `TowerError`, holding what tower failed with.
+    let tower_error =
+        error.source_error().and_then(|error| error.downcast_ref::<muster::policy::TowerError<MockError>>());
+    assert!(tower_error.is_some_and(|error| error.get_ref().is::<tower::timeout::error::Elapsed>()), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout, "tower's timeout is a timeout, as muster's own is");
     assert!(slow.was_cancelled());
 }
@@ -638,6 +641,23 @@ enum BreakerError<E> {
     Open,
     #[error(transparent)]
     Inner(E),
+}
+
+// The breaker says what its errors are: its own kind when open, the wrapped error's otherwise.
+impl<E: muster::Classify> muster::Classify for BreakerError<E> {
+    fn kind(&self) -> muster::ErrorKind {
+        match self {
+            Self::Open => muster::ErrorKind::new("circuit_open"),
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Open => false,
+            Self::Inner(error) => error.is_retryable(),
+        }
+    }
 }
 
 impl<F> Policy<F> for Breaker {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use muster::policy::CoalesceFetcher;
-use muster::{Coalesce, Fetcher, Policy, Retryable, fetcher_fn};
+use muster::{Classify, Coalesce, Fetcher, Policy, fetcher_fn};
 use muster_adapters::mock::{CallOutcome, MockError, MockFetcher, Step};
 use tokio::time::{Instant, timeout};
 

@@ -25,8 +25,8 @@
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, BoxError, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Outcome, Outputs,
-    Policy as _, Retry, Retryable, Timeout, TimeoutKind, Trigger, async_trait,
+    AggregateError, Aggregator, BoxError, BuildError, Classify, Deadline, ErrorKind, Fallback, Fetcher, Outcome,
+    Outputs, Policy as _, Retry, Timeout, TimeoutKind, Trigger, async_trait,
 };
 use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use proptest::prelude::*;
@@ -394,7 +394,7 @@ fn stack(index: usize, source: &Source, mock: MockFetcher<Option<u32>>) -> Boxed
 fn with_retry<F>(index: usize, source: &Source, fetcher: F) -> Boxed
 where
     F: Fetcher<(), Output = Option<u32>> + 'static,
-    F::Error: Retryable + std::fmt::Display + Send,
+    F::Error: Classify + std::fmt::Display + Send,
 {
     match source.retry {
         Some(retry) => {
@@ -408,7 +408,7 @@ where
 fn with_fallback<F>(index: usize, source: &Source, fetcher: F) -> Boxed
 where
     F: Fetcher<(), Output = Option<u32>> + 'static,
-    F::Error: std::fmt::Display,
+    F::Error: Classify + std::fmt::Display,
 {
     match source.policy {
         Policy::Required => Box::new(Erased(fetcher)),

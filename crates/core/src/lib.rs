@@ -66,13 +66,13 @@
 //! `tracing-core`), so that fetchers and adapters written against it keep working across
 //! releases of the aggregator. Stable, within a major version: the [`Fetcher`] trait and
 //! [`fetcher_fn`]; [`Group`] with [`GroupHandle`], [`Wait`], [`WaitWithReport`], [`Outputs`]
-//! and the semantics listed above; [`CancelToken`] with [`Cancelled`], and [`Cause`]; the
-//! errors ([`GroupError`], [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its `as_str`
-//! words); [`deadline()`], [`with_deadline`] and [`cancellation()`]; [`GroupReport`]. Enums
-//! and report structs are `#[non_exhaustive]`: new variants (a new [`Cause`], a new
-//! [`TaskOutcome`]) and fields may come in minor releases, so match them with a wildcard arm.
-//! The texts of `Display` are for people and may be reworded; match on kinds and variants
-//! instead.
+//! and the semantics listed above; [`CancelToken`] with [`Cancelled`], and [`Cause`]; the errors ([`GroupError`],
+//! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its built-in words); [`Classify`],
+//! [`boxed`] and [`Classified`]; [`deadline()`],
+//! [`with_deadline`] and [`cancellation()`]; [`GroupReport`]. Enums and report structs are
+//! `#[non_exhaustive]`: new variants (a new [`Cause`], a new [`TaskOutcome`]) and fields may
+//! come in minor releases, so match them with a wildcard arm. The texts of `Display` are for
+//! people and may be reworded; match on kinds and variants instead.
 //!
 //! # Polling in place, not spawning
 //!
@@ -98,7 +98,7 @@ mod group;
 mod report;
 
 pub use crate::cancel::{CancelToken, Cancelled, Cause, Name, SharedError};
-pub use crate::classify::Retryable;
+pub use crate::classify::{Classified, Classify, boxed};
 pub use crate::deadline::{cancellation, deadline, with_deadline};
 #[doc(hidden)]
 pub use crate::error::rounded_ms;

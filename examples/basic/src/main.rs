@@ -131,6 +131,23 @@ enum BreakerError<E> {
     Inner(E),
 }
 
+// The breaker says what its errors are: its own kind when open, the wrapped error's otherwise.
+impl<E: muster::Classify> muster::Classify for BreakerError<E> {
+    fn kind(&self) -> muster::ErrorKind {
+        match self {
+            Self::Open => muster::ErrorKind::new("circuit_open"),
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Open => false,
+            Self::Inner(error) => error.is_retryable(),
+        }
+    }
+}
+
 impl<F> Policy<F> for Breaker {
     type Fetcher = BreakerFetcher<F>;
 

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
         async move {
             sleep(Duration::from_millis(50)).await;
             if fail {
-                Err(format!("quotes for user {user_id}: 503"))
+                Err(std::io::Error::other(format!("quotes for user {user_id}: 503")))
             } else {
                 Ok(format!("3 quotes for user {user_id}"))
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
-use muster_core::{Fetcher, Retryable, async_trait};
+use muster_core::{Classify, ErrorKind, Fetcher, async_trait};
 use tracing::Instrument as _;
 
 use super::Policy;
@@ -74,6 +74,8 @@ impl<F> Policy<F> for Coalesce {
 }
 
 /// A fetcher whose concurrent fetches for an equal request share one call; see [`Coalesce`].
+/// The wrapped fetcher's error needs `Classify + Error + Send + Sync + 'static`: it is shared
+/// by the waiters in a [`CoalesceError`], which passes its kind on.
 pub struct CoalesceFetcher<F> {
     inner: Arc<F>,
     /// The calls in flight: a `Coalescer` of the request, output and error types, made on
@@ -89,7 +91,7 @@ impl<F> fmt::Debug for CoalesceFetcher<F> {
 
 /// The error of a [`CoalesceFetcher`]: the shared call's error, the same one for every waiter.
 ///
-/// It displays, classifies ([`Retryable`]) and chains ([`Error::source`]) as the error
+/// It displays, classifies ([`Classify`]: its kind and retry verdict) and chains ([`Error::source`]) as the error
 /// itself; [`get_ref`](Self::get_ref) gives the error.
 pub struct CoalesceError<E>(Arc<E>);
 
@@ -124,7 +126,11 @@ impl<E: Error> Error for CoalesceError<E> {
     }
 }
 
-impl<E: Retryable> Retryable for CoalesceError<E> {
+impl<E: Classify> Classify for CoalesceError<E> {
+    fn kind(&self) -> ErrorKind {
+        self.0.kind()
+    }
+
     fn is_retryable(&self) -> bool {
         self.0.is_retryable()
     }
