@@ -525,7 +525,9 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
-/// deadline. Its error is the inner [`AggregateError`], and its report is nested in the outer
+/// deadline, both taken when the fetch starts ([`cancellation()`](crate::cancellation),
+/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::Coalesce)d call, that is the
+/// shared call's own token, so one waiter's failure does not reach the inner sources. Its error is the inner [`AggregateError`], and its report is nested in the outer
 /// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///

@@ -212,6 +212,12 @@ pub enum Event<'a> {
     TimedOut,
     /// Free text shown after the outcome, e.g. `"circuit open"` or `"served from cache"`.
     Note(&'a str),
+    /// The result came from a call shared by `waiters` fetches (a [`Coalesce`](crate::Coalesce)d
+    /// call): shown as [`SourceReport::shared`](crate::SourceReport::shared).
+    Shared {
+        /// How many fetches waited on the call, this one included.
+        waiters: usize,
+    },
 }
 
 /// Records the report of an aggregation that ran as the current source: the outer waterfall
