@@ -219,7 +219,11 @@ fn probing(
         async move {
             let probe = || {
                 let at = |instant: Instant| (instant - started).as_millis() as u64;
-                seen.lock().unwrap().push((at(Instant::now()), token.is_cancelled(), muster::deadline().map(at)));
+                seen.lock().expect("not poisoned").push((
+                    at(Instant::now()),
+                    token.is_cancelled(),
+                    muster::deadline().map(at),
+                ));
             };
             probe();
             tokio::time::sleep(ms(150)).await;

@@ -448,8 +448,10 @@ mod tests {
     #[test]
     fn the_shared_call_runs_under_the_latest_deadline_of_the_waiters_present() {
         let start = Instant::now();
-        let mut waiters = Waiters::default();
-        waiters.present = vec![(0, Some(start)), (1, Some(start + Duration::from_secs(2)))];
+        let mut waiters = Waiters {
+            present: vec![(0, Some(start)), (1, Some(start + Duration::from_secs(2)))],
+            ..Waiters::default()
+        };
         assert_eq!(waiters.latest(), Some(start + Duration::from_secs(2)));
         waiters.present.push((2, None));
         assert_eq!(waiters.latest(), None, "a waiter without a deadline lifts it");
