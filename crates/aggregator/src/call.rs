@@ -130,6 +130,12 @@ fn with_call(f: impl FnOnce(&Call)) {
 /// aggregator's and the call's), or tighter still inside a per-source
 /// [`Timeout`](crate::Timeout). `None` outside a source or without a deadline.
 ///
+/// This is the one place the call's deadline is kept, as an instant: the timeout, retry,
+/// hedge and fallback policies and the HTTP fetcher all read it from here (a source's timeout
+/// that would end at or after it leaves it to fire, so the aggregation reports its deadline).
+/// Inside a [`Coalesce`](crate::Coalesce)d call it is the latest deadline of the waiters still
+/// waiting.
+///
 /// # In a `Group`
 ///
 #[doc(inline)]
@@ -144,7 +150,8 @@ pub fn remaining() -> Option<Duration> {
 /// [`CancelToken::cancelled`](crate::CancelToken::cancelled), or read
 /// [`CancelToken::cause`](crate::CancelToken::cause) (a sibling's failure, the deadline, the
 /// caller going away, or completion), for example in a drop guard, since a cancelled source
-/// is dropped. `None` outside a source.
+/// is dropped. `None` outside a source. Inside a [`Coalesce`](crate::Coalesce)d call it is the
+/// shared call's own token, cancelled only when every waiter has gone.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};

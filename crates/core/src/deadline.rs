@@ -23,8 +23,7 @@ tokio::task_local! {
 /// in time.
 ///
 /// Inside a call shared by several callers (a coalesced call), it is the latest deadline of the
-/// callers still waiting, read at that moment (`None` if one of them has none); see
-/// [`with_deadline_from`].
+/// callers still waiting, read at that moment (`None` if one of them has none).
 ///
 /// ```
 /// # use muster_core as muster;
