@@ -204,7 +204,7 @@ type Seen = Arc<std::sync::Mutex<Vec<(u64, bool, Option<u64>)>>>;
 
 /// A fetcher that takes `muster::cancellation()` at its start, as the docs tell it to, and
 /// probes its token and deadline at 0, 150 and 300 ms, returning `value` at 300 ms; `calls`
-/// counts its calls.
+/// counts its calls. Like a backend told its budget, it gives up once its deadline has passed.
 fn probing(
     started: Instant,
     seen: &Seen,
@@ -225,9 +225,13 @@ fn probing(
                     muster::deadline().map(at),
                 ));
             };
+            let past = || muster::remaining().is_some_and(|left| left.is_zero());
             probe();
             tokio::time::sleep(ms(150)).await;
             probe();
+            if past() {
+                return Err(std::io::Error::other("past the call's deadline"));
+            }
             tokio::time::sleep(ms(150)).await;
             probe();
             Ok(value)
@@ -270,22 +274,27 @@ async fn a_waiter_whose_aggregation_fails_does_not_cancel_the_shared_call() {
 }
 
 /// When every waiter has gone, the call's token is cancelled with the cause of the last one
-/// to leave, which the call reads (here from a drop guard) as it is dropped.
+/// to leave: the token the call took at its start reads it (here from a drop guard), and so
+/// does `muster::cancellation()` as the call is dropped.
 #[tokio::test(start_paused = true)]
 async fn the_last_waiter_to_leave_cancels_the_call_with_its_cause() {
-    struct Guard(Arc<std::sync::Mutex<Option<(String, u64)>>>, Instant);
+    type Dropped = Arc<std::sync::Mutex<Option<(Option<String>, Option<String>, u64)>>>;
+    struct Guard(Dropped, muster::CancelToken, Instant);
     impl Drop for Guard {
         fn drop(&mut self) {
-            let cause = muster::cancellation().and_then(|token| token.cause().map(ToString::to_string));
-            *self.0.lock().unwrap() = cause.map(|cause| (cause, self.1.elapsed().as_millis() as u64));
+            let taken = self.1.cause().map(ToString::to_string);
+            let current = muster::cancellation().and_then(|token| token.cause().map(ToString::to_string));
+            let at = self.2.elapsed().as_millis() as u64;
+            *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((taken, current, at));
         }
     }
     let started = Instant::now();
-    let dropped = Arc::new(std::sync::Mutex::new(None));
+    let dropped = Dropped::default();
     let profile = {
         let dropped = Arc::clone(&dropped);
         fetcher_fn(move |_: &u32| {
-            let guard = Guard(Arc::clone(&dropped), started);
+            let token = muster::cancellation().expect("a source has a token");
+            let guard = Guard(Arc::clone(&dropped), token, started);
             async move {
                 tokio::time::sleep(ms(300)).await;
                 drop(guard);
@@ -298,8 +307,13 @@ async fn the_last_waiter_to_leave_cancels_the_call_with_its_cause() {
         muster::Aggregator::builder().source_with("profile", profile, Coalesce).source("other", other).build().unwrap();
     let (x, y) = tokio::join!(aggregator.aggregate(&1), aggregator.aggregate(&1));
     assert_eq!((x.unwrap_err().report().elapsed, y.unwrap_err().report().elapsed), (ms(50), ms(100)));
+    let y_cause = Some("cancelled by `other`: y down".to_owned());
     let dropped = dropped.lock().unwrap().clone();
-    assert_eq!(dropped, Some(("cancelled by `other`: y down".to_owned(), 100)), "Y left last, at 100 ms");
+    assert_eq!(
+        dropped,
+        Some((y_cause.clone(), y_cause, 100)),
+        "Y left last, at 100 ms, and X's cause never reached it"
+    );
 }
 
 /// The shared call runs under the latest deadline of the waiters still waiting: when X (whose
