@@ -353,3 +353,48 @@ pub(crate) fn closing_scoped<R>(scope: &mut TokenScope, cause: Cause, f: impl Fn
     };
     (result, mine.unwrap_or(Cause::Dropped))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::task::Waker;
+
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_with_cancellation_leaves_the_enclosing_token_current() {
+        let (own, outer) = (CancelToken::new(), CancelToken::new());
+        let mut scope = TokenScope::new(Some(outer.clone()), None);
+        token_scoped(&mut scope, || {
+            let mut shared = Box::pin(with_cancellation(own.clone(), async {
+                let inside = cancellation().expect("the shared token");
+                inside.cancel_because("read inside");
+                panic!("a deliberate panic inside the shared work");
+            }));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(catch_unwind(AssertUnwindSafe(|| shared.as_mut().poll(&mut cx))).is_err());
+            cancellation().expect("the enclosing token again").cancel();
+        });
+        assert!(own.is_cancelled(), "the work read its own token");
+        assert!(outer.is_cancelled(), "after the panic, the enclosing token is current again");
+        assert!(matches!(own.cause(), Some(Cause::Reason { .. })));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_deadline_from_replaces_the_enclosing_deadline_at_every_poll() {
+        let start = Instant::now();
+        let latest = std::sync::Arc::new(std::sync::Mutex::new(Some(start + std::time::Duration::from_secs(5))));
+        let read = std::sync::Arc::clone(&latest);
+        let work = with_deadline_from(move || *read.lock().unwrap_or_else(std::sync::PoisonError::into_inner), async {
+            let first = deadline();
+            tokio::task::yield_now().await;
+            (first, deadline())
+        });
+        let mut work = std::pin::pin!(with_deadline(start + std::time::Duration::from_secs(1), work));
+        assert!(futures_util::poll!(work.as_mut()).is_pending());
+        *latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let (first, second) = work.await;
+        assert_eq!(first, Some(start + std::time::Duration::from_secs(5)), "not tightened by the enclosing one");
+        assert_eq!(second, None, "read again at the next poll");
+    }
+}
