@@ -68,6 +68,8 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
     /// the reports of calls that add none.
     fields: Arc<[(Name, String)]>,
+    /// The same as the [`context()`](crate::context) of calls that add nothing, made once.
+    context: muster_core::Context,
 }
 
 impl<Req: ?Sized, O: SourceOutputs<Req>> Clone for Aggregator<Req, O> {
@@ -147,14 +149,34 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// Dropping the future drops every source's fetch, and logs one `info` event saying the
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, names, inputs, group: config, fields: defaults } = &*self.inner;
-        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent } = context;
+        let Inner { sources, names, inputs, group: config, fields: defaults, context: default_context } = &*self.inner;
+        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent, headers } =
+            context;
+        // What the sources read as `context()`: made once per call, and only when the call
+        // brings something of its own; a call that brings nothing inside another aggregation
+        // (a nested aggregator) keeps the enclosing request's context.
+        let plain = own.is_empty() && traceparent.is_none() && headers.is_empty();
         let fields: Arc<[(Name, String)]> = if own.is_empty() {
             Arc::clone(defaults)
         } else {
             let mut fields = defaults.to_vec();
             own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
             fields.into()
+        };
+        let request_context = match plain.then(muster_core::context).flatten() {
+            Some(enclosing) => enclosing,
+            None if plain => default_context.clone(),
+            None => {
+                let context = fields.iter().fold(muster_core::Context::new(), |context, (name, value)| {
+                    context.with_field(name.clone(), value.clone())
+                });
+                let context =
+                    headers.into_iter().fold(context, |context, (name, value)| context.with_header(name, value));
+                match &traceparent {
+                    Some(traceparent) => context.with_traceparent(traceparent.clone()),
+                    None => context,
+                }
+            }
         };
         let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()), traceparent.as_deref());
         let mut group_config = config.clone();
@@ -183,7 +205,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
                 shared.recorder.stamp();
                 poll
             });
-            wait.instrument(span.clone()).await
+            muster_core::with_context(request_context, wait.instrument(span.clone())).await
         };
         gone.armed = false;
         let report = shared.recorder.report(names, inputs, result.as_ref().err(), fields);
@@ -481,9 +503,12 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
                 return Err(BuildError::Budget { name: name.clone(), needs, deadline });
             }
         }
-        let fields = std::mem::take(&mut group.fields).into();
+        let fields: Arc<[(Name, String)]> = std::mem::take(&mut group.fields).into();
+        let context = fields.iter().fold(muster_core::Context::new(), |context, (name, value)| {
+            context.with_field(name.clone(), value.clone())
+        });
         let (names, inputs) = (names.into(), inputs.into());
-        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields }) })
+        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields, context }) })
     }
 }
 
@@ -537,9 +562,12 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
-/// deadline. Its error is the inner [`AggregateError`], which [classifies](Classify) as its
-/// failed source's error did (so the outer aggregation reports the inner source's kind), and
-/// its report is nested in the outer
+/// deadline, both taken when the fetch starts ([`cancellation()`](crate::cancellation),
+/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::Coalesce)d call, that is the
+/// shared call's own token, so one waiter's failure does not reach the inner sources. Its error
+/// is the inner [`AggregateError`], which [classifies](Classify) as its failed source's error
+/// did (so the outer aggregation reports the inner source's kind), and its report is nested in
+/// the outer
 /// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///

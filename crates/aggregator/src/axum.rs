@@ -43,7 +43,7 @@
 //!     fn context(&self) -> RequestContext {
 //!         let context = RequestContext::new().field("user_id", self.user_id);
 //!         match &self.request_id {
-//!             Some(request_id) => context.field("request_id", request_id),
+//!             Some(request_id) => context.request_id(request_id),
 //!             None => context,
 //!         }
 //!     }
@@ -92,7 +92,7 @@
 //! `timeout` or `cancelled`. The `error` text names the kind in brackets only where it adds to
 //! the words: "source `x` failed" for `failed`, "source `x` panicked", "source `x` timed out",
 //! and "source `x` failed (connect)" for any other kind.
-//! `request_id` is the call's context field `request_id`, `null`
+//! `request_id` is the call's request id ([`RequestContext::request_id`](crate::RequestContext::request_id), the context field `request_id`), `null`
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
 //!

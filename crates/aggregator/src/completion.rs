@@ -15,7 +15,9 @@
 //! | every outcome, no fail-fast | [`settled`] | [`Outputs<Result<T, E>>`] | only when a member panics |
 //!
 //! Members run concurrently, polled in place inside the source's fetch (like a
-//! [`Group`]'s tasks), under the aggregation's deadline and cancellation: when the
+//! [`Group`]'s tasks), under the aggregation's deadline and cancellation (as
+//! [`cancellation()`](crate::cancellation) reads it where the source's fetch starts: inside a
+//! [`Coalesce`](crate::Coalesce)d call, the shared call's own token): when the
 //! aggregation stops, every member is dropped: a completion source still waiting at the
 //! deadline is a pending source like any other, and what its members had returned is dropped
 //! with it. A member that panics fails the source with that panic, whatever the rule (a panic

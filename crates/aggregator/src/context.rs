@@ -14,13 +14,20 @@ use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Span};
 
 /// What varies per request, for one call of a shared [`Aggregator`](crate::Aggregator):
-/// context fields (user id, request id, anything), a tighter deadline, a parent cancellation
-/// and a parent span. Pass it to [`aggregate_with`](crate::Aggregator::aggregate_with).
+/// context fields (user id, request id, anything), the caller's `traceparent` and headers to
+/// forward, a tighter deadline, a parent cancellation and a parent span. Pass it to
+/// [`aggregate_with`](crate::Aggregator::aggregate_with).
 ///
 /// The fields reach every span and log line of the aggregation as separate structured fields
 /// (the `aggregate` span has one field per context field: `user_id=42 request_id=r-1`), and
 /// the [`Report`](crate::Report) and the [`AggregateError`](crate::AggregateError) carry them,
 /// so a failure says for which request it happened.
+///
+/// Every source (and policy) reads the request's fields, request id, `traceparent` and
+/// headers inside `fetch` with [`muster::context()`](crate::context): the aggregator makes
+/// that [`Context`](crate::Context) once per call. So a source's own request type needs only
+/// what the source's URL or query needs; the HTTP fetcher sends `x-request-id`, `traceparent`
+/// and its allow-listed forwarded headers from there.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,10 +44,12 @@ use tracing::{Level, Metadata, Span};
 ///
 /// let context = RequestContext::new()
 ///     .field("user_id", 42)
-///     .field("request_id", "r-1")
+///     .request_id("r-1")
+///     .header("Authorization", "Bearer t0k3n") // for sources that forward it
 ///     .deadline(Duration::from_millis(300)); // the caller has less time left than 1 s
 /// let aggregate = aggregator.aggregate_with(&42, context).await?;
 /// assert_eq!(aggregate.report.field("user_id"), Some("42"));
+/// assert_eq!(aggregate.report.field("request_id"), Some("r-1"));
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
@@ -52,6 +61,8 @@ pub struct RequestContext {
     pub(crate) span: Option<Span>,
     pub(crate) on_ready: Option<OnReady>,
     pub(crate) traceparent: Option<String>,
+    /// Lower-case names; values as given.
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for RequestContext {
@@ -63,6 +74,7 @@ impl fmt::Debug for RequestContext {
             .field("span", &self.span)
             .field("on_ready", &self.on_ready.as_ref().map(|_| "<callback>"))
             .field("traceparent", &self.traceparent)
+            .field("headers", &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -80,6 +92,28 @@ impl RequestContext {
         let name = name.into();
         if !name.is_empty() {
             set(&mut self.fields, name, value.to_string());
+        }
+        self
+    }
+
+    /// The request's id: the field `request_id` (so it is in the span, every log line, the
+    /// report and the error, like any field), which sources read as
+    /// [`Context::request_id`](crate::Context::request_id) and the HTTP fetcher sends as
+    /// `x-request-id`. The same as `.field("request_id", id)`.
+    pub fn request_id(self, id: impl fmt::Display) -> Self {
+        self.field("request_id", id)
+    }
+
+    /// A header of the caller's request (e.g. the end user's `authorization`), for sources
+    /// that forward it: the HTTP fetcher (feature `http`) sends it only if its
+    /// `forward_header` allow-list names it.
+    /// Names are matched without regard to case; a header set twice keeps the last value.
+    /// Values are never logged or reported.
+    pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.as_ref().to_ascii_lowercase(), value.into());
+        match self.headers.iter_mut().find(|(header, _)| *header == name) {
+            Some((_, old)) => *old = value,
+            None => self.headers.push((name, value)),
         }
         self
     }

@@ -143,7 +143,7 @@ mod report;
 mod sources;
 
 pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Input, InputOf};
-pub use crate::call::{Event, Ready, cancellation, deadline, remaining, report};
+pub use crate::call::{Context, Event, Ready, cancellation, context, deadline, remaining, report};
 pub use crate::completion::BoxFetcher;
 pub use crate::context::RequestContext;
 pub use crate::error::{AggregateError, BuildError};

@@ -77,6 +77,10 @@ pub struct SourceReport {
     pub hedges: u32,
     /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
     pub notes: Vec<String>,
+    /// How many waiters shared the call its result came from, when that call was shared by
+    /// more than one (a [`Coalesce`](crate::Coalesce)d source joined by concurrent
+    /// aggregations); the waterfall says `shared by N`. `None` for a call of its own.
+    pub shared: Option<usize>,
     /// The source whose output it waited for, for a dependent source: it was ready to start,
     /// and started, when that source ended (at `start`).
     pub after: Option<Name>,
@@ -220,6 +224,9 @@ impl fmt::Display for Report {
             if !source.queued.is_zero() {
                 write!(f, " (queued {})", Millis(source.queued))?;
             }
+            if let Some(waiters) = source.shared {
+                write!(f, " (shared by {waiters})")?;
+            }
             for note in &source.notes {
                 write!(f, "; {note}")?;
             }
@@ -280,6 +287,7 @@ struct Detail {
     kind: Option<ErrorKind>,
     retryable: bool,
     notes: Vec<String>,
+    shared: Option<usize>,
     nested: Option<Box<Report>>,
 }
 
@@ -340,6 +348,7 @@ impl Recorder {
                 entry.flags.fetch_or(TIMED_OUT, Relaxed);
             }
             Event::Note(note) => entry.detail().notes.push(note.to_owned()),
+            Event::Shared { waiters } => entry.detail().shared = Some(waiters),
         }
     }
 
@@ -478,6 +487,7 @@ impl Recorder {
                     attempts: entry.attempts.load(Relaxed),
                     hedges: entry.hedges.load(Relaxed),
                     notes: detail.notes,
+                    shared: detail.shared,
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,
                     kind: detail.kind,
