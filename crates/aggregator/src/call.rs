@@ -258,6 +258,13 @@ pub enum Event<'a> {
         /// How many fetches waited on the call, this one included.
         waiters: usize,
     },
+    /// A stale value answered for the source (a [`Cache`](crate::policy::Cache)'s
+    /// `stale_if_error`): shown as [`SourceReport::stale`](crate::SourceReport::stale) and
+    /// noted `stale (age 94s)`.
+    Stale {
+        /// How old the value was.
+        age: std::time::Duration,
+    },
 }
 
 /// Records the report of an aggregation that ran as the current source: the outer waterfall

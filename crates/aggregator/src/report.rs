@@ -81,6 +81,11 @@ pub struct SourceReport {
     /// more than one (a [`Coalesce`](crate::Coalesce)d source joined by concurrent
     /// aggregations); the waterfall says `shared by N`. `None` for a call of its own.
     pub shared: Option<usize>,
+    /// The age of the stale value that answered for the source, when one did (a
+    /// [`Cache`](crate::policy::Cache)'s `stale_if_error`: the source failed, or ran into
+    /// the deadline, and an older value stood in); the waterfall notes `stale (age 94s)`.
+    /// `None` for a value of the source's own, or a fresh one from the cache.
+    pub stale: Option<Duration>,
     /// The source whose output it waited for, for a dependent source: it was ready to start,
     /// and started, when that source ended (at `start`).
     pub after: Option<Name>,
@@ -240,6 +245,20 @@ impl fmt::Display for Report {
     }
 }
 
+/// A stale value's age as the waterfall shows it: whole seconds from 1 s (`94s`), else
+/// milliseconds (`250ms`).
+struct Age(Duration);
+
+impl fmt::Display for Age {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 >= Duration::from_secs(1) {
+            write!(f, "{}s", self.0.as_secs())
+        } else {
+            write!(f, "{}ms", self.0.as_millis())
+        }
+    }
+}
+
 /// How a source failed, as the report records it.
 pub(crate) enum Failure<'a> {
     /// The source's error (or, if its own timeout fired last, that timeout), with the kind
@@ -288,6 +307,7 @@ struct Detail {
     retryable: bool,
     notes: Vec<String>,
     shared: Option<usize>,
+    stale: Option<Duration>,
     nested: Option<Box<Report>>,
 }
 
@@ -349,6 +369,11 @@ impl Recorder {
             }
             Event::Note(note) => entry.detail().notes.push(note.to_owned()),
             Event::Shared { waiters } => entry.detail().shared = Some(waiters),
+            Event::Stale { age } => {
+                let mut detail = entry.detail();
+                detail.stale = Some(age);
+                detail.notes.push(format!("stale (age {})", Age(age)));
+            }
         }
     }
 
@@ -488,6 +513,7 @@ impl Recorder {
                     hedges: entry.hedges.load(Relaxed),
                     notes: detail.notes,
                     shared: detail.shared,
+                    stale: detail.stale,
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,
                     kind: detail.kind,

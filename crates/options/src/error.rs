@@ -40,4 +40,10 @@ pub enum OptionError {
     /// The jitter ratio must be finite and in `0.0..100.0`.
     #[error("the retry jitter must be a finite ratio in 0..100, not {0}")]
     Jitter(String),
+    /// A cache with a zero ttl and a zero stale-if-error window would keep nothing.
+    #[error("a cache needs a ttl or a stale_if_error window greater than zero")]
+    ZeroCache,
+    /// A cache holding zero entries would store nothing.
+    #[error("a cache's capacity must be at least 1 entry")]
+    ZeroCapacity,
 }

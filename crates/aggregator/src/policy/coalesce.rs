@@ -49,9 +49,19 @@ use super::Policy;
 ///   waited on reports [`SourceReport::shared`](crate::SourceReport::shared) (the number of
 ///   waiters; `shared by N` in the waterfall).
 ///
-/// No task is spawned: the shared call is polled by its waiters. The request is the key
-/// (`Clone + Hash + Eq + 'static`); the wrapped fetcher is shared with the call (it must be
-/// `'static`).
+/// No task is spawned: the shared call is polled by its waiters. The wrapped fetcher is shared
+/// with the call (it must be `'static`), and so is a clone of the request that started it
+/// (`Clone + 'static`).
+///
+/// # The key, and the caller's identity
+///
+/// Plain `Coalesce` keys calls by the whole request (`Hash + Eq`), so two requests share a
+/// call only if they are equal, identity included. [`Coalesce::by`] keys them by a function
+/// of the request that you write, and then **the caller's identity must be part of the key**:
+/// a key of the account alone (`Coalesce::by(|r: &Req| r.account_id)`) lets Bob join the call
+/// Alice started for account 7 and receive what *Alice* may see. Key by everything the answer
+/// depends on: `Coalesce::by(|r: &Req| (r.user.clone(), r.account_id))`. The same rule holds
+/// for a [`Cache`](crate::policy::Cache)'s key (feature `cache`).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -82,25 +92,79 @@ use super::Policy;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Coalesce;
 
+impl Coalesce {
+    /// Coalescing keyed by `key(request)` rather than by the whole request: fetches whose
+    /// requests give equal keys share one call (made with the request of the fetch that
+    /// started it). The key must hold the caller's identity and everything else the answer
+    /// depends on; see [why](Coalesce#the-key-and-the-callers-identity).
+    ///
+    /// ```
+    /// use muster::{Aggregator, Coalesce, fetcher_fn};
+    ///
+    /// #[derive(Clone)]
+    /// struct Request {
+    ///     user: String,
+    ///     account: u64,
+    ///     request_id: u64,
+    /// }
+    ///
+    /// # fn main() -> Result<(), muster::BuildError> {
+    /// let balance = fetcher_fn(|request: &Request| {
+    ///     let account = request.account;
+    ///     async move { Ok::<_, std::io::Error>(account * 100) }
+    /// });
+    /// // Requests differing only in their request id share a call; never two users.
+    /// let coalesce = Coalesce::by(|request: &Request| (request.user.clone(), request.account));
+    /// let aggregator = Aggregator::builder().source_with("balance", balance, coalesce).build()?;
+    /// # let _ = aggregator;
+    /// # Ok(()) }
+    /// ```
+    pub fn by<K>(key: K) -> CoalesceBy<K> {
+        CoalesceBy(key)
+    }
+}
+
+/// [`Coalesce`] keyed by a function of the request; made by [`Coalesce::by`].
+#[derive(Clone, Copy)]
+#[must_use = "a policy does nothing until it wraps a source"]
+pub struct CoalesceBy<K>(K);
+
+impl<K> fmt::Debug for CoalesceBy<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CoalesceBy").finish_non_exhaustive()
+    }
+}
+
 impl<F> Policy<F> for Coalesce {
     type Fetcher = CoalesceFetcher<F>;
 
     fn wrap(self, inner: F) -> CoalesceFetcher<F> {
-        CoalesceFetcher { inner: Arc::new(inner), calls: OnceLock::new() }
+        CoalesceFetcher { inner: Arc::new(inner), key: self, calls: OnceLock::new() }
     }
 }
 
-/// A fetcher whose concurrent fetches for an equal request share one call; see [`Coalesce`].
-/// The wrapped fetcher's error needs `Classify + Error + Send + Sync + 'static`: it is shared
-/// by the waiters in a [`CoalesceError`], which passes its kind on.
-pub struct CoalesceFetcher<F> {
+impl<F, K> Policy<F> for CoalesceBy<K> {
+    type Fetcher = CoalesceFetcher<F, CoalesceBy<K>>;
+
+    fn wrap(self, inner: F) -> CoalesceFetcher<F, CoalesceBy<K>> {
+        CoalesceFetcher { inner: Arc::new(inner), key: self, calls: OnceLock::new() }
+    }
+}
+
+/// A fetcher whose concurrent fetches for an equal key share one call; see [`Coalesce`]. The
+/// key is the request ([`Coalesce`]) or a function of it ([`CoalesceBy`]). The wrapped
+/// fetcher's error needs `Classify + Error + Send + Sync + 'static`: it is shared by the
+/// waiters in a [`CoalesceError`], which passes its kind on.
+pub struct CoalesceFetcher<F, K = Coalesce> {
     inner: Arc<F>,
-    /// The calls in flight: a `Coalescer` of the request, output and error types, made on
-    /// first use (the types are only known then).
+    /// How the key is made: [`Coalesce`] (the request) or [`CoalesceBy`].
+    key: K,
+    /// The calls in flight: a `Coalescer` of the key, output and error types, made on first
+    /// use (the types are only known then).
     calls: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
-impl<F> fmt::Debug for CoalesceFetcher<F> {
+impl<F, K> fmt::Debug for CoalesceFetcher<F, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CoalesceFetcher").finish_non_exhaustive()
     }
@@ -165,14 +229,46 @@ where
     type Error = CoalesceError<F::Error>;
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
-        let calls = self.calls.get_or_init(|| Box::new(Coalescer::<Req, F::Output, F::Error>::default()));
-        let Some(calls) = calls.downcast_ref::<Coalescer<Req, F::Output, F::Error>>() else {
+        self.fetch_keyed(request, request.clone()).await
+    }
+}
+
+#[async_trait]
+impl<Req, F, K, Key> Fetcher<Req> for CoalesceFetcher<F, CoalesceBy<K>>
+where
+    Req: Clone + Send + Sync + 'static,
+    F: Fetcher<Req> + 'static,
+    F::Output: Clone + Sync + 'static,
+    F::Error: std::error::Error + Send + Sync + 'static,
+    K: Fn(&Req) -> Key + Send + Sync,
+    Key: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Output = F::Output;
+    type Error = CoalesceError<F::Error>;
+
+    async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
+        self.fetch_keyed(request, (self.key.0)(request)).await
+    }
+}
+
+impl<F, K> CoalesceFetcher<F, K> {
+    /// Joins the call in flight for `key`, or starts one for `request`.
+    async fn fetch_keyed<Req, Key>(&self, request: &Req, key: Key) -> Result<F::Output, CoalesceError<F::Error>>
+    where
+        Req: Clone + Send + Sync + 'static,
+        Key: Hash + Eq + Clone + Send + Sync + 'static,
+        F: Fetcher<Req> + 'static,
+        F::Output: Clone + Sync + 'static,
+        F::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let calls = self.calls.get_or_init(|| Box::new(Coalescer::<Key, F::Output, F::Error>::default()));
+        let Some(calls) = calls.downcast_ref::<Coalescer<Key, F::Output, F::Error>>() else {
             // Only if one fetcher serves requests of two types: those of the second type are
             // not coalesced.
             return self.inner.fetch(request).await.map_err(|error| CoalesceError(Arc::new(error)));
         };
         let (inner, owned) = (Arc::clone(&self.inner), request.clone());
-        let (waiters, ended) = calls.join(request.clone(), move || async move { inner.fetch(&owned).await }).await;
+        let (waiters, ended) = calls.join(key, move || async move { inner.fetch(&owned).await }).await;
         if waiters > 1 {
             crate::call::report(crate::Event::Shared { waiters });
         }

@@ -136,6 +136,8 @@ use muster_core::muster_options::OptionError;
 #[allow(unused_imports)] // for the docs' links
 use muster_core::Fetcher;
 
+#[cfg(feature = "cache")]
+pub(crate) mod cache;
 pub(crate) mod coalesce;
 pub(crate) mod fallback;
 pub(crate) mod hedge;
@@ -146,7 +148,11 @@ pub(crate) mod tower;
 
 pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 
-pub use self::coalesce::{Coalesce, CoalesceError, CoalesceFetcher};
+#[cfg(feature = "cache")]
+pub use self::cache::{Cache, CacheFetcher, LocalOnly};
+#[cfg(feature = "redis")]
+pub use self::cache::redis::{RedisTier, RedisTierError};
+pub use self::coalesce::{Coalesce, CoalesceBy, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;
 pub use self::retry::{RetryFetcher, RetryIf};

@@ -1,0 +1,399 @@
+//! [`Cache`]: a fresh value answers without calling the source, and a stale one answers when
+//! the source fails (`stale_if_error`), from a bounded local tier and, with the feature
+//! `redis`, a Redis tier that replicas share.
+
+use std::any::Any;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use muster_core::muster_options::OptionError;
+use muster_core::{Classify, Fetcher, async_trait};
+use tokio::time::Instant;
+
+use super::Policy;
+use crate::call::{Event, report};
+
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+/// How long before the deadline a source that has a stale value to fall back on is given up,
+/// so that the stale value answers before the deadline fails the aggregation.
+const DEFAULT_MARGIN: Duration = Duration::from_millis(5);
+
+/// The default capacity of the local tier, in entries.
+const DEFAULT_CAPACITY: u64 = 10_000;
+
+/// Caches a source's values by a key **you write**, from the request: a fresh value (younger
+/// than [`ttl`](Self::ttl)) answers without calling the source; an older one, within
+/// [`stale_if_error`](Self::stale_if_error), answers when the source fails.
+///
+/// # The key, and why you must write it
+///
+/// `Cache::new(|request: &Req| key)` takes a function of the request, and there is no default:
+/// the key must hold everything the source's answer depends on, **the caller's identity
+/// first**. A key without the user (`|r: &Req| r.account_id` for a source that answers what
+/// *the signed-in user* may see of that account) serves one user's cached data to another:
+/// the first request for account 7 fills the cache with what Alice may see, and Bob's request
+/// for account 7 gets it. Put the identity in the key, e.g. `|r: &Req| (r.user.clone(),
+/// r.account_id)`. The same rule holds for [`Coalesce::by`](crate::policy::Coalesce::by).
+///
+/// # What answers
+///
+/// - **Fresh** (age `< ttl`): the cached value, without calling the source; the report notes
+///   `cache hit`.
+/// - **Stale** (`ttl <= age < ttl + stale_if_error`): the source is called; if it fails *for
+///   any reason* (an error of any kind: `status`, `connect`, its own `timeout`,
+///   `circuit_open`, ...) the stale value answers instead of the error. The report marks the
+///   source `stale (age 94s)` and sets [`SourceReport::stale`](crate::SourceReport::stale);
+///   the axum body lists it under `"stale"`.
+/// - **At the deadline**: the global deadline cancels a source by dropping it, after which
+///   nothing can answer. So when a stale value is at hand, the cache gives the source until
+///   the current [`deadline()`](crate::deadline) minus a [margin](Self::deadline_margin)
+///   (5 ms by default), and answers stale then. Without a stale value the source keeps the
+///   whole budget.
+/// - **Nothing usable**: the source's result, unchanged. A success is stored.
+///
+/// Panics are not caught: a source that panics is reported as panicked.
+///
+/// # The local tier
+///
+/// A bounded in-memory cache ([moka](https://docs.rs/moka)): at most
+/// [`capacity`](Self::capacity) entries (10,000 by default; the least useful go first), each
+/// evicted `ttl + stale_if_error` after it was stored. Values are cloned out of it, so the
+/// source's output must be `Clone` (wrap a large one in an `Arc`). Freshness is measured on
+/// tokio's clock, so tests can run on paused time.
+///
+/// With the feature `redis`, [`redis`](Self::redis) adds a shared tier behind it
+/// ([`RedisTier`](crate::policy::RedisTier)).
+///
+/// # Bad input
+///
+/// A zero `ttl` is allowed: every call goes to the source and values are kept only to answer
+/// stale. A zero `ttl` *and* a zero `stale_if_error` (the defaults) keep nothing, and a zero
+/// capacity stores nothing: the aggregator's builder refuses both
+/// ([`OptionError::ZeroCache`], [`OptionError::ZeroCapacity`]).
+///
+/// # Where it goes
+///
+/// Outside the retry and the breaker, inside [`Optional`](crate::Optional) /
+/// [`Fallback`](crate::Fallback): `(Fallback(v), Cache::new(key), Breaker, Retry::attempts(3),
+/// Timeout(d))`. A hit then makes no attempt at all; a stale value stands in for the *final*
+/// failure (after every retry, or an open circuit) rather than for the first attempt's; and a
+/// fallback only answers when there is not even a stale value.
+///
+/// ```
+/// use std::time::Duration;
+/// use muster::policy::Cache;
+/// use muster::{Aggregator, Fetcher, Retry, Timeout, fetcher_fn};
+///
+/// #[derive(Clone, PartialEq, Eq, Hash)]
+/// struct Request {
+///     user: String,
+///     account: u64,
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let balance = fetcher_fn(|request: &Request| {
+///     let account = request.account;
+///     async move { Ok::<_, std::io::Error>(account * 100) }
+/// });
+/// // The user is part of the key: never one user's balance for another.
+/// let cache = Cache::new(|request: &Request| (request.user.clone(), request.account))
+///     .ttl(Duration::from_secs(5))
+///     .stale_if_error(Duration::from_secs(300));
+/// let aggregator = Aggregator::builder()
+///     .source_with("balance", balance, (cache, Retry::attempts(2), Timeout(Duration::from_millis(300))))
+///     .build()?;
+/// let request = Request { user: "alice".into(), account: 7 };
+/// let (balance,) = aggregator.aggregate(&request).await?.outputs;
+/// assert_eq!(balance, 700);
+/// # Ok(()) }
+/// ```
+#[must_use = "a policy does nothing until it wraps a source"]
+#[derive(Clone)]
+pub struct Cache<K, T = LocalOnly> {
+    key: K,
+    ttl: Duration,
+    stale_if_error: Duration,
+    capacity: u64,
+    margin: Duration,
+    tier: T,
+}
+
+/// The tier of a [`Cache`] without a shared tier: the local one only.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalOnly;
+
+impl<K> Cache<K> {
+    /// A cache keyed by `key(request)`: the key must hold the caller's identity and everything
+    /// else the answer depends on (see [why](Cache#the-key-and-why-you-must-write-it)). Set a
+    /// [`ttl`](Self::ttl), a [`stale_if_error`](Self::stale_if_error), or both.
+    pub fn new(key: K) -> Self {
+        Self {
+            key,
+            ttl: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            capacity: DEFAULT_CAPACITY,
+            margin: DEFAULT_MARGIN,
+            tier: LocalOnly,
+        }
+    }
+}
+
+impl<K, T> Cache<K, T> {
+    /// How long a stored value answers without calling the source; zero: never (every call
+    /// goes to the source, and values only answer stale).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// How long past its `ttl` a stored value still answers when the source fails; zero (the
+    /// default): never.
+    pub fn stale_if_error(mut self, stale_if_error: Duration) -> Self {
+        self.stale_if_error = stale_if_error;
+        self
+    }
+
+    /// The most entries the local tier holds (10,000 by default).
+    pub fn capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// How long before the [`deadline()`](crate::deadline) the source is given up when a stale
+    /// value can answer instead (5 ms by default): enough for the answer to reach the
+    /// aggregation before its deadline does.
+    pub fn deadline_margin(mut self, margin: Duration) -> Self {
+        self.margin = margin;
+        self
+    }
+
+    /// Adds a shared tier behind the local one: see [`RedisTier`](crate::policy::RedisTier).
+    /// The source's output and the key must then be `serde` values.
+    #[cfg(feature = "redis")]
+    pub fn redis(self, tier: crate::policy::RedisTier) -> Cache<K, crate::policy::RedisTier> {
+        let Self { key, ttl, stale_if_error, capacity, margin, tier: _ } = self;
+        Cache { key, ttl, stale_if_error, capacity, margin, tier }
+    }
+
+    fn validate(&self) -> Result<(), OptionError> {
+        if self.ttl.is_zero() && self.stale_if_error.is_zero() {
+            return Err(OptionError::ZeroCache);
+        }
+        if self.capacity == 0 {
+            return Err(OptionError::ZeroCapacity);
+        }
+        Ok(())
+    }
+}
+
+impl<K, T: fmt::Debug> fmt::Debug for Cache<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("ttl", &self.ttl)
+            .field("stale_if_error", &self.stale_if_error)
+            .field("capacity", &self.capacity)
+            .field("margin", &self.margin)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, K, T> Policy<F> for Cache<K, T> {
+    type Fetcher = CacheFetcher<F, K, T>;
+
+    fn wrap(self, inner: F) -> CacheFetcher<F, K, T> {
+        CacheFetcher { inner, cache: self, local: OnceLock::new() }
+    }
+
+    fn check(&self) -> Result<Duration, OptionError> {
+        self.validate().map(|()| Duration::ZERO)
+    }
+}
+
+/// A fetcher answering from a cache when it can; see [`Cache`]. Its error is the wrapped
+/// fetcher's, unchanged: a stale value answers instead of it, or it passes through.
+pub struct CacheFetcher<F, K, T = LocalOnly> {
+    inner: F,
+    cache: Cache<K, T>,
+    /// The local tier: a `moka::sync::Cache` of the key and value types, made on first use
+    /// (the types are only known then).
+    local: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl<F, K, T: fmt::Debug> fmt::Debug for CacheFetcher<F, K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheFetcher").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+/// A value in the local tier, with when it was stored (on tokio's clock).
+struct Stored<V> {
+    value: V,
+    at: Instant,
+}
+
+type Local<Key, V> = moka::sync::Cache<Key, Arc<Stored<V>>>;
+
+/// A tier behind the local one: how the fetch reads and writes it.
+pub(crate) trait SharedTier<Key, V>: Send + Sync {
+    /// The value stored under `key` and its age, if the tier answers in time.
+    fn read(&self, key: &Key) -> impl Future<Output = Option<(V, Duration)>> + Send;
+
+    /// Stores `value` under `key` for `keep`, without delaying the caller.
+    fn write(&self, key: &Key, value: &V, keep: Duration);
+}
+
+impl<Key: Sync, V: Send> SharedTier<Key, V> for LocalOnly {
+    async fn read(&self, _: &Key) -> Option<(V, Duration)> {
+        None
+    }
+
+    fn write(&self, _: &Key, _: &V, _: Duration) {}
+}
+
+impl<F, K, T> CacheFetcher<F, K, T> {
+    /// The local tier, made on first use; `None` only if one fetcher serves requests of two
+    /// key or value types, whose second is then not cached.
+    fn local<Key, V>(&self) -> Option<&Local<Key, V>>
+    where
+        Key: Hash + Eq + Send + Sync + 'static,
+        V: Send + Sync + 'static,
+    {
+        let keep = self.cache.ttl.saturating_add(self.cache.stale_if_error);
+        let local = self.local.get_or_init(|| {
+            let mut builder = moka::sync::Cache::builder().max_capacity(self.cache.capacity);
+            if !keep.is_zero() {
+                builder = builder.time_to_live(keep);
+            }
+            Box::new(builder.build() as Local<Key, V>)
+        });
+        local.downcast_ref()
+    }
+
+    /// The fetch, with the shared tier `shared`.
+    async fn run<Req, Key, S>(&self, request: &Req, shared: &S) -> Result<F::Output, F::Error>
+    where
+        Req: ?Sized + Sync,
+        F: Fetcher<Req>,
+        F::Error: Classify,
+        F::Output: Clone + Send + Sync + 'static,
+        K: Fn(&Req) -> Key + Send + Sync,
+        Key: Hash + Eq + Send + Sync + 'static,
+        S: SharedTier<Key, F::Output>,
+    {
+        let key = (self.cache.key)(request);
+        let Some(local) = self.local::<Key, F::Output>() else {
+            return self.inner.fetch(request).await;
+        };
+        let (ttl, keep) = (self.cache.ttl, self.cache.ttl.saturating_add(self.cache.stale_if_error));
+        let now = Instant::now();
+        let mut stale = None;
+        if let Some(stored) = local.get(&key) {
+            let age = now.saturating_duration_since(stored.at);
+            if age < ttl {
+                report(Event::Note("cache hit"));
+                return Ok(stored.value.clone());
+            }
+            if age < keep {
+                stale = Some((stored.value.clone(), stored.at));
+            }
+        }
+        if let Some((value, age)) = shared.read(&key).await {
+            // The shared tier's clock is the wall clock: its age is carried over to ours.
+            let at = now.checked_sub(age).unwrap_or(now);
+            if age < ttl {
+                report(Event::Note("cache hit (shared tier)"));
+                local.insert(key, Arc::new(Stored { value: value.clone(), at }));
+                return Ok(value);
+            }
+            if age < keep && stale.as_ref().is_none_or(|(_, stored)| at > *stored) {
+                stale = Some((value, at));
+            }
+        }
+        let Some((value, at)) = stale else {
+            let result = self.inner.fetch(request).await;
+            if let Ok(value) = &result {
+                self.store(local, shared, key, value, keep);
+            }
+            return result;
+        };
+        let fetch = self.inner.fetch(request);
+        let result = match crate::deadline() {
+            Some(deadline) => {
+                let give_up = deadline.checked_sub(self.cache.margin).unwrap_or(deadline);
+                tokio::select! {
+                    biased;
+                    result = fetch => Some(result),
+                    () = tokio::time::sleep_until(give_up) => None,
+                }
+            }
+            None => Some(fetch.await),
+        };
+        match result {
+            Some(Ok(fresh)) => {
+                self.store(local, shared, key, &fresh, keep);
+                Ok(fresh)
+            }
+            Some(Err(error)) => {
+                tracing::debug!(kind = %error.kind(), "source failed: answering a stale value");
+                report(Event::Stale { age: Instant::now().saturating_duration_since(at) });
+                Ok(value)
+            }
+            None => {
+                tracing::debug!("deadline near: answering a stale value");
+                report(Event::Stale { age: Instant::now().saturating_duration_since(at) });
+                Ok(value)
+            }
+        }
+    }
+
+    fn store<Key, V, S>(&self, local: &Local<Key, V>, shared: &S, key: Key, value: &V, keep: Duration)
+    where
+        Key: Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        S: SharedTier<Key, V>,
+    {
+        shared.write(&key, value, keep);
+        local.insert(key, Arc::new(Stored { value: value.clone(), at: Instant::now() }));
+    }
+}
+
+#[async_trait]
+impl<Req, F, K, Key> Fetcher<Req> for CacheFetcher<F, K, LocalOnly>
+where
+    Req: ?Sized + Sync,
+    F: Fetcher<Req>,
+    F::Error: Classify,
+    F::Output: Clone + Send + Sync + 'static,
+    K: Fn(&Req) -> Key + Send + Sync,
+    Key: Hash + Eq + Send + Sync + 'static,
+{
+    type Output = F::Output;
+    type Error = F::Error;
+
+    async fn fetch(&self, request: &Req) -> Result<F::Output, F::Error> {
+        self.run(request, &LocalOnly).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_that_keeps_nothing_is_refused() {
+        let key = |request: &u64| *request;
+        assert_eq!(Policy::<()>::check(&Cache::new(key)), Err(OptionError::ZeroCache));
+        let ttl_only = Cache::new(key).ttl(Duration::from_secs(1));
+        assert_eq!(Policy::<()>::check(&ttl_only), Ok(Duration::ZERO));
+        let stale_only = Cache::new(key).stale_if_error(Duration::from_secs(1));
+        assert_eq!(Policy::<()>::check(&stale_only), Ok(Duration::ZERO), "a zero ttl is documented: stale only");
+        let empty = Cache::new(key).ttl(Duration::from_secs(1)).capacity(0);
+        assert_eq!(Policy::<()>::check(&empty), Err(OptionError::ZeroCapacity));
+    }
+}
