@@ -335,3 +335,17 @@ fn root() -> PathBuf {
     let xtask = Path::new(env!("CARGO_MANIFEST_DIR"));
     xtask.parent().unwrap_or(xtask).to_path_buf()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_feature_check_covers_the_cache_and_its_redis_tier() {
+        let manifest = std::fs::read_to_string(root().join("crates/aggregator/Cargo.toml")).expect("muster's manifest");
+        let features = cargo_features(&manifest);
+        for feature in ["cache", "redis"] {
+            assert!(features.contains(&feature), "`cargo xtask features` must check `{feature}` alone: {features:?}");
+        }
+    }
+}
