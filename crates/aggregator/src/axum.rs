@@ -345,9 +345,16 @@ serialize_outputs!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L
 /// assert_eq!(serde_json::to_string(&Json::from(outputs))?, r#"{"eu":3,"us":5}"#);
 /// # Ok(()) }
 /// ```
+///
+/// When a stale value answered for a source (a [`Cache`](crate::policy::Cache)'s
+/// `stale_if_error`, feature `cache`), the object ends with `"stale": [<names>]`, so that a
+/// client can show the section as out of date; without stale sources the body is the outputs
+/// alone. (A source itself named `stale` keeps its key: the list is then left out.)
 #[derive(Clone, Debug)]
 pub struct Json<O> {
     names: Vec<Name>,
+    /// The sources that answered with a stale value, in order.
+    stale: Vec<Name>,
     /// The outputs, as the aggregation gave them.
     pub outputs: O,
 }
@@ -357,7 +364,7 @@ impl<O> Json<O> {
     /// [`Outputs`], which have their own).
     pub fn new<N: AsRef<str>>(names: impl IntoIterator<Item = N>, outputs: O) -> Self {
         let names = names.into_iter().map(|name| Name::Owned(name.as_ref().to_owned())).collect();
-        Self { names, outputs }
+        Self { names, stale: Vec::new(), outputs }
     }
 
     /// The source names, in order.
@@ -370,20 +377,44 @@ impl<O> From<Aggregate<O>> for Json<O> {
     /// The outputs under their sources' names, taken from the report.
     fn from(aggregate: Aggregate<O>) -> Self {
         let Aggregate { outputs, report } = aggregate;
-        Self { names: report.sources.into_iter().map(|source| source.name).collect(), outputs }
+        let stale =
+            report.sources.iter().filter(|source| source.stale.is_some()).map(|source| source.name.clone()).collect();
+        Self { names: report.sources.into_iter().map(|source| source.name).collect(), stale, outputs }
     }
 }
 
 impl<T> From<Outputs<T>> for Json<Outputs<T>> {
     /// The outputs under their own names.
     fn from(outputs: Outputs<T>) -> Self {
-        Self { names: Vec::new(), outputs }
+        Self { names: Vec::new(), stale: Vec::new(), outputs }
+    }
+}
+
+impl<O> Json<O> {
+    /// The names of the sources that answered with a stale value, in order.
+    pub fn stale(&self) -> impl Iterator<Item = &str> {
+        self.stale.iter().map(|name| &**name)
     }
 }
 
 impl<O: SerializeOutputs> Serialize for Json<O> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.outputs.serialize_outputs(&self.names, serializer)
+        if self.stale.is_empty() || self.names.iter().any(|name| &**name == "stale") {
+            return self.outputs.serialize_outputs(&self.names, serializer);
+        }
+        // Rare (a brownout): the outputs as a JSON object, then the list after them.
+        struct Outputs<'a, O>(&'a Json<O>);
+        impl<O: SerializeOutputs> Serialize for Outputs<'_, O> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                self.0.outputs.serialize_outputs(&self.0.names, serializer)
+            }
+        }
+        let mut body = serde_json::to_value(Outputs(self)).map_err(serde::ser::Error::custom)?;
+        if let Some(object) = body.as_object_mut() {
+            let stale = self.stale.iter().map(|name| serde_json::Value::from(&**name)).collect();
+            object.insert("stale".to_owned(), serde_json::Value::Array(stale));
+        }
+        body.serialize(serializer)
     }
 }
 

@@ -52,7 +52,13 @@ async fn past_its_ttl_the_source_is_called_and_its_new_value_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stale_value_answers_a_failure_of_any_kind() {
-    let kinds = [ErrorKind::Status, ErrorKind::Connect, ErrorKind::Timeout, ErrorKind::Protocol, ErrorKind::new("circuit_open")];
+    let kinds = [
+        ErrorKind::Status,
+        ErrorKind::Connect,
+        ErrorKind::Timeout,
+        ErrorKind::Protocol,
+        ErrorKind::new("circuit_open"),
+    ];
     for kind in kinds {
         let mock = MockFetcher::script([Step::ok(1), Step::err("transactions are down").error_kind(kind)]);
         let aggregator = Aggregator::builder().source_with("transactions", mock.clone(), cache()).build().unwrap();
@@ -85,8 +91,11 @@ async fn a_stale_value_answers_after_the_retries_inside_it() {
 #[tokio::test(start_paused = true)]
 async fn a_stale_value_answers_just_before_the_global_deadline() {
     let mock = MockFetcher::script([Step::ok(1), Step::hang()]);
-    let aggregator =
-        Aggregator::builder().source_with("transactions", mock.clone(), cache()).options(Deadline(secs(1))).build().unwrap();
+    let aggregator = Aggregator::builder()
+        .source_with("transactions", mock.clone(), cache())
+        .options(Deadline(secs(1)))
+        .build()
+        .unwrap();
     aggregator.aggregate(&7).await.unwrap();
     advance(secs(60)).await;
     let started = Instant::now();
@@ -101,7 +110,8 @@ async fn a_stale_value_answers_just_before_the_global_deadline() {
 async fn the_deadline_margin_is_configurable() {
     let mock = MockFetcher::script([Step::ok(1), Step::hang()]);
     let cache = cache().deadline_margin(ms(50));
-    let aggregator = Aggregator::builder().source_with("transactions", mock, cache).options(Deadline(secs(1))).build().unwrap();
+    let aggregator =
+        Aggregator::builder().source_with("transactions", mock, cache).options(Deadline(secs(1))).build().unwrap();
     aggregator.aggregate(&7).await.unwrap();
     advance(secs(6)).await;
     let started = Instant::now();
@@ -112,7 +122,8 @@ async fn the_deadline_margin_is_configurable() {
 #[tokio::test(start_paused = true)]
 async fn without_a_stale_value_the_source_keeps_the_whole_budget() {
     let mock = MockFetcher::script([Step::ok(1).after(ms(998))]);
-    let aggregator = Aggregator::builder().source_with("transactions", mock, cache()).options(Deadline(secs(1))).build().unwrap();
+    let aggregator =
+        Aggregator::builder().source_with("transactions", mock, cache()).options(Deadline(secs(1))).build().unwrap();
     let fresh = aggregator.aggregate(&7).await.expect("no margin is taken when nothing could answer instead");
     assert_eq!(fresh.outputs, (1,));
 }
@@ -154,11 +165,13 @@ async fn a_zero_ttl_calls_the_source_every_time_and_keeps_values_for_stale() {
 fn a_cache_that_keeps_nothing_is_refused_when_the_aggregator_is_built() {
     let key = |user: &u64| *user;
     let nothing = Aggregator::builder().source_with("a", MockFetcher::ok(1), Cache::new(key)).build();
-    let error = nothing.err().expect("a cache without a ttl or a stale window must be refused");
+    let Err(error) = nothing else { panic!("a cache without a ttl or a stale window must be refused") };
     assert!(error.to_string().contains("a ttl or a stale_if_error window"), "{error}");
     let empty = Cache::new(key).ttl(secs(1)).capacity(0);
-    let error = Aggregator::builder().source_with("a", MockFetcher::ok(1), empty).build().err().unwrap();
-    assert!(matches!(std::error::Error::source(&error).and_then(|e| e.downcast_ref::<OptionError>()), Some(OptionError::ZeroCapacity)) || error.to_string().contains("capacity"), "{error}");
+    let Err(error) = Aggregator::builder().source_with("a", MockFetcher::ok(1), empty).build() else {
+        panic!("a cache of zero entries must be refused")
+    };
+    assert!(error.to_string().contains(&OptionError::ZeroCapacity.to_string()), "{error}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -193,12 +206,11 @@ fn request_pair() -> impl Strategy<Value = (Request, Request)> {
     ("[a-z]{1,8}", "[a-z]{1,8}", 0..4_u64, any::<u64>(), any::<u64>()).prop_filter_map(
         "the identities must differ",
         |(alice, bob, account, first_id, second_id)| {
-            (alice != bob).then(|| {
-                (
-                    Request { user: alice, account, request_id: first_id },
-                    Request { user: bob, account, request_id: second_id },
-                )
-            })
+            let differ = alice != bob;
+            differ.then_some((
+                Request { user: alice, account, request_id: first_id },
+                Request { user: bob, account, request_id: second_id },
+            ))
         },
     )
 }
@@ -243,4 +255,27 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn the_axum_body_lists_the_stale_sources() {
+    use axum::response::IntoResponse as _;
+
+    let transactions = MockFetcher::script([Step::ok(vec![1, 2]), Step::err("down").error_kind(ErrorKind::Status)]);
+    let profile = MockFetcher::ok("ada".to_owned());
+    let aggregator = Aggregator::builder()
+        .source("profile", profile)
+        .source_with("transactions", transactions, cache())
+        .build()
+        .unwrap();
+    let body = |response: axum::response::Response| async move {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let fresh = aggregator.aggregate(&7).await.unwrap();
+    assert_eq!(body(fresh.into_response()).await, r#"{"profile":"ada","transactions":[1,2]}"#);
+    advance(secs(94)).await;
+    let stale = aggregator.aggregate(&7).await.unwrap();
+    assert_eq!(body(stale.into_response()).await, r#"{"profile":"ada","transactions":[1,2],"stale":["transactions"]}"#);
 }

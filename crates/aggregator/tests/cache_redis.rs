@@ -35,7 +35,8 @@ struct RedisServer {
 
 impl RedisServer {
     fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port();
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).expect("a free port").port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
@@ -70,7 +71,9 @@ impl RedisServer {
 
     /// A plain connection, to look at what the tier wrote.
     fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).and_then(|client| client.get_connection()).expect("a connection to the test's redis")
+        redis::Client::open(self.url())
+            .and_then(|client| client.get_connection())
+            .expect("a connection to the test's redis")
     }
 
     /// Waits until `key` exists (the tier writes in the background).
@@ -144,7 +147,9 @@ async fn a_second_process_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_answers_stale_from_the_shared_tier_when_its_source_fails() {
     let server = RedisServer::start();
-    let cache = |tier: RedisTier| Cache::new(|user: &u64| *user).ttl(ms(50)).stale_if_error(Duration::from_secs(60)).redis(tier);
+    let cache = |tier: RedisTier| {
+        Cache::new(|user: &u64| *user).ttl(ms(50)).stale_if_error(Duration::from_secs(60)).redis(tier)
+    };
     let tier = RedisTier::new(&server.url()).unwrap().namespace("test:stale").hashed_keys();
     let calls = Arc::new(AtomicUsize::new(0));
     let first = Aggregator::builder().source_with("balance", counting(&calls), cache(tier.clone())).build().unwrap();
@@ -244,7 +249,8 @@ fn a_failing_redis_is_logged_once_per_transition() {
         }
     });
     let events = capture.0.lock().unwrap();
-    let failing = capture::with_message(&events, "redis cache tier failing: answering from the source and the local tier");
+    let failing =
+        capture::with_message(&events, "redis cache tier failing: answering from the source and the local tier");
     let recovered = capture::with_message(&events, "redis cache tier answers again");
     assert_eq!((failing.len(), recovered.len()), (1, 1), "one event per transition");
     assert_eq!(capture::field(failing[0], "level"), Some("WARN"));

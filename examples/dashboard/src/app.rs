@@ -5,7 +5,8 @@
 //! `transactions`, under the global deadline:
 //!
 //! - success: 200, `{"profile": <body>, "transactions": <body>}`, the backends' JSON passed
-//!   through byte for byte;
+//!   through byte for byte, then `"stale": ["transactions"]` when a cached section stood in
+//!   for a failing backend (`--stale-if-error-ms`);
 //! - a source failed: 502, `{"error": <message>, "source": <name>, "kind": <kind>}`, where the
 //!   kind is the HTTP fetcher's (`status`, `connect`, `timeout`, `invalid_json`, ...);
 //! - the deadline passed: 504, `{"error": <message>, "source": null, "kind": "timeout",
@@ -28,6 +29,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::Answer;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
+use muster::policy::{Cache, RedisTier};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
 
 use crate::stream::{self, Format};
@@ -55,6 +57,28 @@ pub struct Config {
     /// The client's request headers copied to every backend (issue 11): `authorization` by
     /// default in the binary (`--forward-headers`).
     pub forward_headers: Vec<HeaderName>,
+    /// The transactions section's cache (issue 20); `None` (the default): no cache.
+    pub cache: Option<CacheConfig>,
+}
+
+/// How the transactions section is cached: a fresh answer serves the same user for `ttl`
+/// without asking the backend, and an answer up to `ttl + stale_if_error` old stands in when
+/// the backend fails or is late (the body then lists it under `"stale"`).
+///
+/// The key is the user id **and** the forwarded `authorization` header: the backend's answer
+/// depends on both, and a key without the caller's credentials would serve one caller's
+/// transactions to another who asks for the same user id. The demo knobs are left out of the
+/// key on purpose, so that `?transactions_fail=1` shows a stale answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// How long an answer is served without asking the backend (`--cache-ttl-ms`); zero:
+    /// always ask, keep answers only to stand in.
+    pub ttl: Duration,
+    /// How long past its ttl an answer stands in for a failure (`--stale-if-error-ms`).
+    pub stale_if_error: Duration,
+    /// A Redis (or Valkey) shared by the replicas (`--redis-url`), e.g.
+    /// `redis://127.0.0.1:6379`; `None`: each replica caches alone.
+    pub redis_url: Option<String>,
 }
 
 /// Why a [`Config`] could not become an [`AppState`].
@@ -72,9 +96,14 @@ pub enum ConfigError {
         #[source]
         error: HttpConfigError,
     },
-    /// The aggregator refused the options (e.g. a zero timeout).
+    /// The aggregator refused the options (e.g. a zero timeout, or a cache with a zero ttl
+    /// and a zero stale-if-error).
     #[error("invalid aggregator configuration")]
     Aggregator(#[from] BuildError),
+    /// The Redis URL is not one (`--redis-url`). An unreachable Redis is not an error: the
+    /// cache warns and answers from the backend and its local tier.
+    #[error("--redis-url")]
+    Redis(#[from] muster::policy::RedisTierError),
     /// A URL template has a placeholder no dashboard request fills (e.g. `{tenant}`): every
     /// request would fail, so the service does not start.
     #[error(
@@ -135,14 +164,46 @@ impl AppState {
         };
         // Offers need the profile's tier: a dependent source, started the instant the profile
         // is in; optional, with an empty list when it fails or is late.
-        let aggregator = Aggregator::builder()
-            .source("profile", fetcher("profile", &config.profile_url, &dashboard)?)
-            .source("transactions", fetcher("transactions", &config.transactions_url, &dashboard)?)
+        let builder = Aggregator::builder().source("profile", fetcher("profile", &config.profile_url, &dashboard)?);
+        let transactions = fetcher("transactions", &config.transactions_url, &dashboard)?;
+        let builder = match &config.cache {
+            None => builder.source("transactions", transactions),
+            Some(settings) => {
+                let cache = Cache::new(cache_key).ttl(settings.ttl).stale_if_error(settings.stale_if_error);
+                match &settings.redis_url {
+                    None => builder.source_with("transactions", transactions, cache),
+                    Some(url) => {
+                        let tier = RedisTier::new(url)?.namespace("dashboard:transactions").hashed_keys();
+                        warn_if_unreachable(tier.clone());
+                        builder.source_with("transactions", transactions, cache.redis(tier))
+                    }
+                }
+            }
+        };
+        let aggregator = builder
             .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
             .build()?;
         Ok(Self { aggregator, forward: config.forward_headers.clone().into() })
     }
+}
+
+/// The transactions cache's key: the user id and the caller's credentials (the forwarded
+/// `authorization` header, from the call's context); see [`CacheConfig`].
+fn cache_key(request: &DashboardRequest) -> (String, Option<String>) {
+    let authorization = muster::context().and_then(|context| context.header("authorization").map(str::to_owned));
+    (request.user_id.clone(), authorization)
+}
+
+/// Logs a warning at start when the Redis tier does not answer: the dashboard starts anyway,
+/// and the cache answers from the backend and its local tier until Redis does.
+fn warn_if_unreachable(tier: RedisTier) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    runtime.spawn(async move {
+        if let Err(error) = tier.ping().await {
+            tracing::warn!(%error, "redis unreachable at start: caching locally until it answers");
+        }
+    });
 }
 
 /// The dashboard's router: `GET /dashboard/{user_id}`, `GET /healthz`, and an access log of
@@ -319,7 +380,17 @@ async fn dashboard(
             let aggregator = state.aggregator.clone();
             let aggregation = async move {
                 match aggregator.aggregate_with(&request, context).await {
-                    Ok(_) => format.line("end", &serde_json::json!({"outcome": "ok"})),
+                    Ok(aggregate) => {
+                        let mut end = serde_json::json!({"outcome": "ok"});
+                        let stale: Vec<&str> = (aggregate.report.sources.iter())
+                            .filter(|source| source.stale.is_some())
+                            .map(|source| &*source.name)
+                            .collect();
+                        if !stale.is_empty() {
+                            end["stale"] = stale.into();
+                        }
+                        format.line("end", &end)
+                    }
                     Err(error) => {
                         let (status, mut body) = muster::axum::error_body(&error);
                         if let Some(body) = body.as_object_mut() {

@@ -21,7 +21,7 @@ use axum::http::HeaderName;
 use dashboard::limits::Limits;
 use dashboard::logging::Logging;
 use dashboard::server::Server;
-use dashboard::{AppState, Config, DemoBackend, Service};
+use dashboard::{AppState, CacheConfig, Config, DemoBackend, Service};
 use tokio::net::TcpListener;
 
 const USAGE: &str = "\
@@ -51,6 +51,16 @@ options:
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
   --forward-headers LIST        client request headers sent on to every backend, comma-separated,
                                 or `none` [DASHBOARD_FORWARD_HEADERS] (default authorization)
+  --cache-ttl-ms N              cache each user's transactions (keyed by user id and
+                                authorization) for N ms [DASHBOARD_CACHE_TTL_MS]; 0: always ask
+                                the backend (off by default: no cache unless one of these three
+                                is given)
+  --stale-if-error-ms N         answer a cached transactions section up to N ms past its ttl
+                                when the backend fails or is late; the body then lists it
+                                under stale [DASHBOARD_STALE_IF_ERROR_MS]
+  --redis-url URL               share the cache between replicas through Redis or Valkey, e.g.
+                                redis://127.0.0.1:6379 [DASHBOARD_REDIS_URL]; unreachable: a
+                                warning, and the cache stays local until it answers
   -h, --help                    print this help
 
 limits (all on by default):
@@ -176,8 +186,8 @@ async fn run(args: Args) -> Result<(), StartError> {
         Some(url) if url == "none" => None,
         url => Some(backend(url, Service::Offers).await?),
     };
-    let (timeout, forward_headers) = (args.timeout, args.forward_headers);
-    let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers };
+    let (timeout, forward_headers, cache) = (args.timeout, args.forward_headers, args.cache);
+    let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers, cache };
     let state = AppState::new(&config).map_err(StartError::Config)?;
 
     // Before the banner: a signal sent once the server says it is up is always handled.
@@ -343,6 +353,7 @@ struct Args {
     otlp_endpoint: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
+    cache: Option<CacheConfig>,
     limits: Limits,
 }
 
@@ -362,7 +373,7 @@ enum ArgsError {
 }
 
 /// The flags, with their environment variables, in the order [`parse`] reads them.
-const FLAGS: [(&str, &str); 14] = [
+const FLAGS: [(&str, &str); 17] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
@@ -370,6 +381,9 @@ const FLAGS: [(&str, &str); 14] = [
     ("--otlp-endpoint", "DASHBOARD_OTLP_ENDPOINT"),
     ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
     ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
+    ("--cache-ttl-ms", "DASHBOARD_CACHE_TTL_MS"),
+    ("--stale-if-error-ms", "DASHBOARD_STALE_IF_ERROR_MS"),
+    ("--redis-url", "DASHBOARD_REDIS_URL"),
     ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
     ("--idle-timeout-ms", "DASHBOARD_IDLE_TIMEOUT_MS"),
     ("--write-timeout-ms", "DASHBOARD_WRITE_TIMEOUT_MS"),
@@ -450,6 +464,15 @@ fn parse(
         Some(setting) => header_list(setting)?,
         None => vec![axum::http::header::AUTHORIZATION],
     };
+    let cache_ttl = next().map(millis_or_zero).transpose()?;
+    let stale_if_error = next().map(millis_or_zero).transpose()?;
+    let redis_url = next().map(|(_, value)| value);
+    // Off unless asked for; a cache with nothing to keep is refused when the aggregator is built.
+    let cache = (cache_ttl.is_some() || stale_if_error.is_some() || redis_url.is_some()).then(|| CacheConfig {
+        ttl: cache_ttl.unwrap_or_default(),
+        stale_if_error: stale_if_error.unwrap_or_default(),
+        redis_url,
+    });
     let defaults = Limits::default();
     let limits = Limits {
         header_read_timeout: millis(next(), defaults.header_read_timeout)?,
@@ -468,6 +491,7 @@ fn parse(
         otlp_endpoint,
         timeout,
         forward_headers,
+        cache,
         limits,
     }))
 }
@@ -480,6 +504,14 @@ fn millis(setting: Option<(String, String)>, default: Duration) -> Result<Durati
             Ok(millis @ 1..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(millis)),
             _ => Err(ArgsError::Invalid { origin, value, reason: "expected milliseconds from 1 to 600000" }),
         },
+    }
+}
+
+/// A duration in milliseconds, from 0 to ten minutes.
+fn millis_or_zero((origin, value): (String, String)) -> Result<Duration, ArgsError> {
+    match value.parse::<u64>() {
+        Ok(millis @ 0..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(millis)),
+        _ => Err(ArgsError::Invalid { origin, value, reason: "expected milliseconds from 0 to 600000" }),
     }
 }
 
@@ -637,6 +669,26 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid value `http://p/users` for DASHBOARD_PROFILE_URL: the URL template has no `{id}`"
+        );
+    }
+
+    #[test]
+    fn the_cache_is_off_unless_a_cache_flag_is_given() {
+        assert_eq!(run_args(&[], &[]).cache, None);
+        let args = run_args(
+            &["--cache-ttl-ms", "0", "--stale-if-error-ms=60000"],
+            &[("DASHBOARD_REDIS_URL", "redis://r:6379")],
+        );
+        let expected = CacheConfig {
+            ttl: Duration::ZERO,
+            stale_if_error: Duration::from_secs(60),
+            redis_url: Some("redis://r:6379".to_owned()),
+        };
+        assert_eq!(args.cache, Some(expected));
+        let error = parse_with(&["--stale-if-error-ms", "-5"], &[]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid value `-5` for `--stale-if-error-ms`: expected milliseconds from 0 to 600000"
         );
     }
 }

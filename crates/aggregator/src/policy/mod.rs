@@ -1,8 +1,8 @@
 //! Source policies as layers: each wraps a [`Fetcher`] in another `Fetcher`.
 //!
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
-//! [`Optional`], [`Fallback`], [`Coalesce`], a tower layer in [`Tower`] (feature `tower`), or
-//! one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
+//! [`Optional`], [`Fallback`], [`Coalesce`], `Cache` (feature `cache`, with a Redis tier under
+//! the feature `redis`), a tower layer in [`Tower`] (feature `tower`), or one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
 //! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
 //! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
 //! and `A` wraps everything, so a call goes through `A` first. A tuple nests: `(A, (B, C))`
@@ -13,17 +13,25 @@
 //! # The order, and why
 //!
 //! The built-in policies are meant to be listed in this order, outermost first, e.g.
-//! `(Fallback(v), Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`:
+//! `(Fallback(v), Cache::new(key), Breaker, Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`:
 //!
 //! 1. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
 //!    retry, and the fallback also answers when the global deadline comes first.
-//! 2. Your own policies that judge the source as a whole (a circuit breaker, a cache).
-//! 3. [`Retry`]: retries the whole hedged, timed attempt, asking the error
+//! 2. The `Cache` (feature `cache`), inside the fallback and outside the breaker and the
+//!    retry. Outside them, a fresh hit makes no attempt at all (the breaker counts nothing, no
+//!    retry budget is spent), and a stale value stands in for the *final* failure: after
+//!    every retry, or at once when an open breaker rejects the call (`circuit_open`), rather
+//!    than for the first attempt's error (which a retry might have fixed). Inside the
+//!    fallback, a last-known-good value is preferred to the fallback's placeholder, which
+//!    answers only when not even a stale value is at hand. It also answers stale just before
+//!    the global deadline, which the fallback could only answer with its placeholder.
+//! 3. Your own policies that judge the source as a whole (a circuit breaker).
+//! 4. [`Retry`]: retries the whole hedged, timed attempt, asking the error
 //!    ([`Classify`](crate::Classify)) whether to.
-//! 4. [`Hedge`]: a hedged attempt is one attempt of the retry.
-//! 5. [`Timeout`]: a timeout per attempt, so that a retry gets a fresh one (a timeout outside
+//! 5. [`Hedge`]: a hedged attempt is one attempt of the retry.
+//! 6. [`Timeout`]: a timeout per attempt, so that a retry gets a fresh one (a timeout outside
 //!    the retry would bound all attempts together; the global deadline already does that).
-//! 6. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
+//! 7. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
 //!    own timeout and retries around it.
 //!
 //! # What a source's error needs
@@ -148,10 +156,10 @@ pub(crate) mod tower;
 
 pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 
-#[cfg(feature = "cache")]
-pub use self::cache::{Cache, CacheFetcher, LocalOnly};
 #[cfg(feature = "redis")]
 pub use self::cache::redis::{RedisTier, RedisTierError};
+#[cfg(feature = "cache")]
+pub use self::cache::{Cache, CacheFetcher, LocalOnly};
 pub use self::coalesce::{Coalesce, CoalesceBy, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;

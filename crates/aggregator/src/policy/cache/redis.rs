@@ -106,8 +106,7 @@ impl RedisTier {
     ///
     /// [`RedisTierError::Url`] when `url` is not a Redis URL.
     pub fn new(url: &str) -> Result<Self, RedisTierError> {
-        let client = redis::Client::open(url)
-            .map_err(|source| RedisTierError::Url { url: url.to_owned(), source })?;
+        let client = redis::Client::open(url).map_err(|source| RedisTierError::Url { url: url.to_owned(), source })?;
         Ok(Self {
             namespace: "muster".to_owned(),
             hashed: false,
@@ -190,7 +189,8 @@ impl RedisTier {
                 .set_connection_timeout(Some(self.read_timeout.max(Duration::from_millis(100))))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_millis(200));
-            ConnectionManager::new_lazy_with_config(self.state.client.clone(), config).map_err(|error| error.to_string())
+            ConnectionManager::new_lazy_with_config(self.state.client.clone(), config)
+                .map_err(|error| error.to_string())
         });
         manager.as_ref().cloned().map_err(String::as_str)
     }
