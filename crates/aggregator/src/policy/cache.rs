@@ -86,7 +86,7 @@ const DEFAULT_CAPACITY: u64 = 10_000;
 /// ```
 /// use std::time::Duration;
 /// use muster::policy::Cache;
-/// use muster::{Aggregator, Fetcher, Retry, Timeout, fetcher_fn};
+/// use muster::{Aggregator, Retry, Timeout, fetcher_fn};
 ///
 /// #[derive(Clone, PartialEq, Eq, Hash)]
 /// struct Request {

@@ -99,8 +99,12 @@ impl Coalesce {
     /// depends on; see [why](Coalesce#the-key-and-the-callers-identity).
     ///
     /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::time::Duration;
     /// use muster::{Aggregator, Coalesce, fetcher_fn};
     ///
+    /// # #[allow(dead_code)] // the request id is the field the key leaves out
     /// #[derive(Clone)]
     /// struct Request {
     ///     user: String,
@@ -108,15 +112,29 @@ impl Coalesce {
     ///     request_id: u64,
     /// }
     ///
-    /// # fn main() -> Result<(), muster::BuildError> {
-    /// let balance = fetcher_fn(|request: &Request| {
-    ///     let account = request.account;
-    ///     async move { Ok::<_, std::io::Error>(account * 100) }
-    /// });
-    /// // Requests differing only in their request id share a call; never two users.
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let calls = Arc::new(AtomicUsize::new(0));
+    /// let balance = {
+    ///     let calls = Arc::clone(&calls);
+    ///     fetcher_fn(move |request: &Request| {
+    ///         calls.fetch_add(1, Ordering::SeqCst);
+    ///         let answer = format!("{}'s account {}", request.user, request.account);
+    ///         async move {
+    ///             tokio::time::sleep(Duration::from_millis(20)).await;
+    ///             Ok::<_, std::io::Error>(answer)
+    ///         }
+    ///     })
+    /// };
+    /// // Requests differing only in their request id share a call; two users never do.
     /// let coalesce = Coalesce::by(|request: &Request| (request.user.clone(), request.account));
     /// let aggregator = Aggregator::builder().source_with("balance", balance, coalesce).build()?;
-    /// # let _ = aggregator;
+    /// let request = |user: &str, request_id| Request { user: user.into(), account: 7, request_id };
+    /// let (a, b, c) = (request("alice", 1), request("alice", 2), request("bob", 3));
+    /// let (a, b, c) = tokio::join!(aggregator.aggregate(&a), aggregator.aggregate(&b), aggregator.aggregate(&c));
+    /// assert_eq!((a?.outputs.0, b?.outputs.0), ("alice's account 7".into(), "alice's account 7".into()));
+    /// assert_eq!(c?.outputs.0, "bob's account 7");
+    /// assert_eq!(calls.load(Ordering::SeqCst), 2, "one call for alice's two requests, one for bob's");
     /// # Ok(()) }
     /// ```
     pub fn by<K>(key: K) -> CoalesceBy<K> {
