@@ -29,12 +29,19 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let aggregator = target.join("bench-aggregator.tsv");
     run_report(&["bench", "-p", "muster-core", "--bench", "group"], &group, extra)?;
     run_report(&["bench", "-p", "muster", "--bench", "aggregator"], &aggregator, extra)?;
+    let cache = target.join("bench-cache.tsv");
+    run_report(&["bench", "-p", "muster", "--features", "redis", "--bench", "cache"], &cache, extra)?;
     let mut report = String::from("# muster benchmark report\n\n");
     report += "Interleaved rounds on one 2-worker tokio runtime; per-iteration time of each batch, median and \
                99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
     group_table(&read(&group)?, &mut report);
     aggregator_table(&read(&aggregator)?, &mut report);
     for note in notes(&aggregator)? {
+        report += &format!("- {note}\n");
+    }
+    report.push('\n');
+    cache_table(&read(&cache)?, &mut report);
+    for note in notes(&cache)? {
         report += &format!("- {note}\n");
     }
     report.push('\n');
@@ -168,4 +175,25 @@ fn aggregator_table(rows: &[Row], report: &mut String) {
         );
     }
     report.push('\n');
+}
+
+/// The cost of a `Cache` hit (issue 20: at most 2 µs per source on the local tier) and of a
+/// read from its Redis tier.
+fn cache_table(rows: &[Row], report: &mut String) {
+    report.push_str("## cache: the cost of a hit\n\n");
+    report.push_str("| scenario | N | implementation | median (p99) | per source over the baseline |\n");
+    report.push_str("|---|---|---|---|---|\n");
+    for ((scenario, n), implementations) in by_case(rows) {
+        let baseline = ["fetcher", "ready"].iter().find_map(|name| implementations.get(*name)).map(|row| row.median);
+        for (implementation, row) in &implementations {
+            let extra = match baseline {
+                Some(baseline) if !["fetcher", "ready"].contains(&implementation.as_str()) => {
+                    time((row.median - baseline) / n as f64)
+                }
+                _ => "-".to_owned(),
+            };
+            let cell = format!("{} ({})", time(row.median), time(row.p99));
+            let _ = writeln!(report, "| {scenario} | {n} | {implementation} | {cell} | {extra} |");
+        }
+    }
 }
