@@ -215,6 +215,28 @@ async fn a_slow_redis_does_not_delay_the_answer() {
 
 #[test]
 fn a_failing_redis_is_logged_once_per_transition() {
+    // In a process of its own: tracing caches whether a log line is wanted per call site, and
+    // the other tests, running at the same time without a subscriber, would race with this one.
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "the_logging_process", "--nocapture", "--test-threads", "1"])
+        .env(LOGGING, "1")
+        .output()
+        .expect("the logging process");
+    let output = String::from_utf8_lossy(&child.stdout);
+    assert!(child.status.success(), "{output}\n{}", String::from_utf8_lossy(&child.stderr));
+    assert!(output.contains("logged once per transition"), "the logging process did not run:\n{output}");
+}
+
+/// The environment variable that turns `the_logging_process` on.
+const LOGGING: &str = "MUSTER_TEST_REDIS_LOGGING";
+
+/// The body of `a_failing_redis_is_logged_once_per_transition`, in a process of its own; does
+/// nothing unless that test starts it.
+#[test]
+fn the_logging_process() {
+    if std::env::var_os(LOGGING).is_none() {
+        return;
+    }
     let capture = capture::Capture::default();
     let subscriber = tracing_subscriber::registry().with(capture.clone());
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -252,8 +274,11 @@ fn a_failing_redis_is_logged_once_per_transition() {
     let failing =
         capture::with_message(&events, "redis cache tier failing: answering from the source and the local tier");
     let recovered = capture::with_message(&events, "redis cache tier answers again");
-    assert_eq!((failing.len(), recovered.len()), (1, 1), "one event per transition");
+    let messages: Vec<_> = events.iter().filter_map(|event| capture::field(event, "message")).collect();
+    assert_eq!((failing.len(), recovered.len()), (1, 1), "one event per transition: {messages:?}");
     assert_eq!(capture::field(failing[0], "level"), Some("WARN"));
+    assert_eq!(capture::field(recovered[0], "level"), Some("INFO"));
+    println!("logged once per transition");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,4 +302,24 @@ fn an_invalid_redis_url_is_refused_when_the_tier_is_made() {
     let error = RedisTier::new("http://example.com").unwrap_err();
     assert!(matches!(error, RedisTierError::Url { .. }));
     assert_eq!(error.to_string(), "invalid redis url `http://example.com`");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_never_runs_into_the_deadline() {
+    let server = RedisServer::start();
+    let tier = RedisTier::new(&server.url()).unwrap().namespace("test:deadline").read_timeout(Duration::from_secs(5));
+    let cache = Cache::new(|user: &u64| *user).ttl(Duration::from_secs(60)).redis(tier.clone());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let aggregator = Aggregator::builder()
+        .source_with("balance", counting(&calls), cache)
+        .options(muster::Deadline(ms(200)))
+        .build()
+        .unwrap();
+    aggregator.aggregate(&1).await.unwrap();
+    server.signal("STOP");
+    let started = Instant::now();
+    let answer = aggregator.aggregate(&2).await.expect("the source must answer before the deadline");
+    assert_eq!(answer.outputs.0, "balance of 2");
+    assert!(started.elapsed() < ms(200), "a 5 s read timeout must be cut to the budget: {:?}", started.elapsed());
+    server.signal("CONT");
 }

@@ -241,15 +241,16 @@ type Local<Key, V> = moka::sync::Cache<Key, Arc<Stored<V>>>;
 
 /// A tier behind the local one: how the fetch reads and writes it.
 pub(crate) trait SharedTier<Key, V>: Send + Sync {
-    /// The value stored under `key` and its age, if the tier answers in time.
-    fn read(&self, key: &Key) -> impl Future<Output = Option<(V, Duration)>> + Send;
+    /// The value stored under `key` and its age, if the tier answers in time: at the latest
+    /// `margin` before the deadline, so that the source still has a chance.
+    fn read(&self, key: &Key, margin: Duration) -> impl Future<Output = Option<(V, Duration)>> + Send;
 
     /// Stores `value` under `key` for `keep`, without delaying the caller.
     fn write(&self, key: &Key, value: &V, keep: Duration);
 }
 
 impl<Key: Sync, V: Send> SharedTier<Key, V> for LocalOnly {
-    async fn read(&self, _: &Key) -> Option<(V, Duration)> {
+    async fn read(&self, _: &Key, _: Duration) -> Option<(V, Duration)> {
         None
     }
 
@@ -303,7 +304,7 @@ impl<F, K, T> CacheFetcher<F, K, T> {
                 stale = Some((stored.value.clone(), stored.at));
             }
         }
-        if let Some((value, age)) = shared.read(&key).await {
+        if let Some((value, age)) = shared.read(&key, self.cache.margin).await {
             // The shared tier's clock is the wall clock: its age is carried over to ours.
             let at = now.checked_sub(age).unwrap_or(now);
             if age < ttl {

@@ -27,7 +27,9 @@ const DEFAULT_WRITES_IN_FLIGHT: usize = 64;
 ///
 /// - **Reads** happen when the local tier has no fresh value, bounded by a short
 ///   [`read_timeout`](Self::read_timeout) (20 ms by default) and by the time left before the
-///   [`deadline()`](crate::deadline): a slow Redis never delays the answer by more.
+///   [`deadline()`](crate::deadline) less the cache's
+///   [`deadline_margin`](crate::policy::Cache::deadline_margin): a slow Redis never delays
+///   the answer by more, and never eats the time a stale value needs to answer.
 /// - **Writes** (after each success of the source) run in a spawned task, bounded in time and
 ///   in number ([`writes_in_flight`](Self::writes_in_flight), 64 by default; a write beyond
 ///   that is skipped): they never delay the answer. Each entry expires in Redis
@@ -269,10 +271,10 @@ where
     Key: Serialize + Sync,
     V: Serialize + DeserializeOwned + Send + Sync,
 {
-    async fn read(&self, key: &Key) -> Option<(V, Duration)> {
+    async fn read(&self, key: &Key, margin: Duration) -> Option<(V, Duration)> {
         let key = self.key(key)?;
         let bound = match crate::call::remaining() {
-            Some(left) => self.read_timeout.min(left),
+            Some(left) => self.read_timeout.min(left.saturating_sub(margin)),
             None => self.read_timeout,
         };
         if bound.is_zero() {
