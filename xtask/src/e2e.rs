@@ -1,7 +1,8 @@
 //! `cargo xtask e2e`: the dashboard binary end to end. It is started on `127.0.0.1:0` with its
 //! demo backends and checked over plain HTTP/1.1 with std only, the README's curl lines one by
 //! one (a success with the offers of the profile's tier, offers that fall back, the streamed
-//! sections, a failing source, the deadline), then killed by its pid whatever the checks found.
+//! sections, a failing source, the deadline), then killed by its pid whatever the checks found;
+//! then again with the transactions cache on, for the brownout lines (stale answers).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -33,7 +34,37 @@ pub(crate) fn run() -> Result<(), String> {
     if checks.is_err() {
         eprintln!("e2e: the dashboard's log is in {}", log.display());
     }
+    checks?;
+    // The README's brownout lines: the transactions cache on (issue 20).
+    let args = [&args[..], &["--cache-ttl-ms", "0", "--stale-if-error-ms", "600000"]].concat();
+    let server = Server::start("dashboard", &binary, &args, &[], &log, 1)?;
+    let checks = brownout_checks(server.addr);
+    server.stop();
+    if checks.is_err() {
+        eprintln!("e2e: the dashboard's log is in {}", log.display());
+    }
     checks
+}
+
+/// With `--cache-ttl-ms 0 --stale-if-error-ms 600000`: a failing or late transactions backend
+/// is answered by the last good section, listed under `stale`, for the same caller only.
+fn brownout_checks(addr: SocketAddr) -> Result<(), String> {
+    let reply = http_get(addr, "/dashboard/20")?;
+    reply.expect(200, &[r#""transactions":{"#])?;
+    if reply.body.contains(r#""stale""#) {
+        return Err(format!("a fresh answer lists stale sections: {}", reply.body));
+    }
+    let reply = http_get(addr, "/dashboard/20?transactions_fail=1")?;
+    reply.expect(200, &[r#""transactions":{"#, r#""stale":["transactions"]"#])?;
+    let reply = http_get(addr, "/dashboard/20?transactions_delay_ms=3000")?;
+    reply.expect(200, &[r#""transactions":{"#, r#""stale":["transactions"]"#])?;
+    if reply.elapsed > TIMEOUT + MARGIN {
+        return Err(format!("the stale answer came after {:?}, expected before the deadline", reply.elapsed));
+    }
+    let reply = http_get_with(addr, "/dashboard/20?transactions_fail=1", &[("authorization", "Bearer bob")])?;
+    reply.expect(502, &[r#""source":"transactions""#])?;
+    eprintln!("e2e: the brownout checks passed");
+    Ok(())
 }
 
 fn checks(addr: SocketAddr) -> Result<(), String> {
