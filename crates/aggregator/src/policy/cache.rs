@@ -22,6 +22,9 @@ pub(crate) mod redis;
 /// so that the stale value answers before the deadline fails the aggregation.
 const DEFAULT_MARGIN: Duration = Duration::from_millis(5);
 
+/// The longest time to live given to the local tier (moka's limit is 1,000 years).
+const MAX_TIME_TO_LIVE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The default capacity of the local tier, in entries.
 const DEFAULT_CAPACITY: u64 = 10_000;
 
@@ -269,7 +272,9 @@ impl<F, K, T> CacheFetcher<F, K, T> {
         let local = self.local.get_or_init(|| {
             let mut builder = moka::sync::Cache::builder().max_capacity(self.cache.capacity);
             if !keep.is_zero() {
-                builder = builder.time_to_live(keep);
+                // moka refuses (panics on) a time to live over 1,000 years: past that a value
+                // is kept as long as the capacity allows, and its age still decides.
+                builder = builder.time_to_live(keep.min(MAX_TIME_TO_LIVE));
             }
             Box::new(builder.build() as Local<Key, V>)
         });
@@ -396,5 +401,21 @@ mod tests {
         assert_eq!(Policy::<()>::check(&stale_only), Ok(Duration::ZERO), "a zero ttl is documented: stale only");
         let empty = Cache::new(key).ttl(Duration::from_secs(1)).capacity(0);
         assert_eq!(Policy::<()>::check(&empty), Err(OptionError::ZeroCapacity));
+    }
+
+    #[tokio::test]
+    async fn a_ttl_past_what_moka_accepts_does_not_panic() {
+        let fetcher = fetcher(|request: &u64| *request);
+        let forever =
+            Cache::new(|request: &u64| *request).ttl(Duration::MAX).stale_if_error(Duration::MAX).wrap(fetcher);
+        assert_eq!(forever.fetch(&7).await.ok(), Some(7));
+        assert_eq!(forever.fetch(&7).await.ok(), Some(7));
+    }
+
+    fn fetcher(answer: fn(&u64) -> u64) -> impl Fetcher<u64, Output = u64, Error = std::io::Error> {
+        crate::fetcher_fn(move |request: &u64| {
+            let value = answer(request);
+            async move { Ok(value) }
+        })
     }
 }
