@@ -52,9 +52,12 @@ pub struct Config {
     pub offers_url: Option<String>,
     /// The global deadline of one aggregation.
     pub timeout: Duration,
-    /// The client's request headers copied to every backend (issue 11): `authorization` by
-    /// default in the binary (`--forward-headers`).
+    /// The client's request headers copied to the profile and transactions backends (issue
+    /// 11): `authorization` by default in the binary (`--forward-headers`).
     pub forward_headers: Vec<HeaderName>,
+    /// The client's request headers copied to the offers backend, which needs no credentials:
+    /// none by default in the binary (`--offers-forward-headers`).
+    pub offers_forward_headers: Vec<HeaderName>,
 }
 
 /// Why a [`Config`] could not become an [`AppState`].
@@ -113,8 +116,10 @@ impl AppState {
         let backstop = config.timeout + Duration::from_secs(1);
         let fetcher = |source_name: &'static str, template: &str, probe: &dyn UrlParams| {
             let builder = HttpFetcher::builder(template).client(client.clone()).timeout(backstop);
-            let builder =
-                config.forward_headers.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
+            // Credentials go only where they are needed: an allow-list per source.
+            let forward =
+                if source_name == "offers" { &config.offers_forward_headers } else { &config.forward_headers };
+            let builder = forward.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
             let fetcher = builder.build().map_err(|error| ConfigError::Template {
                 source_name,
                 template: template.to_owned(),

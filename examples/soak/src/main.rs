@@ -411,6 +411,7 @@ async fn http(requests: u64) -> Result<Vec<String>, Box<dyn Error>> {
         offers_url: None,
         timeout: HTTP_DEADLINE,
         forward_headers: vec![axum::http::header::AUTHORIZATION],
+        offers_forward_headers: Vec::new(),
     })?;
     let dashboard = Server::start(dashboard::app(state)).await?;
     let client: HttpLoadClient = Client::builder(TokioExecutor::new()).build_http();

@@ -64,6 +64,7 @@ pub(crate) fn config(profile_url: String, transactions_url: String, timeout: Dur
         offers_url: None,
         timeout,
         forward_headers: vec![axum::http::header::AUTHORIZATION],
+        offers_forward_headers: Vec::new(),
     }
 }
 
