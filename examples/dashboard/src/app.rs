@@ -420,6 +420,7 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let status = response.status().as_u16();
+    crate::stats::stats().answered(status);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let answer = response.extensions().get::<Answer>();
     let user_id = response.extensions().get::<UserId>().map(|UserId(user_id)| user_id.as_str());

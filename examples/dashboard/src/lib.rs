@@ -16,6 +16,7 @@ pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod server;
+pub mod stats;
 pub mod stream;
 
 pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};

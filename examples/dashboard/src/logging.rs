@@ -66,6 +66,7 @@ impl Logging {
             .thread_name("dashboard-log")
             .finish(std::io::stderr());
         let dropped = writer.error_counter();
+        crate::stats::stats().count_log_drops_with(dropped.clone());
         let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
         let registry = tracing_subscriber::registry().with(filter).with(json);
         #[cfg(feature = "otel")]
@@ -141,5 +142,35 @@ fn otlp_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerPr
         .with_endpoint(endpoint)
         .build()
         .map_err(|error| LoggingError::Otlp { endpoint: endpoint.to_owned(), reason: error.to_string() })?;
+    let exporter = CountingFailures(exporter);
     Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build())
+}
+
+/// A span exporter that counts its failed exports in the server's metrics
+/// (`dashboard_otlp_export_failures_total`).
+#[cfg(feature = "otel")]
+#[derive(Debug)]
+struct CountingFailures<E>(E);
+
+#[cfg(feature = "otel")]
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for CountingFailures<E> {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            crate::stats::stats().otlp_export_failed();
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
 }

@@ -17,12 +17,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::json_error;
 use crate::limits::{Limits, effective_deadline};
+use crate::stats::stats;
 
 /// The path prefix of the aggregating route: the in-flight cap, the id length and the
 /// deadline apply to it.
@@ -68,13 +70,79 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     http: http1::Builder,
     overflow_http: http1::Builder,
+    /// The connections served normally, oldest first: at the cap, the oldest one without a
+    /// request being served is closed to make room.
+    open: Mutex<VecDeque<Arc<Conn>>>,
+}
+
+/// One connection served normally, as the accept loop sees it.
+#[derive(Debug)]
+struct Conn {
+    /// Requests being served on it (0: it is waiting for a complete head).
+    busy: Arc<AtomicUsize>,
+    /// Asks the connection to close: it is shed to make room for a new one.
+    shed: CancellationToken,
+    /// When it was accepted.
+    since: Instant,
+}
+
+/// What [`Shared::shed_one`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Shed {
+    /// A connection without a complete head was closed: there is room.
+    Done,
+    /// The oldest connection without a complete head is too young to be closed yet; it will
+    /// be at this instant.
+    Wait(Instant),
+    /// Every connection is serving a request: nothing to shed.
+    AllBusy,
+}
+
+/// How long a new connection has to send its request head before it may be shed at the
+/// connection cap: a liveness probe sends its head with the connection, a slowloris client
+/// never completes it. Until then, the accept loop waits (new connections queue in the
+/// kernel's backlog, in order) rather than refuse them.
+const SHED_AFTER: Duration = Duration::from_millis(50);
+
+impl Shared {
+    /// Closes the oldest connection that has not sent a complete request head (a slowloris
+    /// client, or a keep-alive connection between requests) if it is at least [`SHED_AFTER`]
+    /// old, forgetting the ones that have closed on the way.
+    fn shed_one(&self, now: Instant) -> Shed {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        // A closed connection's task has dropped its `Arc`: only ours is left.
+        open.retain(|conn| Arc::strong_count(conn) > 1);
+        let Some(index) = open.iter().position(|conn| conn.busy.load(Ordering::Relaxed) == 0) else {
+            return Shed::AllBusy;
+        };
+        let eligible = open[index].since + SHED_AFTER;
+        if eligible > now {
+            return Shed::Wait(eligible);
+        }
+        if let Some(conn) = open.remove(index) {
+            conn.shed.cancel();
+        }
+        Shed::Done
+    }
+
+    /// Registers a new connection served normally.
+    fn register(&self) -> Arc<Conn> {
+        let conn = Arc::new(Conn { busy: Arc::default(), shed: CancellationToken::new(), since: Instant::now() });
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= 2 * self.limits.max_connections {
+            open.retain(|conn| Arc::strong_count(conn) > 1);
+        }
+        open.push_back(conn.clone());
+        conn
+    }
 }
 
 /// How [`Server::serve`] ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Outcome {
-    /// Connections still open when the grace period ended (their requests unanswered).
+    /// Connections still serving a request when the grace period ended (their requests
+    /// unanswered); the binary then exits with code 1.
     pub forced: usize,
 }
 
@@ -90,7 +158,8 @@ impl Server {
         let mut overflow_http = http.clone();
         overflow_http.keep_alive(false).header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)));
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
-        Self { shared: Arc::new(Shared { router, limits, deadline, in_flight, http, overflow_http }) }
+        let open = Mutex::new(VecDeque::new());
+        Self { shared: Arc::new(Shared { router, limits, deadline, in_flight, http, overflow_http, open }) }
     }
 
     /// Accepts and serves connections until `shutdown` resolves; then stops accepting, lets
@@ -138,12 +207,43 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if normal.len() < limits.max_connections {
-                normal.spawn(self.clone().connection(stream, false, stop.clone()));
+            // At the cap, the oldest connection without a complete head is closed to make
+            // room, once it had its chance to send one: new clients (a liveness probe) are
+            // served whatever a flood of slow heads holds. Waiting for that stops accepting,
+            // so new connections queue in the backlog in order instead of being refused.
+            let mut room = normal.len() < limits.max_connections;
+            let mut stopping = false;
+            while !room {
+                match self.shared.shed_one(Instant::now()) {
+                    Shed::Done => room = true,
+                    Shed::AllBusy => break,
+                    Shed::Wait(eligible) => {
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => {
+                                stopping = true;
+                                break;
+                            }
+                            () = tokio::time::sleep_until(eligible) => {}
+                        }
+                        room = normal.len() < limits.max_connections;
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+            if room {
+                let conn = self.shared.register();
+                normal.spawn(self.clone().connection(stream, Some(conn), stop.clone()));
             } else if overflow.len() < limits.overflow_connections() {
-                refused.count("connection cap reached: answering 503 (and /healthz) on new connections");
-                overflow.spawn(self.clone().connection(stream, true, stop.clone()));
+                stats().refused();
+                refused.count(
+                    "connection cap reached, every connection busy: answering 503 (and /healthz) on new connections",
+                );
+                overflow.spawn(self.clone().connection(stream, None, stop.clone()));
             } else {
+                stats().refused();
                 refused.count("connection cap and overflow reached: closing new connections unanswered");
                 drop(stream);
             }
@@ -160,30 +260,68 @@ impl Server {
         };
         match tokio::time::timeout(limits.shutdown_grace, drained).await {
             Ok(()) => Outcome { forced: 0 },
-            Err(_) => Outcome { forced: normal.len() + overflow.len() },
+            Err(_) => Outcome { forced: (normal.len() + overflow.len()).max(1) },
         }
     }
 
-    /// Serves one connection until it closes, or until `stop` asks it to finish its request.
-    async fn connection(self, stream: TcpStream, overflow: bool, stop: CancellationToken) {
+    /// Serves one connection until it closes, until it is shed (`conn`), or until `stop` asks
+    /// it to finish its request; one without a request being served closes at once then.
+    async fn connection(self, stream: TcpStream, conn: Option<Arc<Conn>>, stop: CancellationToken) {
+        let _open = OpenConnection::new();
         let limits = self.shared.limits;
-        let busy = Arc::new(AtomicUsize::new(0));
+        let overflow = conn.is_none();
+        let (busy, shed) = match &conn {
+            Some(conn) => (conn.busy.clone(), conn.shed.clone()),
+            None => (Arc::new(AtomicUsize::new(0)), CancellationToken::new()),
+        };
         let io = TokioIo::new(Guarded::new(stream, busy.clone(), limits.idle_timeout, limits.write_timeout));
         let builder = if overflow { &self.shared.overflow_http } else { &self.shared.http };
-        let service = ConnService { shared: self.shared.clone(), busy, overflow };
+        let service = ConnService { shared: self.shared.clone(), busy: busy.clone(), overflow };
         let connection = builder.serve_connection(io, service);
         let mut connection = std::pin::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
+            () = shed.cancelled() => {
+                stats().shed();
+                if busy.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+                // Its head arrived after all: it finishes that request, then closes.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
             () = stop.cancelled() => {
+                // Waiting for a head (or between requests): nothing to answer, close now
+                // rather than wait out the header-read, idle or write timeout.
+                if busy.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
         };
+        drop(conn);
         if let Err(error) = result {
             // Timeouts, resets and clients that went away: routine for a server.
             tracing::debug!(%error, "connection closed with an error");
         }
+    }
+}
+
+/// Counts an open connection in the server's metrics while it lives.
+#[derive(Debug)]
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        stats().opened();
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        stats().closed();
     }
 }
 
