@@ -17,6 +17,24 @@ use tracing_subscriber::EnvFilter;
 /// Lines buffered for the writer thread before new ones are dropped.
 const BUFFERED_LINES: usize = 16 * 1024;
 
+/// How long the last line on stderr at exit may take.
+const FINAL_WRITE: Duration = Duration::from_millis(500);
+
+/// Writes `message` and a newline on stderr from a thread of its own, and waits for it at
+/// most `limit`: with stderr full (a pipe nobody reads), the write blocks forever, and so does
+/// any write that waits for the lock the log writer's thread holds; the process must exit all
+/// the same (the thread does not keep it alive).
+pub fn write_stderr_within(message: String, limit: Duration) {
+    let (done, written) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new().name("dashboard-stderr".to_owned()).spawn(move || {
+        let _ = writeln!(std::io::stderr(), "{message}");
+        let _ = done.send(());
+    });
+    if spawned.is_ok() {
+        let _ = written.recv_timeout(limit);
+    }
+}
+
 /// How often a count of newly dropped lines is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(60);
 
@@ -118,7 +136,7 @@ impl Logging {
     }
 
     /// Flushes what is buffered (tracing-appender waits a bounded time for it) and reports
-    /// the dropped lines on stderr, if any.
+    /// the dropped lines on stderr, if any, waiting at most half a second for that write.
     pub fn finish(self) {
         let dropped = self.dropped();
         #[cfg(feature = "otel")]
@@ -128,7 +146,8 @@ impl Logging {
         }
         drop(self.guard);
         if dropped > 0 {
-            let _ = writeln!(std::io::stderr(), "dashboard: {dropped} log lines were dropped (stderr too slow)");
+            let message = format!("dashboard: {dropped} log lines were dropped (stderr too slow)");
+            write_stderr_within(message, FINAL_WRITE);
         }
     }
 }

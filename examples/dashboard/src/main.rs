@@ -44,6 +44,10 @@ const MAX_COUNT: usize = 1 << 24;
 /// How long the runtime waits for blocking work (a stuck DNS lookup) when the process exits.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
+/// How long a last message on stderr may take at exit: a stderr nobody reads must not keep
+/// the process alive.
+const STDERR_AT_EXIT: Duration = Duration::from_millis(500);
+
 fn main() -> ExitCode {
     // Clap prints `--help` and `--version` on stdout (exit 0) and an error first and short on
     // stderr (exit 2), with one usage line and a pointer to `--help`.
@@ -78,7 +82,9 @@ fn main() -> ExitCode {
     // the blocking pool) must not keep the process alive.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     let code = match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Served::Drained) => ExitCode::SUCCESS,
+        // Requests were still unanswered when the grace period ended: not a clean exit.
+        Ok(Served::Forced) => ExitCode::FAILURE,
         Err(StartError::Config(error)) => {
             let _ = writeln!(std::io::stderr(), "dashboard: {}", chain(&error));
             ExitCode::from(2)
@@ -108,7 +114,16 @@ enum StartError {
     Io(&'static str, std::io::Error),
 }
 
-async fn run(args: Args) -> Result<(), StartError> {
+/// How serving ended.
+#[derive(Debug)]
+enum Served {
+    /// Every request was answered.
+    Drained,
+    /// The grace period ended with requests unanswered.
+    Forced,
+}
+
+async fn run(args: Args) -> Result<Served, StartError> {
     let listen = args.listen;
     let cannot_listen = |error| StartError::Listen(listen, error);
     let listener = TcpListener::bind(listen).await.map_err(cannot_listen)?;
@@ -146,10 +161,11 @@ async fn run(args: Args) -> Result<(), StartError> {
     let outcome = server.serve(listener, stop).await;
     if outcome.forced > 0 {
         tracing::warn!(open_connections = outcome.forced, "grace period over: exiting with requests unanswered");
+        Ok(Served::Forced)
     } else {
         tracing::info!("shut down");
+        Ok(Served::Drained)
     }
-    Ok(())
 }
 
 /// The backends and the curl lines to try, after the `listening on` line.
@@ -198,22 +214,41 @@ fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
 /// The listeners are registered here, before the banner says the server is up: a signal sent
 /// right after the banner is never met by the default action, which kills the process without
 /// draining.
+///
+/// The listening runs on a thread of its own, with its own small runtime, until the process
+/// exits: a second signal still exits while the main runtime is shutting down or the logger
+/// is flushing to a stderr nobody reads.
 fn signals() -> impl std::future::Future<Output = ()> {
     let (first, second) = tokio::sync::oneshot::channel::<()>();
-    let mut signals = Signals::register();
-    tokio::spawn(async move {
-        let mut first = Some(first);
-        loop {
-            signals.next().await;
-            match first.take() {
-                Some(first) => drop(first.send(())),
-                None => {
-                    let _ = writeln!(std::io::stderr(), "dashboard: second signal, exiting now");
-                    std::process::exit(130);
+    let (registered, ready) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new().name("dashboard-signals".to_owned()).spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let _ = registered.send(());
+            return;
+        };
+        runtime.block_on(async move {
+            let mut signals = Signals::register();
+            let _ = registered.send(());
+            let mut first = Some(first);
+            loop {
+                signals.next().await;
+                match first.take() {
+                    Some(first) => drop(first.send(())),
+                    None => {
+                        dashboard::logging::write_stderr_within(
+                            "dashboard: second signal, exiting now".to_owned(),
+                            STDERR_AT_EXIT,
+                        );
+                        std::process::exit(130);
+                    }
                 }
             }
-        }
+        });
     });
+    if spawned.is_ok() {
+        // The listeners are in place before the banner.
+        let _ = ready.recv();
+    }
     async move {
         let _ = second.await;
     }

@@ -172,7 +172,7 @@ impl Server {
         let (normal, overflow) = (TaskTracker::new(), TaskTracker::new());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backoff = ACCEPT_BACKOFF.0;
-        let mut refused = Throttled::default();
+        let (mut refused, mut shed) = (Throttled::default(), Throttled::default());
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -215,7 +215,12 @@ impl Server {
             let mut stopping = false;
             while !room {
                 match self.shared.shed_one(Instant::now()) {
-                    Shed::Done => room = true,
+                    Shed::Done => {
+                        shed.count(
+                            "connection cap reached: closed the oldest connection without a complete request head",
+                        );
+                        room = true;
+                    }
                     Shed::AllBusy => break,
                     Shed::Wait(eligible) => {
                         tokio::select! {
