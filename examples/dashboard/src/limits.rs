@@ -69,6 +69,61 @@ impl Limits {
     }
 }
 
+/// Descriptors kept for everything but the connections: stdio, the listener, the runtime's
+/// event queue and wakers, the log writer, DNS lookups.
+pub const RESERVED_DESCRIPTORS: usize = 32;
+
+impl Limits {
+    /// The file descriptors the caps can use at once: every connection served and overflowing,
+    /// and for each aggregation in flight `per_aggregation` (one per backend connection, two
+    /// when the backend is an in-process demo: both ends are ours), plus
+    /// [`RESERVED_DESCRIPTORS`]. The backend pools hold at most as many idle connections as
+    /// were once in use, so they are counted in the aggregations.
+    ///
+    /// ```
+    /// use dashboard::limits::Limits;
+    ///
+    /// // 1024 + 136 overflowing + 512 × 3 backends + 32.
+    /// assert_eq!(Limits::default().descriptors_needed(3), 2728);
+    /// ```
+    pub fn descriptors_needed(&self, per_aggregation: usize) -> usize {
+        let aggregations = self.max_in_flight.saturating_mul(per_aggregation);
+        (self.max_connections + self.overflow_connections()).saturating_add(aggregations) + RESERVED_DESCRIPTORS
+    }
+
+    /// These limits with the connection and in-flight caps lowered until they fit `available`
+    /// descriptors (see [`descriptors_needed`](Self::descriptors_needed)): the aggregations
+    /// get at most half of what is left after the reserve, the connections the rest;
+    /// unchanged if they fit; `None` if not even one connection and one aggregation fit.
+    ///
+    /// ```
+    /// use dashboard::limits::Limits;
+    ///
+    /// let fitted = Limits::default().fit_descriptors(1024, 3).expect("fits");
+    /// assert!(fitted.descriptors_needed(3) <= 1024);
+    /// assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512);
+    /// assert_eq!(Limits::default().fit_descriptors(100_000, 3), Some(Limits::default()));
+    /// assert_eq!(Limits::default().fit_descriptors(40, 3), None);
+    /// ```
+    #[must_use]
+    pub fn fit_descriptors(&self, available: usize, per_aggregation: usize) -> Option<Limits> {
+        if self.descriptors_needed(per_aggregation) <= available {
+            return Some(*self);
+        }
+        let per_aggregation = per_aggregation.max(1);
+        // What the connections and aggregations share, the overflow's constant part aside.
+        let budget = available.saturating_sub(RESERVED_DESCRIPTORS + 8);
+        let mut fitted = *self;
+        fitted.max_in_flight = self.max_in_flight.min((budget / 2 / per_aggregation).max(1));
+        let left = budget.saturating_sub(fitted.max_in_flight * per_aggregation);
+        fitted.max_connections = self.max_connections.min((left * 8 / 9).max(1));
+        while fitted.descriptors_needed(per_aggregation) > available && fitted.max_connections > 1 {
+            fitted.max_connections -= 1;
+        }
+        (fitted.descriptors_needed(per_aggregation) <= available).then_some(fitted)
+    }
+}
+
 /// The caller's remaining budget, from `x-muster-deadline-ms` (whole milliseconds) or
 /// `grpc-timeout` (an integer of at most 8 digits and a unit: `H`, `M`, `S`, `m`, `u`, `n`);
 /// the smallest of every valid value sent, in either header or repeated. A value that does not
@@ -197,6 +252,20 @@ mod tests {
         assert_eq!(caller_budget(&repeated), Some(Duration::from_millis(300)), "the tighter of repeated values");
         let garbage = headers(&[("x-muster-deadline-ms", "soon"), ("grpc-timeout", "1x")]);
         assert_eq!(effective_deadline(configured, &garbage), configured, "garbage is ignored");
+    }
+
+    #[test]
+    fn the_caps_are_lowered_to_fit_the_descriptors() {
+        let limits = Limits::default();
+        for available in [64, 256, 1024, 2000] {
+            let fitted = limits.fit_descriptors(available, 6).expect("fits");
+            assert!(fitted.descriptors_needed(6) <= available, "{available}: {fitted:?}");
+            assert!(fitted.max_connections >= 1 && fitted.max_in_flight >= 1);
+            // Connections are cheaper than aggregations: there are more of them.
+            assert!(fitted.max_connections >= fitted.max_in_flight, "{available}: {fitted:?}");
+            assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512, "{available}: {fitted:?}");
+        }
+        assert_eq!(limits.fit_descriptors(32 + 9 + 6 - 1, 6), None, "not one connection and one aggregation");
     }
 
     #[test]

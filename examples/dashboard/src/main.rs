@@ -89,6 +89,14 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "dashboard: {}", chain(&error));
             ExitCode::from(2)
         }
+        Err(StartError::Descriptors { available, needed }) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "dashboard: the file descriptor limit ({available}) cannot hold one connection and one aggregation \
+                 ({needed} needed); raise it (ulimit -n)"
+            );
+            ExitCode::FAILURE
+        }
         Err(StartError::Io(what, error)) => {
             let _ = writeln!(std::io::stderr(), "dashboard: {what}: {error}");
             ExitCode::FAILURE
@@ -112,6 +120,8 @@ enum StartError {
     Listen(SocketAddr, std::io::Error),
     /// Binding failed.
     Io(&'static str, std::io::Error),
+    /// The descriptor limit cannot hold one connection and one aggregation.
+    Descriptors { available: usize, needed: usize },
 }
 
 /// How serving ended.
@@ -124,6 +134,8 @@ enum Served {
 }
 
 async fn run(args: Args) -> Result<Served, StartError> {
+    // Before anything opens descriptors: the soft limit up to the hard one.
+    let descriptors = raise_descriptor_limit();
     let listen = args.listen;
     let cannot_listen = |error| StartError::Listen(listen, error);
     let listener = TcpListener::bind(listen).await.map_err(cannot_listen)?;
@@ -157,7 +169,8 @@ async fn run(args: Args) -> Result<Served, StartError> {
     let _ = writeln!(stdout, "{}", banner(addr, &config, &demos));
     let _ = stdout.flush();
 
-    let server = Server::new(dashboard::app(state), args.limits, config.timeout);
+    let limits = fit_descriptors(args.limits, descriptors, &config, &demos)?;
+    let server = Server::new(dashboard::app(state), limits, config.timeout);
     let outcome = server.serve(listener, stop).await;
     if outcome.forced > 0 {
         tracing::warn!(open_connections = outcome.forced, "grace period over: exiting with requests unanswered");
@@ -165,6 +178,57 @@ async fn run(args: Args) -> Result<Served, StartError> {
     } else {
         tracing::info!("shut down");
         Ok(Served::Drained)
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit; the soft limit then, `None` if
+/// unlimited or unknown.
+#[cfg(unix)]
+fn raise_descriptor_limit() -> Option<usize> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(error) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(%error, "cannot raise the soft limit of open files");
+        }
+    }
+    getrlimit(Resource::Nofile).current.and_then(|current| usize::try_from(current).ok())
+}
+
+#[cfg(not(unix))]
+fn raise_descriptor_limit() -> Option<usize> {
+    None
+}
+
+/// The limits, with the caps lowered (and a warning) if they cannot fit `available`
+/// descriptors; an error if not even one connection and one aggregation fit.
+fn fit_descriptors(
+    limits: Limits,
+    available: Option<usize>,
+    config: &Config,
+    demos: &[DemoBackend],
+) -> Result<Limits, StartError> {
+    let Some(available) = available else { return Ok(limits) };
+    // One descriptor per backend connection, two for an in-process demo (both ends).
+    let per_backend = |service: Service| if demos.iter().any(|demo| demo.service() == service) { 2 } else { 1 };
+    let offers = if config.offers_url.is_some() { per_backend(Service::Offers) } else { 0 };
+    let per_aggregation = per_backend(Service::Profile) + per_backend(Service::Transactions) + offers;
+    let needed = limits.descriptors_needed(per_aggregation);
+    match limits.fit_descriptors(available, per_aggregation) {
+        Some(fitted) => {
+            if fitted != limits {
+                tracing::warn!(
+                    descriptor_limit = available,
+                    descriptors_needed = needed,
+                    max_connections = fitted.max_connections,
+                    max_in_flight = fitted.max_in_flight,
+                    "the file descriptor limit cannot hold the caps: lowering the caps to fit",
+                );
+            }
+            Ok(fitted)
+        }
+        None => Err(StartError::Descriptors { available, needed }),
     }
 }
 
