@@ -91,8 +91,9 @@ impl Limits {
         (self.max_connections + self.overflow_connections()).saturating_add(aggregations) + RESERVED_DESCRIPTORS
     }
 
-    /// These limits with the connection and in-flight caps lowered until they fit `available`
-    /// descriptors (see [`descriptors_needed`](Self::descriptors_needed)): the aggregations
+    /// These limits with the connection and in-flight caps lowered until they fit seven
+    /// eighths of `available` descriptors (see [`descriptors_needed`](Self::descriptors_needed);
+    /// the last eighth is headroom for sockets being closed and connections being shed): the aggregations
     /// get at most half of what is left after the reserve, the connections the rest;
     /// unchanged if they fit; `None` if not even one connection and one aggregation fit.
     ///
@@ -100,13 +101,14 @@ impl Limits {
     /// use dashboard::limits::Limits;
     ///
     /// let fitted = Limits::default().fit_descriptors(1024, 3).expect("fits");
-    /// assert!(fitted.descriptors_needed(3) <= 1024);
+    /// assert!(fitted.descriptors_needed(3) <= 896);
     /// assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512);
     /// assert_eq!(Limits::default().fit_descriptors(100_000, 3), Some(Limits::default()));
     /// assert_eq!(Limits::default().fit_descriptors(40, 3), None);
     /// ```
     #[must_use]
     pub fn fit_descriptors(&self, available: usize, per_aggregation: usize) -> Option<Limits> {
+        let available = available - available / 8;
         if self.descriptors_needed(per_aggregation) <= available {
             return Some(*self);
         }
@@ -259,13 +261,14 @@ mod tests {
         let limits = Limits::default();
         for available in [64, 256, 1024, 2000] {
             let fitted = limits.fit_descriptors(available, 6).expect("fits");
-            assert!(fitted.descriptors_needed(6) <= available, "{available}: {fitted:?}");
+            assert!(fitted.descriptors_needed(6) <= available * 7 / 8 + 1, "{available}: {fitted:?}");
             assert!(fitted.max_connections >= 1 && fitted.max_in_flight >= 1);
             // Connections are cheaper than aggregations: there are more of them.
             assert!(fitted.max_connections >= fitted.max_in_flight, "{available}: {fitted:?}");
             assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512, "{available}: {fitted:?}");
         }
-        assert_eq!(limits.fit_descriptors(32 + 9 + 6 - 1, 6), None, "not one connection and one aggregation");
+        assert_eq!(limits.fit_descriptors(52, 6), None, "not one connection and one aggregation in 46");
+        assert!(limits.fit_descriptors(53, 6).is_some(), "one connection and one aggregation in 47");
     }
 
     #[test]

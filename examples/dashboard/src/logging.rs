@@ -8,10 +8,12 @@
 //! aggregation, each source, each HTTP attempt) are also exported over OTLP/HTTP, in batches
 //! from a thread of their own, so exporting never blocks serving either.
 
+use std::cell::RefCell;
 use std::io::Write as _;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 /// Lines buffered for the writer thread before new ones are dropped.
@@ -85,6 +87,7 @@ impl Logging {
             .finish(std::io::stderr());
         let dropped = writer.error_counter();
         crate::stats::stats().count_log_drops_with(dropped.clone());
+        let _ = ACCESS_LOG.set(AccessLog::new(writer.clone()));
         let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
         let registry = tracing_subscriber::registry().with(filter).with(json);
         #[cfg(feature = "otel")]
@@ -191,5 +194,272 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.0.set_resource(resource);
+    }
+}
+
+/// The access log's writer, once [`Logging::init`] has run.
+static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
+
+/// The target the access log lines are logged under (`RUST_LOG=dashboard::app=warn` turns
+/// them off).
+pub const ACCESS_TARGET: &str = "dashboard::app";
+
+/// The fields of one access log line: one per request answered.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLine<'a> {
+    /// The request's method.
+    pub method: &'a str,
+    /// The request's path (cut to a bounded length by the caller).
+    pub path: &'a str,
+    /// The answer's status.
+    pub status: u16,
+    /// From the request's arrival to the answer's head, in ms.
+    pub elapsed_ms: u64,
+    /// The request id.
+    pub request_id: &'a str,
+    /// The user the dashboard was asked for, if any.
+    pub user_id: Option<&'a str>,
+    /// The source that failed the aggregation, if one did.
+    pub source: Option<&'a str>,
+    /// The kind of the failure, if any.
+    pub kind: Option<&'a str>,
+}
+
+impl AccessLine<'_> {
+    /// Appends the line as JSON and a newline, in the shape of the JSON log's other lines
+    /// (`{"timestamp":…,"level":"INFO","fields":{"message":"request",…},"target":"dashboard::app"}`),
+    /// fields absent when `None`; formatted by hand into `out`, without tracing's reflection.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use dashboard::logging::AccessLine;
+    ///
+    /// let line = AccessLine {
+    ///     method: "GET", path: "/dashboard/42", status: 200, elapsed_ms: 3, request_id: "r-1",
+    ///     user_id: Some("4\"2"), source: None, kind: None,
+    /// };
+    /// let mut out = Vec::new();
+    /// line.write_json(UNIX_EPOCH + Duration::from_micros(1_765_080_000_123_456), &mut out);
+    /// assert_eq!(
+    ///     String::from_utf8(out).unwrap(),
+    ///     "{\"timestamp\":\"2025-12-07T04:00:00.123456Z\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\
+    ///      \"method\":\"GET\",\"path\":\"/dashboard/42\",\"status\":200,\"elapsed_ms\":3,\"request_id\":\"r-1\",\
+    ///      \"user_id\":\"4\\\"2\"},\"target\":\"dashboard::app\"}\n",
+    /// );
+    /// ```
+    pub fn write_json(&self, now: SystemTime, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        timestamp(now, out);
+        out.extend_from_slice(b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":");
+        json_string(self.method, out);
+        out.extend_from_slice(b",\"path\":");
+        json_string(self.path, out);
+        out.extend_from_slice(b",\"status\":");
+        decimal(u64::from(self.status), out);
+        out.extend_from_slice(b",\"elapsed_ms\":");
+        decimal(self.elapsed_ms, out);
+        out.extend_from_slice(b",\"request_id\":");
+        json_string(self.request_id, out);
+        for (name, value) in [("user_id", self.user_id), ("source", self.source), ("kind", self.kind)] {
+            if let Some(value) = value {
+                out.extend_from_slice(b",\"");
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b"\":");
+                json_string(value, out);
+            }
+        }
+        out.extend_from_slice(b"},\"target\":\"");
+        out.extend_from_slice(ACCESS_TARGET.as_bytes());
+        out.extend_from_slice(b"\"}\n");
+    }
+}
+
+/// The access log: lines formatted by hand into a reused per-thread buffer and handed to the
+/// non-blocking writer (dropped, and counted, when stderr does not keep up).
+#[derive(Clone, Debug)]
+pub struct AccessLog {
+    writer: NonBlocking,
+}
+
+impl AccessLog {
+    /// An access log writing to `writer`.
+    pub fn new(writer: NonBlocking) -> Self {
+        Self { writer }
+    }
+
+    /// Formats `line` and enqueues it; never blocks.
+    pub fn log(&self, line: &AccessLine<'_>) {
+        thread_local! {
+            static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+        }
+        BUFFER.with(|buffer| {
+            let Ok(mut buffer) = buffer.try_borrow_mut() else { return };
+            buffer.clear();
+            line.write_json(SystemTime::now(), &mut buffer);
+            // One `write` is one line for the writer's thread.
+            let _ = self.writer.clone().write(&buffer);
+        });
+    }
+}
+
+/// Logs one access line, at `info` under [`ACCESS_TARGET`] when `RUST_LOG` lets it through:
+/// by hand through the non-blocking writer once [`Logging::init`] has run, else as a tracing
+/// event (tests, embedders).
+pub fn access(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    match ACCESS_LOG.get() {
+        Some(log) => log.log(line),
+        None => {
+            let AccessLine { method, path, status, elapsed_ms, request_id, user_id, source, kind } = *line;
+            tracing::info!(target: ACCESS_TARGET, method, path, status, elapsed_ms, request_id, user_id, source, kind, "request");
+        }
+    }
+}
+
+/// `value` as a JSON string: quotes, backslashes and control characters escaped.
+fn json_string(value: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (index, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        if escape.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// `value` in decimal.
+fn decimal(mut value: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// `now` in RFC 3339, UTC, with microseconds, as tracing-subscriber's JSON lines have it
+/// (`2026-12-07T04:29:21.236011Z`).
+fn timestamp(now: SystemTime, out: &mut Vec<u8>) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, second_of_day) = (seconds / 86_400, seconds % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let two =
+        |value: u64, out: &mut Vec<u8>| out.extend_from_slice(&[b'0' + (value / 10) as u8, b'0' + (value % 10) as u8]);
+    decimal(year.max(0) as u64, out);
+    out.push(b'-');
+    two(month, out);
+    out.push(b'-');
+    two(day, out);
+    out.push(b'T');
+    two(second_of_day / 3600, out);
+    out.push(b':');
+    two(second_of_day / 60 % 60, out);
+    out.push(b':');
+    two(second_of_day % 60, out);
+    out.push(b'.');
+    let micros = u64::from(since.subsec_micros());
+    for divisor in [100_000, 10_000, 1_000, 100, 10, 1] {
+        out.push(b'0' + (micros / divisor % 10) as u8);
+    }
+    out.push(b'Z');
+}
+
+/// The (year, month, day) of a count of days since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u64, u64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u64;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u64;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(user_id: Option<&str>) -> String {
+        let line = AccessLine {
+            method: "GET",
+            path: "/dashboard/x",
+            status: 504,
+            elapsed_ms: 1000,
+            request_id: "id\\\"",
+            user_id,
+            source: Some("profile"),
+            kind: Some("timeout"),
+        };
+        let mut out = Vec::new();
+        line.write_json(UNIX_EPOCH + Duration::from_secs(951_782_400), &mut out);
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    #[test]
+    fn the_line_is_one_line_of_json_with_the_fields() {
+        let text = line(Some("a\u{1}\n\u{e9}\u{7f}"));
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "{text:?}");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(value["timestamp"], "2000-02-29T00:00:00.000000Z");
+        assert_eq!(value["level"], "INFO");
+        assert_eq!(value["target"], "dashboard::app");
+        let fields = &value["fields"];
+        assert_eq!(fields["message"], "request");
+        assert_eq!(fields["status"], 504);
+        assert_eq!(fields["elapsed_ms"], 1000);
+        assert_eq!(fields["request_id"], "id\\\"");
+        assert_eq!(fields["user_id"], "a\u{1}\n\u{e9}\u{7f}");
+        assert_eq!((fields["source"].as_str(), fields["kind"].as_str()), (Some("profile"), Some("timeout")));
+        let without: serde_json::Value = serde_json::from_str(&line(None)).expect("JSON");
+        assert!(without["fields"].get("user_id").is_none(), "{without}");
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        let mut out = Vec::new();
+        timestamp(UNIX_EPOCH, &mut out);
+        assert_eq!(out, b"1970-01-01T00:00:00.000000Z");
+        out.clear();
+        timestamp(UNIX_EPOCH + Duration::from_micros(4_102_444_799_999_999), &mut out);
+        assert_eq!(out, b"2099-12-31T23:59:59.999999Z");
+        let mut text = Vec::new();
+        decimal(0, &mut text);
+        decimal(u64::MAX, &mut text);
+        assert_eq!(text, b"018446744073709551615");
     }
 }

@@ -44,10 +44,6 @@ const MAX_COUNT: usize = 1 << 24;
 /// How long the runtime waits for blocking work (a stuck DNS lookup) when the process exits.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(200);
 
-/// How long a last message on stderr may take at exit: a stderr nobody reads must not keep
-/// the process alive.
-const STDERR_AT_EXIT: Duration = Duration::from_millis(500);
-
 fn main() -> ExitCode {
     // Clap prints `--help` and `--version` on stdout (exit 0) and an error first and short on
     // stderr (exit 2), with one usage line and a pointer to `--help`.
@@ -301,7 +297,7 @@ fn signals() -> impl std::future::Future<Output = ()> {
                     None => {
                         dashboard::logging::write_stderr_within(
                             "dashboard: second signal, exiting now".to_owned(),
-                            STDERR_AT_EXIT,
+                            Duration::from_millis(100),
                         );
                         std::process::exit(130);
                     }
