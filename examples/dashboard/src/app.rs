@@ -345,14 +345,19 @@ async fn dashboard(
             let aggregator = state.aggregator.clone();
             let aggregation = async move {
                 match aggregator.aggregate_with(&request, context).await {
-                    Ok(_) => format.line("end", &serde_json::json!({"outcome": "ok"})),
+                    Ok(_) => {
+                        let line = format.line("end", &serde_json::json!({"outcome": "ok"}));
+                        stream::End { line, status: StatusCode::OK, source: None, kind: None }
+                    }
                     Err(error) => {
                         let (status, mut body) = muster::axum::error_body(&error);
+                        let text = |name: &str| body.get(name).and_then(|value| value.as_str()).map(str::to_owned);
+                        let (source, kind) = (text("source"), text("kind"));
                         if let Some(body) = body.as_object_mut() {
                             body.insert("outcome".to_owned(), "failed".into());
                             body.insert("status".to_owned(), status.as_u16().into());
                         }
-                        format.line("end", &body)
+                        stream::End { line: format.line("end", &body), status, source, kind }
                     }
                 }
             };
@@ -420,7 +425,6 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
         response.headers_mut().insert(REQUEST_ID, value);
     }
     let status = response.status().as_u16();
-    crate::stats::stats().answered(status);
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let answer = response.extensions().get::<Answer>();
     let user_id = response.extensions().get::<UserId>().map(|UserId(user_id)| user_id.as_str());
@@ -432,6 +436,12 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
         end -= 1;
     }
     let path = &path[..end];
+    if let Some(deferred) = response.extensions().get::<stream::DeferredLog>() {
+        // A streamed answer is logged when its stream ends, with its real status and time.
+        deferred.defer(method, path, request_id, user_id, started);
+        return;
+    }
+    crate::stats::stats().answered(status);
     // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
     // Formatted by hand (see `logging::access`): a line costs a few µs, not tens.
     let line = crate::logging::AccessLine {

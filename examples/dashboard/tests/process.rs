@@ -419,3 +419,29 @@ async fn with_an_otlp_endpoint_the_spans_are_exported_at_the_latest_on_shutdown(
         (0..16).map(|i| u8::from_str_radix(&traceparent[3 + 2 * i..5 + 2 * i], 16).expect("hex")).collect();
     assert!(has(&trace), "the caller's trace id is not in the export");
 }
+
+#[tokio::test]
+async fn a_failed_streamed_request_is_logged_with_its_real_status_and_time() {
+    let log = std::env::temp_dir().join(format!("dashboard-stream-log-{}.log", std::process::id()));
+    let stderr = std::fs::File::create(&log).expect("log file");
+    let (mut running, addr) = Running::start(&[], stderr.into(), &[("RUST_LOG", "info")]).await;
+    let streamed = [("accept", "application/x-ndjson")];
+    let reply = get(addr, "/dashboard/7?transactions_fail=1&transactions_delay_ms=200", &streamed).await;
+    assert_eq!(reply.status, 200, "the head went out before the failure: {reply:?}");
+    assert!(reply.body.contains("\"outcome\":\"failed\""), "{reply:?}");
+    running.signal("TERM");
+    assert!(running.exited_within(LIMIT).await.is_some());
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["fields"]["message"] == "request" && line["fields"]["path"] == "/dashboard/7")
+        .collect();
+    assert_eq!(lines.len(), 1, "one access line: {logged}");
+    let fields = &lines[0]["fields"];
+    assert_eq!(fields["status"], 502, "{fields}");
+    assert!(fields["elapsed_ms"].as_u64().is_some_and(|elapsed| elapsed >= 200), "{fields}");
+    assert_eq!((fields["source"].as_str(), fields["user_id"].as_str()), (Some("transactions"), Some("7")), "{fields}");
+}
