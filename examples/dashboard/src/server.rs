@@ -504,6 +504,8 @@ struct Guarded {
     busy: Arc<AtomicUsize>,
     idle: IdleTimer,
     write: Timer,
+    /// Bytes read since the connection last started waiting for a request head.
+    head: usize,
 }
 
 /// The idle timer, re-armed lazily: going idle costs a clock read, not a timer
@@ -570,7 +572,8 @@ impl Timer {
 
 impl Guarded {
     fn new(stream: TcpStream, busy: Arc<AtomicUsize>, idle: Duration, write: Duration) -> Self {
-        Self { stream, busy, idle: IdleTimer { after: idle, sleep: None, since: None }, write: Timer::new(write) }
+        let idle = IdleTimer { after: idle, sleep: None, since: None };
+        Self { stream, busy, idle, write: Timer::new(write), head: 0 }
     }
 
     /// The write side's verdict on a poll that did not complete.
@@ -591,16 +594,46 @@ impl Guarded {
 impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+        let waiting_for_head = this.busy.load(Ordering::Relaxed) == 0;
+        if !waiting_for_head {
+            this.head = 0;
+        }
+        // While a head is awaited, no read goes past `MAX_HEAD` bytes of it: hyper's buffer
+        // then reaches its limit exactly and the head is refused (431), instead of a last big
+        // read carrying it well past the limit.
+        let allowed = MAX_HEAD.saturating_sub(this.head).max(1);
+        let before = buf.filled().len();
+        let poll = if waiting_for_head && buf.remaining() > allowed {
+            let mut bounded = vec![0; allowed];
+            let mut small = ReadBuf::new(&mut bounded);
+            let poll = Pin::new(&mut this.stream).poll_read(cx, &mut small);
+            if let Poll::Ready(Ok(())) = poll {
+                buf.put_slice(small.filled());
+            }
+            poll
+        } else {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        };
+        if waiting_for_head {
+            this.head += buf.filled().len().saturating_sub(before);
+        }
+        this.after_read(cx, poll)
+    }
+}
+
+impl Guarded {
+    /// The idle timeout's verdict on a read.
+    fn after_read(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+        match poll {
             Poll::Ready(result) => {
-                this.idle.disarm();
+                self.idle.disarm();
                 Poll::Ready(result)
             }
-            Poll::Pending if this.busy.load(Ordering::Relaxed) > 0 => {
-                this.idle.disarm();
+            Poll::Pending if self.busy.load(Ordering::Relaxed) > 0 => {
+                self.idle.disarm();
                 Poll::Pending
             }
-            Poll::Pending if this.idle.poll_expired(cx) => {
+            Poll::Pending if self.idle.poll_expired(cx) => {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
             }
             Poll::Pending => Poll::Pending,

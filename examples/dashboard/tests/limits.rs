@@ -364,3 +364,26 @@ async fn healthz_answers_every_probe_under_a_flood_of_slow_heads() {
     assert!(connections > 150, "the flood reconnected: {connections} connections");
     assert!(dashboard::stats::stats().shed_total() > 0, "slow heads were shed");
 }
+
+/// The status of the answer to `GET /healthz` with a header of `pad` bytes, or `None` if the
+/// connection closed unanswered.
+async fn healthz_with_head_of(addr: SocketAddr, pad: usize) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\nconnection: close\r\n\r\n", "a".repeat(pad));
+    // All of it at once: the server's reads then come as large as it asks.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let (received, _) = until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&received);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn request_heads_over_64_kib_are_refused() {
+    let dashboard = Dashboard::start_with(ms(1000), Limits::default()).await;
+
+    assert_eq!(healthz_with_head_of(dashboard.addr, 60 * 1024).await, Some(200), "a 60 KiB head");
+    for pad in [65 * 1024, 80 * 1024, 110 * 1024] {
+        let status = healthz_with_head_of(dashboard.addr, pad).await;
+        assert!(status.is_none_or(|status| status == 431), "a head of {pad} bytes was answered {status:?}");
+    }
+}
