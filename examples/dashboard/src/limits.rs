@@ -31,6 +31,15 @@ pub struct Limits {
     /// How long a write of the response may make no progress (a client that does not read)
     /// before the connection is closed. Default 5 s.
     pub write_timeout: Duration,
+    /// How long a response may take to be written, from its first byte to its last: a client
+    /// that reads just enough to keep the write timeout away (a few KiB every few seconds) is
+    /// cut off then. Default 30 s; keep it above the aggregation's deadline for streamed
+    /// answers.
+    pub response_timeout: Duration,
+    /// Bytes of response bodies (of known size) held by the process at once, for every
+    /// connection together; past it, an answer is replaced by 503 with `Retry-After`. Slow
+    /// readers then pin this much memory at most. Default 64 MiB.
+    pub max_response_buffer: usize,
     /// Open connections served normally. Past it, a connection gets one answer with
     /// `connection: close`: `/healthz` is answered, anything else is 503 with `Retry-After`;
     /// past `max_connections + max_connections / 8 + 8`, it is closed at once. Default 1024.
@@ -53,6 +62,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            max_response_buffer: 64 << 20,
             max_connections: 1024,
             max_in_flight: 512,
             max_id_len: 1024,

@@ -425,6 +425,13 @@ struct Cli {
     /// not read)
     #[arg(long = "write-timeout-ms", env = "DASHBOARD_WRITE_TIMEOUT_MS", value_name = "MS", default_value = "5000", value_parser = millis, help_heading = "Limits (all on by default)")]
     write_timeout: Duration,
+    /// A response must be written within MS of its first byte (a client reading just enough
+    /// to keep the write timeout away)
+    #[arg(long = "response-timeout-ms", env = "DASHBOARD_RESPONSE_TIMEOUT_MS", value_name = "MS", default_value = "30000", value_parser = millis, help_heading = "Limits (all on by default)")]
+    response_timeout: Duration,
+    /// Response bytes held at once by the whole process, in MiB; past it, 503 with Retry-After
+    #[arg(long, env = "DASHBOARD_MAX_RESPONSE_BUFFER_MIB", value_name = "MIB", default_value = "64", value_parser = mebibytes, help_heading = "Limits (all on by default)")]
+    max_response_buffer_mib: usize,
     /// Connections served at once; at the cap, connections that have not sent a complete
     /// request head are closed first, then new connections get one answer, 503 (or /healthz)
     #[arg(long, env = "DASHBOARD_MAX_CONNECTIONS", value_name = "N", default_value = "1024", value_parser = count, help_heading = "Limits (all on by default)")]
@@ -466,6 +473,8 @@ impl Cli {
                 header_read_timeout: self.header_read_timeout,
                 idle_timeout: self.idle_timeout,
                 write_timeout: self.write_timeout,
+                response_timeout: self.response_timeout,
+                max_response_buffer: self.max_response_buffer_mib << 20,
                 max_connections: self.max_connections,
                 max_in_flight: self.max_in_flight,
                 max_id_len: self.max_id_len,
@@ -499,6 +508,14 @@ fn millis(value: &str) -> Result<Duration, String> {
     match value.parse::<u64>() {
         Ok(millis @ 1..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(millis)),
         _ => Err(format!("expected milliseconds from 1 to {MAX_TIMEOUT_MS}")),
+    }
+}
+
+/// Mebibytes, from 1 to 65536 (64 GiB).
+fn mebibytes(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(mib @ 1..=65_536) => Ok(mib),
+        _ => Err("expected MiB from 1 to 65536".to_owned()),
     }
 }
 
@@ -605,6 +622,8 @@ mod tests {
             ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
             ("--idle-timeout-ms", "DASHBOARD_IDLE_TIMEOUT_MS"),
             ("--write-timeout-ms", "DASHBOARD_WRITE_TIMEOUT_MS"),
+            ("--response-timeout-ms", "DASHBOARD_RESPONSE_TIMEOUT_MS"),
+            ("--max-response-buffer-mib", "DASHBOARD_MAX_RESPONSE_BUFFER_MIB"),
             ("--max-connections", "DASHBOARD_MAX_CONNECTIONS"),
             ("--max-in-flight", "DASHBOARD_MAX_IN_FLIGHT"),
             ("--max-id-len", "DASHBOARD_MAX_ID_LEN"),

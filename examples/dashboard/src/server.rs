@@ -68,6 +68,8 @@ struct Shared {
     /// The aggregation's configured deadline.
     deadline: Duration,
     in_flight: Arc<Semaphore>,
+    /// The process-wide budget of response bytes, in KiB.
+    response_kib: Arc<Semaphore>,
     http: http1::Builder,
     overflow_http: http1::Builder,
     /// The connections served normally, oldest first: at the cap, the oldest one without a
@@ -159,7 +161,10 @@ impl Server {
         overflow_http.keep_alive(false).header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)));
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
         let open = Mutex::new(VecDeque::new());
-        Self { shared: Arc::new(Shared { router, limits, deadline, in_flight, http, overflow_http, open }) }
+        let response_kib =
+            Arc::new(Semaphore::new((limits.max_response_buffer / 1024).clamp(1, Semaphore::MAX_PERMITS)));
+        let shared = Shared { router, limits, deadline, in_flight, response_kib, http, overflow_http, open };
+        Self { shared: Arc::new(shared) }
     }
 
     /// Accepts and serves connections until `shutdown` resolves; then stops accepting, lets
@@ -279,9 +284,10 @@ impl Server {
             Some(conn) => (conn.busy.clone(), conn.shed.clone()),
             None => (Arc::new(AtomicUsize::new(0)), CancellationToken::new()),
         };
-        let io = TokioIo::new(Guarded::new(stream, busy.clone(), limits.idle_timeout, limits.write_timeout));
+        let owed = Arc::new(Owed::default());
+        let io = TokioIo::new(Guarded::new(stream, busy.clone(), owed.clone(), &limits));
         let builder = if overflow { &self.shared.overflow_http } else { &self.shared.http };
-        let service = ConnService { shared: self.shared.clone(), busy: busy.clone(), overflow };
+        let service = ConnService { shared: self.shared.clone(), busy: busy.clone(), owed, overflow };
         let connection = builder.serve_connection(io, service);
         let mut connection = std::pin::pin!(connection);
         let result = tokio::select! {
@@ -363,6 +369,7 @@ impl Throttled {
 struct ConnService {
     shared: Arc<Shared>,
     busy: Arc<AtomicUsize>,
+    owed: Arc<Owed>,
     overflow: bool,
 }
 
@@ -376,11 +383,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let arrived = Instant::now();
         let busy = Busy::new(self.busy.clone());
+        let (counter, owed) = (self.busy.clone(), self.owed.clone());
         let shared = self.shared.clone();
         let overflow = self.overflow;
         Box::pin(async move {
             let (response, permit) = shared.answer(request, arrived, overflow).await;
-            Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit }))
+            let (response, bytes) = shared.budget_bytes(response);
+            if let Some(bytes) = bytes {
+                owed.hold(bytes);
+            }
+            Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit, owed, counter }))
         })
     }
 }
@@ -424,6 +436,34 @@ impl Shared {
         (self.route(request).await, Some(permit))
     }
 
+    /// Takes the response body's bytes (when its size is known) from the process-wide budget,
+    /// until it has been sent; past the budget, the answer is a 503 instead.
+    fn budget_bytes(&self, response: Response<Body>) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
+        let size = response.body().size_hint().exact().unwrap_or(0);
+        if size == 0 {
+            return (response, None);
+        }
+        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+        match self.response_kib.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => (response, Some(permit)),
+            Err(_) => {
+                tracing::warn!(bytes = size, kind = "overloaded", "response buffer budget spent: answering 503");
+                let request_id = response
+                    .headers()
+                    .get(crate::app::REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut refused = overloaded("too many response bytes buffered", &request_id);
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    refused.headers_mut().insert(crate::app::REQUEST_ID, value);
+                }
+                stats().answered(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+                (refused, None)
+            }
+        }
+    }
+
     async fn route(&self, request: Request<Incoming>) -> Response<Body> {
         let mut router = self.router.clone();
         match tower_service::Service::call(&mut router, request).await {
@@ -453,6 +493,44 @@ fn overloaded(message: &str, request_id: &str) -> Response<Body> {
     response
 }
 
+/// The response bytes a connection has been handed by its bodies and not yet written to the
+/// socket (hyper drops a body once it has its last frame, well before a slow reader has it),
+/// and the shares of the response byte budget they hold. While some are owed, the connection
+/// counts one more busy mark: it is serving.
+#[derive(Debug, Default)]
+struct Owed {
+    bytes: AtomicUsize,
+    permits: Mutex<Vec<OwnedSemaphorePermit>>,
+}
+
+impl Owed {
+    /// A body handed over `n` bytes.
+    fn handed(&self, n: usize, busy: &AtomicUsize) {
+        if n > 0 && self.bytes.fetch_add(n, Ordering::Relaxed) == 0 {
+            busy.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` bytes were written to the socket (a response head's bytes too: the budget is
+    /// released a head's length early at most).
+    fn written(&self, n: usize, busy: &AtomicUsize) {
+        let owed = self.bytes.load(Ordering::Relaxed);
+        if owed == 0 || n == 0 {
+            return;
+        }
+        let paid = n.min(owed);
+        if self.bytes.fetch_sub(paid, Ordering::Relaxed) == paid {
+            busy.fetch_sub(1, Ordering::Relaxed);
+            self.permits.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    /// Holds `permit` until every byte owed is written.
+    fn hold(&self, permit: OwnedSemaphorePermit) {
+        self.permits.lock().unwrap_or_else(PoisonError::into_inner).push(permit);
+    }
+}
+
 /// Marks its connection busy (a request is being served) while it lives.
 #[derive(Debug)]
 struct Busy(Arc<AtomicUsize>);
@@ -477,6 +555,10 @@ pub struct Tracked {
     body: Body,
     _busy: Busy,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Where the bytes handed to hyper are counted until written.
+    owed: Arc<Owed>,
+    /// The connection's busy counter.
+    counter: Arc<AtomicUsize>,
 }
 
 impl HttpBody for Tracked {
@@ -484,7 +566,13 @@ impl HttpBody for Tracked {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.owed.handed(data.len(), &self.counter);
+            }
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -506,6 +594,12 @@ struct Guarded {
     write: Timer,
     /// Bytes read since the connection last started waiting for a request head.
     head: usize,
+    /// When the response being written wrote its first byte.
+    writing: Option<Instant>,
+    /// How long writing one response may take.
+    response_timeout: Duration,
+    /// The response bytes handed over and not yet written.
+    owed: Arc<Owed>,
 }
 
 /// The idle timer, re-armed lazily: going idle costs a clock read, not a timer
@@ -571,15 +665,41 @@ impl Timer {
 }
 
 impl Guarded {
-    fn new(stream: TcpStream, busy: Arc<AtomicUsize>, idle: Duration, write: Duration) -> Self {
-        let idle = IdleTimer { after: idle, sleep: None, since: None };
-        Self { stream, busy, idle, write: Timer::new(write), head: 0 }
+    fn new(stream: TcpStream, busy: Arc<AtomicUsize>, owed: Arc<Owed>, limits: &Limits) -> Self {
+        let idle = IdleTimer { after: limits.idle_timeout, sleep: None, since: None };
+        let write = Timer::new(limits.write_timeout);
+        let response_timeout = limits.response_timeout;
+        Self { stream, busy, idle, write, head: 0, writing: None, response_timeout, owed }
+    }
+
+    /// Counts what a write wrote.
+    fn wrote(&mut self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = poll {
+            self.owed.written(n, &self.busy);
+        }
+        poll
+    }
+
+    /// An error once the response being written has taken longer than the response timeout.
+    fn response_overdue(&mut self) -> Option<io::Error> {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = *self.writing.get_or_insert_with(Instant::now);
+        if since.elapsed() <= self.response_timeout {
+            return None;
+        }
+        // Reset, not closed: what the kernel still buffers for this client goes too.
+        let _ = self.stream.set_zero_linger();
+        Some(io::Error::new(io::ErrorKind::TimedOut, "the response took too long to be read"))
     }
 
     /// The write side's verdict on a poll that did not complete.
     fn write_pending<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match poll {
             Poll::Pending if self.write.poll_expired(cx) => {
+                // Reset, not closed: what the kernel still buffers for this client goes too.
+                let _ = self.stream.set_zero_linger();
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")))
             }
             Poll::Pending => Poll::Pending,
@@ -595,7 +715,9 @@ impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let waiting_for_head = this.busy.load(Ordering::Relaxed) == 0;
-        if !waiting_for_head {
+        if waiting_for_head {
+            this.writing = None;
+        } else {
             this.head = 0;
         }
         // While a head is awaited, no read goes past `MAX_HEAD` bytes of it: hyper's buffer
@@ -643,7 +765,11 @@ impl Guarded {
 
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.response_overdue() {
+            return Poll::Ready(Err(error));
+        }
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let poll = self.wrote(poll);
         self.write_pending(cx, poll)
     }
 
@@ -652,7 +778,11 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.response_overdue() {
+            return Poll::Ready(Err(error));
+        }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let poll = self.wrote(poll);
         self.write_pending(cx, poll)
     }
 

@@ -387,3 +387,69 @@ async fn request_heads_over_64_kib_are_refused() {
         assert!(status.is_none_or(|status| status == 431), "a head of {pad} bytes was answered {status:?}");
     }
 }
+
+/// A server of `/big` (a `size`-byte body) and `/healthz` with `limits`.
+async fn serve_big(size: usize, limits: Limits) -> SocketAddr {
+    let big = axum::body::Bytes::from(vec![b'x'; size]);
+    let router = axum::Router::new()
+        .route("/big", axum::routing::get(move || std::future::ready(big.clone())))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = dashboard::server::Server::new(router, limits, ms(1000));
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    addr
+}
+
+/// Asks for `/big` and reads 4 KiB every 100 ms (always some progress, never the whole of it)
+/// until the server closes the connection or `limit` passes; what was read, and when it ended.
+async fn read_slowly(addr: SocketAddr, limit: Duration) -> (usize, Duration) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("a small receive buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let started = Instant::now();
+    let mut received = 0;
+    let mut chunk = [0; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+    (received, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_cut_off_at_the_response_timeout() {
+    const SIZE: usize = 32 << 20;
+    // The write timeout never fires: the client reads something every 100 ms.
+    let limits = Limits { write_timeout: ms(1000), response_timeout: ms(1500), ..Limits::default() };
+    let addr = serve_big(SIZE, limits).await;
+
+    let (received, elapsed) = read_slowly(addr, LIMIT).await;
+
+    assert!(received < SIZE, "read it all: {received}");
+    assert!(elapsed >= ms(1400), "cut off early: {elapsed:?}");
+    assert!(elapsed <= ms(1500) + ms(1000) + MARGIN, "cut off after {elapsed:?}; the response timeout is 1.5 s");
+}
+
+#[tokio::test]
+async fn slow_readers_hold_at_most_the_response_buffer_budget() {
+    const SIZE: usize = 24 << 20;
+    // Room for one 24 MiB answer, not two.
+    let limits = Limits { max_response_buffer: 40 << 20, ..Limits::default() };
+    let addr = serve_big(SIZE, limits).await;
+    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
+    tokio::time::sleep(ms(300)).await;
+
+    let second = get(addr, "/big", &[]).await;
+    let health = get(addr, "/healthz", &[]).await;
+
+    assert_eq!(second.status, 503, "a second big answer past the budget: {}", second.status);
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"), "small answers still fit");
+    let (received, _) = slow.await.expect("the slow reader");
+    assert!(received < SIZE, "{received}");
+}
