@@ -101,7 +101,7 @@
 //!     F: Fetcher<u64, Output = String> + 'static,
 //!     F::Error: Classify + Error + Send + Sync + 'static,
 //! {
-//!     let policy = (Timeout(std::time::Duration::from_millis(200)), Retry::attempts(2));
+//!     let policy = (Retry::attempts(2), Timeout(std::time::Duration::from_millis(200)));
 //!     Aggregator::builder().source_with("profile", profile, policy).build()
 //! }
 //! # let profile = muster::fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(String::new()) });

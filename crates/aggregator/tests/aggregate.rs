@@ -618,7 +618,7 @@ async fn a_source_reads_its_requests_context() {
     let nested = Aggregator::builder().source("inner", reader()).build().unwrap();
     let aggregator = Aggregator::builder()
         .source("plain", reader())
-        .source_with("wrapped", reader(), (Timeout(ms(100)), Retry::attempts(2)))
+        .source_with("wrapped", reader(), (Retry::attempts(2), Timeout(ms(100))))
         .source("nested", nested)
         .then("dependent", muster::Input::<0>, |_: &(), _: &Seen| (), reader())
         .options(Field::new("region", "eu"))

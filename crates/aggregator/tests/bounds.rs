@@ -25,7 +25,7 @@ where
     F: Fetcher<u64, Output = Value> + Clone + 'static,
     F::Error: Classify + Error + Send + Sync + 'static,
 {
-    let policies = (Coalesce, Timeout(ms(1_000)), Hedge(ms(500)), Retry::attempts(2), Fallback(json!({})));
+    let policies = (Fallback(json!({})), Retry::attempts(2), Hedge(ms(500)), Timeout(ms(1_000)), Coalesce);
     Aggregator::builder()
         .source_with("profile", profile.clone(), policies)
         .source_with("avatar", profile, Optional)

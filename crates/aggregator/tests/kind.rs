@@ -249,7 +249,7 @@ async fn the_issues_example_and_static_policy_tuples_report_status() {
     assert_eq!(five_places(&aggregator).await, Five::all("status"));
 
     // The docs' breaker with the built-in policies, as one tuple.
-    let policies = (Coalesce, Timeout(ms(1_000)), Hedge(ms(500)), Retry::attempts(2).backoff(ms(1), ms(1)), Breaker(5));
+    let policies = (Breaker(5), Retry::attempts(2).backoff(ms(1), ms(1)), Hedge(ms(500)), Timeout(ms(1_000)), Coalesce);
     let aggregator = Aggregator::builder().source_with("transactions", http(&server), policies).build().unwrap();
     assert_eq!(five_places(&aggregator).await, Five::all("status"));
 
@@ -340,7 +340,7 @@ async fn a_user_defined_error_reports_its_own_kind_in_all_five_places() {
     let chains = [permutations(0), permutations(1), permutations(2)].concat();
     every_chain_reports("db_deadlock", db, &chains).await;
 
-    let policies = (Timeout(ms(100)), Retry::attempts(3).backoff(ms(1), ms(1)), Coalesce);
+    let policies = (Coalesce, Retry::attempts(3).backoff(ms(1), ms(1)), Timeout(ms(100)));
     let db = fetcher_fn(|_: &u64| async { Err::<u32, _>(DbError::Deadlock) });
     let aggregator = Aggregator::builder().source_with("transactions", db, policies).build().unwrap();
     assert_eq!(five_places(&aggregator).await, Five::all("db_deadlock"));
