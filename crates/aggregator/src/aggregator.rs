@@ -65,7 +65,7 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     inputs: Box<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
-    /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
+    /// The aggregator's default context fields ([`Field`](crate::options::Field) options), shared by
     /// the reports of calls that add none.
     fields: Arc<[(Name, String)]>,
     /// The same as the [`context()`](crate::context) of calls that add nothing, made once.
@@ -97,7 +97,7 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Aggregator<Req, Outputs<T>
     /// [`Outputs<T>`], in declaration order: for names known at run time.
     ///
     /// ```
-    /// use muster::{Aggregator, Outputs, fetcher_fn};
+    /// use muster::{Aggregator, group::Outputs, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -282,7 +282,7 @@ impl<O> Aggregate<O> {
     /// Whether an optional source's fallback (or its absence) stands in for its output: the
     /// aggregate is partial, e.g. because that source was still pending at the deadline.
     pub fn is_partial(&self) -> bool {
-        self.report.sources.iter().any(|source| matches!(source.outcome, crate::Outcome::FellBack { .. }))
+        self.report.sources.iter().any(|source| matches!(source.outcome, crate::report::Outcome::FellBack { .. }))
     }
 }
 
@@ -368,7 +368,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// [`build`](Self::build)); since inputs are declared before, there are no cycles.
     ///
     /// ```
-    /// use muster::{Aggregator, Input, fetcher_fn};
+    /// use muster::{Aggregator, builder::Input, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -475,8 +475,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     }
 
     /// Applies aggregator-level options: [`Deadline`](crate::Deadline),
-    /// [`Limit`](crate::Limit), and default [`Field`](crate::Field)s and
-    /// [`ParentSpan`](crate::ParentSpan) under the call's [`RequestContext`].
+    /// [`Limit`](crate::options::Limit), and default [`Field`](crate::options::Field)s and
+    /// [`ParentSpan`](crate::options::ParentSpan) under the call's [`RequestContext`].
     pub fn options(mut self, options: impl GroupOption) -> Self {
         options.apply(&mut self.group);
         self
@@ -563,12 +563,12 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
 /// deadline, both taken when the fetch starts ([`cancellation()`](crate::cancellation),
-/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::Coalesce)d call, that is the
+/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::policy::Coalesce)d call, that is the
 /// shared call's own token, so one waiter's failure does not reach the inner sources. Its error
 /// is the inner [`AggregateError`], which [classifies](Classify) as its failed source's error
 /// did (so the outer aggregation reports the inner source's kind), and its report is nested in
 /// the outer
-/// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
+/// one ([`SourceReport::nested`](crate::report::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///
 /// The inner sources see the outer deadline ([`deadline()`](crate::deadline)), but it stays

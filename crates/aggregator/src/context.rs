@@ -20,7 +20,7 @@ use tracing::{Level, Metadata, Span};
 ///
 /// The fields reach every span and log line of the aggregation as separate structured fields
 /// (the `aggregate` span has one field per context field: `user_id=42 request_id=r-1`), and
-/// the [`Report`](crate::Report) and the [`AggregateError`](crate::AggregateError) carry them,
+/// the [`Report`](crate::report::Report) and the [`AggregateError`](crate::AggregateError) carry them,
 /// so a failure says for which request it happened.
 ///
 /// Every source (and policy) reads the request's fields, request id, `traceparent` and
@@ -86,7 +86,7 @@ impl RequestContext {
     }
 
     /// Adds the field `name` = `value` (rendered with `Display`); a field set twice keeps the
-    /// last value, and a field of the aggregator's ([`Field`](crate::Field)) is overridden. A
+    /// last value, and a field of the aggregator's ([`Field`](crate::options::Field)) is overridden. A
     /// field with an empty name is ignored.
     pub fn field(mut self, name: impl Into<Name>, value: impl fmt::Display) -> Self {
         let name = name.into();

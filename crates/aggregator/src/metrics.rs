@@ -12,7 +12,7 @@
 //! | `muster_source_hedges_total` | counter | `source` | hedged attempts (so retries are attempts − calls − hedges) |
 //! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the one its error gave ([`Classify`](crate::Classify): the HTTP fetcher's `connect`, `status`, ..., or a word of its own) for a source that failed, the kind of what a fallback replaced for `fallback`, else the outcome |
 //! | `muster_source_duration_seconds` | histogram | `source`, `outcome` | how long a source ran, until it finished or was cancelled |
-//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::Limit) before starting (zero without one) |
+//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::options::Limit) before starting (zero without one) |
 //! | `muster_source_cancellations_total` | counter | `source`, `cause` | sources stopped before they finished, by cause: `sibling` (a required source failed), `deadline`, `caller` (a parent cancellation), `completed` |
 //!
 //! Everything is recorded once, when the aggregation answers, from its report. An aggregation

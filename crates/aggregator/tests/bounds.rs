@@ -8,7 +8,9 @@ use std::error::Error;
 use std::time::Duration;
 
 use muster::http::HttpFetcher;
-use muster::{Aggregator, BuildError, Classify, Coalesce, Fallback, Fetcher, Hedge, Optional, Retry, Timeout};
+use muster::{
+    Aggregator, BuildError, Classify, Fallback, Fetcher, Optional, Retry, Timeout, policy::Coalesce, policy::Hedge,
+};
 use muster_adapters::mock::MockFetcher;
 use serde_json::{Value, json};
 

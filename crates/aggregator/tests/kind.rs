@@ -6,7 +6,7 @@
 //! and the axum body.
 //!
 //! Chains of every order are built at run time: each layer wraps the one before, erased to one
-//! fetcher type by [`erase`], which boxes the layer's error with [`muster::boxed`] (keeping its
+//! fetcher type by [`erase`], which boxes the layer's error with [`muster::error::boxed`] (keeping its
 //! kind, as any `BoxError` can) so that layers of different types stack in any order. A few
 //! chains are also written out statically, as policy tuples, including the example.
 #![allow(clippy::unwrap_used)]
@@ -20,8 +20,8 @@ use muster::completion::{all, first_ok, quorum};
 use muster::http::{HttpError, HttpFetcher, StatusCode};
 use muster::metrics::SOURCE_OUTCOMES;
 use muster::{
-    Aggregator, Classified, Classify, Coalesce, ErrorKind, Event, Fetcher, Hedge, Policy, Retry, SourceOutputs,
-    Timeout, Tower, async_trait, fetcher_fn,
+    Aggregator, Classify, ErrorKind, Fetcher, Retry, Timeout, async_trait, builder::SourceOutputs, error::Classified,
+    fetcher_fn, policy::Coalesce, policy::Hedge, policy::Policy, policy::Tower, report::Event,
 };
 use muster_adapters::mock::{MockFetcher, Step};
 use serde_json::value::RawValue;
@@ -77,7 +77,7 @@ where
         async move {
             match fetcher.fetch(&request).await {
                 Ok(value) => Ok(output(value)),
-                Err(error) => Err(*muster::boxed(error).downcast::<Classified>().unwrap()),
+                Err(error) => Err(*muster::error::boxed(error).downcast::<Classified>().unwrap()),
             }
         }
     }))
@@ -450,7 +450,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::Relaxed) >= self.threshold {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

@@ -11,7 +11,9 @@ use muster::metrics::{
     AGGREGATION_DURATION, AGGREGATIONS, SOURCE_ATTEMPTS, SOURCE_CALLS, SOURCE_CANCELLATIONS, SOURCE_DURATION,
     SOURCE_HEDGES, SOURCE_OUTCOMES, SOURCE_QUEUED,
 };
-use muster::{Aggregator, CancelToken, Deadline, Fallback, Hedge, Limit, RequestContext, Retry, Timeout};
+use muster::{
+    Aggregator, Deadline, Fallback, RequestContext, Retry, Timeout, cancel::CancelToken, options::Limit, policy::Hedge,
+};
 use muster_adapters::mock::{MockFetcher, Step};
 
 fn ms(n: u64) -> Duration {

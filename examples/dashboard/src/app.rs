@@ -28,7 +28,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::Answer;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
-use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
+use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
 use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};

@@ -33,7 +33,7 @@ impl<F> Policy<F> for Hedge {
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::time::Duration;
-/// use muster::{Fetcher, Hedge, Policy, fetcher_fn};
+/// use muster::{Fetcher, policy::Hedge, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), std::io::Error> {

@@ -2,7 +2,7 @@
 //!
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
 //! [`Optional`], [`Fallback`], [`Coalesce`], a tower layer in [`Tower`] (feature `tower`), or
-//! one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
+//! one of your own. [`AggregatorBuilder::source_with`](crate::builder::AggregatorBuilder::source_with)
 //! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
 //! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
 //! and `A` wraps everything, so a call goes through `A` first. A tuple nests: `(A, (B, C))`
@@ -37,7 +37,7 @@
 //! (and `Send`). Writing the first bound in a generic function covers them all.
 //!
 //! Policies report what they did through [`report`](crate::report) (a retry's attempts, a
-//! timeout, a hedge's winner, a fallback): the [`Report`](crate::Report) shows it without the
+//! timeout, a hedge's winner, a fallback): the [`Report`](crate::report::Report) shows it without the
 //! aggregator knowing the policy.
 //!
 //! # Writing a policy
@@ -50,7 +50,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
-//! use muster::{Classify, ErrorKind, Event, Fetcher, Policy, async_trait, report};
+//! use muster::{Classify, ErrorKind, report::Event, Fetcher, policy::Policy, async_trait, report::record};
 //!
 //! struct Breaker;
 //!
@@ -104,7 +104,7 @@
 //!
 //!     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
 //!         if self.failures.load(Ordering::Relaxed) >= 3 {
-//!             report(Event::Note("circuit open"));
+//!             record(Event::Note("circuit open"));
 //!             return Err(BreakerError::Open);
 //!         }
 //!         let result = self.inner.fetch(request).await;
@@ -167,7 +167,7 @@ pub use self::tower::{Tower, TowerError, TowerFetcher};
 /// ```
 /// use std::time::Duration;
 /// use muster::policy::{FallbackFetcher, RetryFetcher, TimeoutFetcher};
-/// use muster::{Fallback, Fetcher, Policy, Retry, Timeout, fetcher_fn};
+/// use muster::{Fallback, Fetcher, policy::Policy, Retry, Timeout, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {

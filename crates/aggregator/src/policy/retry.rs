@@ -14,7 +14,7 @@ use crate::call::{Event, report};
 /// How a [`Retry`] decides whether an error may be retried: by asking the error
 /// ([`ByError`], the default, through [`Classify::is_retryable`]) or with a closure of the wrapped
 /// fetcher's error type ([`Retry::retry_if`]: the source's own, or a
-/// [`TimeoutError`](crate::TimeoutError) of it behind a per-attempt timeout).
+/// [`TimeoutError`](crate::policy::TimeoutError) of it behind a per-attempt timeout).
 #[diagnostic::on_unimplemented(
     message = "the retry cannot tell whether a `{E}` is worth retrying",
     label = "this retry asks the source's error, a `{E}`",
@@ -64,7 +64,7 @@ impl<F, C> Policy<F> for Retry<C> {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use muster::{Fetcher, Policy, Retry, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Retry, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {

@@ -36,7 +36,7 @@ impl<F> Policy<F> for Timeout {
 ///
 /// ```
 /// use std::time::Duration;
-/// use muster::{Fetcher, Policy, Timeout, TimeoutError, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Timeout, policy::TimeoutError, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {

@@ -22,7 +22,7 @@ use super::Policy;
 /// goes behind a `Buffer`; see [`ServiceFetcher`].
 ///
 /// ```
-/// use muster::{Aggregator, Tower, fetcher_fn};
+/// use muster::{Aggregator, policy::Tower, fetcher_fn};
 /// use tower::limit::ConcurrencyLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
