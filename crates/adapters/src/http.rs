@@ -81,6 +81,8 @@ mod client;
 mod error;
 mod params;
 mod template;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::client::{HttpClient, HttpClientBuilder};
 pub use self::error::{HttpConfigError, HttpError};
