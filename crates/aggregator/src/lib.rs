@@ -86,7 +86,12 @@
 //! # Features
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
-//! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
+//! - `http`: the [`http`] fetcher (hyper 1, pooled), plain `http://` on its own.
+//! - `tls` (on by default; implies `http`): https for the [`http`] fetcher, through rustls
+//!   with the *ring* provider and the Mozilla roots of `webpki-roots`. For plain-http backends,
+//!   `muster = { version = "0.3", default-features = false, features = ["http"] }` compiles no
+//!   TLS code, and an `https://` template is then refused when its fetcher is built
+//!   ([`HttpConfigError::Template`](http::HttpConfigError::Template)).
 //! - `tower`: [`Tower`] (any tower layer as a policy), [`ServiceFetcher`] (any tower `Service`
 //!   is a `Fetcher`) and [`FetcherService`] (any `Fetcher` is a `Service`).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
@@ -173,7 +178,8 @@ mod kind;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 
-/// HTTP sources (feature `http`): an [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
+/// HTTP sources (feature `http`; https with `tls`, on by default): an
+/// [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
 /// template on a pooled [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError)
 /// variant for every way the exchange can fail. How it builds its requests and checks the
 /// responses (URL templates, headers, timeouts, pooling) is described on
