@@ -179,9 +179,9 @@ mod kind;
 pub mod metrics;
 
 /// HTTP sources (feature `http`; https with `tls`, on by default): an
-/// [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
-/// template on a pooled [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError)
-/// variant for every way the exchange can fail. How it builds its requests and checks the
+/// [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL template on a pooled
+/// [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError) variant for every
+/// way the exchange can fail. How it builds its requests and checks the
 /// responses (URL templates, headers, timeouts, pooling) is described on
 /// [`HttpFetcher`](http::HttpFetcher#url-templates).
 #[cfg(feature = "http")]
