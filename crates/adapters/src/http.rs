@@ -1,5 +1,9 @@
-//! The HTTP fetcher: JSON over HTTP/1.1 (and https via rustls) from a URL template, safe by
-//! default.
+//! The HTTP fetcher: JSON over HTTP/1.1 (and, with the `tls` feature, https via rustls) from a
+//! URL template, safe by default.
+//!
+//! Without `tls` (`features = ["http"]` alone in `muster`) no TLS code is
+//! compiled and an `https://` template is refused when its fetcher is built; see
+//! [`HttpClient`'s TLS section](HttpClient#tls).
 //!
 //! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
 //! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` (or the
@@ -81,6 +85,8 @@ mod client;
 mod error;
 mod params;
 mod template;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::client::{HttpClient, HttpClientBuilder};
 pub use self::error::{HttpConfigError, HttpError};

@@ -112,7 +112,11 @@
 //! # Features
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
-//! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
+//! - `http`: the [`http`] fetcher (hyper 1, pooled), plain `http://` on its own.
+//! - `tls` (implies `http`): https for the [`http`] fetcher, through rustls with the *ring*
+//!   provider and the Mozilla roots of `webpki-roots`. Without it no TLS code is compiled, and
+//!   an `https://` template is refused when its fetcher is built
+//!   ([`HttpConfigError::Template`](http::HttpConfigError::Template)).
 //! - `tower`: [`Tower`](policy::Tower) (any tower layer as a policy), [`ServiceFetcher`](service::ServiceFetcher) (any tower `Service`
 //!   is a `Fetcher`) and [`FetcherService`](service::FetcherService) (any `Fetcher` is a `Service`).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
@@ -214,9 +218,10 @@ pub mod axum;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 
-/// HTTP sources (feature `http`): an [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
-/// template on a pooled [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError)
-/// variant for every way the exchange can fail. How it builds its requests and checks the
+/// HTTP sources (feature `http`; https with `tls`): an
+/// [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL template on a pooled
+/// [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError) variant for every
+/// way the exchange can fail. How it builds its requests and checks the
 /// responses (URL templates, headers, timeouts, pooling) is described on
 /// [`HttpFetcher`](http::HttpFetcher#url-templates).
 #[cfg(feature = "http")]
