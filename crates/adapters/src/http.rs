@@ -1,5 +1,9 @@
-//! The HTTP fetcher: JSON over HTTP/1.1 (and https via rustls) from a URL template, safe by
-//! default.
+//! The HTTP fetcher: JSON over HTTP/1.1 (and, with the `tls` feature, https via rustls) from a
+//! URL template, safe by default.
+//!
+//! Without `tls` (`features = ["http"]` alone in `muster`) no TLS code is
+//! compiled and an `https://` template is refused when its fetcher is built; see
+//! [`HttpClient`'s TLS section](HttpClient#tls).
 //!
 //! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
 //! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` (or the
@@ -81,6 +85,8 @@ mod client;
 mod error;
 mod params;
 mod template;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::client::{HttpClient, HttpClientBuilder};
 pub use self::error::{HttpConfigError, HttpError};
@@ -177,22 +183,24 @@ const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 /// | --- | --- |
 /// | `accept` | `application/json` |
 /// | `user-agent` | `muster-adapters/<version>` |
-/// | `x-request-id` | [`UrlParams::request_id`], if it is a valid header value |
-/// | `traceparent` | [`UrlParams::traceparent`], if it is a valid W3C version-00 trace parent |
-/// | `x-muster-deadline-ms` | the time left until [`deadline()`](muster_core::deadline), in whole milliseconds (rounded down, decimal), if the fetch runs under a deadline |
+/// | `x-request-id` | the request id of the call's [`context()`](muster_core::context) ([`Context::request_id`](muster_core::Context::request_id)), if it is a valid header value |
+/// | `traceparent` | with the `otel` feature, the fetch's `attempt` span's; else the context's [`traceparent`](muster_core::Context::traceparent); only a valid W3C version-00 trace parent (lower-case hex, ids not all zero) |
+/// | `x-muster-deadline-ms` | the time left until [`deadline()`](muster_core::deadline), in whole milliseconds (rounded down, decimal, at least 1: with less left nothing is sent), if the fetch runs under a deadline |
 /// | any [`header`](HttpFetcherBuilder::header) | as configured (may replace `accept` and `user-agent`) |
-/// | any [`forward_header`](HttpFetcherBuilder::forward_header) | [`UrlParams::header`] for that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
+/// | any [`forward_header`](HttpFetcherBuilder::forward_header) | the context's [`header`](muster_core::Context::header) of that name, if it is at most 8 KiB of visible ASCII, spaces and tabs (replaces a static header of the same name) |
 /// | `content-type` | `application/json`, when there is a body |
 ///
-/// Forwarding is an allow-list: the fetcher asks the request only for the names it was given,
-/// so a request type may hold all of its caller's headers (e.g. the end user's
-/// `authorization` and `cookie` among others) and only the listed ones leave. Static and
+/// The request itself ([`UrlParams`]) gives only URL values and the body; what is the
+/// request's context comes from [`context()`](muster_core::context), which an aggregator sets
+/// once per call from its `RequestContext` (`request_id`, `traceparent`, `header`). Forwarding
+/// is an allow-list: the fetcher asks the context only for the names it was given, so a context
+/// may hold all of its caller's headers (e.g. the end user's `authorization` and `cookie` among
+/// others) and only the listed ones leave. Static and
 /// forwarded headers go to the template's host and port only, never to another one after a
 /// redirect.
 ///
 /// `x-muster-deadline-ms` lets a backend give up on work whose answer would arrive too late.
-/// A fetch whose deadline has already passed fails with [`HttpError::Timeout`] without
-/// sending anything.
+/// With less than 1 ms left, nothing is sent (see [timeouts](HttpFetcher#timeouts-and-cancellation)).
 ///
 /// # The response
 ///
@@ -213,10 +221,19 @@ const MAX_FORWARDED_VALUE: usize = 8 * 1024;
 ///
 /// The [`timeout`](HttpFetcherBuilder::timeout) (10 s by default) covers the whole exchange:
 /// connecting, the response head, every redirect and the whole body, so a body that dribbles
-/// in slowly times out too. A [`deadline()`](muster_core::deadline) is sent to the backend, and a fetch
-/// already past it sends nothing, but it does not shorten the timeout: the group or aggregator
-/// that set the deadline cancels the fetch when it passes, and reports the deadline (a source
-/// timeout firing on the same tick would be reported instead).
+/// in slowly times out too. The call's [`deadline()`](muster_core::deadline) (the one
+/// deadline, stored once: the group's or aggregator's, tightened by a `Timeout` policy) is
+/// read from there, sent to the backend, and ends the exchange too. When it comes at or before
+/// the end of the fetcher's own timeout, the deadline is left to fire and is what is reported,
+/// exactly as with the `Timeout` policy: the fetch gives the group (or the policy) that set
+/// the deadline the tick in which it checks it, so the aggregation reports its deadline, not
+/// a source timeout; only without one (a bare [`with_deadline`](muster_core::with_deadline))
+/// does the fetch then fail with [`HttpError::Timeout`]. So there is no need for a "backstop"
+/// timeout set past the deadline: give the fetcher its plain timeout, or none.
+///
+/// A remaining budget under 1 ms is never sent as `x-muster-deadline-ms: 0`: the request is
+/// not sent, and the fetch times out at the deadline in the same way (the group reports its
+/// deadline; without a group, [`HttpError::Timeout`]).
 ///
 /// Dropping the fetch future (which is how a [`Group`](muster_core::Group) cancels a source)
 /// aborts the request: a connection with a request in flight, or a body not read to the end,
@@ -239,7 +256,7 @@ struct Config {
     client: HttpClient,
     template: Template,
     method: Method,
-    /// The headers copied from the request ([`UrlParams::header`]), in order.
+    /// The headers copied from the call's context, in order.
     forward: Vec<HeaderName>,
     timeout: Duration,
     max_body: usize,
@@ -337,8 +354,11 @@ impl HttpFetcher {
         let config = &*self.config;
         let uri = config.template.render(request)?;
 
+        // The request's context (request id, trace parent, the caller's headers), set once per
+        // call by the aggregator: one reference count, not a copy.
+        let context = muster_core::context();
         let mut propagated = HeaderMap::new();
-        if let Some(id) = request.request_id().and_then(|id| HeaderValue::from_str(id).ok()) {
+        if let Some(id) = context.as_ref().and_then(|context| HeaderValue::from_str(context.request_id()?).ok()) {
             propagated.insert(REQUEST_ID_HEADER, id);
         }
         // With OpenTelemetry, the exchange is an `attempt` span (alive until this fetch returns
@@ -352,7 +372,8 @@ impl HttpFetcher {
         };
         #[cfg(not(feature = "otel"))]
         let traceparent: Option<String> = None;
-        let traceparent = traceparent.or_else(|| request.traceparent().map(str::to_owned));
+        let traceparent =
+            traceparent.or_else(|| context.as_ref().and_then(|context| context.traceparent()).map(str::to_owned));
         if let Some(traceparent) = traceparent.filter(|value| is_valid_traceparent(value)) {
             if let Ok(value) = HeaderValue::from_str(&traceparent) {
                 propagated.insert(TRACEPARENT_HEADER, value);
@@ -361,80 +382,111 @@ impl HttpFetcher {
         // Forwarded headers are the caller's (e.g. the end user's `Authorization`): like the
         // static headers, they go to the template's origin only.
         let mut forwarded = HeaderMap::new();
-        for name in &config.forward {
-            if let Some(value) = request.header(name).and_then(|value| forwardable(name, value)) {
-                forwarded.insert(name.clone(), value);
+        if let Some(context) = &context {
+            for name in &config.forward {
+                if let Some(value) = context.header(name.as_str()).and_then(|value| forwardable(name, value)) {
+                    forwarded.insert(name.clone(), value);
+                }
             }
         }
         let body = request.body().map(|json| Bytes::copy_from_slice(json.get().as_bytes()));
         let now = Instant::now();
-        let budget = config.timeout;
+        let mut budget = config.timeout;
+        // Whether the deadline ends the exchange rather than the fetcher's own timeout.
+        let mut deadline_first = false;
         if let Some(deadline) = muster_core::deadline() {
             let left = deadline.saturating_duration_since(now);
-            if left.is_zero() {
-                return Err(HttpError::Timeout { after: Duration::ZERO });
+            if left < MIN_BUDGET {
+                // Never sent as `x-muster-deadline-ms: 0`: nothing is sent, and the fetch times
+                // out at the deadline, leaving whoever set it to report it.
+                tokio::time::sleep_until(deadline).await;
+                after_the_deadline().await;
+                return Err(HttpError::Timeout { after: left });
             }
             let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
             propagated.insert(DEADLINE_HEADER, HeaderValue::from(millis));
+            if left <= budget {
+                (budget, deadline_first) = (left, true);
+            }
         }
-        // The deadline is not folded into this timeout: the group (or aggregator) that set it
-        // cancels the fetch when it passes and reports the deadline, not a source timeout.
-        // One timer for the whole exchange, registered once however many frames arrive.
+        // One timer for the whole exchange, registered once however many frames arrive: the
+        // fetcher's timeout, or the deadline if that comes first (or at the same time).
         let mut expiry = pin!(sleep_until(now + budget));
         let timed_out = || HttpError::Timeout { after: budget };
 
-        let origin = uri.authority().cloned();
-        let mut exchange = Exchange { uri, method: config.method.clone(), body };
-        let mut redirects = 0;
-        let mut retried = false;
-        loop {
-            let same_origin = exchange.uri.authority() == origin.as_ref();
-            let outgoing = exchange.request(config, same_origin, &propagated, &forwarded);
-            let response = match before(expiry.as_mut(), config.client.client.request(outgoing)).await {
-                None => return Err(timed_out()),
-                Some(Ok(response)) => response,
-                Some(Err(error)) => {
-                    if !retried && exchange.method.is_idempotent() && is_stale_connection(&error) {
-                        // A pooled connection the backend had closed: once more, on a new one.
-                        retried = true;
-                        continue;
+        let result = async {
+            let origin = uri.authority().cloned();
+            let mut exchange = Exchange { uri, method: config.method.clone(), body };
+            let mut redirects = 0;
+            let mut retried = false;
+            loop {
+                let same_origin = exchange.uri.authority() == origin.as_ref();
+                let outgoing = exchange.request(config, same_origin, &propagated, &forwarded);
+                let response = match before(expiry.as_mut(), config.client.client.request(outgoing)).await {
+                    None => return Err(timed_out()),
+                    Some(Ok(response)) => response,
+                    Some(Err(error)) => {
+                        if !retried && exchange.method.is_idempotent() && is_stale_connection(&error) {
+                            // A pooled connection the backend had closed: once more, on a new one.
+                            retried = true;
+                            continue;
+                        }
+                        return Err(if error.is_connect() {
+                            HttpError::Connect { source: error.into() }
+                        } else {
+                            HttpError::Protocol { source: error.into() }
+                        });
                     }
-                    return Err(if error.is_connect() {
-                        HttpError::Connect { source: error.into() }
-                    } else {
-                        HttpError::Protocol { source: error.into() }
-                    });
-                }
-            };
-            if let Some(uses) = response.extensions().get::<client::Uses>() {
-                uses.count();
-            }
-
-            let status = response.status();
-            if status.is_redirection() {
-                let location = response.headers().get(header::LOCATION).map(lossy);
-                let next = if redirects < config.max_redirects {
-                    location.as_deref().and_then(|location| resolve_redirect(&exchange.uri, location))
-                } else {
-                    None
                 };
-                match next {
-                    Some(next) => {
-                        redirects += 1;
-                        exchange.redirect(status, next);
-                        continue;
-                    }
-                    None => return Err(HttpError::Redirect { status, location }),
+                if let Some(uses) = response.extensions().get::<client::Uses>() {
+                    uses.count();
                 }
+
+                let status = response.status();
+                if status.is_redirection() {
+                    let location = response.headers().get(header::LOCATION).map(lossy);
+                    let next = if redirects < config.max_redirects {
+                        location.as_deref().and_then(|location| resolve_redirect(&exchange.uri, location))
+                    } else {
+                        None
+                    };
+                    match next {
+                        Some(next) => {
+                            redirects += 1;
+                            exchange.redirect(status, next);
+                            continue;
+                        }
+                        None => return Err(HttpError::Redirect { status, location }),
+                    }
+                }
+                if !status.is_success() {
+                    let body_excerpt = read_excerpt(response.into_body(), expiry.as_mut()).await;
+                    return Err(HttpError::Status { status, body_excerpt });
+                }
+                check_json_headers(&response)?;
+                return read_limited(response.into_body(), config.max_body, expiry.as_mut())
+                    .await?
+                    .ok_or_else(timed_out);
             }
-            if !status.is_success() {
-                let body_excerpt = read_excerpt(response.into_body(), expiry).await;
-                return Err(HttpError::Status { status, body_excerpt });
-            }
-            check_json_headers(&response)?;
-            return read_limited(response.into_body(), config.max_body, expiry).await?.ok_or_else(timed_out);
         }
+        .await;
+        if deadline_first && matches!(result, Err(HttpError::Timeout { .. })) {
+            after_the_deadline().await;
+        }
+        result
     }
+}
+
+/// The least budget worth sending: a remaining budget under 1 ms would be sent as
+/// `x-muster-deadline-ms: 0`.
+const MIN_BUDGET: Duration = Duration::from_millis(1);
+
+/// Lets the deadline that just passed fire first: the group (or the `Timeout` policy) that set
+/// it checks it after polling its tasks in the same tick, and so cancels the fetch and reports
+/// the deadline, exactly as when a source's timeout ends with the deadline. Without one (a
+/// bare `with_deadline`), the fetch then fails with [`HttpError::Timeout`].
+async fn after_the_deadline() {
+    tokio::task::yield_now().await;
 }
 
 /// What one attempt sends: the URL, the method and the JSON body, which a redirect may change.
@@ -681,7 +733,8 @@ impl HttpFetcherBuilder {
         self
     }
 
-    /// Copies the header `name` from each request ([`UrlParams::header`]) to the backend,
+    /// Copies the header `name` from each call's [`context()`](muster_core::context)
+    /// ([`Context::header`](muster_core::Context::header)) to the backend,
     /// e.g. the end user's `authorization` or `cookie`: an allow-list, one name per call.
     /// A value is sent only if it is at most 8 KiB of visible ASCII, spaces and tabs;
     /// anything else (or no value) is not sent. A forwarded value replaces a static
@@ -717,9 +770,10 @@ impl HttpFetcherBuilder {
     }
 
     /// The time the whole exchange may take: connecting, the response head, redirects and
-    /// the whole body. 10 s by default; a [`deadline()`](muster_core::deadline) is left to the
-    /// group that set it (see [timeouts](HttpFetcher#timeouts-and-cancellation)). Must not be
-    /// zero.
+    /// the whole body. 10 s by default. A [`deadline()`](muster_core::deadline) that comes
+    /// first ends the exchange as well and is what is reported (see
+    /// [timeouts](HttpFetcher#timeouts-and-cancellation)): never set this past the deadline as
+    /// a backstop. Must not be zero.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

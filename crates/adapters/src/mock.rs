@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use muster_core::{BoxError, Fetcher};
+use muster_core::{BoxError, ErrorKind, Fetcher};
 use tokio::time::Instant;
 
 pub use crate::error::MockError;
@@ -319,6 +319,27 @@ impl<O> Step<O> {
     pub fn permanent(self) -> Self {
         match self.action {
             Action::Err(error) => Self { action: Action::Err(error.permanent()), ..self },
+            action => Self { action, ..self },
+        }
+    }
+
+    /// The same step with its error of `kind` (a scripted error is `failed` otherwise), to
+    /// test what a source's kind does to the report, logs and error bodies; no effect on other
+    /// kinds of step. The error stays retryable unless made [`permanent`](Step::permanent).
+    ///
+    /// ```
+    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::mock; pub use muster_core::*; }
+    /// use muster::ErrorKind;
+    /// use muster::mock::{MockFetcher, Step};
+    ///
+    /// let deadlock = ErrorKind::new("db_deadlock");
+    /// let ledger = MockFetcher::<u32>::script([Step::err("deadlock detected").error_kind(deadlock)]);
+    /// # drop(ledger);
+    /// ```
+    #[must_use = "`error_kind` returns a new step and leaves `self` unchanged"]
+    pub fn error_kind(self, kind: ErrorKind) -> Self {
+        match self.action {
+            Action::Err(error) => Self { action: Action::Err(error.with_kind(kind)), ..self },
             action => Self { action, ..self },
         }
     }

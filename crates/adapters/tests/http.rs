@@ -8,13 +8,12 @@
 #[path = "support/server.rs"]
 mod server;
 
-use std::borrow::Cow;
 use std::error::Error as _;
 use std::time::{Duration, Instant};
 
-use muster_adapters::http::{HttpClient, HttpError, HttpFetcher, StatusCode, UrlParams};
+use muster_adapters::http::{HttpClient, HttpError, HttpFetcher, StatusCode};
 use muster_core::muster_options::Deadline;
-use muster_core::{Fetcher, Group, with_deadline};
+use muster_core::{Fetcher, Group, with_context, with_deadline};
 use server::{Conn, Server};
 use tokio::sync::mpsc;
 
@@ -129,7 +128,7 @@ async fn slow_response_headers_time_out() {
     let error = fetcher(&server, "/slow/{id}").fetch("7").await.unwrap_err();
     assert_timed_out_on_time(started.elapsed(), TIMEOUT);
     assert!(matches!(error, HttpError::Timeout { after } if after == TIMEOUT), "{error:?}");
-    assert_eq!(error.kind(), "timeout");
+    assert_eq!(error.kind().as_str(), "timeout");
     assert!(error.is_retryable());
 }
 
@@ -159,7 +158,7 @@ async fn a_reset_connection_is_a_protocol_error() {
 
     let error = fetch_err(&fetcher(&server, "/reset/{id}"), "7").await;
     assert!(matches!(error, HttpError::Protocol { .. }), "{error:?}");
-    assert_eq!(error.kind(), "protocol");
+    assert_eq!(error.kind().as_str(), "protocol");
     assert!(error.is_retryable());
 }
 
@@ -240,7 +239,7 @@ async fn a_non_2xx_status_keeps_an_excerpt_of_the_body() {
     assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body_excerpt.len(), 200);
     assert!(body_excerpt.starts_with(r#"{"error": "overloaded", "detail": "xxx"#), "{body_excerpt}");
-    assert_eq!(error.kind(), "status");
+    assert_eq!(error.kind().as_str(), "status");
     assert!(error.is_retryable(), "5xx is retryable");
     assert_eq!(error.to_string(), "unexpected status 503 Service Unavailable", "the body stays out of the message");
 
@@ -257,7 +256,7 @@ async fn invalid_json_is_refused() {
     let server = Server::json(r#"{"name": "Ada""#).await;
     let error = fetch_err(&fetcher(&server, "/v1/users/{id}"), "7").await;
     assert!(matches!(error, HttpError::InvalidJson { .. }), "{error:?}");
-    assert_eq!(error.kind(), "invalid_json");
+    assert_eq!(error.kind().as_str(), "invalid_json");
     assert!(!error.is_retryable());
 }
 
@@ -282,7 +281,7 @@ async fn a_content_type_other_than_json_is_refused() {
         matches!(&error, HttpError::ContentType { found: Some(found) } if found == "text/html; charset=utf-8"),
         "{error:?}"
     );
-    assert_eq!(error.kind(), "content_type");
+    assert_eq!(error.kind().as_str(), "content_type");
     let error = fetch_err(&fetcher(&server, "/{id}"), "none").await;
     assert!(matches!(&error, HttpError::ContentType { found: None }), "{error:?}");
     assert_eq!(fetcher(&server, "/{id}").fetch("problem").await.unwrap().get(), "{}");
@@ -299,9 +298,8 @@ async fn an_unrequested_content_encoding_is_refused() {
 
     let error = fetch_err(&fetcher(&server, "/{id}"), "7").await;
     assert!(matches!(&error, HttpError::Encoding { found } if found == "gzip"), "{error:?}");
-    assert_eq!(error.kind(), "encoding");
     // A fault of the response, not of the request.
-    assert_eq!(muster_core::ErrorKind::from(&error), muster_core::ErrorKind::ContentType);
+    assert_eq!(error.kind(), muster_core::ErrorKind::ContentType);
 }
 
 #[tokio::test]
@@ -336,7 +334,7 @@ async fn an_oversized_body_is_cut_off_at_the_limit_while_streaming() {
     let error = fetcher.fetch("7").await.unwrap_err();
     let elapsed = started.elapsed();
     assert!(matches!(error, HttpError::BodyTooLarge { limit: 1_048_576 }), "{error:?}");
-    assert_eq!(error.kind(), "body_too_large");
+    assert_eq!(error.kind().as_str(), "body_too_large");
 
     let (sent, finished) = tokio::time::timeout(PATIENCE, sent_rx.recv()).await.unwrap().unwrap();
     assert!(!finished, "the server sent all {sent} bytes: the client kept reading past the limit");
@@ -391,7 +389,7 @@ async fn redirects_are_not_followed_by_default() {
         matches!(&error, HttpError::Redirect { status: StatusCode::FOUND, location: Some(location) } if location == "/new"),
         "{error:?}"
     );
-    assert_eq!(error.kind(), "redirect");
+    assert_eq!(error.kind().as_str(), "redirect");
     assert!(!error.is_retryable());
     assert_eq!(server.heads().len(), 1, "nothing was requested after the redirect");
 }
@@ -426,10 +424,11 @@ async fn a_refused_connection_is_a_connect_error() {
     let fetcher = HttpFetcher::builder(&format!("http://{addr}/v1/users/{{id}}")).timeout(TIMEOUT).build().unwrap();
     let error = fetch_err(&fetcher, "7").await;
     assert!(matches!(error, HttpError::Connect { .. }), "{error:?}");
-    assert_eq!(error.kind(), "connect");
+    assert_eq!(error.kind().as_str(), "connect");
     assert!(error.is_retryable());
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn https_urls_go_through_tls() {
     let (hello_tx, mut hello_rx) = mpsc::unbounded_channel();
@@ -598,37 +597,23 @@ async fn ids_that_cannot_make_a_request_fail_before_anything_is_sent() {
 
     let error = fetcher.fetch(&[("id", "7")]).await.unwrap_err();
     assert!(matches!(&error, HttpError::MissingParam { name } if name == "account"), "{error:?}");
-    assert_eq!(error.kind(), "missing_param");
+    assert_eq!(error.kind().as_str(), "invalid_request");
     let error = fetcher.fetch("").await.unwrap_err();
     assert!(matches!(&error, HttpError::MissingParam { name } if name == "id"), "an empty segment: {error:?}");
     let error = fetcher.fetch("a".repeat(70_000).as_str()).await.unwrap_err();
     assert!(matches!(error, HttpError::InvalidUrl { .. }), "{error:?}");
-    assert_eq!(error.kind(), "invalid_url");
+    assert_eq!(error.kind().as_str(), "invalid_request");
 
     assert_eq!(server.accepted(), 0, "nothing was sent");
 }
 
-/// A request that carries propagation context.
-struct Ctx {
-    id: &'static str,
-    request_id: &'static str,
-    traceparent: &'static str,
-}
-
-impl UrlParams for Ctx {
-    fn param(&self, name: &str) -> Option<Cow<'_, str>> {
-        (name == "id").then_some(Cow::Borrowed(self.id))
-    }
-    fn request_id(&self) -> Option<&str> {
-        Some(self.request_id)
-    }
-    fn traceparent(&self) -> Option<&str> {
-        Some(self.traceparent)
-    }
+/// The context of a call with `request_id` and `traceparent`, as an aggregator sets it.
+fn context(request_id: &str, traceparent: &str) -> muster_core::Context {
+    muster_core::Context::new().with_request_id(request_id).with_traceparent(traceparent)
 }
 
 #[tokio::test]
-async fn request_id_and_valid_traceparents_are_propagated() {
+async fn request_id_and_valid_traceparents_are_propagated_from_the_context() {
     const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let server = Server::json("{}").await;
     let fetcher = HttpFetcher::builder(&server.url("/v1/users/{id}"))
@@ -637,7 +622,7 @@ async fn request_id_and_valid_traceparents_are_propagated() {
         .build()
         .unwrap();
 
-    fetcher.fetch(&Ctx { id: "7", request_id: "req-42", traceparent: TRACEPARENT }).await.unwrap();
+    with_context(context("req-42", TRACEPARENT), fetcher.fetch("7")).await.unwrap();
     let head = server.heads().pop().unwrap();
     assert_eq!(head.header("x-request-id"), Some("req-42"));
     assert_eq!(head.header("traceparent"), Some(TRACEPARENT));
@@ -645,7 +630,7 @@ async fn request_id_and_valid_traceparents_are_propagated() {
     assert_eq!(head.header("x-tenant"), Some("bank"));
 
     let invalid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7";
-    fetcher.fetch(&Ctx { id: "7", request_id: "req\r\nx-evil: 1", traceparent: invalid }).await.unwrap();
+    with_context(context("req\r\nx-evil: 1", invalid), fetcher.fetch("7")).await.unwrap();
     let head = server.heads().pop().unwrap();
     assert_eq!(head.all("traceparent"), Vec::<&str>::new(), "an invalid traceparent is dropped");
     assert_eq!(head.all("x-request-id"), Vec::<&str>::new(), "a request id that is no header value is dropped");
@@ -702,6 +687,80 @@ async fn a_fetch_past_its_deadline_sends_nothing() {
     assert!(matches!(error, HttpError::Timeout { after: Duration::ZERO }), "{error:?}");
     tokio::time::sleep(ms(50)).await;
     assert_eq!(server.accepted(), 0);
+}
+
+/// A server that reads requests and never answers.
+async fn silent() -> Server {
+    Server::start(|mut conn| async move { while conn.read_request().await.is_some() {} }).await
+}
+
+/// Outside a group, a budget under 1 ms is never sent as `x-muster-deadline-ms: 0`: nothing is
+/// sent, and the fetch times out at the deadline.
+#[tokio::test(start_paused = true)]
+async fn a_budget_under_a_millisecond_is_not_sent_and_times_out_at_the_deadline() {
+    let server = Server::json("{}").await;
+    let fetcher = fetcher(&server, "/{id}");
+    let started = tokio::time::Instant::now();
+    let deadline = started + Duration::from_micros(900);
+
+    let error = with_deadline(deadline, fetcher.fetch("7")).await.unwrap_err();
+
+    assert!(matches!(error, HttpError::Timeout { .. }), "{error:?}");
+    assert!(tokio::time::Instant::now() >= deadline, "it timed out at the deadline, not at once");
+    assert!(started.elapsed() < ms(2), "and not later: {:?}", started.elapsed());
+    tokio::time::sleep(ms(50)).await;
+    assert_eq!(server.accepted(), 0, "nothing was sent");
+}
+
+/// In a group, a source left with under 1 ms sends nothing and waits: the group reports its
+/// deadline, naming the source as pending, not a failed source.
+#[tokio::test(start_paused = true)]
+async fn in_a_group_a_budget_under_a_millisecond_leaves_the_group_to_report_its_deadline() {
+    let server = Server::json("{}").await;
+    let fetcher = fetcher(&server, "/{id}");
+    let mut group = Group::with_options(Deadline(Duration::from_secs(1))).unwrap();
+    group
+        .spawn("late", async {
+            tokio::time::advance(Duration::from_micros(999_500)).await;
+            fetcher.fetch("7").await
+        })
+        .unwrap();
+
+    let error = group.wait().await.unwrap_err();
+
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(error.pending(), ["late"]);
+    tokio::time::sleep(ms(50)).await;
+    assert_eq!(server.accepted(), 0, "nothing was sent");
+}
+
+/// The fetcher's own timeout ending with the group's deadline: the deadline is what is
+/// reported (as with the `Timeout` policy), so no "backstop" timeout past it is needed.
+#[tokio::test(start_paused = true)]
+async fn when_the_timeout_and_the_deadline_end_together_the_deadline_is_reported() {
+    let server = silent().await;
+    let fetcher = HttpFetcher::builder(&server.url("/{id}")).timeout(Duration::from_secs(1)).build().unwrap();
+    let mut group = Group::with_options(Deadline(Duration::from_secs(1))).unwrap();
+    group.spawn("slow", fetcher.fetch("7")).unwrap();
+
+    let error = group.wait().await.unwrap_err();
+
+    assert!(error.is_timeout(), "the deadline, not a failed source: {error:?}");
+    assert_eq!(error.pending(), ["slow"]);
+}
+
+/// Outside a group, a deadline before the fetcher's own timeout ends the exchange with an
+/// `HttpError::Timeout` at the deadline.
+#[tokio::test(start_paused = true)]
+async fn outside_a_group_a_deadline_before_the_timeout_ends_the_fetch_at_the_deadline() {
+    let server = silent().await;
+    let fetcher = HttpFetcher::builder(&server.url("/{id}")).timeout(Duration::from_secs(10)).build().unwrap();
+    let started = tokio::time::Instant::now();
+
+    let error = with_deadline(started + ms(300), fetcher.fetch("7")).await.unwrap_err();
+
+    assert!(matches!(error, HttpError::Timeout { after } if after == ms(300)), "{error:?}");
+    assert_eq!(started.elapsed(), ms(300));
 }
 
 #[tokio::test]

@@ -393,7 +393,7 @@ async fn run(case: &'static Case) -> Row {
     assert_eq!(error.source_name(), Some("faulty"), "{fault:?}: {error:?}");
     assert!(error.also_failed().is_empty(), "{fault:?}: {error:?}");
     let http = http_error(&error).unwrap_or_else(|| panic!("{fault:?}: no HttpError in the chain of {error:?}"));
-    assert_eq!(http.kind(), case.kind, "{fault:?}: {http:?}");
+    assert_eq!(http.kind().as_str(), case.kind, "{fault:?}: {http:?}");
     assert!((case.matches)(http), "{fault:?}: unexpected {http:?}");
 
     // (2) On time.

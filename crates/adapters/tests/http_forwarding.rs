@@ -1,40 +1,41 @@
-//! What an HTTP fetcher sends from the request: forwarded headers through the allow-list
-//! (validated, never to another host), other methods, and a JSON body; substituted values
-//! stay one encoded path segment whatever the method.
+//! What an HTTP fetcher sends from the request and its call's context: forwarded headers
+//! through the allow-list (taken from `muster::context()`, validated, never to another host),
+//! the request id and `traceparent` from the context, other methods, and a JSON body;
+//! substituted values stay one encoded path segment whatever the method.
 
 #[path = "support/server.rs"]
 mod server;
 
 use std::borrow::Cow;
 
-use muster_adapters::http::{HeaderMap, HeaderName, HttpFetcher, Method, UrlParams, header};
-use muster_core::Fetcher;
+use muster_adapters::http::{HttpFetcher, Method, UrlParams};
+use muster_core::{Context, Fetcher, with_context};
 use serde_json::value::RawValue;
 use server::Server;
 
-/// A request with an id, the caller's headers and an optional JSON body.
+/// A request with an id and an optional JSON body, and the context of its call: the caller's
+/// headers, as an aggregator's `RequestContext` gives them.
 struct Call {
     id: &'static str,
-    headers: HeaderMap,
+    context: Context,
     body: Option<Box<RawValue>>,
 }
 
 impl Call {
     fn new(id: &'static str, headers: &[(&'static str, &str)]) -> Self {
-        let mut map = HeaderMap::new();
-        for (name, value) in headers {
-            map.append(HeaderName::from_static(name), value.parse().expect("a header value"));
-        }
-        Self { id, headers: map, body: None }
+        let context = headers.iter().fold(Context::new(), |context, (name, value)| context.with_header(name, *value));
+        Self { id, context, body: None }
+    }
+
+    /// Fetches this request with `fetcher`, under the call's context.
+    async fn fetch<F: Fetcher<Self>>(&self, fetcher: &F) -> Result<F::Output, F::Error> {
+        with_context(self.context.clone(), fetcher.fetch(self)).await
     }
 }
 
 impl UrlParams for Call {
     fn param(&self, _name: &str) -> Option<Cow<'_, str>> {
         Some(self.id.into())
-    }
-    fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.headers.get(name)?.to_str().ok()
     }
     fn body(&self) -> Option<&RawValue> {
         self.body.as_deref()
@@ -51,13 +52,42 @@ async fn only_allow_listed_headers_are_forwarded() {
         .unwrap();
     let call = Call::new("7", &[("authorization", "Bearer t0k"), ("cookie", "a=b"), ("x-secret", "no")]);
 
+    call.fetch(&fetcher).await.unwrap();
     fetcher.fetch(&call).await.unwrap();
 
-    let head = server.only_head();
+    let heads = server.heads();
+    let head = &heads[0];
     assert_eq!(head.all("authorization"), ["Bearer t0k"]);
     assert_eq!(head.all("cookie"), ["a=b"]);
     assert!(head.all("x-secret").is_empty(), "{head:?}");
     assert!(!format!("{fetcher:?}").contains("t0k"));
+    assert!(!format!("{:?}", call.context).contains("t0k"), "a context's Debug shows header names only");
+    assert!(heads[1].all("authorization").is_empty(), "outside the call's context nothing is forwarded");
+}
+
+/// The request id, the `traceparent` and the allow-listed headers all come from the call's
+/// context, as an aggregator sets it: the request type gives only the URL values.
+#[tokio::test]
+async fn the_request_id_traceparent_and_forwarded_headers_come_from_the_context() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let server = Server::json("{}").await;
+    let fetcher = HttpFetcher::builder(&server.url("/v1/users/{id}")).forward_header("authorization").build().unwrap();
+    let context = Context::new()
+        .with_request_id("r-42")
+        .with_traceparent(TRACEPARENT)
+        .with_header("Authorization", "Bearer user")
+        .with_header("cookie", "session=secret");
+
+    with_context(context, fetcher.fetch("7")).await.unwrap();
+
+    let head = server.only_head();
+    assert_eq!(head.line, "GET /v1/users/7 HTTP/1.1");
+    assert_eq!(head.header("x-request-id"), Some("r-42"));
+    if cfg!(not(feature = "otel")) {
+        assert_eq!(head.header("traceparent"), Some(TRACEPARENT));
+    }
+    assert_eq!(head.all("authorization"), ["Bearer user"]);
+    assert!(head.all("cookie").is_empty(), "not on the allow-list: {head:?}");
 }
 
 #[tokio::test]
@@ -70,12 +100,10 @@ async fn a_forwarded_value_replaces_a_static_one_and_invalid_values_are_not_sent
         .build()
         .unwrap();
 
-    fetcher.fetch(&Call::new("1", &[("authorization", "Bearer user")])).await.unwrap();
-    fetcher.fetch(&Call::new("2", &[])).await.unwrap();
+    Call::new("1", &[("authorization", "Bearer user")]).fetch(&fetcher).await.unwrap();
+    Call::new("2", &[]).fetch(&fetcher).await.unwrap();
     let long = "x".repeat(8 * 1024 + 1);
-    let mut odd = Call::new("3", &[("x-tenant", &long)]);
-    odd.headers.insert("authorization", header::HeaderValue::from_bytes(b"Bearer \xff").unwrap());
-    fetcher.fetch(&odd).await.unwrap();
+    Call::new("3", &[("x-tenant", &long), ("authorization", "Bearer \u{e9}")]).fetch(&fetcher).await.unwrap();
 
     let heads = server.heads();
     assert_eq!(heads[0].all("authorization"), ["Bearer user"], "the caller's replaces the static one");
@@ -108,7 +136,7 @@ async fn forwarded_headers_are_not_sent_to_another_host_after_a_redirect() {
     let fetcher =
         HttpFetcher::builder(&origin.url("/{id}")).forward_header("authorization").follow_redirects(1).build().unwrap();
 
-    fetcher.fetch(&Call::new("1", &[("authorization", "Bearer user")])).await.unwrap();
+    Call::new("1", &[("authorization", "Bearer user")]).fetch(&fetcher).await.unwrap();
 
     assert_eq!(origin.only_head().all("authorization"), ["Bearer user"]);
     assert!(target.only_head().all("authorization").is_empty(), "the credential followed the redirect");

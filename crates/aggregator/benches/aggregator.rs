@@ -7,6 +7,10 @@
 //!
 //! Run with `cargo bench -p muster --bench aggregator` (prints the table) or through
 //! `cargo xtask bench`, which passes `-- --report PATH`.
+//!
+//! With `MUSTER_BENCH_TRACING=1` a subscriber that enables every span and writes nothing
+//! (tracing-subscriber's `Registry`) is installed first, so that the spans are made for real:
+//! the `aggregate` span with its fields, whose metadata is looked up on every aggregation.
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -15,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use muster::{Aggregator, Deadline, Fetcher, Field, Group, GroupConfig, Input, SourceOutputs, fetcher_fn};
+use muster::{
+    Aggregator, Deadline, Fetcher, Group, builder::Input, builder::SourceOutputs, fetcher_fn, options::Field,
+    options::GroupConfig,
+};
 
 /// Counts every allocation of the process.
 #[global_allocator]
@@ -170,6 +177,11 @@ fn two_stage(rt: &tokio::runtime::Runtime, report: &mut String) {
 }
 
 fn main() -> std::io::Result<()> {
+    if std::env::var_os("MUSTER_BENCH_TRACING").is_some() {
+        if let Err(error) = tracing::subscriber::set_global_default(tracing_subscriber::registry()) {
+            panic!("no other subscriber is installed: {error}");
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_time().build()?;
     let mut report = String::new();
     scenario(&rt, "aggregator_ready", 2, ready(), typed!(ready(), "s0" "s1"), &mut report);

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use muster_core::muster_options::{GroupConfig, GroupOption};
-use muster_core::{Fetcher, Group, Name, Outputs, async_trait};
+use muster_core::{Classify, Fetcher, Group, Name, Outputs, async_trait};
 use tracing::Instrument as _;
 
 use crate::call::Shared;
@@ -65,9 +65,11 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     inputs: Box<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
-    /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
+    /// The aggregator's default context fields ([`Field`](crate::options::Field) options), shared by
     /// the reports of calls that add none.
     fields: Arc<[(Name, String)]>,
+    /// The same as the [`context()`](crate::context) of calls that add nothing, made once.
+    context: muster_core::Context,
 }
 
 impl<Req: ?Sized, O: SourceOutputs<Req>> Clone for Aggregator<Req, O> {
@@ -95,7 +97,7 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Aggregator<Req, Outputs<T>
     /// [`Outputs<T>`], in declaration order: for names known at run time.
     ///
     /// ```
-    /// use muster::{Aggregator, Outputs, fetcher_fn};
+    /// use muster::{Aggregator, group::Outputs, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -147,14 +149,34 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// Dropping the future drops every source's fetch, and logs one `info` event saying the
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, names, inputs, group: config, fields: defaults } = &*self.inner;
-        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent } = context;
+        let Inner { sources, names, inputs, group: config, fields: defaults, context: default_context } = &*self.inner;
+        let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent, headers } =
+            context;
+        // What the sources read as `context()`: made once per call, and only when the call
+        // brings something of its own; a call that brings nothing inside another aggregation
+        // (a nested aggregator) keeps the enclosing request's context.
+        let plain = own.is_empty() && traceparent.is_none() && headers.is_empty();
         let fields: Arc<[(Name, String)]> = if own.is_empty() {
             Arc::clone(defaults)
         } else {
             let mut fields = defaults.to_vec();
             own.into_iter().for_each(|(name, value)| set(&mut fields, name, value));
             fields.into()
+        };
+        let request_context = match plain.then(muster_core::context).flatten() {
+            Some(enclosing) => enclosing,
+            None if plain => default_context.clone(),
+            None => {
+                let context = fields.iter().fold(muster_core::Context::new(), |context, (name, value)| {
+                    context.with_field(name.clone(), value.clone())
+                });
+                let context =
+                    headers.into_iter().fold(context, |context, (name, value)| context.with_header(name, value));
+                match &traceparent {
+                    Some(traceparent) => context.with_traceparent(traceparent.clone()),
+                    None => context,
+                }
+            }
         };
         let span = aggregate_span(&fields, parent_span.as_ref().or(config.span.as_ref()), traceparent.as_deref());
         let mut group_config = config.clone();
@@ -183,7 +205,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
                 shared.recorder.stamp();
                 poll
             });
-            wait.instrument(span.clone()).await
+            muster_core::with_context(request_context, wait.instrument(span.clone())).await
         };
         gone.armed = false;
         let report = shared.recorder.report(names, inputs, result.as_ref().err(), fields);
@@ -260,7 +282,7 @@ impl<O> Aggregate<O> {
     /// Whether an optional source's fallback (or its absence) stands in for its output: the
     /// aggregate is partial, e.g. because that source was still pending at the deadline.
     pub fn is_partial(&self) -> bool {
-        self.report.sources.iter().any(|source| matches!(source.outcome, crate::Outcome::FellBack { .. }))
+        self.report.sources.iter().any(|source| matches!(source.outcome, crate::report::Outcome::FellBack { .. }))
     }
 }
 
@@ -302,9 +324,13 @@ impl<Req: ?Sized, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
 impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// Adds a required source: its failure fails the aggregation and cancels the others. Its
     /// output, `F::Output`, is the next element of the aggregate's tuple.
+    ///
+    /// Its error says what kind it is ([`Classify`]): the aggregator asks it before boxing it,
+    /// and the error, report, log event, metrics and HTTP body say that kind.
     pub fn source<F>(self, name: impl Into<Name>, fetcher: F) -> AggregatorBuilder<Req, O::With>
     where
         F: Fetcher<Req> + 'static,
+        F::Error: Classify,
         F::Output: 'static,
         O: Push<Req, F::Output>,
     {
@@ -317,10 +343,15 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// fallback (see [`policy`](crate::policy) for the order). The wrapped fetcher's output is the next
     /// element of the aggregate's tuple: `Option<T>` for [`Optional`](crate::Optional), `T`
     /// for [`Fallback`](crate::Fallback).
+    ///
+    /// The wrapped fetcher's error must implement [`Classify`], as for
+    /// [`source`](Self::source); the policies pass the source's own kind on, and need
+    /// `F::Error: Classify + Error + Send + Sync + 'static`.
     pub fn source_with<F, P>(self, name: impl Into<Name>, fetcher: F, policy: P) -> AggregatorBuilder<Req, O::With>
     where
         P: Policy<F>,
         P::Fetcher: Fetcher<Req> + 'static,
+        <P::Fetcher as Fetcher<Req>>::Error: Classify,
         <P::Fetcher as Fetcher<Req>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<Req>>::Output>,
     {
@@ -337,7 +368,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// [`build`](Self::build)); since inputs are declared before, there are no cycles.
     ///
     /// ```
-    /// use muster::{Aggregator, Input, fetcher_fn};
+    /// use muster::{Aggregator, builder::Input, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -369,6 +400,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         M: Fn(&Req, &I::Item) -> R + Send + Sync + 'static,
         R: Send + Sync + 'static,
         F: Fetcher<R> + 'static,
+        F::Error: Classify,
         F::Output: 'static,
         O: Push<Req, F::Output>,
     {
@@ -392,6 +424,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         F: 'static,
         P: Policy<F>,
         P::Fetcher: Fetcher<R> + 'static,
+        <P::Fetcher as Fetcher<R>>::Error: Classify,
         <P::Fetcher as Fetcher<R>>::Output: 'static,
         O: Push<Req, <P::Fetcher as Fetcher<R>>::Output>,
     {
@@ -442,8 +475,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     }
 
     /// Applies aggregator-level options: [`Deadline`](crate::Deadline),
-    /// [`Limit`](crate::Limit), and default [`Field`](crate::Field)s and
-    /// [`ParentSpan`](crate::ParentSpan) under the call's [`RequestContext`].
+    /// [`Limit`](crate::options::Limit), and default [`Field`](crate::options::Field)s and
+    /// [`ParentSpan`](crate::options::ParentSpan) under the call's [`RequestContext`].
     pub fn options(mut self, options: impl GroupOption) -> Self {
         options.apply(&mut self.group);
         self
@@ -470,9 +503,12 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
                 return Err(BuildError::Budget { name: name.clone(), needs, deadline });
             }
         }
-        let fields = std::mem::take(&mut group.fields).into();
+        let fields: Arc<[(Name, String)]> = std::mem::take(&mut group.fields).into();
+        let context = fields.iter().fold(muster_core::Context::new(), |context, (name, value)| {
+            context.with_field(name.clone(), value.clone())
+        });
         let (names, inputs) = (names.into(), inputs.into());
-        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields }) })
+        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields, context }) })
     }
 }
 
@@ -526,8 +562,13 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
-/// deadline. Its error is the inner [`AggregateError`], and its report is nested in the outer
-/// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
+/// deadline, both taken when the fetch starts ([`cancellation()`](crate::cancellation),
+/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::policy::Coalesce)d call, that is the
+/// shared call's own token, so one waiter's failure does not reach the inner sources. Its error
+/// is the inner [`AggregateError`], which [classifies](Classify) as its failed source's error
+/// did (so the outer aggregation reports the inner source's kind), and its report is nested in
+/// the outer
+/// one ([`SourceReport::nested`](crate::report::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///
 /// The inner sources see the outer deadline ([`deadline()`](crate::deadline)), but it stays

@@ -43,7 +43,7 @@
 //!     fn context(&self) -> RequestContext {
 //!         let context = RequestContext::new().field("user_id", self.user_id);
 //!         match &self.request_id {
-//!             Some(request_id) => context.field("request_id", request_id),
+//!             Some(request_id) => context.request_id(request_id),
 //!             None => context,
 //!         }
 //!     }
@@ -75,7 +75,7 @@
 //! # Responses
 //!
 //! An [`Aggregate`] whose outputs serialize ([`SerializeOutputs`]: tuples of `Serialize`
-//! outputs, [`Outputs<T>`](crate::Outputs)) is a `200 application/json` object keyed by source
+//! outputs, [`Outputs<T>`](crate::group::Outputs)) is a `200 application/json` object keyed by source
 //! name, in declaration order; an omitted [`Optional`](crate::Optional) source is `null`.
 //! An [`AggregateError`] is a JSON error, always with the same four fields:
 //!
@@ -85,14 +85,14 @@
 //! | the global deadline passed | 504 | `{"error": "deadline of 1000ms elapsed; pending: transactions", "source": null, "kind": "timeout", "pending": ["transactions"], "request_id": "r-1"}` |
 //! | the aggregation was cancelled from outside | 503 | `{"error": "aggregation cancelled", "source": null, "kind": "cancelled", "request_id": "r-1"}` |
 //!
-//! `kind` is the HTTP fetcher's kind when the failed source's error is an HTTP error (`status`,
-//! `connect`, `timeout`, `body_too_large`, `invalid_json`, ...; seen through the
-//! [`Timeout`](crate::Timeout) and [`Coalesce`](crate::Coalesce) wrappers and the error's
-//! `source()` chain), else the [`ErrorKind`]: `failed`, `panicked`,
+//! `kind` is [`AggregateError::kind`], the word the report, the log event and the metrics
+//! say too: for a failed source, the kind its error gave ([`Classify`](crate::Classify),
+//! passed on by every policy: the HTTP fetcher's `status`, `connect`, `timeout`,
+//! `body_too_large`, ..., or a user's own word such as `db_deadlock`); else `panicked`,
 //! `timeout` or `cancelled`. The `error` text names the kind in brackets only where it adds to
 //! the words: "source `x` failed" for `failed`, "source `x` panicked", "source `x` timed out",
-//! and "source `x` failed (connect)" for an HTTP kind.
-//! `request_id` is the call's context field `request_id`, `null`
+//! and "source `x` failed (connect)" for any other kind.
+//! `request_id` is the call's request id ([`RequestContext::request_id`](crate::RequestContext::request_id), the context field `request_id`), `null`
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
 //!
@@ -253,7 +253,7 @@ where
 }
 
 /// Outputs that serialize as one JSON object keyed by source name: tuples (up to 12) of
-/// `Serialize` outputs, `()`, and [`Outputs<T>`](crate::Outputs) of a `Serialize` `T`. Not
+/// `Serialize` outputs, `()`, and [`Outputs<T>`](crate::group::Outputs) of a `Serialize` `T`. Not
 /// meant to be implemented elsewhere.
 ///
 /// ```
@@ -271,7 +271,7 @@ where
 #[diagnostic::on_unimplemented(
     message = "the outputs `{Self}` do not serialize as one JSON object",
     label = "every source's output must implement `serde::Serialize`",
-    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::Outputs<T>`"
+    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::group::Outputs<T>`"
 )]
 pub trait SerializeOutputs {
     /// Serializes the outputs as a map: the output of the `i`-th source under `names[i]`
@@ -334,7 +334,7 @@ serialize_outputs!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L
 /// an [`Aggregate`] (which responds the same way itself), or from names and outputs.
 ///
 /// ```
-/// use muster::Outputs;
+/// use muster::group::Outputs;
 /// use muster::axum::Json;
 ///
 /// # fn main() -> Result<(), serde_json::Error> {
@@ -461,8 +461,8 @@ impl IntoResponse for Verbose {
 pub struct Answer {
     /// The source that failed the aggregation, if one did.
     pub source: Option<Name>,
-    /// The body's `kind` (the HTTP fetcher's kind, or `failed`, `panicked`, `timeout`,
-    /// `cancelled`), or `ok` for a success.
+    /// The body's `kind` ([`AggregateError::kind`]'s word: the failed source's kind, or
+    /// `panicked`, `timeout`, `cancelled`), or `ok` for a success.
     pub kind: &'static str,
 }
 

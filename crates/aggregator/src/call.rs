@@ -1,6 +1,6 @@
 //! What a source sees of its own call, from inside [`Fetcher::fetch`](crate::Fetcher::fetch):
-//! its deadline, its cancellation and why, and a way for policies to tell the report what they
-//! did.
+//! its deadline, its cancellation and why, its request's context (fields, request id,
+//! `traceparent`, forwarded headers), and a way for policies to tell the report what they did.
 //!
 //! These are free functions rather than arguments of `fetch`, so that a policy (a layer) can
 //! wrap any fetcher without threading anything through it. They read task-local state that the
@@ -130,6 +130,12 @@ fn with_call(f: impl FnOnce(&Call)) {
 /// aggregator's and the call's), or tighter still inside a per-source
 /// [`Timeout`](crate::Timeout). `None` outside a source or without a deadline.
 ///
+/// This is the one place the call's deadline is kept, as an instant: the timeout, retry,
+/// hedge and fallback policies and the HTTP fetcher all read it from here (a source's timeout
+/// that would end at or after it leaves it to fire, so the aggregation reports its deadline).
+/// Inside a [`Coalesce`](crate::policy::Coalesce)d call it is the latest deadline of the waiters still
+/// waiting.
+///
 /// # In a `Group`
 ///
 #[doc(inline)]
@@ -141,10 +147,11 @@ pub fn remaining() -> Option<Duration> {
 }
 
 /// The cancellation token of the current source's aggregation: wait on it with
-/// [`CancelToken::cancelled`](crate::CancelToken::cancelled), or read
-/// [`CancelToken::cause`](crate::CancelToken::cause) (a sibling's failure, the deadline, the
+/// [`CancelToken::cancelled`](crate::cancel::CancelToken::cancelled), or read
+/// [`CancelToken::cause`](crate::cancel::CancelToken::cause) (a sibling's failure, the deadline, the
 /// caller going away, or completion), for example in a drop guard, since a cancelled source
-/// is dropped. `None` outside a source.
+/// is dropped. `None` outside a source. Inside a [`Coalesce`](crate::policy::Coalesce)d call it is the
+/// shared call's own token, cancelled only when every waiter has gone.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -185,15 +192,48 @@ pub fn remaining() -> Option<Duration> {
 #[doc(inline)]
 pub use muster_core::cancellation;
 
+/// The context of the request the current source serves: the fields, request id,
+/// `traceparent` and headers of the call's [`RequestContext`](crate::RequestContext) (and the
+/// aggregator's default [`Field`](crate::options::Field)s), made once per call and read by every source
+/// and policy inside `fetch`. `None` outside an aggregation. Inside a
+/// [`Coalesce`](crate::policy::Coalesce)d call it is the context of the fetch that started the call;
+/// inside a nested aggregator whose call brings nothing of its own, the outer request's.
+///
+/// ```
+/// use muster::{Aggregator, RequestContext, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let whoami = fetcher_fn(|_: &u64| async {
+///     let context = muster::context().expect("inside an aggregation");
+///     let id = context.request_id().unwrap_or("none").to_owned();
+///     Ok::<_, std::io::Error>((id, context.header("authorization").is_some()))
+/// });
+/// let aggregator = Aggregator::builder().source("whoami", whoami).build()?;
+/// let context = RequestContext::new().request_id("r-1").header("Authorization", "Bearer t0k3n");
+/// let ((id, authorized),) = aggregator.aggregate_with(&7, context).await?.outputs;
+/// assert_eq!((id.as_str(), authorized), ("r-1", true));
+/// assert!(muster::context().is_none(), "outside an aggregation");
+/// # Ok(()) }
+/// ```
+///
+/// # In a `Group`
+///
+#[doc(inline)]
+pub use muster_core::context;
+
+#[doc(inline)]
+pub use muster_core::Context;
+
 /// What policies tell the report about the source they wrap: the aggregator shows these in
-/// the source's line of the [`Report`](crate::Report), whatever the policy is. Outside a
+/// the source's line of the [`Report`](crate::report::Report), whatever the policy is. Outside a
 /// source this does nothing.
 ///
 /// Built-in policies use it (a retry's attempts, a hedge, a timeout, a fallback); a policy of
 /// your own (a circuit breaker, a cache) can too:
 ///
 /// ```
-/// muster::report(muster::Event::Note("circuit open"));
+/// muster::report::record(muster::report::Event::Note("circuit open"));
 /// ```
 pub fn report(event: Event<'_>) {
     with_call(|call| call.shared.recorder.event(call.index, event));
@@ -212,11 +252,17 @@ pub enum Event<'a> {
     TimedOut,
     /// Free text shown after the outcome, e.g. `"circuit open"` or `"served from cache"`.
     Note(&'a str),
+    /// The result came from a call shared by `waiters` fetches (a [`Coalesce`](crate::policy::Coalesce)d
+    /// call): shown as [`SourceReport::shared`](crate::report::SourceReport::shared).
+    Shared {
+        /// How many fetches waited on the call, this one included.
+        waiters: usize,
+    },
 }
 
 /// Records the report of an aggregation that ran as the current source: the outer waterfall
 /// shows it under the source's line.
-pub(crate) fn nested(report: crate::Report) {
+pub(crate) fn nested(report: crate::report::Report) {
     with_call(|call| call.shared.recorder.nested(call.index, report));
 }
 

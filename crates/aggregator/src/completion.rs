@@ -15,7 +15,9 @@
 //! | every outcome, no fail-fast | [`settled`] | [`Outputs<Result<T, E>>`] | only when a member panics |
 //!
 //! Members run concurrently, polled in place inside the source's fetch (like a
-//! [`Group`]'s tasks), under the aggregation's deadline and cancellation: when the
+//! [`Group`]'s tasks), under the aggregation's deadline and cancellation (as
+//! [`cancellation()`](crate::cancellation) reads it where the source's fetch starts: inside a
+//! [`Coalesce`](crate::policy::Coalesce)d call, the shared call's own token): when the
 //! aggregation stops, every member is dropped: a completion source still waiting at the
 //! deadline is a pending source like any other, and what its members had returned is dropped
 //! with it. A member that panics fails the source with that panic, whatever the rule (a panic
@@ -54,7 +56,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use muster_core::{Fetcher, Group, GroupError, Name, Outputs, Retryable, async_trait};
+use muster_core::{Classify, ErrorKind, Fetcher, Group, GroupError, Name, Outputs, async_trait};
 
 use crate::call::{Event, report};
 use crate::error::{BuildError, check_names};
@@ -75,7 +77,9 @@ fn members<N: Into<Name>, F>(members: impl IntoIterator<Item = (N, F)>) -> Resul
 
 /// Every member succeeds, fail-fast, like the aggregator itself: the output is every member's
 /// output by name; the first member to fail fails the source (its [`GroupError`] names the
-/// member) and cancels the others.
+/// member, and [classifies](Classify) as the member's error did) and cancels the others. The
+/// member's error is the group error's [`source()`](Error::source), boxed with its kind: a
+/// [`Classified`](crate::error::Classified), whose `downcast_ref` reaches it.
 ///
 /// # Errors
 ///
@@ -174,6 +178,7 @@ impl<Req, F> Fetcher<Req> for All<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Error: Classify + Error + Send + Sync + 'static,
 {
     type Output = Outputs<F::Output>;
     type Error = GroupError;
@@ -186,7 +191,9 @@ where
         for (name, fetcher) in &self.members {
             // Names are unique (checked by `all`); a refusal means the group is closed, which
             // `wait` reports.
-            let _ = group.spawn(name.clone(), fetcher.fetch(request));
+            // Boxed with its kind, which the group's error then gives (`Classify`).
+            let fetch = fetcher.fetch(request);
+            let _ = group.spawn(name.clone(), async move { fetch.await.map_err(muster_core::boxed) });
         }
         group.wait().await
     }
@@ -324,7 +331,10 @@ fn note<F>(members: &[(Name, F)], won: &[usize], pending: impl Fn(usize) -> bool
 }
 
 /// Why a [`first_ok`] or a [`quorum`] failed: the members that failed, with their errors, in
-/// declaration order.
+/// declaration order. It [classifies](Classify) as its last member's error.
+///
+/// The members' error needs `Classify + Error + Send + Sync + 'static` (for [`all`] too, whose
+/// [`GroupError`] passes the failed member's kind on).
 #[derive(Debug)]
 pub struct Failed<E> {
     errors: Vec<(Name, E)>,
@@ -356,9 +366,16 @@ impl<E: fmt::Display> fmt::Display for Failed<E> {
 /// repeat the last one. The errors themselves are in [`errors`](Failed::errors).
 impl<E: Error + 'static> Error for Failed<E> {}
 
-impl<E: Retryable> Retryable for Failed<E> {
-    /// Retryable if any member's failure is.
+/// The kind and retry verdict of the last member in [`errors`](Failed::errors): a
+/// [`first_ok`] of HTTP fetchers whose members all answered 500 is `status`, and retryable.
+/// `failed`, not retryable, if no member failed (cannot happen: the source fails because
+/// members did).
+impl<E: Classify> Classify for Failed<E> {
+    fn kind(&self) -> ErrorKind {
+        self.errors.last().map_or(ErrorKind::Failed, |(_, error)| error.kind())
+    }
+
     fn is_retryable(&self) -> bool {
-        self.errors.iter().any(|(_, error)| error.is_retryable())
+        self.errors.last().is_some_and(|(_, error)| error.is_retryable())
     }
 }

@@ -14,13 +14,20 @@ use tracing::subscriber::Interest;
 use tracing::{Level, Metadata, Span};
 
 /// What varies per request, for one call of a shared [`Aggregator`](crate::Aggregator):
-/// context fields (user id, request id, anything), a tighter deadline, a parent cancellation
-/// and a parent span. Pass it to [`aggregate_with`](crate::Aggregator::aggregate_with).
+/// context fields (user id, request id, anything), the caller's `traceparent` and headers to
+/// forward, a tighter deadline, a parent cancellation and a parent span. Pass it to
+/// [`aggregate_with`](crate::Aggregator::aggregate_with).
 ///
 /// The fields reach every span and log line of the aggregation as separate structured fields
 /// (the `aggregate` span has one field per context field: `user_id=42 request_id=r-1`), and
-/// the [`Report`](crate::Report) and the [`AggregateError`](crate::AggregateError) carry them,
+/// the [`Report`](crate::report::Report) and the [`AggregateError`](crate::AggregateError) carry them,
 /// so a failure says for which request it happened.
+///
+/// Every source (and policy) reads the request's fields, request id, `traceparent` and
+/// headers inside `fetch` with [`muster::context()`](crate::context): the aggregator makes
+/// that [`Context`](crate::Context) once per call. So a source's own request type needs only
+/// what the source's URL or query needs; the HTTP fetcher sends `x-request-id`, `traceparent`
+/// and its allow-listed forwarded headers from there.
 ///
 /// ```
 /// use std::time::Duration;
@@ -37,10 +44,12 @@ use tracing::{Level, Metadata, Span};
 ///
 /// let context = RequestContext::new()
 ///     .field("user_id", 42)
-///     .field("request_id", "r-1")
+///     .request_id("r-1")
+///     .header("Authorization", "Bearer t0k3n") // for sources that forward it
 ///     .deadline(Duration::from_millis(300)); // the caller has less time left than 1 s
 /// let aggregate = aggregator.aggregate_with(&42, context).await?;
 /// assert_eq!(aggregate.report.field("user_id"), Some("42"));
+/// assert_eq!(aggregate.report.field("request_id"), Some("r-1"));
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Default)]
@@ -52,6 +61,8 @@ pub struct RequestContext {
     pub(crate) span: Option<Span>,
     pub(crate) on_ready: Option<OnReady>,
     pub(crate) traceparent: Option<String>,
+    /// Lower-case names; values as given.
+    pub(crate) headers: Vec<(String, String)>,
 }
 
 impl fmt::Debug for RequestContext {
@@ -63,6 +74,7 @@ impl fmt::Debug for RequestContext {
             .field("span", &self.span)
             .field("on_ready", &self.on_ready.as_ref().map(|_| "<callback>"))
             .field("traceparent", &self.traceparent)
+            .field("headers", &self.headers.iter().map(|(name, _)| name).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -74,12 +86,34 @@ impl RequestContext {
     }
 
     /// Adds the field `name` = `value` (rendered with `Display`); a field set twice keeps the
-    /// last value, and a field of the aggregator's ([`Field`](crate::Field)) is overridden. A
+    /// last value, and a field of the aggregator's ([`Field`](crate::options::Field)) is overridden. A
     /// field with an empty name is ignored.
     pub fn field(mut self, name: impl Into<Name>, value: impl fmt::Display) -> Self {
         let name = name.into();
         if !name.is_empty() {
             set(&mut self.fields, name, value.to_string());
+        }
+        self
+    }
+
+    /// The request's id: the field `request_id` (so it is in the span, every log line, the
+    /// report and the error, like any field), which sources read as
+    /// [`Context::request_id`](crate::Context::request_id) and the HTTP fetcher sends as
+    /// `x-request-id`. The same as `.field("request_id", id)`.
+    pub fn request_id(self, id: impl fmt::Display) -> Self {
+        self.field("request_id", id)
+    }
+
+    /// A header of the caller's request (e.g. the end user's `authorization`), for sources
+    /// that forward it: the HTTP fetcher (feature `http`) sends it only if its
+    /// `forward_header` allow-list names it.
+    /// Names are matched without regard to case; a header set twice keeps the last value.
+    /// Values are never logged or reported.
+    pub fn header(mut self, name: impl AsRef<str>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.as_ref().to_ascii_lowercase(), value.into());
+        match self.headers.iter_mut().find(|(header, _)| *header == name) {
+            Some((_, old)) => *old = value,
+            None => self.headers.push((name, value)),
         }
         self
     }
@@ -203,7 +237,8 @@ pub(crate) fn set(fields: &mut Vec<(Name, String)>, name: Name, value: String) {
 ///
 /// tracing's macros need field names known at compile time; the context's names are known at
 /// run time, so the span's metadata is made (once per distinct list of names, and kept: a
-/// process sees a handful) and registered like a macro's callsite.
+/// process sees a handful, at most [`MAX_SITES`]) and registered like a macro's callsite.
+/// Finding it again on the next call takes no lock ([`Sites`]).
 pub(crate) fn aggregate_span(fields: &[(Name, String)], parent: Option<&Span>, traceparent: Option<&str>) -> Span {
     let span = new_span(fields, parent);
     #[cfg(feature = "otel")]
@@ -272,27 +307,59 @@ const fn span_metadata(fields: FieldSet) -> Metadata<'static> {
     )
 }
 
-/// The span metadata for `names`, made and registered on first use. Looked up by the names
-/// its field set holds, so that a call with a known list of names allocates nothing: this runs
-/// for every aggregation while `aggregate` spans are enabled.
+/// The span metadata for `names`, made and registered on first use; see [`Sites::get`].
 fn metadata<'n>(names: impl Iterator<Item = &'n str> + Clone) -> &'static Metadata<'static> {
-    static SITES: Mutex<Vec<&'static Metadata<'static>>> = Mutex::new(Vec::new());
-    let mut sites = SITES.lock().unwrap_or_else(PoisonError::into_inner);
-    let same_names =
-        |meta: &&&'static Metadata<'static>| meta.fields().iter().map(|field| field.name()).eq(names.clone());
-    if let Some(meta) = sites.iter().find(same_names) {
-        return meta;
+    static SITES: Sites<MAX_SITES> = Sites::new();
+    SITES.get(names)
+}
+
+/// The span metadata made so far, at most `N`, each for its own list of field names.
+///
+/// Looking one up takes no lock: it runs for every aggregation while `aggregate` spans are
+/// enabled, from every worker thread at once. The slots are filled in order and a filled slot
+/// never changes, so a reader scans the filled prefix with one atomic load per slot; only
+/// making new metadata (once per distinct list of names) takes the lock, which keeps two
+/// threads from making metadata for the same names.
+struct Sites<const N: usize> {
+    made: [OnceLock<&'static Metadata<'static>>; N],
+    making: Mutex<()>,
+}
+
+impl<const N: usize> Sites<N> {
+    const fn new() -> Self {
+        Self { made: [const { OnceLock::new() }; N], making: Mutex::new(()) }
     }
-    if sites.len() >= MAX_SITES {
-        return &NO_FIELDS;
+
+    /// The metadata whose field set holds `names`, in order: found without a lock or an
+    /// allocation when it exists, else made, leaked and registered like a macro's callsite.
+    /// Once `N` lists have metadata, other lists get [`NO_FIELDS`]: the leak is bounded.
+    fn get<'n>(&self, names: impl Iterator<Item = &'n str> + Clone) -> &'static Metadata<'static> {
+        let same_names =
+            |meta: &&'static Metadata<'static>| meta.fields().iter().map(|field| field.name()).eq(names.clone());
+        if let Some(meta) = self.made.iter().map_while(OnceLock::get).copied().find(same_names) {
+            return meta;
+        }
+        let _making = self.making.lock().unwrap_or_else(PoisonError::into_inner);
+        // Scanned again under the lock: another thread may have made it since.
+        for slot in &self.made {
+            match slot.get() {
+                Some(meta) if same_names(meta) => return meta,
+                Some(_) => {}
+                None => return slot.get_or_init(|| make(names)),
+            }
+        }
+        &NO_FIELDS
     }
+}
+
+/// New span metadata for `names`, leaked and registered.
+fn make<'n>(names: impl Iterator<Item = &'n str>) -> &'static Metadata<'static> {
     let leaked: &'static [&'static str] =
         Box::leak(names.map(|name| &*Box::leak(Box::<str>::from(name))).collect::<Box<[_]>>());
     let site: &'static Site = Box::leak(Box::new(Site { meta: OnceLock::new() }));
     let meta: &'static Metadata<'static> = Box::leak(Box::new(span_metadata(FieldSet::new(leaked, Identifier(site)))));
     let _ = site.meta.set(meta);
     tracing::callsite::register(site);
-    sites.push(meta);
     meta
 }
 
@@ -335,5 +402,36 @@ mod tests {
             assert!(!std::ptr::eq(first, meta), "{other:?} has metadata of its own");
             assert!(meta.fields().iter().map(|field| field.name()).eq(other.iter().copied()));
         }
+    }
+
+    #[test]
+    fn past_the_bound_a_list_of_names_gets_the_metadata_without_fields() {
+        let sites = Sites::<2>::new();
+        let first = sites.get(["a"].into_iter());
+        let second = sites.get(["a", "b"].into_iter());
+        let third = sites.get(["c"].into_iter());
+        assert!(std::ptr::eq(third, &NO_FIELDS), "a third list is past the bound of 2");
+        assert!(std::ptr::eq(first, sites.get(["a"].into_iter())), "known lists are still found");
+        assert!(std::ptr::eq(second, sites.get(["a", "b"].into_iter())));
+        assert!(!std::ptr::eq(first, &NO_FIELDS) && !std::ptr::eq(first, second));
+    }
+
+    #[test]
+    fn threads_asking_for_the_same_new_names_at_once_get_one_metadata() {
+        let sites = Sites::<4>::new();
+        let barrier = std::sync::Barrier::new(8);
+        let made: Vec<usize> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        std::ptr::from_ref(sites.get(["tenant", "user"].into_iter())) as usize
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|thread| thread.join().unwrap_or_default()).collect()
+        });
+        assert!(made.iter().all(|&meta| meta == made[0] && meta != 0), "{made:?}");
+        assert_eq!(sites.made.iter().filter(|slot| slot.get().is_some()).count(), 1, "made once");
     }
 }

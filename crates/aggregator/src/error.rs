@@ -1,13 +1,20 @@
+//! The errors: [`AggregateError`] (an aggregation failed) and [`BuildError`] (an aggregator
+//! could not be built), both also at the crate root, and a [`BoxError`](crate::BoxError) that
+//! keeps its [kind](crate::ErrorKind) through type erasure ([`boxed`], [`Classified`]).
+
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
 
 use muster_core::muster_options::OptionError;
-use muster_core::{ErrorKind, GroupError, Name};
+use muster_core::{Classify, ErrorKind, GroupError, Name};
 
 use crate::report::Report;
 
-/// Why [`AggregatorBuilder::build`](crate::AggregatorBuilder::build) refused a configuration.
+#[doc(inline)]
+pub use muster_core::{Classified, boxed};
+
+/// Why [`AggregatorBuilder::build`](crate::builder::AggregatorBuilder::build) refused a configuration.
 /// Nothing was built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -111,9 +118,10 @@ impl AggregateError {
         Self { cause: Cause::Missing, report: Box::new(report) }
     }
 
-    /// The kind of failure, the most specific known: the failed source's own (an HTTP
-    /// error's `Status`, `Connect`, `BodyTooLarge`, ...; `Timeout` for its own timeout), else
-    /// `Failed`, `Panicked`, `Timeout` (the global deadline) or `Cancelled`.
+    /// The kind of failure: the kind the failed source's error gave ([`Classify`]: an HTTP
+    /// error's `Status`, `Connect`, `BodyTooLarge`, ...; `Timeout` for its own timeout; a
+    /// user's own word), as the report recorded it; else `Panicked`, `Timeout` (the global
+    /// deadline) or `Cancelled`.
     pub fn kind(&self) -> ErrorKind {
         match &self.cause {
             // The report gave the failed source its kind when it failed.
@@ -212,6 +220,24 @@ impl fmt::Debug for AggregateError {
             Cause::Missing => debug.field("error", &"missing output"),
         };
         debug.field("report", &self.report).finish()
+    }
+}
+
+/// A nested aggregation passes its kind on: its [`kind`](AggregateError::kind), and retryable
+/// as the failed source's error was. A panic, the deadline (the whole budget of the
+/// aggregation) and a cancellation are not retryable.
+impl Classify for AggregateError {
+    fn kind(&self) -> ErrorKind {
+        AggregateError::kind(self)
+    }
+
+    fn is_retryable(&self) -> bool {
+        match &self.cause {
+            Cause::Group(error) if error.is_failed() => {
+                self.source_name().and_then(|name| self.report.source(name)).is_some_and(|source| source.retryable)
+            }
+            _ => false,
+        }
     }
 }
 

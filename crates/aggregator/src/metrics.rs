@@ -10,9 +10,9 @@
 //! | `muster_source_calls_total` | counter | `source` | sources started: one call per source per aggregation |
 //! | `muster_source_attempts_total` | counter | `source` | attempts made, the first included: retries and hedges are the attempts beyond the calls |
 //! | `muster_source_hedges_total` | counter | `source` | hedged attempts (so retries are attempts − calls − hedges) |
-//! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the HTTP fetcher's (`connect`, `status`, ...) for the source that failed the aggregation, what a fallback replaced for `fallback`, else the outcome |
+//! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the one its error gave ([`Classify`](crate::Classify): the HTTP fetcher's `connect`, `status`, ..., or a word of its own) for a source that failed, the kind of what a fallback replaced for `fallback`, else the outcome |
 //! | `muster_source_duration_seconds` | histogram | `source`, `outcome` | how long a source ran, until it finished or was cancelled |
-//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::Limit) before starting (zero without one) |
+//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::options::Limit) before starting (zero without one) |
 //! | `muster_source_cancellations_total` | counter | `source`, `cause` | sources stopped before they finished, by cause: `sibling` (a required source failed), `deadline`, `caller` (a parent cancellation), `completed` |
 //!
 //! Everything is recorded once, when the aggregation answers, from its report. An aggregation
@@ -98,7 +98,6 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     let failed = error.and_then(GroupError::source_name);
     // What the report says of the source that failed the aggregation.
     let failed_source = failed.and_then(|name| report.source(name));
-    let failed_kind = failed_source.and_then(|source| source.kind);
     let cause = match &report.trigger {
         Some(Trigger::Source(_)) => "sibling",
         Some(Trigger::Deadline) => "deadline",
@@ -109,11 +108,9 @@ pub(crate) fn record(report: &Report, error: Option<&GroupError>) {
     };
     for source in &report.sources {
         let outcome = source.outcome.as_str();
-        let kind = match &source.outcome {
-            Outcome::FellBack { after } => after.as_str(),
-            _ if failed == Some(&*source.name) => failed_kind.map_or(outcome, ErrorKind::as_str),
-            _ => outcome,
-        };
+        // The kind the report recorded (the one the error, the log event and the HTTP body
+        // say), for a source that failed or whose fallback stands in; else the outcome.
+        let kind = source.kind.map_or(outcome, ErrorKind::as_str);
         counter!(SOURCE_OUTCOMES, "source" => source.name.clone(), "outcome" => outcome, "kind" => kind).increment(1);
         if matches!(source.outcome, Outcome::Cancelled { .. } | Outcome::TimedOut { timeout: TimeoutKind::Global }) {
             counter!(SOURCE_CANCELLATIONS, "source" => source.name.clone(), "cause" => cause).increment(1);

@@ -1,3 +1,8 @@
+//! What happened to every source of an aggregation: the [`Report`] an aggregation returns
+//! (with its error too), one [`SourceReport`] per source, printable as a waterfall; and how a
+//! policy or a source adds to it ([`record`] an [`Event`]) or hears of each source as it
+//! completes ([`Ready`], through [`RequestContext::on_ready`](crate::RequestContext::on_ready)).
+
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
@@ -6,6 +11,8 @@ use std::time::Duration;
 
 use muster_core::{Cause, ErrorKind, GroupError, Millis, Name, waterfall_bar};
 use tokio::time::Instant;
+
+pub use crate::call::{Event, Ready, report as record};
 
 /// What happened in one aggregation: every source's outcome and timing, what triggered the
 /// cancellation and how long the cancellation took.
@@ -68,7 +75,7 @@ pub struct SourceReport {
     pub start: Option<Duration>,
     /// How long it ran, until it finished or was cancelled.
     pub duration: Duration,
-    /// Time spent queued behind the aggregator's concurrency [`Limit`](crate::Limit) before it
+    /// Time spent queued behind the aggregator's concurrency [`Limit`](crate::options::Limit) before it
     /// started; zero without a limit.
     pub queued: Duration,
     /// Attempts made, retries and hedges included.
@@ -77,12 +84,19 @@ pub struct SourceReport {
     pub hedges: u32,
     /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
     pub notes: Vec<String>,
+    /// How many waiters shared the call its result came from, when that call was shared by
+    /// more than one (a [`Coalesce`](crate::policy::Coalesce)d source joined by concurrent
+    /// aggregations); the waterfall says `shared by N`. `None` for a call of its own.
+    pub shared: Option<usize>,
     /// The source whose output it waited for, for a dependent source: it was ready to start,
     /// and started, when that source ended (at `start`).
     pub after: Option<Name>,
     /// The kind of its failure, in the one vocabulary ([`ErrorKind`]): for a source that
     /// failed, timed out or panicked, or whose fallback stands in (the kind it replaced).
     pub kind: Option<ErrorKind>,
+    /// Whether its error said it was retryable ([`Classify`](crate::Classify)); what
+    /// [`AggregateError`](crate::AggregateError) answers for a failed source.
+    pub(crate) retryable: bool,
     /// The report of the aggregation this source ran, when the source is an aggregator of
     /// its own (a nested aggregation); the waterfall shows it under the source.
     pub nested: Option<Box<Report>>,
@@ -217,6 +231,9 @@ impl fmt::Display for Report {
             if !source.queued.is_zero() {
                 write!(f, " (queued {})", Millis(source.queued))?;
             }
+            if let Some(waiters) = source.shared {
+                write!(f, " (shared by {waiters})")?;
+            }
             for note in &source.notes {
                 write!(f, "; {note}")?;
             }
@@ -232,8 +249,9 @@ impl fmt::Display for Report {
 
 /// How a source failed, as the report records it.
 pub(crate) enum Failure<'a> {
-    /// The source's error (or, if its own timeout fired last, that timeout).
-    Error(&'a (dyn std::error::Error + 'static)),
+    /// The source's error (or, if its own timeout fired last, that timeout), with the kind
+    /// and retry verdict it gave ([`Classify`](crate::Classify)) before it was boxed.
+    Error(&'a (dyn std::error::Error + 'static), ErrorKind, bool),
     /// It panicked with this message.
     Panicked(&'a str),
     /// The global deadline came first.
@@ -274,7 +292,9 @@ struct Detail {
     outcome: Option<Outcome>,
     fell_back: Option<Outcome>,
     kind: Option<ErrorKind>,
+    retryable: bool,
     notes: Vec<String>,
+    shared: Option<usize>,
     nested: Option<Box<Report>>,
 }
 
@@ -335,28 +355,28 @@ impl Recorder {
                 entry.flags.fetch_or(TIMED_OUT, Relaxed);
             }
             Event::Note(note) => entry.detail().notes.push(note.to_owned()),
+            Event::Shared { waiters } => entry.detail().shared = Some(waiters),
         }
     }
 
-    /// The outcome and kind a failure of the source reads as: its own timeout if that fired
-    /// last.
-    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind) {
+    /// The outcome, kind and retry verdict a failure of the source reads as: its own timeout
+    /// if that fired last, else the kind its error gave.
+    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind, bool) {
         match failure {
-            Failure::Error(_) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
-                (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout)
+            Failure::Error(_, _, retryable) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
+                (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout, retryable)
             }
-            Failure::Error(error) => {
-                let kind = crate::kind::source_kind(error).unwrap_or(ErrorKind::Failed);
-                (Outcome::Failed { error: error.to_string() }, kind)
+            Failure::Error(error, kind, retryable) => (Outcome::Failed { error: error.to_string() }, kind, retryable),
+            Failure::Panicked(message) => {
+                (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked, false)
             }
-            Failure::Panicked(message) => (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked),
-            Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout),
+            Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout, false),
         }
     }
 
     pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.get(index) else { return };
-        let (after, kind) = self.failed(entry, failure);
+        let (after, kind, _) = self.failed(entry, failure);
         let mut detail = entry.detail();
         (detail.fell_back, detail.kind) = (Some(after), Some(kind));
     }
@@ -378,9 +398,9 @@ impl Recorder {
     pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
         let Some(entry) = self.entries.get(index) else { return };
         if let Some(failure) = failure {
-            let (outcome, kind) = self.failed(entry, failure);
+            let (outcome, kind, retryable) = self.failed(entry, failure);
             let mut detail = entry.detail();
-            (detail.outcome, detail.kind) = (Some(outcome), Some(kind));
+            (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
         }
         entry.end.store(ENDED, Relaxed);
         self.ended.store(true, Relaxed);
@@ -474,9 +494,11 @@ impl Recorder {
                     attempts: entry.attempts.load(Relaxed),
                     hedges: entry.hedges.load(Relaxed),
                     notes: detail.notes,
+                    shared: detail.shared,
                     after: input.and_then(|input| names.get(input)).cloned(),
                     nested: detail.nested,
                     kind: detail.kind,
+                    retryable: detail.retryable,
                 }
             })
             .collect();

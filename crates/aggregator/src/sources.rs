@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt as _;
-use muster_core::{BoxError, Fetcher, Group, Name, Outputs};
+use muster_core::{BoxError, Classify, Fetcher, Group, Name, Outputs};
 
 use crate::call::{Call, Ready, Shared};
 use crate::report::Failure;
@@ -71,10 +71,10 @@ impl<T> Slot<T> {
 }
 
 /// Every slot of an aggregation, type-erased, for dependents to find their input in.
-pub type Slots<'a> = [&'a (dyn Any + Send + Sync)];
+pub(crate) type Slots<'a> = [&'a (dyn Any + Send + Sync)];
 
 /// A source as an aggregator stores it: its fetcher's type erased, its output type kept.
-pub type Entry<Req, T> = Box<dyn Erased<Req, T>>;
+pub(crate) type Entry<Req, T> = Box<dyn Erased<Req, T>>;
 
 /// A fetcher with its type erased but its output type kept, so that sources of different
 /// fetcher types but one output type look alike. A source's run is compiled for its own
@@ -106,6 +106,7 @@ impl<Req, F> Erased<Req, F::Output> for Typed<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Error: Classify,
     F::Output: 'static,
 {
     fn spawn<'a>(
@@ -141,6 +142,7 @@ where
     Req: ?Sized + Sync,
     M: Fn(&Req, &T) -> R + Send + Sync,
     F: Fetcher<R>,
+    F::Error: Classify,
     F::Output: 'static,
     R: Send + Sync,
     T: Send + 'static,
@@ -174,12 +176,13 @@ where
     }
 }
 
-/// Runs a source's fetch as its call, writes its output, and tells the report how it ended; a
-/// panic is recorded, then resumed for the group to report.
+/// Runs a source's fetch as its call, writes its output, and tells the report how it ended (a
+/// failure with the kind its error gives, asked before the error is boxed); a panic is
+/// recorded, then resumed for the group to report.
 async fn run<T, E, Fut>(call: Call, name: &str, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
-    E: Into<BoxError>,
+    E: Into<BoxError> + Classify,
     T: 'static,
 {
     let (shared, index) = (Arc::clone(&call.shared), call.index);
@@ -197,10 +200,11 @@ where
             Ok(())
         }
         Ok(Err(error)) => {
+            let (kind, retryable) = (error.kind(), error.is_retryable());
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
             ready(Err(&error));
-            shared.recorder.finish(index, Some(Failure::Error(&*error)));
+            shared.recorder.finish(index, Some(Failure::Error(&*error, kind, retryable)));
             Err(error)
         }
         Err(panic) => {
@@ -214,10 +218,10 @@ where
 }
 
 /// The outputs of an aggregator's sources: implemented for tuples of up to 12 output types
-/// (and `()`), which is what [`AggregatorBuilder::source`](crate::AggregatorBuilder::source)
-/// builds, and for [`Outputs<T>`] (sources by name). Not meant to be implemented elsewhere; its
-/// items are the aggregator's plumbing.
-pub trait SourceOutputs<Req: ?Sized>: Sized + Send + 'static {
+/// (and `()`), which is what [`AggregatorBuilder::source`](crate::builder::AggregatorBuilder::source)
+/// builds, and for [`Outputs<T>`] (sources by name). Sealed: it cannot be implemented outside
+/// muster, and its items are the aggregator's plumbing; name it only in bounds.
+pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     /// The sources, one [`Entry`] per output.
     #[doc(hidden)]
     type Sources: Send + Sync;
@@ -276,6 +280,13 @@ pub trait Get<const I: usize> {
     type Item;
 }
 
+/// Seals [`SourceOutputs`]: only the output lists muster builds implement it.
+mod sealed {
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for () {}
+
 impl<Req: ?Sized> SourceOutputs<Req> for () {
     type Sources = ();
     type Slots = ();
@@ -302,6 +313,8 @@ impl<Req: ?Sized> SourceOutputs<Req> for () {
         Some(())
     }
 }
+
+impl<T> sealed::Sealed for Outputs<T> {}
 
 impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
     type Sources = Vec<Entry<Req, T>>;
@@ -346,6 +359,8 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Push<Req, T> for Outputs<T
 
 macro_rules! outputs {
     ($n:literal; $($T:ident $i:tt),+) => {
+        impl<$($T),+> sealed::Sealed for ($($T,)+) {}
+
         impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
             type Sources = ($(Entry<Req, $T>,)+);
             type Slots = ($(Slot<$T>,)+);

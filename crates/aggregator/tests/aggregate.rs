@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, BuildError, CancelToken, Coalesce, Deadline, ErrorKind, Event, Fallback, Fetcher,
-    Field, Hedge, Limit, OptionError, Optional, Outcome, Outputs, Policy, Report, RequestContext, Retry, Timeout,
-    TimeoutError, TimeoutKind, Trigger, async_trait, fetcher_fn,
+    AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Optional, RequestContext, Retry,
+    Timeout, async_trait, cancel::CancelToken, fetcher_fn, group::Outputs, options::Field, options::Limit,
+    options::OptionError, policy::Coalesce, policy::Hedge, policy::Policy, policy::TimeoutError, report::Event,
+    report::Outcome, report::Report, report::TimeoutKind, report::Trigger,
 };
 use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
@@ -480,10 +481,14 @@ async fn the_aggregator_is_a_tower_service() {
 async fn any_tower_layer_is_a_policy() {
     let slow = MockFetcher::ok_after(ms(1_000), 1u8);
     let layer = tower::timeout::TimeoutLayer::new(ms(50));
-    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), muster::Tower(layer)).build().unwrap();
+    let aggregator =
+        Aggregator::builder().source_with("slow", slow.clone(), muster::policy::Tower(layer)).build().unwrap();
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.report().elapsed, ms(50));
-    assert!(error.source_error().is_some_and(|error| error.is::<tower::timeout::error::Elapsed>()));
+    // The source's error is the policy's `TowerError`, holding what tower failed with.
+    let tower_error =
+        error.source_error().and_then(|error| error.downcast_ref::<muster::policy::TowerError<MockError>>());
+    assert!(tower_error.is_some_and(|error| error.get_ref().is::<tower::timeout::error::Elapsed>()), "{error:?}");
     assert_eq!(error.kind(), ErrorKind::Timeout, "tower's timeout is a timeout, as muster's own is");
     assert!(slow.was_cancelled());
 }
@@ -587,6 +592,76 @@ async fn a_source_sees_its_deadline_the_tighter_of_its_timeout_and_the_aggregati
     assert_eq!(own, (Some(started + ms(100)), Some(ms(100))));
 }
 
+/// What a source reads of its request's context inside `fetch`: `(request id, user id,
+/// authorization, traceparent, every field)`.
+type Seen = (Option<String>, Option<String>, Option<String>, Option<String>, Vec<(String, String)>);
+
+fn read_context() -> Seen {
+    let context = muster::context().expect("inside a source");
+    let owned = |value: Option<&str>| value.map(str::to_owned);
+    let fields = context.fields().map(|(name, value)| (name.to_owned(), value.to_owned())).collect();
+    (
+        owned(context.request_id()),
+        owned(context.field("user_id")),
+        owned(context.header("Authorization")),
+        owned(context.traceparent()),
+        fields,
+    )
+}
+
+/// Every source (behind any policy, inside a nested aggregator, a dependent) reads the call's
+/// context with `muster::context()`: the fields (the aggregator's defaults, then the call's),
+/// the request id (the field `request_id`, also in the report), the trace parent and the
+/// headers, made once per call.
+#[tokio::test(start_paused = true)]
+async fn a_source_reads_its_requests_context() {
+    const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let reader = || fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>(read_context()) });
+    let nested = Aggregator::builder().source("inner", reader()).build().unwrap();
+    let aggregator = Aggregator::builder()
+        .source("plain", reader())
+        .source_with("wrapped", reader(), (Retry::attempts(2), Timeout(ms(100))))
+        .source("nested", nested)
+        .then("dependent", muster::builder::Input::<0>, |_: &(), _: &Seen| (), reader())
+        .options(Field::new("region", "eu"))
+        .build()
+        .unwrap();
+    let context = RequestContext::new()
+        .field("user_id", 42)
+        .request_id("r-1")
+        .traceparent(TRACEPARENT)
+        .header("AUTHORIZATION", "Bearer t0k3n");
+
+    let aggregate = aggregator.aggregate_with(&(), context).await.unwrap();
+
+    let expected: Seen = (
+        Some("r-1".into()),
+        Some("42".into()),
+        Some("Bearer t0k3n".into()),
+        Some(TRACEPARENT.into()),
+        vec![("region".into(), "eu".into()), ("user_id".into(), "42".into()), ("request_id".into(), "r-1".into())],
+    );
+    let (plain, wrapped, (inner,), dependent) = aggregate.outputs;
+    assert_eq!(plain, expected);
+    assert_eq!(wrapped, expected, "behind policies");
+    assert_eq!(inner, expected, "inside a nested aggregator whose call brings nothing of its own");
+    assert_eq!(dependent, expected);
+    assert_eq!(aggregate.report.field("request_id"), Some("r-1"), "the request id is a field of the report");
+    assert!(muster::context().is_none(), "nothing outside an aggregation");
+}
+
+/// A call without a context of its own still gives its sources the aggregator's default
+/// fields, and no request id.
+#[tokio::test(start_paused = true)]
+async fn a_call_without_a_context_gives_the_aggregators_fields() {
+    let reader = fetcher_fn(|_: &()| async { Ok::<_, std::io::Error>(read_context()) });
+    let aggregator =
+        Aggregator::builder().source("reader", reader).options(Field::new("region", "eu")).build().unwrap();
+    let ((request_id, _, authorization, traceparent, fields),) = aggregator.aggregate(&()).await.unwrap().outputs;
+    assert_eq!((request_id, authorization, traceparent), (None, None, None));
+    assert_eq!(fields, [("region".to_owned(), "eu".to_owned())]);
+}
+
 /// Records the cause its source reads from `muster::cancellation()` when it is dropped.
 struct CauseProbe(Arc<Mutex<Option<String>>>);
 
@@ -640,6 +715,23 @@ enum BreakerError<E> {
     Inner(E),
 }
 
+// The breaker says what its errors are: its own kind when open, the wrapped error's otherwise.
+impl<E: muster::Classify> muster::Classify for BreakerError<E> {
+    fn kind(&self) -> muster::ErrorKind {
+        match self {
+            Self::Open => muster::ErrorKind::new("circuit_open"),
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Open => false,
+            Self::Inner(error) => error.is_retryable(),
+        }
+    }
+}
+
 impl<F> Policy<F> for Breaker {
     type Fetcher = BreakerFetcher<F>;
 
@@ -660,7 +752,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::SeqCst) >= 2 {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use muster::Outcome::{FellBack, TimedOut};
+use muster::report::Outcome::{FellBack, TimedOut};
 use muster::{
-    Aggregator, BuildError, Coalesce, Deadline, ErrorKind, Fallback, Fetcher, Hedge, OptionError, Optional, Policy,
-    Retry, Timeout, TimeoutKind, async_trait, fetcher_fn,
+    Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Optional, Retry, Timeout, async_trait, fetcher_fn,
+    options::OptionError, policy::Coalesce, policy::Hedge, policy::Policy, report::TimeoutKind,
 };
 use muster_adapters::mock::{MockFetcher, Step};
 use tokio::time::{Instant, sleep};
@@ -283,11 +283,11 @@ async fn a_coalesce_listed_last_lets_each_waiter_keep_its_own_timeout() {
     let aggregator =
         Aggregator::builder().source_with("profile", shared.clone(), (Coalesce, Timeout(ms(100)))).build().unwrap();
     let (first, second) = tokio::join!(aggregator.aggregate(&7), joined_later(&aggregator));
-    // FIXME(kind): the first waiter's kind reads `failed`, the second's `timeout`.
     let cause = |error: &muster::AggregateError| error.source_error().map(ToString::to_string);
     let (first, second) = (first.unwrap_err(), second.unwrap_err());
     assert_eq!(cause(&first).as_deref(), Some("source timeout of 100ms elapsed"));
     assert_eq!(cause(&second).as_deref(), Some("source timeout of 100ms elapsed"));
+    assert_eq!((first.kind(), second.kind()), (ErrorKind::Timeout, ErrorKind::Timeout), "the kind travels");
     assert_eq!((first.report().elapsed, second.report().elapsed), (ms(100), ms(60)), "one timeout for both");
     assert_eq!(shared.calls(), 1);
 }
@@ -298,7 +298,7 @@ mod tower_stacks {
     use tower::util::{MapRequestLayer, MapResponseLayer};
 
     use super::*;
-    use muster::Tower;
+    use muster::policy::Tower;
 
     /// A tower layer that logs `> name` when a request passes it and `< name` when the
     /// response comes back.
@@ -323,6 +323,7 @@ mod tower_stacks {
     where
         P: Policy<MockFetcher<u8>>,
         P::Fetcher: Fetcher<u64, Output = u8> + 'static,
+        <P::Fetcher as Fetcher<u64>>::Error: muster::Classify,
     {
         let aggregator = Aggregator::builder().source_with("profile", MockFetcher::ok(1_u8), policy).build();
         let aggregate = aggregator.expect("the policies are valid").aggregate(&7).await;

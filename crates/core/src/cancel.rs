@@ -1,7 +1,10 @@
 use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// A task's name, unique within its [`Group`](crate::Group). Static names cost nothing.
@@ -235,13 +238,33 @@ impl CancelToken {
         self.inner.parent.as_ref().and_then(CancelToken::cause)
     }
 
-    /// Completes when the token is cancelled.
+    /// A future that completes when the token is cancelled, on its own or through a parent;
+    /// at once if it already is. Read [`cause`](CancelToken::cause) afterwards to learn why.
+    ///
+    /// ```
+    /// # use muster_core as muster;
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use muster::CancelToken;
+    ///
+    /// let request = CancelToken::new();
+    /// let child = request.child();
+    /// let waiter = tokio::spawn(async move {
+    ///     child.cancelled().await;
+    ///     child.cause().map(ToString::to_string)
+    /// });
+    /// request.cancel_because("the client disconnected");
+    /// let seen = waiter.await.unwrap();
+    /// assert_eq!(seen.as_deref(), Some("cancelled by the caller: the client disconnected"));
+    /// # }
+    /// ```
     ///
     /// # Cancellation safety
     ///
-    /// Cancellation safe: dropping the future loses nothing.
-    pub async fn cancelled(&self) {
-        self.inner.signal.cancelled().await;
+    /// Cancel safe: dropping the [`Cancelled`] future loses nothing. A token, once cancelled,
+    /// stays cancelled, so a later call to `cancelled` (in the next `tokio::select!` round, say)
+    /// completes at once for a cancellation that happened while no future was waiting.
+    pub fn cancelled(&self) -> Cancelled<'_> {
+        Cancelled { token: self, inner: self.inner.signal.cancelled() }
     }
 
     /// Like [`CancelToken::cancelled`], but owns a clone of the token, so the future can be
@@ -254,6 +277,35 @@ impl CancelToken {
 impl fmt::Debug for CancelToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CancelToken").field("cause", &self.cause()).finish()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of [`CancelToken::cancelled`]: completes when the token is cancelled.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Cancel safe: dropping it loses nothing; a later call to [`CancelToken::cancelled`]
+    /// completes at once if the token was cancelled meanwhile.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Cancelled<'a> {
+        token: &'a CancelToken,
+        #[pin]
+        inner: tokio_util::sync::WaitForCancellationFuture<'a>,
+    }
+}
+
+impl Future for Cancelled<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl fmt::Debug for Cancelled<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cancelled").field("token", self.token).finish_non_exhaustive()
     }
 }
 
@@ -298,5 +350,43 @@ mod tests {
         });
         parent.cancel_with(Cause::Dropped);
         assert_eq!(waiter.await.unwrap().as_deref(), Some("the group was dropped"));
+    }
+
+    #[tokio::test]
+    async fn cancelled_is_ready_at_once_on_a_token_cancelled_before_the_call() {
+        let token = CancelToken::new();
+        token.cancel();
+        assert_eq!(futures::poll!(std::pin::pin!(token.cancelled())), Poll::Ready(()));
+    }
+
+    #[tokio::test]
+    async fn a_dropped_cancelled_future_loses_nothing() {
+        let token = CancelToken::new();
+        let mut first = Box::pin(token.cancelled());
+        assert_eq!(futures::poll!(first.as_mut()), Poll::Pending);
+        drop(first);
+        token.cancel_with(Cause::Dropped);
+        // A later call sees the cancellation that happened while nobody waited.
+        assert_eq!(futures::poll!(std::pin::pin!(token.cancelled())), Poll::Ready(()));
+        assert!(matches!(token.cause(), Some(Cause::Dropped)));
+    }
+
+    #[tokio::test]
+    async fn a_pending_cancelled_future_completes_once_a_parent_is_cancelled() {
+        let parent = CancelToken::new();
+        let child = parent.child();
+        let mut waiting = Box::pin(child.cancelled());
+        assert_eq!(futures::poll!(waiting.as_mut()), Poll::Pending);
+        parent.cancel();
+        assert_eq!(futures::poll!(waiting.as_mut()), Poll::Ready(()));
+    }
+
+    #[test]
+    fn cancelled_is_send_and_sync_and_says_what_it_waits_for() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        let token = CancelToken::new();
+        let cancelled = token.cancelled();
+        send_sync(&cancelled);
+        assert_eq!(format!("{cancelled:?}"), "Cancelled { token: CancelToken { cause: None }, .. }");
     }
 }

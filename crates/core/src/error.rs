@@ -5,71 +5,116 @@ use std::time::Duration;
 use crate::cancel::{Cause, Name, write_names};
 
 /// A boxed error, the currency of errors returned by tasks and fetchers (as in tower).
+///
+/// A box hides its error's type, so its [kind](crate::Classify::kind) is found in the error itself:
+/// [`Classify`](crate::Classify) for a `BoxError` walks its [`source()`](Error::source) chain, from the outside
+/// in, for the first error that says what it is: one boxed with [`boxed`](crate::boxed), which
+/// remembers its kind and retry verdict, or an [`io::Error`](std::io::Error). Anything else
+/// is `failed` and retryable (the retry cannot tell, and what reaches it boxed, like tower's
+/// errors, is mostly transient).
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
 /// What kind of failure it was: the one vocabulary of muster's errors, reports, log events,
 /// metrics and HTTP error bodies.
 ///
-/// A group's own failures are `Failed`, `Panicked`, `Timeout` and `Cancelled`; a source's
-/// error that knows better says so (the HTTP fetcher's errors map onto `Status`, `Connect`,
-/// `Timeout`, `BodyTooLarge`, ...), and the aggregator reports the most specific kind it
-/// finds. [`as_str`](Self::as_str) is the stable snake_case name used in logs and JSON.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorKind {
-    /// A task returned an error (of no more specific kind).
-    Failed,
-    /// A task panicked.
-    Panicked,
-    /// A deadline passed: the group's, or a source's own timeout.
-    Timeout,
-    /// The group was cancelled from outside, through a parent [`CancelToken`](crate::CancelToken).
-    Cancelled,
-    /// A backend answered an unexpected status (HTTP non-2xx).
-    Status,
-    /// No connection could be made (refused, DNS, TLS).
-    Connect,
-    /// The response body was larger than allowed.
-    BodyTooLarge,
-    /// The response body was not valid JSON (or not of the expected shape).
-    InvalidJson,
-    /// The response had an unexpected content type (or a content encoding it was not asked
-    /// for).
-    ContentType,
-    /// The backend redirected and redirects are not followed.
-    Redirect,
-    /// The exchange broke off: a malformed or interrupted response.
-    Protocol,
-    /// The request could not be made from its inputs (a missing or unencodable value, an
-    /// invalid URL).
-    InvalidRequest,
+/// The vocabulary is open, like `http::StatusCode`: a kind is a stable snake_case word, and an
+/// adapter or a user adds one without touching muster (`ErrorKind::new("grpc_unavailable")`).
+/// The built-in words are associated constants, stable within a major version, and usable as
+/// `match` patterns. A group's own failures are `Failed`, `Panicked`, `Timeout` and
+/// `Cancelled`; a source's error says what it is through [`Classify`](crate::Classify) (the
+/// HTTP fetcher's errors are `Status`, `Connect`, `Timeout`, `BodyTooLarge`, ...), and every
+/// policy wrapper passes that on.
+///
+/// ```
+/// # use muster_core as muster;
+/// use muster::ErrorKind;
+///
+/// const DB_DEADLOCK: ErrorKind = ErrorKind::new("db_deadlock");
+///
+/// fn status_code(kind: ErrorKind) -> u16 {
+///     match kind {
+///         ErrorKind::Timeout => 504,
+///         DB_DEADLOCK => 503,
+///         _ => 502,
+///     }
+/// }
+/// assert_eq!(status_code(ErrorKind::Timeout), 504);
+/// assert_eq!(status_code(ErrorKind::new("db_deadlock")), 503);
+/// assert_eq!(DB_DEADLOCK.to_string(), "db_deadlock");
+/// assert_eq!(ErrorKind::BodyTooLarge.as_str(), "body_too_large");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ErrorKind(&'static str);
+
+// The built-in kinds are named like the variants of the enum they were in muster 0.2, so that
+// code written against it (paths and `match` patterns) keeps compiling.
+#[allow(non_upper_case_globals)]
+impl ErrorKind {
+    /// `failed`: a task returned an error (of no more specific kind).
+    pub const Failed: ErrorKind = ErrorKind("failed");
+    /// `panicked`: a task panicked.
+    pub const Panicked: ErrorKind = ErrorKind("panicked");
+    /// `timeout`: a deadline passed: the group's, or a source's own timeout.
+    pub const Timeout: ErrorKind = ErrorKind("timeout");
+    /// `cancelled`: the group was cancelled from outside, through a parent
+    /// [`CancelToken`](crate::CancelToken).
+    pub const Cancelled: ErrorKind = ErrorKind("cancelled");
+    /// `status`: a backend answered an unexpected status (HTTP non-2xx).
+    pub const Status: ErrorKind = ErrorKind("status");
+    /// `connect`: no connection could be made (refused, DNS, TLS).
+    pub const Connect: ErrorKind = ErrorKind("connect");
+    /// `body_too_large`: the response body was larger than allowed.
+    pub const BodyTooLarge: ErrorKind = ErrorKind("body_too_large");
+    /// `invalid_json`: the response body was not valid JSON (or not of the expected shape).
+    pub const InvalidJson: ErrorKind = ErrorKind("invalid_json");
+    /// `content_type`: the response had an unexpected content type (or a content encoding it
+    /// was not asked for).
+    pub const ContentType: ErrorKind = ErrorKind("content_type");
+    /// `redirect`: the backend redirected and redirects are not followed.
+    pub const Redirect: ErrorKind = ErrorKind("redirect");
+    /// `protocol`: the exchange broke off: a malformed or interrupted response.
+    pub const Protocol: ErrorKind = ErrorKind("protocol");
+    /// `invalid_request`: the request could not be made from its inputs (a missing or
+    /// unencodable value, an invalid URL).
+    pub const InvalidRequest: ErrorKind = ErrorKind("invalid_request");
 }
 
 impl ErrorKind {
-    /// A short snake_case name, stable for logs, metrics and JSON: `failed`, `panicked`,
-    /// `timeout`, `cancelled`, `status`, `connect`, `body_too_large`, `invalid_json`,
-    /// `content_type`, `redirect`, `protocol`, `invalid_request`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Failed => "failed",
-            Self::Panicked => "panicked",
-            Self::Timeout => "timeout",
-            Self::Cancelled => "cancelled",
-            Self::Status => "status",
-            Self::Connect => "connect",
-            Self::BodyTooLarge => "body_too_large",
-            Self::InvalidJson => "invalid_json",
-            Self::ContentType => "content_type",
-            Self::Redirect => "redirect",
-            Self::Protocol => "protocol",
-            Self::InvalidRequest => "invalid_request",
-        }
+    /// A kind of its own: `name` is a stable snake_case word (`"grpc_unavailable"`,
+    /// `"db_deadlock"`), used as is in logs, metric labels and JSON. Two kinds are equal when
+    /// their words are, so `ErrorKind::new("timeout") == ErrorKind::Timeout`.
+    ///
+    /// ```
+    /// # use muster_core as muster;
+    /// use muster::ErrorKind;
+    ///
+    /// let unavailable = ErrorKind::new("grpc_unavailable");
+    /// assert_eq!(unavailable.as_str(), "grpc_unavailable");
+    /// assert_eq!(ErrorKind::new("timeout"), ErrorKind::Timeout);
+    /// ```
+    pub const fn new(name: &'static str) -> ErrorKind {
+        ErrorKind(name)
+    }
+
+    /// The word, stable for logs, metrics and JSON. The built-in ones are `failed`,
+    /// `panicked`, `timeout`, `cancelled`, `status`, `connect`, `body_too_large`,
+    /// `invalid_json`, `content_type`, `redirect`, `protocol` and `invalid_request`.
+    pub const fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
+/// The word, as in logs and JSON.
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
+    }
+}
+
+/// The word, as `ErrorKind(status)`.
+impl fmt::Debug for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ErrorKind({})", self.0)
     }
 }
 
@@ -154,7 +199,7 @@ impl GroupError {
 
     /// The tasks still pending at the deadline, in spawn order; empty for other kinds.
     pub fn pending(&self) -> &[Name] {
-        match (&self.inner.kind, &self.inner.cause) {
+        match (self.inner.kind, &self.inner.cause) {
             (ErrorKind::Timeout, Cause::Deadline { pending, .. }) => pending,
             _ => &[],
         }
@@ -214,7 +259,7 @@ impl GroupError {
 impl fmt::Display for GroupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Inner { kind, cause, elapsed, fields, .. } = &*self.inner;
-        match (kind, cause) {
+        match (*kind, cause) {
             // The task's error is this error's `source()`, so it is not repeated here.
             (ErrorKind::Failed, Cause::Failed { name, .. }) => {
                 write!(f, "source `{name}` failed after {}ms", elapsed.as_millis())?

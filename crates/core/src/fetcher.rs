@@ -17,8 +17,32 @@ use crate::error::BoxError;
 /// Everything an implementation needs comes from the `muster` crate: the
 /// [`async_trait`](macro@crate::async_trait) attribute that makes `async fn fetch` object safe, the
 /// call's remaining deadline (`muster::remaining()`) and its cancellation with the cause
-/// (`muster::cancellation()`), and [`Retryable`](crate::Retryable) for the retry policy. A
-/// complete fetcher on an HTTP client (here a stand-in with reqwest's API):
+/// (`muster::cancellation()`), and [`Classify`](crate::Classify), through which the error says
+/// what kind it is and whether it is retryable.
+///
+/// # What the error needs
+///
+/// The trait asks only `Into<BoxError>`. A source of an aggregator asks
+/// `Classify + Into<BoxError>` (the aggregator reads the kind before it boxes the error), and
+/// the policies (timeout, retry, hedge, coalescing, fallback, completion) ask
+/// `Classify + Error + Send + Sync + 'static`, which covers both. So a function generic over
+/// fetchers states that bound once:
+///
+/// ```
+/// # use muster_core as muster;
+/// use std::error::Error;
+/// use muster::{Classify, Fetcher};
+///
+/// fn check<F>(_: &F)
+/// where
+///     F: Fetcher<u64, Output = String>,
+///     F::Error: Classify + Error + Send + Sync + 'static,
+/// {
+/// }
+/// # let _ = check::<muster::FetcherFn<fn(&u64) -> std::future::Ready<Result<String, std::io::Error>>>>;
+/// ```
+///
+/// A complete fetcher on an HTTP client (here a stand-in with reqwest's API):
 ///
 /// ```
 /// # use muster_core as muster;
@@ -42,7 +66,7 @@ use crate::error::BoxError;
 /// #         pub async fn text(self) -> Result<String, Error> { Ok(String::from("{\"name\":\"Ada\"}")) }
 /// #     }
 /// # }
-/// use muster::{Fetcher, Retryable, async_trait};
+/// use muster::{Classify, ErrorKind, Fetcher, async_trait};
 ///
 /// struct Profiles {
 ///     client: reqwest::Client,
@@ -57,7 +81,14 @@ use crate::error::BoxError;
 ///     Status(u16),
 /// }
 ///
-/// impl Retryable for ProfileError {
+/// impl Classify for ProfileError {
+///     fn kind(&self) -> ErrorKind {
+///         match self {
+///             Self::Connect(_) => ErrorKind::Connect,
+///             Self::Status(_) => ErrorKind::Status,
+///         }
+///     }
+///
 ///     fn is_retryable(&self) -> bool {
 ///         match self {
 ///             Self::Connect(_) => true,
@@ -105,7 +136,9 @@ use crate::error::BoxError;
 pub trait Fetcher<Req: ?Sized + Sync>: Send + Sync {
     /// What a successful fetch returns.
     type Output: Send;
-    /// What a failed fetch returns.
+    /// What a failed fetch returns. A source of an aggregator also needs it to implement
+    /// [`Classify`](crate::Classify), and the policies need
+    /// `Classify + Error + Send + Sync + 'static` (see [above](Fetcher#what-the-error-needs)).
     type Error: Into<BoxError>;
 
     /// Fetches the output for `request`.

@@ -47,7 +47,10 @@
 //!   completion. A cause, once set, is never overwritten: a nested group's tasks read the
 //!   outer failure, not "dropped"; [`Cause::chain`] walks down into nested groups' causes.
 //! - **Inside a task**: [`cancellation()`] is the group's token and [`deadline()`] its
-//!   deadline, while the task is polled and while it is dropped (so drop guards can tell why).
+//!   deadline, while the task is polled and while it is dropped (so drop guards can tell why);
+//!   [`with_cancellation`] and [`with_deadline_from`] give work shared by several callers its
+//!   own token and deadline, and [`context()`] is the request's [`Context`] where an
+//!   aggregator set one ([`with_context`]).
 //! - **Panics** become the task's error and cancel its siblings; the process does not crash.
 //!   A panic while a cancelled task is dropped is contained and recorded as a
 //!   [secondary failure](GroupError::secondary).
@@ -66,9 +69,11 @@
 //! `tracing-core`), so that fetchers and adapters written against it keep working across
 //! releases of the aggregator. Stable, within a major version: the [`Fetcher`] trait and
 //! [`fetcher_fn`]; [`Group`] with [`GroupHandle`], [`Wait`], [`WaitWithReport`], [`Outputs`]
-//! and the semantics listed above; [`CancelToken`] and [`Cause`]; the errors ([`GroupError`],
-//! [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its `as_str` words); [`deadline()`],
-//! [`with_deadline`] and [`cancellation()`]; [`GroupReport`]. Enums and report structs are
+//! and the semantics listed above; [`CancelToken`] with [`Cancelled`], and [`Cause`]; the
+//! errors ([`GroupError`], [`SpawnError`], [`TrySpawnError`], [`ErrorKind`] and its built-in
+//! words); [`Classify`], [`boxed`] and [`Classified`]; [`deadline()`], [`with_deadline`],
+//! [`with_deadline_from`], [`cancellation()`], [`with_cancellation`], [`context()`] and
+//! [`Context`]; [`GroupReport`]. Enums and report structs are
 //! `#[non_exhaustive]`: new variants (a new [`Cause`], a new [`TaskOutcome`]) and fields may
 //! come in minor releases, so match them with a wildcard arm. The texts of `Display` are for
 //! people and may be reworded; match on kinds and variants instead.
@@ -90,15 +95,19 @@
 
 mod cancel;
 mod classify;
+mod context;
 mod deadline;
 mod error;
 mod fetcher;
 mod group;
 mod report;
 
-pub use crate::cancel::{CancelToken, Cause, Name, SharedError};
-pub use crate::classify::Retryable;
-pub use crate::deadline::{cancellation, deadline, with_deadline};
+pub use crate::cancel::{CancelToken, Cancelled, Cause, Name, SharedError};
+pub use crate::classify::{Classified, Classify, boxed};
+pub use crate::context::{Context, context, with_context};
+pub use crate::deadline::{
+    WithCancellation, WithDeadlineFrom, cancellation, deadline, with_cancellation, with_deadline, with_deadline_from,
+};
 #[doc(hidden)]
 pub use crate::error::rounded_ms;
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};

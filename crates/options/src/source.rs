@@ -5,7 +5,8 @@ use crate::OptionError;
 
 /// A timeout for each attempt of a source, inside the global deadline: the effective timeout is
 /// whichever comes first, and when both fire together the global deadline is what is reported.
-/// A timeout is a retryable failure.
+/// A timeout is a retryable failure, of kind `timeout`; the source's own errors keep theirs.
+/// The source's error needs `muster::Classify + Error + Send + Sync + 'static`.
 ///
 /// A plain value: the `muster` crate turns it into a policy that wraps a fetcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +26,8 @@ impl Timeout {
 /// Hedging: if the first attempt has not succeeded after this delay, a second one starts; the
 /// first success wins and the other attempt is cancelled. If the first attempt fails before the
 /// delay, the second starts at once. The source fails only when both attempts have failed,
-/// with the last failure. A hedge that could not end before the deadline is not started.
+/// with the last failure (its kind and error as they were). A hedge that could not end before
+/// the deadline is not started. The source's error needs `muster::Classify` (and `Send`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hedge(pub Duration);
 
@@ -53,7 +55,7 @@ pub struct Optional;
 pub struct Fallback<T>(pub T);
 
 /// The default classifier of a [`Retry`]: the error says whether it is retryable (through the
-/// `Retryable` trait of `muster`).
+/// `Classify` trait of `muster`, its `is_retryable`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ByError;
 

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use muster::json::{JsonMerge, Value, merge_json};
 use muster::mock::MockFetcher;
-use muster::{Aggregator, Deadline, Event, Fallback, Fetcher, Policy, RequestContext, Timeout, async_trait};
+use muster::{
+    Aggregator, Deadline, Fallback, Fetcher, RequestContext, Timeout, async_trait, policy::Policy, report::Event,
+};
 use serde_json::json;
 
 const USER_ID: u64 = 42;
@@ -131,6 +133,23 @@ enum BreakerError<E> {
     Inner(E),
 }
 
+// The breaker says what its errors are: its own kind when open, the wrapped error's otherwise.
+impl<E: muster::Classify> muster::Classify for BreakerError<E> {
+    fn kind(&self) -> muster::ErrorKind {
+        match self {
+            Self::Open => muster::ErrorKind::new("circuit_open"),
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Open => false,
+            Self::Inner(error) => error.is_retryable(),
+        }
+    }
+}
+
 impl<F> Policy<F> for Breaker {
     type Fetcher = BreakerFetcher<F>;
 
@@ -151,7 +170,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::Relaxed) >= 2 {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

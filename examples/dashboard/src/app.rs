@@ -28,7 +28,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::Answer;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
-use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
+use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
 use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -101,6 +101,9 @@ pub type Dashboard = Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>,
 #[derive(Clone, Debug)]
 pub struct AppState {
     aggregator: Dashboard,
+    /// The client's headers that the sources forward ([`Config::forward_headers`]): only
+    /// these go into each call's context.
+    forward: std::sync::Arc<[HeaderName]>,
 }
 
 impl AppState {
@@ -111,11 +114,10 @@ impl AppState {
     /// A [`ConfigError`] naming the template or option that is wrong.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         let client = HttpClient::new();
-        // The global deadline is what answers a slow backend (504, pending named). The
-        // fetcher's own timeout is only a backstop, set past the deadline so it never wins.
-        let backstop = config.timeout + Duration::from_secs(1);
+        // The global deadline is what answers a slow backend (504, pending named): when it
+        // comes with the fetcher's own timeout, the fetcher leaves it to fire.
         let fetcher = |source_name: &'static str, template: &str, probe: &dyn UrlParams| {
-            let builder = HttpFetcher::builder(template).client(client.clone()).timeout(backstop);
+            let builder = HttpFetcher::builder(template).client(client.clone()).timeout(config.timeout);
             // Credentials go only where they are needed: an allow-list per source.
             let forward =
                 if source_name == "offers" { &config.offers_forward_headers } else { &config.forward_headers };
@@ -144,7 +146,7 @@ impl AppState {
             .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
             .build()?;
-        Ok(Self { aggregator })
+        Ok(Self { aggregator, forward: config.forward_headers.clone().into() })
     }
 }
 
@@ -168,21 +170,15 @@ pub fn app(state: AppState) -> Router {
     router.with_state(state).layer(middleware::from_fn(access_log))
 }
 
-/// One dashboard request, as the sources see it: the [`UrlParams`] of their URL templates and
-/// the context they propagate.
+/// One dashboard request, as the sources see it: the [`UrlParams`] of their URL templates,
+/// nothing more. The request id, `traceparent` and forwarded headers travel once, in the
+/// call's `RequestContext`, and the HTTP fetchers read them from `muster::context()`.
 #[derive(Clone, Debug, Default)]
 pub struct DashboardRequest {
     /// The user id, percent-decoded from the dashboard's path (`{id}` in the templates).
     pub user_id: String,
     /// The demo knobs from the dashboard's query string.
     pub knobs: Knobs,
-    /// The incoming `x-request-id`, or a generated one.
-    pub request_id: String,
-    /// The incoming `traceparent`, if any.
-    pub traceparent: Option<String>,
-    /// The client's request headers: the sources forward the allow-listed ones
-    /// ([`Config::forward_headers`]) and ignore the rest.
-    pub headers: HeaderMap,
 }
 
 /// The knobs of the demo backends, from the dashboard request's query string; empty when not
@@ -216,23 +212,11 @@ impl UrlParams for DashboardRequest {
         };
         Some(value.as_str().into())
     }
-
-    fn request_id(&self) -> Option<&str> {
-        Some(&self.request_id)
-    }
-
-    fn traceparent(&self) -> Option<&str> {
-        self.traceparent.as_deref()
-    }
-
-    fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
 }
 
 /// The request of the offers source, made from the dashboard request and the profile: the
-/// [`UrlParams`] of the offers template (`{tier}` and the offers knobs), with the same context
-/// and forwarded headers as the other sources.
+/// [`UrlParams`] of the offers template (`{tier}` and the offers knobs). Its context and
+/// forwarded headers are the call's, as for the other sources.
 #[derive(Clone, Debug, Default)]
 pub struct OffersRequest {
     /// The tier of the profile's answer (`standard` if it has none).
@@ -263,18 +247,6 @@ impl UrlParams for OffersRequest {
             _ => return None,
         };
         Some(value.as_str().into())
-    }
-
-    fn request_id(&self) -> Option<&str> {
-        self.request.request_id()
-    }
-
-    fn traceparent(&self) -> Option<&str> {
-        self.request.traceparent()
-    }
-
-    fn header(&self, name: &HeaderName) -> Option<&str> {
-        self.request.header(name)
     }
 }
 
@@ -326,17 +298,24 @@ async fn dashboard(
     let Ok(Path(user_id)) = user_id else { return bad_request("the user id must be valid UTF-8") };
     let Ok(Query(knobs)) = knobs else { return bad_request("the query must be name=value pairs of UTF-8 text") };
     let traceparent = headers.get(TRACEPARENT).and_then(|value| printable(value, 512)).map(str::to_owned);
-    let mut context = RequestContext::new().field("user_id", &user_id).field("request_id", &request_id);
-    if let Some(traceparent) = &traceparent {
+    // The request id, trace parent and forwarded headers, once: every source reads them from
+    // its call's context (the request id is also a field of the span, the logs and the report).
+    let mut context = RequestContext::new().field("user_id", &user_id).request_id(&request_id);
+    if let Some(traceparent) = traceparent {
         // With muster's `otel` feature the aggregation continues the caller's trace.
         context = context.traceparent(traceparent);
+    }
+    for name in state.forward.iter() {
+        if let Some(value) = headers.get(name).and_then(|value| value.to_str().ok()) {
+            context = context.header(name.as_str(), value);
+        }
     }
     if let Some(Extension(Budget(expires))) = budget {
         // The caller's budget, counted from the request's arrival: queueing counts.
         context = context.deadline(expires.saturating_duration_since(tokio::time::Instant::now()));
     }
     let format = Format::requested(&headers);
-    let request = DashboardRequest { user_id: user_id.clone(), knobs, request_id, traceparent, headers };
+    let request = DashboardRequest { user_id: user_id.clone(), knobs };
     let mut response = match format {
         // Each section the moment its source completes, then the outcome.
         Some(format) => {
@@ -520,14 +499,10 @@ mod tests {
         let request = DashboardRequest {
             user_id: "../a b".to_owned(),
             knobs: Knobs { transactions_fail: "1".to_owned(), ..Knobs::default() },
-            request_id: "r-1".to_owned(),
-            traceparent: None,
-            headers: HeaderMap::new(),
         };
         assert_eq!(request.param("id").as_deref(), Some("../a b"));
         assert_eq!(request.param("transactions_fail").as_deref(), Some("1"));
         assert_eq!(request.param("profile_delay_ms").as_deref(), Some(""));
         assert_eq!(request.param("user"), None);
-        assert_eq!(request.request_id(), Some("r-1"));
     }
 }

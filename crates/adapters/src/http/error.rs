@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use ::http::StatusCode;
-use muster_core::BoxError;
+use muster_core::{BoxError, ErrorKind};
 
 /// Why an [`HttpFetcher`](super::HttpFetcher) fetch failed.
 ///
-/// Each failure has its own variant, a stable snake_case [`kind`](Self::kind) for logs and
-/// metrics, and an [`is_retryable`](Self::is_retryable) verdict for retry policies. The error
+/// Each failure has its own variant, a [`kind`](Self::kind) in muster's one vocabulary
+/// ([`ErrorKind`]) for logs, metrics and error bodies, and an
+/// [`is_retryable`](Self::is_retryable) verdict for retry policies; it says both through
+/// [`Classify`](muster_core::Classify), which muster's policies pass on. The error
 /// does not name the source: the group or aggregator running the fetch adds the name.
 ///
 /// `Display` never includes anything the backend sent (its body, its `Location`,
@@ -20,15 +22,16 @@ use muster_core::BoxError;
 /// ```
 /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// use std::time::Duration;
+/// use muster::ErrorKind;
 /// use muster::http::HttpError;
 ///
 /// let error = HttpError::Timeout { after: Duration::from_millis(250) };
-/// assert_eq!(error.kind(), "timeout");
+/// assert_eq!(error.kind(), ErrorKind::Timeout);
 /// assert!(error.is_retryable());
 /// assert_eq!(error.to_string(), "no complete response within 250ms");
 ///
 /// let error = HttpError::BodyTooLarge { limit: 1 << 20 };
-/// assert_eq!(error.kind(), "body_too_large");
+/// assert_eq!(error.kind().as_str(), "body_too_large");
 /// assert!(!error.is_retryable());
 /// ```
 #[derive(Debug, thiserror::Error)]
@@ -129,32 +132,33 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    /// A stable snake_case name for the variant, for logs, metrics and JSON error bodies:
-    /// `"status"`, `"connect"`, `"timeout"`, `"body_too_large"`, `"invalid_json"`,
-    /// `"content_type"`, `"redirect"`, `"protocol"`, `"missing_param"`, `"encoding"` or
-    /// `"invalid_url"`.
+    /// What kind of failure it is, in muster's one vocabulary ([`ErrorKind`]): `status`,
+    /// `connect`, `timeout`, `body_too_large`, `invalid_json`, `content_type` (an unexpected
+    /// content type, or a content encoding that was not asked for), `redirect`, `protocol`, or
+    /// `invalid_request` (a missing parameter or an invalid URL: the request could not be
+    /// made). The same word is in the aggregator's error, report, log event, metrics and HTTP
+    /// error body.
     ///
     /// ```
     /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
+    /// use muster::ErrorKind;
     /// use muster::http::HttpError;
     ///
     /// let error = HttpError::MissingParam { name: "id".into() };
-    /// assert_eq!(error.kind(), "missing_param");
+    /// assert_eq!(error.kind(), ErrorKind::InvalidRequest);
     /// assert_eq!(error.to_string(), "no value for URL placeholder `{id}`");
     /// ```
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Status { .. } => "status",
-            Self::Connect { .. } => "connect",
-            Self::Timeout { .. } => "timeout",
-            Self::BodyTooLarge { .. } => "body_too_large",
-            Self::InvalidJson { .. } => "invalid_json",
-            Self::ContentType { .. } => "content_type",
-            Self::Redirect { .. } => "redirect",
-            Self::Protocol { .. } => "protocol",
-            Self::MissingParam { .. } => "missing_param",
-            Self::Encoding { .. } => "encoding",
-            Self::InvalidUrl { .. } => "invalid_url",
+            Self::Status { .. } => ErrorKind::Status,
+            Self::Connect { .. } => ErrorKind::Connect,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
+            Self::InvalidJson { .. } => ErrorKind::InvalidJson,
+            Self::ContentType { .. } | Self::Encoding { .. } => ErrorKind::ContentType,
+            Self::Redirect { .. } => ErrorKind::Redirect,
+            Self::Protocol { .. } => ErrorKind::Protocol,
+            Self::MissingParam { .. } | Self::InvalidUrl { .. } => ErrorKind::InvalidRequest,
         }
     }
 

@@ -5,11 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use ::http::HeaderName;
 use serde_json::value::RawValue;
 
 /// A request an [`HttpFetcher`](super::HttpFetcher) can fetch: the values of the URL
-/// template's placeholders, and the context it propagates as request headers.
+/// template's placeholders and, optionally, a JSON body. Only URL values: the request id,
+/// `traceparent` and forwarded headers come from the call's
+/// [`context()`](muster_core::context) (see [request headers](super::HttpFetcher#request-headers)).
 ///
 /// `param` answers the value of the `{name}` placeholder; the fetcher percent-encodes it
 /// (see [URL templates](super::HttpFetcher#url-templates)), so return the raw value. A `None` fails the
@@ -24,90 +25,39 @@ use serde_json::value::RawValue;
 ///   `[(&str, &str)]` and `Vec<(String, String)>`: the first pair with the name;
 /// - `&T`, `Box<T>` and `Arc<T>` of any of these.
 ///
-/// The trait is object safe. Implement it on your own request type to propagate a request id
-/// and a W3C `traceparent`, to forward headers ([`header`](Self::header)) and to send a JSON
-/// body ([`body`](Self::body)); every method but `param` has a default:
+/// The trait is object safe. Implement it on your own request type to fill several
+/// placeholders and to send a JSON body ([`body`](Self::body)); `body` has a default:
 ///
 /// ```
 /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
 /// use std::borrow::Cow;
 /// use muster::http::UrlParams;
 ///
-/// struct DashboardRequest {
+/// struct Statement {
 ///     user_id: u64,
-///     request_id: String,
-///     traceparent: Option<String>,
+///     month: String,
 /// }
 ///
-/// impl UrlParams for DashboardRequest {
+/// impl UrlParams for Statement {
 ///     fn param(&self, name: &str) -> Option<Cow<'_, str>> {
-///         (name == "id").then(|| self.user_id.to_string().into())
-///     }
-///     fn request_id(&self) -> Option<&str> {
-///         Some(&self.request_id)
-///     }
-///     fn traceparent(&self) -> Option<&str> {
-///         self.traceparent.as_deref()
+///         match name {
+///             "id" => Some(self.user_id.to_string().into()),
+///             "month" => Some(self.month.as_str().into()),
+///             _ => None,
+///         }
 ///     }
 /// }
 ///
-/// let request = DashboardRequest { user_id: 7, request_id: "req-1".into(), traceparent: None };
+/// let request = Statement { user_id: 7, month: "2026-11".into() };
 /// let params: &dyn UrlParams = &request;
 /// assert_eq!(params.param("id").as_deref(), Some("7"));
+/// assert_eq!(params.param("month").as_deref(), Some("2026-11"));
 /// assert_eq!(params.param("page"), None);
-/// assert_eq!(params.request_id(), Some("req-1"));
 /// ```
 pub trait UrlParams {
     /// The raw (not yet encoded) value of the placeholder `{name}`, or `None` if the request
     /// has none.
     fn param(&self, name: &str) -> Option<Cow<'_, str>>;
-
-    /// The request id sent as `x-request-id`, if any. A value that is not a valid header
-    /// value (e.g. one with a line break) is not sent.
-    fn request_id(&self) -> Option<&str> {
-        None
-    }
-
-    /// The W3C trace context sent as `traceparent`, if any. Only a syntactically valid
-    /// version-00 value (`00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all zero) is
-    /// sent; anything else is dropped.
-    fn traceparent(&self) -> Option<&str> {
-        None
-    }
-
-    /// The value of the header `name` to forward to the backend, for the names the fetcher
-    /// was told to forward ([`forward_header`](super::HttpFetcherBuilder::forward_header));
-    /// it is never asked about others. A value that is not at most 8 KiB of visible ASCII,
-    /// spaces and tabs is not sent. `None` (the default) sends nothing.
-    ///
-    /// ```
-    /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
-    /// use std::borrow::Cow;
-    /// use muster::http::{HeaderMap, HeaderName, UrlParams, header};
-    ///
-    /// struct Call {
-    ///     id: String,
-    ///     headers: HeaderMap,
-    /// }
-    ///
-    /// impl UrlParams for Call {
-    ///     fn param(&self, _name: &str) -> Option<Cow<'_, str>> {
-    ///         Some(self.id.as_str().into())
-    ///     }
-    ///     fn header(&self, name: &HeaderName) -> Option<&str> {
-    ///         self.headers.get(name)?.to_str().ok()
-    ///     }
-    /// }
-    ///
-    /// let mut headers = HeaderMap::new();
-    /// headers.insert(header::AUTHORIZATION, "Bearer t0ken".parse().unwrap());
-    /// let call = Call { id: "7".into(), headers };
-    /// assert_eq!(call.header(&header::AUTHORIZATION), Some("Bearer t0ken"));
-    /// ```
-    fn header(&self, name: &HeaderName) -> Option<&str> {
-        let _ = name;
-        None
-    }
 
     /// The JSON body to send, if any (with `content-type: application/json`, whatever the
     /// method). `None` (the default) sends no body.
@@ -176,15 +126,6 @@ macro_rules! forward_params {
             fn param(&self, name: &str) -> Option<Cow<'_, str>> {
                 (**self).param(name)
             }
-            fn request_id(&self) -> Option<&str> {
-                (**self).request_id()
-            }
-            fn traceparent(&self) -> Option<&str> {
-                (**self).traceparent()
-            }
-            fn header(&self, name: &HeaderName) -> Option<&str> {
-                (**self).header(name)
-            }
             fn body(&self) -> Option<&RawValue> {
                 (**self).body()
             }
@@ -220,7 +161,7 @@ mod tests {
 
         let boxed: Box<dyn UrlParams + Sync> = Box::new("7");
         assert_eq!(boxed.param("id").as_deref(), Some("7"));
-        assert_eq!(boxed.request_id(), None);
-        assert_eq!(Arc::new(7_u8).traceparent(), None);
+        assert!(boxed.body().is_none());
+        assert_eq!(Arc::new(7_u8).param("id").as_deref(), Some("7"));
     }
 }

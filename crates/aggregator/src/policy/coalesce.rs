@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use futures_util::FutureExt as _;
 use futures_util::future::{BoxFuture, Shared, WeakShared};
-use muster_core::{Fetcher, Retryable, async_trait};
+use muster_core::{CancelToken, Cause, Classify, ErrorKind, Fetcher, async_trait};
+use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::Policy;
@@ -26,21 +27,37 @@ use super::Policy;
 /// - **Cancelled only when nobody waits**: a waiter leaves by dropping its fetch; the call goes
 ///   on while at least one waiter remains and is dropped (its connection closed) when the last
 ///   one leaves.
+/// - **A token of its own**: the call runs under a [`CancelToken`](crate::cancel::CancelToken) of its
+///   own, which is what [`cancellation()`](crate::cancellation) returns inside it (and what a
+///   nested aggregator or a completion policy inside it takes as its parent), never the token
+///   of whichever waiter happens to poll it. One waiter's aggregation failing never cancels it;
+///   when the last waiter leaves, the token is cancelled with that waiter's cause (its
+///   aggregation's failure, deadline or caller; [`Cause::Dropped`](crate::cancel::Cause::Dropped) for a
+///   fetch simply dropped, e.g. by its own timeout), and then the call is dropped, so its drop
+///   guards read that cause.
+/// - **The latest deadline**: inside the call, [`deadline()`](crate::deadline) is the latest
+///   deadline of the waiters still waiting at that moment (none if one of them has none): a
+///   waiter with a later deadline is never failed by an earlier waiter's, which that waiter's
+///   own aggregation enforces for it alone. [`context()`](crate::context) is the context of the
+///   fetch that started the call (whose request it makes), and the call runs in its span.
 /// - **No inherited cancellation**: a fetch arriving after every earlier waiter has left starts
 ///   a fresh call; it never sees the abandoned one.
 /// - **Panics**: a panic in the shared call is a panic in every waiter, with the same message
 ///   (so each aggregation reports its source as panicked); the coalescer stays usable.
 /// - **No cache**: the call is forgotten the moment it ends.
+/// - **Reported as shared**: a source whose result came from a call that more than one fetch
+///   waited on reports [`SourceReport::shared`](crate::report::SourceReport::shared) (the number of
+///   waiters; `shared by N` in the waterfall).
 ///
-/// No task is spawned: the shared call is polled by its waiters, in the span of the one that
-/// started it. The request is the key (`Clone + Hash + Eq + 'static`); the wrapped fetcher is
-/// shared with the call (it must be `'static`).
+/// No task is spawned: the shared call is polled by its waiters. The request is the key
+/// (`Clone + Hash + Eq + 'static`); the wrapped fetcher is shared with the call (it must be
+/// `'static`).
 ///
 /// ```
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::time::Duration;
-/// use muster::{Aggregator, Coalesce, fetcher_fn};
+/// use muster::{Aggregator, policy::Coalesce, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -74,6 +91,8 @@ impl<F> Policy<F> for Coalesce {
 }
 
 /// A fetcher whose concurrent fetches for an equal request share one call; see [`Coalesce`].
+/// The wrapped fetcher's error needs `Classify + Error + Send + Sync + 'static`: it is shared
+/// by the waiters in a [`CoalesceError`], which passes its kind on.
 pub struct CoalesceFetcher<F> {
     inner: Arc<F>,
     /// The calls in flight: a `Coalescer` of the request, output and error types, made on
@@ -89,7 +108,7 @@ impl<F> fmt::Debug for CoalesceFetcher<F> {
 
 /// The error of a [`CoalesceFetcher`]: the shared call's error, the same one for every waiter.
 ///
-/// It displays, classifies ([`Retryable`]) and chains ([`Error::source`]) as the error
+/// It displays, classifies ([`Classify`]: its kind and retry verdict) and chains ([`Error::source`]) as the error
 /// itself; [`get_ref`](Self::get_ref) gives the error.
 pub struct CoalesceError<E>(Arc<E>);
 
@@ -124,7 +143,11 @@ impl<E: Error> Error for CoalesceError<E> {
     }
 }
 
-impl<E: Retryable> Retryable for CoalesceError<E> {
+impl<E: Classify> Classify for CoalesceError<E> {
+    fn kind(&self) -> ErrorKind {
+        self.0.kind()
+    }
+
     fn is_retryable(&self) -> bool {
         self.0.is_retryable()
     }
@@ -149,8 +172,11 @@ where
             return self.inner.fetch(request).await.map_err(|error| CoalesceError(Arc::new(error)));
         };
         let (inner, owned) = (Arc::clone(&self.inner), request.clone());
-        let call = calls.join(request.clone(), move || async move { inner.fetch(&owned).await });
-        match call.await {
+        let (waiters, ended) = calls.join(request.clone(), move || async move { inner.fetch(&owned).await }).await;
+        if waiters > 1 {
+            crate::call::report(crate::report::Event::Shared { waiters });
+        }
+        match ended {
             Ok(value) => Ok(value),
             Err(Ended::Failed(error)) => Err(CoalesceError(error)),
             // The same panic in every waiter: each one's group reports its source as panicked.
@@ -174,8 +200,11 @@ impl<E> Clone for Ended<E> {
     }
 }
 
+/// What a shared call gives every waiter: how many waiters it had in all, and its outcome.
+type Outcome<V, E> = (usize, Result<V, Ended<E>>);
+
 /// The shared call as every waiter holds it: panics caught, errors shared.
-type Call<V, E> = Shared<BoxFuture<'static, Result<V, Ended<E>>>>;
+type Call<V, E> = Shared<BoxFuture<'static, Outcome<V, E>>>;
 
 /// The calls in flight of one source, by key.
 struct Coalescer<K, V, E> {
@@ -188,11 +217,47 @@ struct Calls<K, V, E> {
     by_key: HashMap<K, Entry<V, E>>,
 }
 
-/// A call in flight. Only the waiters hold it strongly, so it is dropped when they have all
-/// gone, and a dead entry is one that a new caller replaces.
+/// A call in flight that a fetch may join: it has waiters and has not ended. Only the waiters
+/// hold the call strongly, so it is dropped when they have all gone.
 struct Entry<V, E> {
     id: u64,
-    call: WeakShared<BoxFuture<'static, Result<V, Ended<E>>>>,
+    call: WeakShared<BoxFuture<'static, Outcome<V, E>>>,
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+/// The waiters of one call. Changed only with the calls' lock held too, so that a fetch never
+/// joins a call whose last waiter is leaving.
+#[derive(Default)]
+struct Waiters {
+    /// The id of the next waiter.
+    next_id: u64,
+    /// The waiters still waiting, each with its deadline.
+    present: Vec<(u64, Option<Instant>)>,
+    /// Every waiter that joined, those gone included.
+    joined: usize,
+    /// The call has its outcome: a waiter leaving now cancels nothing.
+    ended: bool,
+    /// The call's own token: what [`cancellation()`](crate::cancellation) is inside it.
+    token: CancelToken,
+}
+
+impl Waiters {
+    /// The latest deadline of the waiters still waiting, `None` if one of them has none (or
+    /// none is left): the shared call's [`deadline()`](crate::deadline).
+    fn latest(&self) -> Option<Instant> {
+        self.present.iter().try_fold(None, |latest: Option<Instant>, (_, deadline)| {
+            let deadline = (*deadline)?;
+            Some(Some(latest.map_or(deadline, |latest| latest.max(deadline))))
+        })?
+    }
+
+    fn join(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.present.push((id, muster_core::deadline()));
+        self.joined += 1;
+        id
+    }
 }
 
 impl<K, V, E> Default for Coalescer<K, V, E> {
@@ -207,36 +272,108 @@ where
     V: Clone + Send + Sync + 'static,
     E: Send + Sync + 'static,
 {
-    /// The call in flight for `key`, or a new one made with `call`, registered under `key`.
-    fn join<C, Fut>(&self, key: K, call: C) -> Call<V, E>
+    /// Joins the call in flight for `key`, or starts a new one made with `call`, registered
+    /// under `key`; the waiter leaves when dropped.
+    ///
+    /// A new call runs under a [`CancelToken`] of its own, cancelled only when its last waiter
+    /// leaves (with that waiter's cause), under the latest deadline of its waiters, and in the
+    /// span and [`context()`](muster_core::context) of the fetch that started it.
+    fn join<C, Fut>(&self, key: K, call: C) -> Waiter<K, V, E>
     where
         C: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let mut calls = lock(&self.calls);
-        // Upgrading fails once every waiter has gone (or the call ended and was forgotten),
-        // so a caller never joins an abandoned call.
-        if let Some(joined) = calls.by_key.get(&key).and_then(|entry| entry.call.upgrade()) {
-            return joined;
+        // A call is joinable while it has waiters and no outcome: never an abandoned call.
+        if let Some(entry) = calls.by_key.get(&key) {
+            if let Some(joined) = entry.call.upgrade() {
+                let mut waiters = lock_waiters(&entry.waiters);
+                if !waiters.present.is_empty() && !waiters.ended {
+                    let waiter = waiters.join();
+                    let (id, state) = (entry.id, Arc::clone(&entry.waiters));
+                    drop(waiters);
+                    return Waiter { calls: Arc::clone(&self.calls), key, id, waiter, waiters: state, call: joined };
+                }
+            }
         }
         let id = calls.next_id;
         calls.next_id = calls.next_id.wrapping_add(1);
-        let forget = Forget { calls: Arc::clone(&self.calls), key: key.clone(), id };
+        let state = Arc::new(Mutex::new(Waiters::default()));
+        let (waiter, token) = {
+            let mut waiters = lock_waiters(&state);
+            (waiters.join(), waiters.token.clone())
+        };
+        let mut forget = Forget { calls: Arc::clone(&self.calls), key: key.clone(), id, waiters: Arc::clone(&state) };
         let future = async move {
             let ended = match AssertUnwindSafe(async move { call().await }).catch_unwind().await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(error)) => Err(Ended::Failed(Arc::new(error))),
                 Err(panic) => Err(Ended::Panicked(crate::panic_message(&*panic))),
             };
-            // Forgotten before any waiter sees the outcome, so a later caller starts afresh.
-            drop(forget);
-            ended
+            // Forgotten before any waiter sees the outcome, so a later caller starts afresh;
+            // the count of waiters is final from then on.
+            (forget.end(), ended)
         };
-        let started = future.in_current_span().boxed().shared();
-        if let Some(call) = started.downgrade() {
-            calls.by_key.insert(key, Entry { id, call });
+        let latest = Arc::clone(&state);
+        let future = muster_core::with_deadline_from(move || lock_waiters(&latest).latest(), future);
+        let future = muster_core::with_cancellation(token.clone(), future);
+        let started = match muster_core::context() {
+            Some(context) => muster_core::with_context(context, future).in_current_span().boxed(),
+            None => future.in_current_span().boxed(),
         }
-        started
+        .shared();
+        if let Some(call) = started.downgrade() {
+            calls.by_key.insert(key.clone(), Entry { id, call, waiters: Arc::clone(&state) });
+        }
+        Waiter { calls: Arc::clone(&self.calls), key, id, waiter, waiters: state, call: started }
+    }
+}
+
+/// A fetch waiting on a shared call: a future of the call's outcome. Dropped, it leaves: the
+/// last waiter to leave before the call has its outcome cancels the call's token with its own
+/// cause, and only then lets go of the call (which is dropped with its last hold), so that the
+/// call's drop guards read that cause.
+struct Waiter<K: Hash + Eq, V, E> {
+    calls: Arc<Mutex<Calls<K, V, E>>>,
+    key: K,
+    /// The call's id.
+    id: u64,
+    /// This waiter's id among the call's.
+    waiter: u64,
+    waiters: Arc<Mutex<Waiters>>,
+    call: Call<V, E>,
+}
+
+// Nothing is pinned: the call is a `Shared`, which is `Unpin`, and the key is never polled.
+impl<K: Hash + Eq, V, E> Unpin for Waiter<K, V, E> {}
+
+impl<K: Hash + Eq, V: Clone, E> Future for Waiter<K, V, E> {
+    type Output = Outcome<V, E>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome<V, E>> {
+        std::pin::Pin::new(&mut self.call).poll(cx)
+    }
+}
+
+impl<K: Hash + Eq, V, E> Drop for Waiter<K, V, E> {
+    fn drop(&mut self) {
+        let last = {
+            let mut calls = lock(&self.calls);
+            let mut waiters = lock_waiters(&self.waiters);
+            waiters.present.retain(|(id, _)| *id != self.waiter);
+            let last = waiters.present.is_empty() && !waiters.ended;
+            if last && calls.by_key.get(&self.key).is_some_and(|entry| entry.id == self.id) {
+                calls.by_key.remove(&self.key);
+            }
+            last
+        };
+        if last {
+            // The waiter's own cause: its aggregation's failure, deadline or caller, or
+            // `Dropped` when it was simply dropped (its own timeout, a select).
+            let cause = muster_core::cancellation().and_then(|token| token.cause().cloned()).unwrap_or(Cause::Dropped);
+            let token = lock_waiters(&self.waiters).token.clone();
+            token.cancel_with(cause);
+        }
     }
 }
 
@@ -246,6 +383,20 @@ struct Forget<K: Hash + Eq, V, E> {
     calls: Arc<Mutex<Calls<K, V, E>>>,
     key: K,
     id: u64,
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+impl<K: Hash + Eq, V, E> Forget<K, V, E> {
+    /// The call has its outcome: forgets it and returns how many waiters it had.
+    fn end(&mut self) -> usize {
+        let mut calls = lock(&self.calls);
+        if calls.by_key.get(&self.key).is_some_and(|entry| entry.id == self.id) {
+            calls.by_key.remove(&self.key);
+        }
+        let mut waiters = lock_waiters(&self.waiters);
+        waiters.ended = true;
+        waiters.joined
+    }
 }
 
 impl<K: Hash + Eq, V, E> Drop for Forget<K, V, E> {
@@ -257,6 +408,10 @@ impl<K: Hash + Eq, V, E> Drop for Forget<K, V, E> {
     }
 }
 
+fn lock_waiters(waiters: &Mutex<Waiters>) -> MutexGuard<'_, Waiters> {
+    waiters.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Locks the calls, ignoring poisoning: the map is never left half-updated by a panic (only a
 /// panicking `Hash` or `Eq` could unwind while it is locked).
 fn lock<K, V, E>(calls: &Mutex<Calls<K, V, E>>) -> MutexGuard<'_, Calls<K, V, E>> {
@@ -265,6 +420,8 @@ fn lock<K, V, E>(calls: &Mutex<Calls<K, V, E>>) -> MutexGuard<'_, Calls<K, V, E>
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     type Test = Coalescer<&'static str, u32, std::io::Error>;
@@ -281,7 +438,10 @@ mod tests {
         // As when another thread replaces the entry of an abandoned call while that call is
         // still being dropped.
         let second = coalescer.join("other", || async { Ok(2) });
-        lock(&coalescer.calls).by_key.insert("key", Entry { id: 1, call: second.downgrade().unwrap() });
+        let waiters = Arc::new(Mutex::new(Waiters::default()));
+        lock_waiters(&waiters).join();
+        let newer = Entry { id: 1, call: second.call.downgrade().unwrap(), waiters };
+        lock(&coalescer.calls).by_key.insert("key", newer);
         drop(first);
         assert_eq!(entry(&coalescer, "key"), Some(1), "the newer call must stay registered");
         drop(second);
@@ -290,5 +450,19 @@ mod tests {
         assert_eq!(entry(&coalescer, "key"), Some(2));
         drop(third);
         assert!(lock(&coalescer.calls).by_key.is_empty());
+    }
+
+    #[test]
+    fn the_shared_call_runs_under_the_latest_deadline_of_the_waiters_present() {
+        let start = Instant::now();
+        let mut waiters = Waiters {
+            present: vec![(0, Some(start)), (1, Some(start + Duration::from_secs(2)))],
+            ..Waiters::default()
+        };
+        assert_eq!(waiters.latest(), Some(start + Duration::from_secs(2)));
+        waiters.present.push((2, None));
+        assert_eq!(waiters.latest(), None, "a waiter without a deadline lifts it");
+        waiters.present.clear();
+        assert_eq!(waiters.latest(), None);
     }
 }

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt as _;
-use muster_core::{Fetcher, async_trait};
+use muster_core::{Classify, Fetcher, async_trait};
 
 use super::{Fallback, Optional, Policy};
 use crate::report::Failure;
@@ -29,10 +29,12 @@ impl<F, T> Policy<F> for Fallback<T> {
 /// panicked or was still pending at the global deadline; see [`Optional`].
 ///
 /// In an aggregation, such a source never cancels the others and the report says what it
-/// replaced (`fell back after failed: ...`).
+/// replaced (`fell back after failed: ...`), with the kind of the error it replaced. The
+/// wrapped fetcher's error must implement [`Classify`](crate::Classify) (for that kind) and
+/// `Into<BoxError>`.
 ///
 /// ```
-/// use muster::{Fetcher, Optional, Policy, fetcher_fn};
+/// use muster::{Fetcher, Optional, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -49,7 +51,7 @@ pub struct OptionalFetcher<F> {
 /// when it failed, panicked or was still pending at the global deadline; see [`Fallback`].
 ///
 /// ```
-/// use muster::{Fallback, Fetcher, Policy, fetcher_fn};
+/// use muster::{Fallback, Fetcher, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -68,6 +70,7 @@ impl<Req, F> Fetcher<Req> for OptionalFetcher<F>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Error: Classify,
 {
     type Output = Option<F::Output>;
     type Error = Infallible;
@@ -82,6 +85,7 @@ impl<Req, F, T> Fetcher<Req> for FallbackFetcher<F, T>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req, Output = T>,
+    F::Error: Classify,
     T: Clone + Send + Sync,
 {
     type Output = T;
@@ -98,6 +102,7 @@ async fn guarded<Req, F>(inner: &F, request: &Req) -> Option<F::Output>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
+    F::Error: Classify,
 {
     let fetch = AssertUnwindSafe(inner.fetch(request)).catch_unwind();
     let result = match crate::deadline() {
@@ -116,9 +121,10 @@ where
     match result {
         Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
+            let (kind, retryable) = (error.kind(), error.is_retryable());
             let error: muster_core::BoxError = error.into();
             tracing::debug!(error = %error, "source fell back");
-            crate::call::fell_back(Failure::Error(&*error));
+            crate::call::fell_back(Failure::Error(&*error, kind, retryable));
             None
         }
         Err(panic) => {

@@ -22,7 +22,8 @@ impl<F> Policy<F> for Hedge {
 }
 
 /// A fetcher that starts a second attempt if the first has not succeeded after a delay; see
-/// [`Hedge`].
+/// [`Hedge`]. Its error is the wrapped fetcher's, unchanged (kind included): it needs
+/// `Send`, and, as any source's, [`Classify`](crate::Classify).
 ///
 /// The first success wins and the other attempt is dropped. If the first attempt fails before
 /// the delay, the second starts at once. The fetch fails only when both attempts have failed,
@@ -32,7 +33,7 @@ impl<F> Policy<F> for Hedge {
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::time::Duration;
-/// use muster::{Fetcher, Hedge, Policy, fetcher_fn};
+/// use muster::{Fetcher, policy::Hedge, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), std::io::Error> {

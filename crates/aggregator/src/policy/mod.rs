@@ -2,7 +2,7 @@
 //!
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
 //! [`Optional`], [`Fallback`], [`Coalesce`], a tower layer in [`Tower`] (feature `tower`), or
-//! one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
+//! one of your own. [`AggregatorBuilder::source_with`](crate::builder::AggregatorBuilder::source_with)
 //! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
 //! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
 //! and `A` wraps everything, so a call goes through `A` first. A tuple nests: `(A, (B, C))`
@@ -19,25 +19,38 @@
 //!    retry, and the fallback also answers when the global deadline comes first.
 //! 2. Your own policies that judge the source as a whole (a circuit breaker, a cache).
 //! 3. [`Retry`]: retries the whole hedged, timed attempt, asking the error
-//!    ([`Retryable`](crate::Retryable)) whether to.
+//!    ([`Classify`](crate::Classify)) whether to.
 //! 4. [`Hedge`]: a hedged attempt is one attempt of the retry.
 //! 5. [`Timeout`]: a timeout per attempt, so that a retry gets a fresh one (a timeout outside
 //!    the retry would bound all attempts together; the global deadline already does that).
 //! 6. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
 //!    own timeout and retries around it.
 //!
+//! # What a source's error needs
+//!
+//! Every built-in policy passes the wrapped error's [kind](crate::ErrorKind) and retry verdict
+//! on ([`Classify`](crate::Classify)). [`Timeout`], [`Coalesce`], [`Tower`] and
+//! the [`first_ok`](crate::completion::first_ok) / [`quorum`](crate::completion::quorum) /
+//! [`all`](crate::completion::all) members need the source's error to be
+//! `Classify + Error + Send + Sync + 'static`; [`Retry`], [`Hedge`], [`Optional`] and
+//! [`Fallback`] need only what the aggregator needs of any source, `Classify + Into<BoxError>`
+//! (and `Send`). Writing the first bound in a generic function covers them all.
+//!
 //! Policies report what they did through [`report`](crate::report) (a retry's attempts, a
-//! timeout, a hedge's winner, a fallback): the [`Report`](crate::Report) shows it without the
+//! timeout, a hedge's winner, a fallback): the [`Report`](crate::report::Report) shows it without the
 //! aggregator knowing the policy.
 //!
 //! # Writing a policy
 //!
-//! A policy is a `Fetcher` around another one plus the `Policy` value that builds it. A small
-//! circuit breaker that opens after three failures in a row:
+//! A policy is a `Fetcher` around another one plus the `Policy` value that builds it. Its
+//! error says what it is ([`Classify`](crate::Classify)), passing on the wrapped error's kind
+//! and verdict, so that the report, logs, metrics and HTTP bodies keep the source's kind
+//! (`status` for an HTTP 500) through it. A small circuit breaker that opens after three
+//! failures in a row:
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
-//! use muster::{Event, Fetcher, Policy, async_trait, report};
+//! use muster::{Classify, ErrorKind, report::Event, Fetcher, policy::Policy, async_trait, report::record};
 //!
 //! struct Breaker;
 //!
@@ -52,6 +65,23 @@
 //!     Open,
 //!     #[error(transparent)]
 //!     Inner(E),
+//! }
+//!
+//! // The breaker passes the kind on, one line per method, and has a kind of its own.
+//! impl<E: Classify> Classify for BreakerError<E> {
+//!     fn kind(&self) -> ErrorKind {
+//!         match self {
+//!             Self::Open => ErrorKind::new("circuit_open"),
+//!             Self::Inner(error) => error.kind(),
+//!         }
+//!     }
+//!
+//!     fn is_retryable(&self) -> bool {
+//!         match self {
+//!             Self::Open => false,
+//!             Self::Inner(error) => error.is_retryable(),
+//!         }
+//!     }
 //! }
 //!
 //! impl<F> Policy<F> for Breaker {
@@ -74,7 +104,7 @@
 //!
 //!     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
 //!         if self.failures.load(Ordering::Relaxed) >= 3 {
-//!             report(Event::Note("circuit open"));
+//!             record(Event::Note("circuit open"));
 //!             return Err(BreakerError::Open);
 //!         }
 //!         let result = self.inner.fetch(request).await;
@@ -119,10 +149,10 @@ pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 pub use self::coalesce::{Coalesce, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;
-pub use self::retry::{Classify, RetryFetcher};
+pub use self::retry::{RetryFetcher, RetryIf};
 pub use self::timeout::{TimeoutError, TimeoutFetcher};
 #[cfg(feature = "tower")]
-pub use self::tower::Tower;
+pub use self::tower::{Tower, TowerError, TowerFetcher};
 
 /// A policy: wraps a fetcher `F` in another [`Fetcher`] that adds a behaviour (a timeout, a
 /// retry, a fallback, ...). See the [module documentation](self) for the built-in ones, their
@@ -137,7 +167,7 @@ pub use self::tower::Tower;
 /// ```
 /// use std::time::Duration;
 /// use muster::policy::{FallbackFetcher, RetryFetcher, TimeoutFetcher};
-/// use muster::{Fallback, Fetcher, Policy, Retry, Timeout, fetcher_fn};
+/// use muster::{Fallback, Fetcher, policy::Policy, Retry, Timeout, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use muster_core::muster_options::OptionError;
-use muster_core::{Fetcher, Retryable, async_trait};
+use muster_core::{Classify, Fetcher, async_trait};
 use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
 use tower::util::rng::HasherRng;
@@ -12,26 +12,26 @@ use super::{ByError, Policy, Retry};
 use crate::call::{Event, report};
 
 /// How a [`Retry`] decides whether an error may be retried: by asking the error
-/// ([`ByError`], the default, through [`Retryable`]) or with a closure of the wrapped
+/// ([`ByError`], the default, through [`Classify::is_retryable`]) or with a closure of the wrapped
 /// fetcher's error type ([`Retry::retry_if`]: the source's own, or a
-/// [`TimeoutError`](crate::TimeoutError) of it behind a per-attempt timeout).
+/// [`TimeoutError`](crate::policy::TimeoutError) of it behind a per-attempt timeout).
 #[diagnostic::on_unimplemented(
     message = "the retry cannot tell whether a `{E}` is worth retrying",
     label = "this retry asks the source's error, a `{E}`",
-    note = "implement `muster::Retryable` for `{E}`, or give the retry a classifier: `Retry::attempts(n).retry_if(|error: &{E}| ...)`"
+    note = "implement `muster::Classify` for `{E}` and override `is_retryable` (by default only the kinds `timeout`, `connect` and `protocol` are retried), or give the retry a classifier: `Retry::attempts(n).retry_if(|error: &{E}| ...)`"
 )]
-pub trait Classify<E> {
+pub trait RetryIf<E> {
     /// Whether a failure with `error` may be retried.
     fn is_retryable(&self, error: &E) -> bool;
 }
 
-impl<E: Retryable> Classify<E> for ByError {
+impl<E: Classify> RetryIf<E> for ByError {
     fn is_retryable(&self, error: &E) -> bool {
         error.is_retryable()
     }
 }
 
-impl<E, F: Fn(&E) -> bool> Classify<E> for F {
+impl<E, F: Fn(&E) -> bool> RetryIf<E> for F {
     fn is_retryable(&self, error: &E) -> bool {
         self(error)
     }
@@ -53,6 +53,10 @@ impl<F, C> Policy<F> for Retry<C> {
 /// A fetcher that retries retryable failures with jittered exponential backoff (tower's);
 /// see [`Retry`].
 ///
+/// Its error is the wrapped fetcher's last one, unchanged. By default the error says whether
+/// it is retryable ([`Classify::is_retryable`]), so the wrapped fetcher's error needs
+/// `Classify` (and `Send`); a [`retry_if`](Retry::retry_if) classifier needs nothing of it.
+///
 /// After a failure the classifier decides; a retry whose backoff would end at or after the
 /// deadline ([`deadline()`](crate::deadline)) is not started and the last real error is
 /// returned at once. A panic is never retried (it is not caught here). Each retry counts as an
@@ -60,7 +64,7 @@ impl<F, C> Policy<F> for Retry<C> {
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use muster::{Fetcher, Policy, Retry, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Retry, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -85,7 +89,7 @@ where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
     F::Error: Send,
-    C: Classify<F::Error> + Send + Sync,
+    C: RetryIf<F::Error> + Send + Sync,
 {
     type Output = F::Output;
     type Error = F::Error;
@@ -105,7 +109,7 @@ where
         let Ok(mut maker) = maker else { return Err(error) };
         let mut backoff = maker.make_backoff();
         for attempt in 1..retry.max_attempts() {
-            if !retry.classifier().is_retryable(&error) {
+            if !RetryIf::is_retryable(retry.classifier(), &error) {
                 break;
             }
             let sleep = backoff.next_backoff();

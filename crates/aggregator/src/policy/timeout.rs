@@ -5,7 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use muster_core::muster_options::OptionError;
-use muster_core::{Fetcher, Retryable, async_trait, with_deadline};
+use muster_core::{Classify, ErrorKind, Fetcher, async_trait, with_deadline};
 use tokio::time::Instant;
 
 use super::{Policy, Timeout};
@@ -25,6 +25,10 @@ impl<F> Policy<F> for Timeout {
 
 /// A fetcher whose every fetch is limited to a duration; see [`Timeout`].
 ///
+/// Its error is a [`TimeoutError`], which [classifies](crate::Classify) as `timeout` when the
+/// time ran out and as the wrapped error otherwise: the wrapped fetcher's error needs
+/// `Classify + Error + Send + Sync + 'static`.
+///
 /// The fetch fails with [`TimeoutError::Elapsed`] when the time is up, unless the global
 /// deadline comes at the same time or earlier: then the deadline is left to fire, and it is
 /// what the aggregation reports. Inside the fetch, [`deadline()`](crate::deadline) is the
@@ -32,7 +36,7 @@ impl<F> Policy<F> for Timeout {
 ///
 /// ```
 /// use std::time::Duration;
-/// use muster::{Fetcher, Policy, Timeout, TimeoutError, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Timeout, policy::TimeoutError, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -99,8 +103,15 @@ impl<E: Error + 'static> Error for TimeoutError<E> {
     }
 }
 
-impl<E: Retryable> Retryable for TimeoutError<E> {
-    /// A timeout is retryable; the wrapped error decides for itself.
+/// An elapsed timeout is `timeout` and retryable; the wrapped error says what it is itself.
+impl<E: Classify> Classify for TimeoutError<E> {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Elapsed { .. } => ErrorKind::Timeout,
+            Self::Inner(error) => error.kind(),
+        }
+    }
+
     fn is_retryable(&self) -> bool {
         match self {
             Self::Elapsed { .. } => true,
