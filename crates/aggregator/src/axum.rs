@@ -121,6 +121,10 @@ use crate::context::RequestContext;
 use crate::error::AggregateError;
 use crate::sources::SourceOutputs;
 
+mod stream;
+
+pub use stream::{Format, SerializeSections, stream};
+
 /// The context field whose value error responses carry as `request_id`.
 const REQUEST_ID: &str = "request_id";
 
