@@ -11,6 +11,10 @@
 //! - the deadline passed: 504, `{"error": <message>, "source": null, "kind": "timeout",
 //!   "pending": [<names>]}`.
 //!
+//! With `Accept: application/x-ndjson` (or `text/event-stream`) each section is sent the moment
+//! its source completes, then a line with the outcome: [`muster::axum::stream`], whose docs give
+//! the lines.
+//!
 //! Whatever happens, the other source has been cancelled (its connection closed) before the
 //! answer is sent, and a client that goes away cancels the whole aggregation.
 
@@ -26,11 +30,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use muster::axum::Answer;
+use muster::axum::{Answer, Format};
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
 
-use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -312,26 +315,9 @@ async fn dashboard(
     let format = Format::requested(&headers);
     let request = DashboardRequest { user_id: user_id.clone(), knobs };
     let mut response = match format {
-        // Each section the moment its source completes, then the outcome.
-        Some(format) => {
-            let (lines, sections) = tokio::sync::mpsc::unbounded_channel();
-            let context = context.on_ready(stream::sections(format, lines));
-            let aggregator = state.aggregator.clone();
-            let aggregation = async move {
-                match aggregator.aggregate_with(&request, context).await {
-                    Ok(_) => format.line("end", &serde_json::json!({"outcome": "ok"})),
-                    Err(error) => {
-                        let (status, mut body) = muster::axum::error_body(&error);
-                        if let Some(body) = body.as_object_mut() {
-                            body.insert("outcome".to_owned(), "failed".into());
-                            body.insert("status".to_owned(), status.as_u16().into());
-                        }
-                        format.line("end", &body)
-                    }
-                }
-            };
-            stream::response(format, sections, aggregation)
-        }
+        // Each section the moment its source completes, then the outcome (`muster::axum::stream`:
+        // the response body drives the aggregation, so a client going away cancels it).
+        Some(format) => muster::axum::stream(&state.aggregator, request, context, format),
         None => match state.aggregator.aggregate_with(&request, context).await {
             // `{"profile": .., "transactions": .., "offers": ..}`, the bodies as they came.
             Ok(aggregate) => aggregate.into_response(),

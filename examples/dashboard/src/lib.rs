@@ -16,7 +16,6 @@ pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod server;
-pub mod stream;
 
 pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};
 pub use crate::demo::{DemoBackend, Service, Stats};
