@@ -46,6 +46,7 @@ options:
                                 OTLP/HTTP, e.g. http://127.0.0.1:4318/v1/traces
                                 [DASHBOARD_OTLP_ENDPOINT] (off by default; needs the dashboard
                                 built with --features otel)
+  --service-name NAME           the spans' service.name [OTEL_SERVICE_NAME] (default dashboard)
   --timeout-ms N                deadline of one dashboard request, in ms, counted from its
                                 arrival [DASHBOARD_TIMEOUT_MS] (default 1000); a caller's
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
@@ -108,7 +109,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = match Logging::init(args.otlp_endpoint.as_deref()) {
+    let service_name = args.service_name.as_deref().unwrap_or(dashboard::logging::SERVICE_NAME);
+    let logging = match Logging::init_with(args.otlp_endpoint.as_deref(), service_name) {
         Ok(logging) => logging,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "dashboard: {error}");
@@ -341,6 +343,8 @@ struct Args {
     transactions_url: Option<String>,
     offers_url: Option<String>,
     otlp_endpoint: Option<String>,
+    /// The spans' `service.name`.
+    service_name: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     limits: Limits,
@@ -362,12 +366,14 @@ enum ArgsError {
 }
 
 /// The flags, with their environment variables, in the order [`parse`] reads them.
-const FLAGS: [(&str, &str); 14] = [
+const FLAGS: [(&str, &str); 15] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
     ("--offers-url", "DASHBOARD_OFFERS_URL"),
     ("--otlp-endpoint", "DASHBOARD_OTLP_ENDPOINT"),
+    // The OpenTelemetry SDKs' own variable.
+    ("--service-name", "OTEL_SERVICE_NAME"),
     ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
     ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
     ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
@@ -445,6 +451,7 @@ fn parse(
         setting => setting.map(|setting| placeholder(setting, "{tier}")).transpose()?,
     };
     let otlp_endpoint = next().map(|(_, value)| value);
+    let service_name = next().map(|(_, value)| value);
     let timeout = millis(next(), Duration::from_secs(1))?;
     let forward_headers = match next() {
         Some(setting) => header_list(setting)?,
@@ -466,6 +473,7 @@ fn parse(
         transactions_url,
         offers_url,
         otlp_endpoint,
+        service_name,
         timeout,
         forward_headers,
         limits,
@@ -580,6 +588,14 @@ mod tests {
         assert_eq!(args.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
         assert_eq!(args.timeout, Duration::from_millis(700));
         assert_eq!(args.profile_url, None, "an empty variable counts as unset");
+    }
+
+    #[test]
+    fn the_service_name_comes_from_the_flag_or_otel_service_name() {
+        assert_eq!(run_args(&[], &[]).service_name, None);
+        let env = [("OTEL_SERVICE_NAME", "checkout")];
+        assert_eq!(run_args(&[], &env).service_name.as_deref(), Some("checkout"));
+        assert_eq!(run_args(&["--service-name", "dash-eu"], &env).service_name.as_deref(), Some("dash-eu"));
     }
 
     #[test]
