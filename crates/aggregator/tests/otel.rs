@@ -159,12 +159,13 @@ async fn a_failing_request_shows_its_failure_on_every_span_and_the_cancelled_sib
     use opentelemetry::trace::SpanKind;
 
     let (exporter, provider, _default) = traced();
-    let failing = answering(Some(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")).await;
+    let failing =
+        answering(Some(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")).await;
     let silent = answering(None).await;
-    let profile = HttpFetcher::builder(&format!("http://{failing}/profile/{{id}}?token=secret")).build().expect("valid");
+    let profile =
+        HttpFetcher::builder(&format!("http://{failing}/profile/{{id}}?token=secret")).build().expect("valid");
     let ledger = HttpFetcher::builder(&format!("http://{silent}/ledger/{{id}}")).build().expect("valid");
-    let aggregator =
-        Aggregator::builder().source("ledger", ledger).source("profile", profile).build().expect("valid");
+    let aggregator = Aggregator::builder().source("ledger", ledger).source("profile", profile).build().expect("valid");
     let error = aggregator.aggregate(&"42").await.expect_err("the profile fails");
     assert_eq!(error.kind().as_str(), "status");
     provider.force_flush().expect("flush");

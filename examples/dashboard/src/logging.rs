@@ -87,8 +87,9 @@ impl Logging {
         let exports = std::sync::Arc::new(ExportFailures::default());
         #[cfg(feature = "otel")]
         {
-            let traces =
-                otlp.map(|endpoint| otlp_provider(endpoint, service_name, std::sync::Arc::clone(&exports))).transpose()?;
+            let traces = otlp
+                .map(|endpoint| otlp_provider(endpoint, service_name, std::sync::Arc::clone(&exports)))
+                .transpose()?;
             let layer = traces.as_ref().map(|provider| {
                 use opentelemetry::trace::TracerProvider as _;
                 tracing_opentelemetry::layer().with_tracer(provider.tracer("dashboard"))

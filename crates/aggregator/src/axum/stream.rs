@@ -109,7 +109,8 @@ pub trait SerializeSections: Send + 'static {
     /// The JSON of the section of the source at `index`, whose output is `output`: `None`
     /// if `output` is not that source's output type.
     #[doc(hidden)]
-    fn section(index: usize, name: &str, status: &'static str, output: &dyn Any) -> Option<serde_json::Result<Vec<u8>>>;
+    fn section(index: usize, name: &str, status: &'static str, output: &dyn Any)
+    -> Option<serde_json::Result<Vec<u8>>>;
 }
 
 fn section<T: Serialize + 'static>(
@@ -277,7 +278,12 @@ fn outcome_line<O>(format: Format, result: &Result<crate::Aggregate<O>, Aggregat
 /// # assert!(body.ends_with("{\"outcome\":\"ok\"}\n"), "{body}");
 /// # Ok(()) }
 /// ```
-pub fn stream<Req, O>(aggregator: &Aggregator<Req, O>, request: Req, context: RequestContext, format: Format) -> Response
+pub fn stream<Req, O>(
+    aggregator: &Aggregator<Req, O>,
+    request: Req,
+    context: RequestContext,
+    format: Format,
+) -> Response
 where
     Req: Send + Sync + 'static,
     O: SourceOutputs<Req> + SerializeSections,
