@@ -215,7 +215,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 }
 
-/// Failed span exports, logged at most once a [`REPORT_EVERY`] with a count: the first one at
+/// Failed span exports, logged at most once a minute with a count: the first one at
 /// once, the next ones when a minute has passed since the last line (on the next failure, or on
 /// the periodic report).
 #[derive(Debug, Default)]
