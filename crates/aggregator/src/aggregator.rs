@@ -225,6 +225,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             },
             Err(error) => AggregateError::group(error, report),
         };
+        crate::context::failed(&span, error.kind().as_str(), &error);
         let report = error.report();
         fn listed(names: &[Name]) -> Option<tracing::field::DebugValue<Vec<&str>>> {
             let names: Vec<&str> = names.iter().map(|name| &**name).collect();
@@ -260,6 +261,7 @@ impl Drop for CallerGone<'_> {
             let elapsed_ms = self.shared.recorder.offset().as_millis() as u64;
             let _entered = self.span.enter();
             tracing::info!(elapsed_ms, in_flight = ?in_flight, "aggregation cancelled by the caller");
+            crate::context::cancelled(self.span, "the caller went away");
             #[cfg(feature = "metrics")]
             crate::metrics::caller_gone(self.shared.recorder.offset());
         }

@@ -96,6 +96,12 @@
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
 //!
+//! # Streaming
+//!
+//! [`stream`] answers with each source's section the moment it completes (NDJSON or
+//! server-sent events, [`Format`]), then a line with the outcome; the response body owns the
+//! aggregation, so a client that goes away cancels it.
+//!
 //! # What a client sees
 //!
 //! The `error` text a client gets says which source failed and how, and nothing else: no
@@ -120,6 +126,10 @@ use crate::aggregator::{Aggregate, Aggregator};
 use crate::context::RequestContext;
 use crate::error::AggregateError;
 use crate::sources::SourceOutputs;
+
+mod stream;
+
+pub use stream::{Format, SerializeSections, stream};
 
 /// The context field whose value error responses carry as `request_id`.
 const REQUEST_ID: &str = "request_id";

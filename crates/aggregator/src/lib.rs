@@ -123,7 +123,8 @@
 //! - `axum`: [`axum`] integration: `AggregateError` and `Aggregate` turn into JSON responses
 //!   (200 keyed by source name; 502, 504, 503 with the source, kind, pending sources and
 //!   request id, and no internal detail unless the operator opts in), and
-//!   [`axum::handler`] mounts an aggregator in a router in one line.
+//!   [`axum::handler`] mounts an aggregator in a router in one line; [`axum::stream`] streams
+//!   each source's section the moment it completes (NDJSON or server-sent events).
 //! - `metrics`: [`metrics`] on the `metrics` facade: per source calls, attempts, outcomes by
 //!   kind, latency, time queued and cancellations by cause; per aggregation outcome and
 //!   duration.
@@ -131,7 +132,20 @@
 //!   ([`RequestContext::traceparent`]) continues the trace of the `aggregate` span, and each
 //!   HTTP fetch is an `attempt` span under its `source` span, whose id is the outbound
 //!   `traceparent`'s parent (a new one per retry or hedge). Install a `tracing-opentelemetry`
-//!   layer with the exporter of your choice (OTLP, ...); muster adds none.
+//!   layer with the exporter of your choice (OTLP, ...); muster adds none, and the
+//!   `service.name` is your tracer provider's resource (`Resource::builder().with_service_name(..)`;
+//!   the SDK reads `OTEL_SERVICE_NAME` by default).
+//!   - An `attempt` follows the semantic conventions for HTTP client spans: span kind
+//!     `client`, `http.request.method`, `server.address`, `server.port`, `url.full` (without
+//!     the query, the fragment and any user info) and `http.response.status_code`.
+//!   - A failed span has the error status (`otel.status_code = "ERROR"` and
+//!     `otel.status_description`) and `error.type`: on an `attempt`, the status code of a
+//!     status error, else the HTTP fetcher's kind (`connect`, `timeout`, ...); on a `source`
+//!     and the `aggregate`, the kind ([`Classify`]).
+//!   - A cancelled `attempt` or `source` (a sibling failed, the deadline, the caller went
+//!     away, a timeout or hedge around it) has the error status and `cancelled` with the cause,
+//!     e.g. ``cancelled by `profile`: unexpected status 503``, and an `attempt` has
+//!     `error.type = "cancelled"`; an `aggregate` whose caller went away has `cancelled`.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]

@@ -203,6 +203,9 @@ where
             let (kind, retryable) = (error.kind(), error.is_retryable());
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
+            if let Some(span) = crate::context::source_span() {
+                crate::context::failed(&span, kind.as_str(), &error);
+            }
             ready(Err(&error));
             shared.recorder.finish(index, Some(Failure::Error(&*error, kind, retryable)));
             Err(error)
@@ -210,6 +213,9 @@ where
         Err(panic) => {
             let message = crate::panic_message(&*panic);
             tracing::debug!(panic = %message, "source panicked");
+            if let Some(span) = crate::context::source_span() {
+                crate::context::failed(&span, "panicked", format_args!("panicked: {message}"));
+            }
             shared.recorder.finish(index, Some(Failure::Panicked(&message)));
             // The group turns it into the source's error and cancels the others.
             std::panic::resume_unwind(panic)

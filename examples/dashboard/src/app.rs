@@ -11,6 +11,10 @@
 //! - the deadline passed: 504, `{"error": <message>, "source": null, "kind": "timeout",
 //!   "pending": [<names>]}`.
 //!
+//! With `Accept: application/x-ndjson` (or `text/event-stream`) each section is sent the moment
+//! its source completes, then a line with the outcome: [`muster::axum::stream`], whose docs give
+//! the lines.
+//!
 //! Whatever happens, the other source has been cancelled (its connection closed) before the
 //! answer is sent, and a client that goes away cancels the whole aggregation.
 
@@ -26,11 +30,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use muster::axum::Answer;
+use muster::axum::{Answer, Format};
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
-use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

@@ -6,7 +6,11 @@
 //!
 //! With the `otel` feature and an OTLP endpoint (`--otlp-endpoint`), the spans (the
 //! aggregation, each source, each HTTP attempt) are also exported over OTLP/HTTP, in batches
-//! from a thread of their own, so exporting never blocks serving either.
+//! from a thread of their own, so exporting never blocks serving either. They carry the
+//! resource attribute `service.name`: `--service-name`, else `OTEL_SERVICE_NAME`, else
+//! `dashboard`. A failed export (a refused endpoint, a collector answering 5xx) loses its
+//! spans: the first failure is logged at once, then at most one line a minute counts the failed
+//! exports and the spans they lost since the last line.
 
 use std::cell::RefCell;
 use std::io::Write as _;
@@ -47,6 +51,8 @@ pub struct Logging {
     dropped: ErrorCounter,
     #[cfg(feature = "otel")]
     traces: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    /// Failed span exports not logged yet.
+    exports: std::sync::Arc<ExportFailures>,
 }
 
 /// Why the logging could not be set up.
@@ -76,6 +82,16 @@ impl Logging {
     ///
     /// A [`LoggingError`] if `otlp` is given but cannot be used.
     pub fn init(otlp: Option<&str>) -> Result<Self, LoggingError> {
+        let service_name = std::env::var("OTEL_SERVICE_NAME").ok().filter(|name| !name.is_empty());
+        Self::init_with(otlp, service_name.as_deref().unwrap_or(SERVICE_NAME))
+    }
+
+    /// As [`init`](Self::init), with the spans' `service.name` (`--service-name`).
+    ///
+    /// # Errors
+    ///
+    /// A [`LoggingError`] if `otlp` is given but cannot be used.
+    pub fn init_with(otlp: Option<&str>, service_name: &str) -> Result<Self, LoggingError> {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -90,23 +106,27 @@ impl Logging {
         let _ = ACCESS_LOG.set(AccessLog::new(writer.clone()));
         let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
         let registry = tracing_subscriber::registry().with(filter).with(json);
+        let exports = std::sync::Arc::new(ExportFailures::default());
         #[cfg(feature = "otel")]
         {
-            let traces = otlp.map(otlp_provider).transpose()?;
+            let traces = otlp
+                .map(|endpoint| otlp_provider(endpoint, service_name, std::sync::Arc::clone(&exports)))
+                .transpose()?;
             let layer = traces.as_ref().map(|provider| {
                 use opentelemetry::trace::TracerProvider as _;
                 tracing_opentelemetry::layer().with_tracer(provider.tracer("dashboard"))
             });
             let _ = registry.with(layer).try_init();
-            Ok(Self { guard, dropped, traces })
+            Ok(Self { guard, dropped, traces, exports })
         }
         #[cfg(not(feature = "otel"))]
         {
+            let _ = service_name;
             if otlp.is_some() {
                 return Err(LoggingError::NoOtel);
             }
             let _ = registry.try_init();
-            Ok(Self { guard, dropped })
+            Ok(Self { guard, dropped, exports })
         }
     }
 
@@ -117,8 +137,10 @@ impl Logging {
 
     /// Logs (as a warning) how many lines were dropped, every minute in which some were.
     /// Runs until the task is dropped.
+    /// Failed span exports are counted here too (see the module docs).
     pub fn report_periodically(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let dropped = self.dropped.clone();
+        let exports = std::sync::Arc::clone(&self.exports);
         async move {
             let mut reported = 0;
             let mut ticks = tokio::time::interval(REPORT_EVERY);
@@ -133,6 +155,9 @@ impl Logging {
                         "log lines dropped: stderr is not keeping up"
                     );
                     reported = now;
+                }
+                if let Some(report) = exports.due(std::time::Instant::now()) {
+                    report.log();
                 }
             }
         }
@@ -155,45 +180,152 @@ impl Logging {
     }
 }
 
-/// The tracer provider exporting to `endpoint` over OTLP/HTTP (protobuf), in batches.
+/// The spans' `service.name` when neither `--service-name` nor `OTEL_SERVICE_NAME` gives one.
+pub const SERVICE_NAME: &str = "dashboard";
+
+/// The tracer provider exporting to `endpoint` over OTLP/HTTP (protobuf), in batches, as
+/// `service_name`, counting failed exports in `failures`.
 #[cfg(feature = "otel")]
-fn otlp_provider(endpoint: &str) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, LoggingError> {
+fn otlp_provider(
+    endpoint: &str,
+    service_name: &str,
+    failures: std::sync::Arc<ExportFailures>,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, LoggingError> {
     use opentelemetry_otlp::WithExportConfig as _;
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_endpoint(endpoint)
         .build()
         .map_err(|error| LoggingError::Otlp { endpoint: endpoint.to_owned(), reason: error.to_string() })?;
-    let exporter = CountingFailures(exporter);
-    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder().with_batch_exporter(exporter).build())
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service_name.to_owned()).build();
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(Reported { inner: exporter, failures })
+        .build())
 }
 
-/// A span exporter that counts its failed exports in the server's metrics
+/// A span exporter that counts its failed exports, for the log and the server's metrics
 /// (`dashboard_otlp_export_failures_total`).
 #[cfg(feature = "otel")]
 #[derive(Debug)]
-struct CountingFailures<E>(E);
+struct Reported<E> {
+    inner: E,
+    failures: std::sync::Arc<ExportFailures>,
+}
 
 #[cfg(feature = "otel")]
-impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for CountingFailures<E> {
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter for Reported<E> {
     async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
-        let result = self.0.export(batch).await;
-        if result.is_err() {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(error) = &result {
             crate::stats::stats().otlp_export_failed();
+            if let Some(report) = self.failures.failed(spans, &error.to_string(), std::time::Instant::now()) {
+                report.log();
+            }
         }
         result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
+        self.inner.shutdown_with_timeout(timeout)
     }
 
     fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
-        self.0.force_flush()
+        self.inner.force_flush()
     }
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
-        self.0.set_resource(resource);
+        self.inner.set_resource(resource);
+    }
+}
+
+/// Failed span exports, logged at most once a minute with a count: the first one at
+/// once, the next ones when a minute has passed since the last line (on the next failure, or on
+/// the periodic report).
+#[derive(Debug, Default)]
+pub struct ExportFailures {
+    state: std::sync::Mutex<Unreported>,
+}
+
+#[derive(Debug, Default)]
+struct Unreported {
+    exports: u64,
+    spans: u64,
+    last_error: String,
+    logged: Option<std::time::Instant>,
+}
+
+/// One log line about failed exports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Exports that failed since the last line.
+    pub exports: u64,
+    /// Spans they lost.
+    pub spans: u64,
+    /// The last failure's error.
+    pub error: String,
+}
+
+impl ExportReport {
+    fn log(&self) {
+        tracing::warn!(
+            failed_exports = self.exports,
+            lost_spans = self.spans,
+            error = %self.error,
+            "span export failed: spans are being lost"
+        );
+    }
+}
+
+impl ExportFailures {
+    /// An export of `spans` spans failed with `error` at `now`: the line to log now, if one is
+    /// due.
+    pub fn failed(&self, spans: usize, error: &str, now: std::time::Instant) -> Option<ExportReport> {
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.exports += 1;
+        state.spans += spans as u64;
+        error.clone_into(&mut state.last_error);
+        Self::report(&mut state, now)
+    }
+
+    /// The line to log at `now` for failures not logged yet, if one is due.
+    pub fn due(&self, now: std::time::Instant) -> Option<ExportReport> {
+        Self::report(&mut self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner), now)
+    }
+
+    fn report(state: &mut Unreported, now: std::time::Instant) -> Option<ExportReport> {
+        let due = state.logged.is_none_or(|logged| now.saturating_duration_since(logged) >= REPORT_EVERY);
+        if state.exports == 0 || !due {
+            return None;
+        }
+        state.logged = Some(now);
+        let report = ExportReport { exports: state.exports, spans: state.spans, error: state.last_error.clone() };
+        (state.exports, state.spans) = (0, 0);
+        Some(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn failed_exports_are_logged_at_most_once_a_minute_with_a_count() {
+        let failures = ExportFailures::default();
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let report = |exports, spans, error: &str| Some(ExportReport { exports, spans, error: error.to_owned() });
+        assert_eq!(failures.due(at(0)), None, "nothing failed");
+        assert_eq!(failures.failed(10, "connection refused", at(0)), report(1, 10, "connection refused"));
+        assert_eq!(failures.failed(5, "connection refused", at(1)), None);
+        assert_eq!(failures.failed(7, "503", at(30)), None);
+        assert_eq!(failures.due(at(59)), None);
+        assert_eq!(failures.due(at(60)), report(2, 12, "503"));
+        assert_eq!(failures.due(at(200)), None, "nothing new");
+        assert_eq!(failures.failed(1, "503", at(201)), report(1, 1, "503"));
     }
 }
 

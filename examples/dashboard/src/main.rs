@@ -61,7 +61,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let logging = match Logging::init(args.otlp_endpoint.as_deref()) {
+    let service_name = args.service_name.as_deref().unwrap_or(dashboard::logging::SERVICE_NAME);
+    let logging = match Logging::init_with(args.otlp_endpoint.as_deref(), service_name) {
         Ok(logging) => logging,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "dashboard: {error}");
@@ -402,6 +403,10 @@ struct Cli {
     /// http://127.0.0.1:4318/v1/traces (needs the dashboard built with --features otel)
     #[arg(long, env = "DASHBOARD_OTLP_ENDPOINT", value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// The exported spans' `service.name` (the OpenTelemetry SDKs' own variable; default
+    /// `dashboard`)
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    service_name: Option<String>,
     /// Deadline of one dashboard request, in ms, counted from its arrival; a caller's
     /// x-muster-deadline-ms or grpc-timeout header can only shorten it
     #[arg(long = "timeout-ms", env = "DASHBOARD_TIMEOUT_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
@@ -466,6 +471,7 @@ impl Cli {
             transactions_url: self.transactions_url,
             offers_url: self.offers_url,
             otlp_endpoint: self.otlp_endpoint,
+            service_name: self.service_name,
             timeout: self.timeout,
             forward_headers: self.forward_headers.0,
             offers_forward_headers: self.offers_forward_headers.0,
@@ -492,6 +498,8 @@ struct Args {
     transactions_url: Option<String>,
     offers_url: Option<String>,
     otlp_endpoint: Option<String>,
+    /// The spans' `service.name`.
+    service_name: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     offers_forward_headers: Vec<HeaderName>,
@@ -585,6 +593,11 @@ mod tests {
             Ok(args) => args,
             Err(error) => panic!("expected settings, got {error}"),
         }
+    }
+
+    #[test]
+    fn the_service_name_comes_from_the_flag() {
+        assert_eq!(run_args(&["--service-name", "dash-eu"]).service_name.as_deref(), Some("dash-eu"));
     }
 
     fn error_kind(args: &[&str]) -> Option<ErrorKind> {
