@@ -364,9 +364,7 @@ impl BreakerHandle {
         match self.shared.lock().state {
             State::Closed => BreakerState::Closed,
             State::Open { until: None } => BreakerState::Open { retry_in: None },
-            State::Open { until: Some(until) } if until > now => {
-                BreakerState::Open { retry_in: Some(until - now) }
-            }
+            State::Open { until: Some(until) } if until > now => BreakerState::Open { retry_in: Some(until - now) },
             State::Open { .. } | State::HalfOpen { .. } => BreakerState::HalfOpen,
         }
     }
@@ -608,8 +606,13 @@ enum State {
     #[default]
     Closed,
     /// Until when; `None` when forced.
-    Open { until: Option<Instant> },
-    HalfOpen { in_flight: u32, passed: u32 },
+    Open {
+        until: Option<Instant>,
+    },
+    HalfOpen {
+        in_flight: u32,
+        passed: u32,
+    },
 }
 
 impl State {

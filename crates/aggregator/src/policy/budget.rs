@@ -210,7 +210,10 @@ pub(crate) fn allow(extra: Extra, starts: Instant) -> bool {
     let now = Instant::now();
     let mut ledger = governor.lock();
     let refused = if let Some((p50, left)) = governor.too_slow(&mut ledger, now, starts) {
-        Some(("latency", format!("{} skipped: p50 {}ms > {}ms left", extra.as_str(), p50.as_millis(), left.as_millis())))
+        Some((
+            "latency",
+            format!("{} skipped: p50 {}ms > {}ms left", extra.as_str(), p50.as_millis(), left.as_millis()),
+        ))
     } else if !governor.withdraw(&mut ledger, now) {
         Some(("budget", format!("{} skipped: budget spent", extra.as_str())))
     } else {
@@ -248,7 +251,10 @@ struct Governor {
 
 impl fmt::Debug for Governor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Governor").field("deposit", &self.deposit).field("reserve", &self.reserve).finish_non_exhaustive()
+        f.debug_struct("Governor")
+            .field("deposit", &self.deposit)
+            .field("reserve", &self.reserve)
+            .finish_non_exhaustive()
     }
 }
 

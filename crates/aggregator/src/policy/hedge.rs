@@ -83,7 +83,8 @@ where
         }
         // No hedge after the deadline, nor one the source's budget refuses: the first attempt
         // goes on either way.
-        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now()) {
+        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now())
+        {
             return first.await;
         }
         tracing::debug!("hedging");
@@ -114,7 +115,8 @@ impl<F> HedgeFetcher<F> {
         F: Fetcher<Req>,
         F::Error: Send,
     {
-        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now()) {
+        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now())
+        {
             return Err(error);
         }
         report(Event::Hedge);
