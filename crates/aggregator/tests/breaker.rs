@@ -201,7 +201,9 @@ async fn a_coalesced_waiter_leaving_does_not_count() {
 }
 
 /// A source that fails while `fail` is set, and the breaker around it.
-fn flaky(breaker: CircuitBreaker) -> (Aggregator<u64, (Option<u32>,)>, BreakerHandle, Calls, Arc<AtomicBool>) {
+type Flaky = Aggregator<u64, (Option<u32>,)>;
+
+fn flaky(breaker: CircuitBreaker) -> (Flaky, BreakerHandle, Calls, Arc<AtomicBool>) {
     let calls = Calls::default();
     let fail = flag(true);
     let handle = breaker.handle();
