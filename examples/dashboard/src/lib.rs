@@ -18,5 +18,5 @@ pub mod metrics;
 pub mod server;
 pub mod stream;
 
-pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};
+pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, Resilience, app};
 pub use crate::demo::{DemoBackend, Service, Stats};

@@ -21,7 +21,7 @@ use axum::http::HeaderName;
 use dashboard::limits::Limits;
 use dashboard::logging::Logging;
 use dashboard::server::Server;
-use dashboard::{AppState, Config, DemoBackend, Service};
+use dashboard::{AppState, Config, DemoBackend, Resilience, Service};
 use tokio::net::TcpListener;
 
 const USAGE: &str = "\
@@ -51,6 +51,11 @@ options:
                                 x-muster-deadline-ms or grpc-timeout header can only shorten it
   --forward-headers LIST        client request headers sent on to every backend, comma-separated,
                                 or `none` [DASHBOARD_FORWARD_HEADERS] (default authorization)
+  --breaker-failure-rate PCT    open a backend's circuit breaker when this share of its calls
+                                fails, over at least 20 calls in 10 s; open 5 s doubling to 60 s,
+                                then 1 probe [DASHBOARD_BREAKER_FAILURE_RATE] (default 50)
+  --retry-budget-percent PCT    share of a backend's calls that may be retried or hedged, plus
+                                5 a second [DASHBOARD_RETRY_BUDGET_PERCENT] (default 10)
   -h, --help                    print this help
 
 limits (all on by default):
@@ -178,7 +183,7 @@ async fn run(args: Args) -> Result<(), StartError> {
     };
     let (timeout, forward_headers) = (args.timeout, args.forward_headers);
     let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers };
-    let state = AppState::new(&config).map_err(StartError::Config)?;
+    let state = AppState::with_resilience(&config, args.resilience).map_err(StartError::Config)?;
 
     // Before the banner: a signal sent once the server says it is up is always handled.
     let stop = signals();
@@ -344,6 +349,7 @@ struct Args {
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     limits: Limits,
+    resilience: Resilience,
 }
 
 /// A bad flag or environment variable.
@@ -362,7 +368,7 @@ enum ArgsError {
 }
 
 /// The flags, with their environment variables, in the order [`parse`] reads them.
-const FLAGS: [(&str, &str); 14] = [
+const FLAGS: [(&str, &str); 16] = [
     ("--listen", "DASHBOARD_LISTEN"),
     ("--profile-url", "DASHBOARD_PROFILE_URL"),
     ("--transactions-url", "DASHBOARD_TRANSACTIONS_URL"),
@@ -377,6 +383,8 @@ const FLAGS: [(&str, &str); 14] = [
     ("--max-in-flight", "DASHBOARD_MAX_IN_FLIGHT"),
     ("--max-id-len", "DASHBOARD_MAX_ID_LEN"),
     ("--shutdown-grace-ms", "DASHBOARD_SHUTDOWN_GRACE_MS"),
+    ("--breaker-failure-rate", "DASHBOARD_BREAKER_FAILURE_RATE"),
+    ("--retry-budget-percent", "DASHBOARD_RETRY_BUDGET_PERCENT"),
 ];
 
 /// Parses the arguments (`--flag VALUE` or `--flag=VALUE`); a flag not given falls back to its
@@ -460,6 +468,11 @@ fn parse(
         max_id_len: count(next(), defaults.max_id_len)?,
         shutdown_grace: millis(next(), defaults.shutdown_grace)?,
     };
+    let defaults = Resilience::default();
+    let resilience = Resilience {
+        breaker_failure_rate: percent(next(), defaults.breaker_failure_rate)?,
+        retry_budget_percent: percent(next(), defaults.retry_budget_percent)?,
+    };
     Ok(Command::Run(Args {
         listen,
         profile_url,
@@ -469,7 +482,20 @@ fn parse(
         timeout,
         forward_headers,
         limits,
+        resilience,
     }))
+}
+
+/// A whole percentage, from 0 to 100 (the aggregator refuses what its policy cannot take, e.g. a
+/// breaker's failure rate of 0).
+fn percent(setting: Option<(String, String)>, default: u8) -> Result<u8, ArgsError> {
+    match setting {
+        None => Ok(default),
+        Some((origin, value)) => match value.parse::<u8>() {
+            Ok(percent @ 0..=100) => Ok(percent),
+            _ => Err(ArgsError::Invalid { origin, value, reason: "expected a percentage from 0 to 100" }),
+        },
+    }
 }
 
 /// A duration in milliseconds, from 1 to ten minutes.
@@ -608,6 +634,17 @@ mod tests {
         assert_eq!(run_args(&["--forward-headers", "none"], &[]).forward_headers, Vec::<HeaderName>::new());
         for (flag, value) in [("--max-connections", "0"), ("--write-timeout-ms", "0"), ("--forward-headers", "a b")] {
             assert!(matches!(parse_with(&[flag, value], &[]), Err(ArgsError::Invalid { .. })), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn the_breaker_and_the_budget_are_on_by_default_and_set_by_flag_or_env() {
+        assert_eq!(run_args(&[], &[]).resilience, Resilience::default());
+        let args = run_args(&["--breaker-failure-rate", "30"], &[("DASHBOARD_RETRY_BUDGET_PERCENT", "5")]);
+        assert_eq!(args.resilience, Resilience { breaker_failure_rate: 30, retry_budget_percent: 5 });
+        for value in ["101", "-1", "half", "12.5"] {
+            let parsed = parse_with(&["--retry-budget-percent", value], &[]);
+            assert!(matches!(parsed, Err(ArgsError::Invalid { .. })), "{value}: {parsed:?}");
         }
     }
 
