@@ -41,6 +41,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     }
     report.push('\n');
     access_log_table(&read(&access_log)?, &mut report);
+    let resilience = target.join("bench-resilience.md");
+    run_report(&["bench", "-p", "muster", "--bench", "resilience"], &resilience, extra)?;
+    report += &std::fs::read_to_string(&resilience)
+        .map_err(|error| format!("cannot read {}: {error}", resilience.display()))?;
     report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;

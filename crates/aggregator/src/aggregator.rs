@@ -60,7 +60,7 @@ pub struct Aggregator<Req: ?Sized, O: SourceOutputs<Req>> {
 
 struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     sources: O::Sources,
-    names: Box<[Name]>,
+    names: Arc<[Name]>,
     /// For each source, the source whose output it waits for, if it is a dependent.
     inputs: Box<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
@@ -193,7 +193,11 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
         }
-        shared = Arc::new(Shared { recorder: Recorder::new(group.started(), names.len(), config.limit), on_ready });
+        shared = Arc::new(Shared {
+            recorder: Recorder::new(group.started(), names.len(), config.limit),
+            names: Arc::clone(names),
+            on_ready,
+        });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);

@@ -52,6 +52,7 @@ pub struct Call {
 /// What every source of one aggregation shares: the report's recorder, the `on_ready` callback.
 pub struct Shared {
     pub(crate) recorder: Recorder,
+    pub(crate) names: Arc<[muster_core::Name]>,
     pub(crate) on_ready: Option<OnReady>,
 }
 
@@ -124,6 +125,12 @@ impl Call {
 
 fn with_call(f: impl FnOnce(&Call)) {
     let _ = CALL.try_with(f);
+}
+
+/// The name of the source being run, for the policies that label what they record with it (a
+/// circuit breaker's metrics); `None` outside an aggregation.
+pub(crate) fn source_name() -> Option<muster_core::Name> {
+    CALL.try_with(|call| call.shared.names.get(call.index).cloned()).ok().flatten()
 }
 
 /// The deadline the current source runs under: the aggregation's deadline (the tighter of the

@@ -378,4 +378,7 @@ impl<E: Classify> Classify for Failed<E> {
     fn is_retryable(&self) -> bool {
         self.errors.last().is_some_and(|(_, error)| error.is_retryable())
     }
+    fn status(&self) -> Option<u16> {
+        self.errors.last().and_then(|(_, error)| error.status())
+    }
 }

@@ -188,6 +188,10 @@ fn describe_gives_every_metric_a_unit() {
         (SOURCE_DURATION, Unit::Seconds),
         (SOURCE_QUEUED, Unit::Seconds),
         (SOURCE_CANCELLATIONS, Unit::Count),
+        (muster::metrics::BREAKER_STATE, Unit::Count),
+        (muster::metrics::BREAKER_TRANSITIONS, Unit::Count),
+        (muster::metrics::BREAKER_REJECTIONS, Unit::Count),
+        (muster::metrics::SOURCE_SUPPRESSED, Unit::Count),
     ];
     assert_eq!(described, expected.map(|(name, unit)| (name.to_owned(), Some(unit))));
 }

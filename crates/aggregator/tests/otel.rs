@@ -1,7 +1,8 @@
 //! OpenTelemetry (feature `otel`), with the SDK's in-memory exporter: an incoming
 //! `traceparent` continues the trace; the spans form aggregation → source → attempt; each HTTP
 //! attempt's outbound `traceparent` has the trace's id and that attempt's span as its parent.
-//! The backend is a real HTTP server on 127.0.0.1 that records what it was sent.
+//! The backend is a real HTTP server on 127.0.0.1 that records what it was sent. A circuit
+//! breaker's transition is an event of the source's span.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -206,4 +207,27 @@ async fn a_failing_request_shows_its_failure_on_every_span_and_the_cancelled_sib
     assert_eq!(attribute(cancelled, "http.response.status_code"), None);
     assert!(text(cancelled, "cancelled").is_some_and(|cause| cause.contains("cancelled by `profile`")));
     assert!(error_description(cancelled).is_some_and(|text| text.starts_with("cancelled: ")), "{cancelled:#?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_breaker_transition_is_an_event_of_the_source_span() {
+    let (exporter, provider, _default) = traced();
+    tracing::callsite::rebuild_interest_cache();
+    let refused = muster::fetcher_fn(|_: &u64| async {
+        Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    });
+    let breaker = muster::policy::CircuitBreaker::new().min_calls(1).consecutive_failures(1);
+    let aggregator = Aggregator::builder().source_with("transactions", refused, breaker).build().expect("valid");
+    assert!(aggregator.aggregate(&1).await.is_err());
+    provider.force_flush().expect("flush");
+
+    let spans = exporter.get_finished_spans().expect("the spans");
+    let [source] = named(&spans, "source")[..] else { panic!("one source span in {spans:#?}") };
+    let transitions: Vec<_> = source.events.iter().filter(|event| event.name == "circuit open").collect();
+    assert_eq!(transitions.len(), 1, "{:#?}", source.events);
+    let attribute = |key: &str| {
+        transitions[0].attributes.iter().find(|pair| pair.key.as_str() == key).map(|pair| pair.value.to_string())
+    };
+    assert_eq!((attribute("from").as_deref(), attribute("to").as_deref()), (Some("closed"), Some("open")));
+    assert_eq!(attribute("retry_in_ms").as_deref(), Some("5000"));
 }

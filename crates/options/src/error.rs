@@ -40,4 +40,12 @@ pub enum OptionError {
     /// The jitter ratio must be finite and in `0.0..100.0`.
     #[error("the retry jitter must be a finite ratio in 0..100, not {0}")]
     Jitter(String),
+    /// A value of a policy is out of its range: a zero window, a rate over 100 %, ...
+    #[error("{policy}: {problem}")]
+    Invalid {
+        /// The policy, e.g. `circuit breaker`.
+        policy: &'static str,
+        /// What is wrong, e.g. `the failure rate must be in (0, 100] %, not 150`.
+        problem: String,
+    },
 }

@@ -30,10 +30,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use muster::axum::{Answer, Format};
+use muster::axum::Answer;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
+use muster::policy::{self, CircuitBreaker};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
+use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -61,6 +63,34 @@ pub struct Config {
     /// The client's request headers copied to the offers backend, which needs no credentials:
     /// none by default in the binary (`--offers-forward-headers`).
     pub offers_forward_headers: Vec<HeaderName>,
+}
+
+/// The breaker and the retry budget on each backend (issue 20): on by default, with the
+/// anchors' values (resilience4j's and Polly's breaker: 50 % failures over at least 20 calls
+/// in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's budget: 10 % of the calls plus 5 a
+/// second over 10 s). A backend whose breaker is open fails its section at once with the kind
+/// `circuit_open`, instead of every request waiting for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resilience {
+    /// The failure rate, in percent, that opens a backend's breaker (`--breaker-failure-rate`).
+    pub breaker_failure_rate: u8,
+    /// The share of a backend's calls, in percent, that may be retried or hedged
+    /// (`--retry-budget-percent`).
+    pub retry_budget_percent: u8,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self { breaker_failure_rate: 50, retry_budget_percent: 10 }
+    }
+}
+
+impl Resilience {
+    /// The policies of one backend: its breaker outside its budget.
+    fn policies(&self) -> (CircuitBreaker, policy::Budget) {
+        let budget = policy::Budget::new().percent(f64::from(self.retry_budget_percent));
+        (CircuitBreaker::new().failure_rate(f64::from(self.breaker_failure_rate)), budget)
+    }
 }
 
 /// Why a [`Config`] could not become an [`AppState`].
@@ -116,6 +146,15 @@ impl AppState {
     ///
     /// A [`ConfigError`] naming the template or option that is wrong.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        Self::with_resilience(config, Resilience::default())
+    }
+
+    /// As [`new`](Self::new), with the breaker's and the budget's values of `resilience`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the template or option that is wrong (a rate over 100 %).
+    pub fn with_resilience(config: &Config, resilience: Resilience) -> Result<Self, ConfigError> {
         let client = HttpClient::new();
         // The global deadline is what answers a slow backend (504, pending named): when it
         // comes with the fetcher's own timeout, the fetcher leaves it to fire.
@@ -144,8 +183,12 @@ impl AppState {
         // Offers need the profile's tier: a dependent source, started the instant the profile
         // is in; optional, with an empty list when it fails or is late.
         let aggregator = Aggregator::builder()
-            .source("profile", fetcher("profile", &config.profile_url, &dashboard)?)
-            .source("transactions", fetcher("transactions", &config.transactions_url, &dashboard)?)
+            .source_with("profile", fetcher("profile", &config.profile_url, &dashboard)?, resilience.policies())
+            .source_with(
+                "transactions",
+                fetcher("transactions", &config.transactions_url, &dashboard)?,
+                resilience.policies(),
+            )
             .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
             .build()?;

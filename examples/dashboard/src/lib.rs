@@ -19,5 +19,5 @@ pub mod server;
 pub mod stats;
 pub mod stream;
 
-pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, app};
+pub use crate::app::{AppState, Config, ConfigError, DashboardRequest, Knobs, Resilience, app};
 pub use crate::demo::{DemoBackend, Service, Stats};

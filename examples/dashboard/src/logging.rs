@@ -307,7 +307,7 @@ impl ExportFailures {
 }
 
 #[cfg(test)]
-mod tests {
+mod export_tests {
     use std::time::Instant;
 
     use super::*;

@@ -20,7 +20,7 @@ use axum::http::HeaderName;
 use dashboard::limits::Limits;
 use dashboard::logging::Logging;
 use dashboard::server::Server;
-use dashboard::{AppState, Config, DemoBackend, Service};
+use dashboard::{AppState, Config, DemoBackend, Resilience, Service};
 use tokio::net::TcpListener;
 
 /// What `--help` says after the options.
@@ -156,7 +156,7 @@ async fn run(args: Args) -> Result<Served, StartError> {
     let (timeout, forward_headers, offers_forward_headers) =
         (args.timeout, args.forward_headers, args.offers_forward_headers);
     let config = Config { profile_url, transactions_url, offers_url, timeout, forward_headers, offers_forward_headers };
-    let state = AppState::new(&config).map_err(StartError::Config)?;
+    let state = AppState::with_resilience(&config, args.resilience).map_err(StartError::Config)?;
 
     // Before the banner: a signal sent once the server says it is up is always handled.
     let stop = signals();
@@ -407,6 +407,13 @@ struct Cli {
     /// `dashboard`)
     #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
     service_name: Option<String>,
+    /// Open a backend's circuit breaker when this share of its calls fails, in percent, over at
+    /// least 20 calls in 10 s; open 5 s doubling to 60 s, then 1 probe
+    #[arg(long, env = "DASHBOARD_BREAKER_FAILURE_RATE", value_name = "PCT", default_value = "50", value_parser = percent)]
+    breaker_failure_rate: u8,
+    /// The share of a backend's calls, in percent, that may be retried or hedged, plus 5 a second
+    #[arg(long, env = "DASHBOARD_RETRY_BUDGET_PERCENT", value_name = "PCT", default_value = "10", value_parser = percent)]
+    retry_budget_percent: u8,
     /// Deadline of one dashboard request, in ms, counted from its arrival; a caller's
     /// x-muster-deadline-ms or grpc-timeout header can only shorten it
     #[arg(long = "timeout-ms", env = "DASHBOARD_TIMEOUT_MS", value_name = "MS", default_value = "1000", value_parser = millis)]
@@ -472,6 +479,10 @@ impl Cli {
             offers_url: self.offers_url,
             otlp_endpoint: self.otlp_endpoint,
             service_name: self.service_name,
+            resilience: Resilience {
+                breaker_failure_rate: self.breaker_failure_rate,
+                retry_budget_percent: self.retry_budget_percent,
+            },
             timeout: self.timeout,
             forward_headers: self.forward_headers.0,
             offers_forward_headers: self.offers_forward_headers.0,
@@ -504,6 +515,7 @@ struct Args {
     forward_headers: Vec<HeaderName>,
     offers_forward_headers: Vec<HeaderName>,
     limits: Limits,
+    resilience: Resilience,
 }
 
 /// `IP:PORT`.
@@ -524,6 +536,15 @@ fn mebibytes(value: &str) -> Result<usize, String> {
     match value.parse::<usize>() {
         Ok(mib @ 1..=65_536) => Ok(mib),
         _ => Err("expected MiB from 1 to 65536".to_owned()),
+    }
+}
+
+/// A whole percentage, from 0 to 100 (the aggregator refuses what its policy cannot take, e.g.
+/// a breaker's failure rate of 0).
+fn percent(value: &str) -> Result<u8, String> {
+    match value.parse::<u8>() {
+        Ok(percent @ 0..=100) => Ok(percent),
+        _ => Err("expected a percentage from 0 to 100".to_owned()),
     }
 }
 
@@ -716,6 +737,15 @@ mod tests {
         assert_eq!(run_args(&["--forward-headers", "none"]).forward_headers, Vec::<HeaderName>::new());
         for (flag, value) in [("--max-connections", "0"), ("--write-timeout-ms", "0"), ("--forward-headers", "a b")] {
             assert_eq!(error_kind(&[flag, value]), Some(ErrorKind::ValueValidation), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn the_breaker_and_the_budget_are_on_by_default_and_set_by_flag() {
+        assert_eq!(run_args(&["--breaker-failure-rate", "30"]).resilience.breaker_failure_rate, 30);
+        assert_eq!(run_args(&["--retry-budget-percent", "5"]).resilience.retry_budget_percent, 5);
+        for value in ["101", "-1", "half", "12.5"] {
+            assert!(error_kind(&["--retry-budget-percent", value]).is_some(), "{value} was accepted");
         }
     }
 

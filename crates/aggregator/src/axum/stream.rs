@@ -97,13 +97,13 @@ struct Missing<'a> {
 /// Outputs whose sections a streamed response can write: every source's output serializes, and
 /// the aggregator's output types say, for each position, which type it is. That is what lets a
 /// section carry its source's own serializer: the type is the one the aggregator was built with,
-/// named once, at [`source`](crate::AggregatorBuilder::source), never again. Implemented for
-/// tuples (up to 12) of `Serialize` outputs, `()`, and [`Outputs<T>`](crate::Outputs) of a
+/// named once, at [`source`](crate::builder::AggregatorBuilder::source), never again. Implemented for
+/// tuples (up to 12) of `Serialize` outputs, `()`, and [`Outputs<T>`](crate::group::Outputs) of a
 /// `Serialize` `T`; not meant to be implemented elsewhere.
 #[diagnostic::on_unimplemented(
     message = "the outputs `{Self}` cannot be streamed as JSON sections",
     label = "every source's output must implement `serde::Serialize`",
-    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::Outputs<T>`"
+    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::group::Outputs<T>`"
 )]
 pub trait SerializeSections: Send + 'static {
     /// The JSON of the section of the source at `index`, whose output is `output`: `None`

@@ -151,6 +151,9 @@ impl<E: Classify> Classify for CoalesceError<E> {
     fn is_retryable(&self) -> bool {
         self.0.is_retryable()
     }
+    fn status(&self) -> Option<u16> {
+        self.0.status()
+    }
 }
 
 #[async_trait]

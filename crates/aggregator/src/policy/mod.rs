@@ -1,7 +1,7 @@
 //! Source policies as layers: each wraps a [`Fetcher`] in another `Fetcher`.
 //!
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
-//! [`Optional`], [`Fallback`], [`Coalesce`], a tower layer in [`Tower`] (feature `tower`), or
+//! [`Optional`], [`Fallback`], [`Coalesce`], [`CircuitBreaker`], [`Budget`], a tower layer in [`Tower`] (feature `tower`), or
 //! one of your own. [`AggregatorBuilder::source_with`](crate::builder::AggregatorBuilder::source_with)
 //! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
 //! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
@@ -17,7 +17,14 @@
 //!
 //! 1. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
 //!    retry, and the fallback also answers when the global deadline comes first.
-//! 2. Your own policies that judge the source as a whole (a circuit breaker, a cache).
+//! 2. The policies that judge the source as a whole (a cache, your own):
+//!    1. [`CircuitBreaker`]: it judges the whole call, after every retry (one verdict per
+//!       call, so retries do not multiply the failures it counts), and when open refuses
+//!       before anything inside runs: no attempt, no budget token, no connection, so the
+//!       fallback outside it answers at once.
+//!    2. [`Budget`]: inside the breaker, so a refused call neither deposits nor withdraws;
+//!       outside the retry and hedge, whose extra attempts it governs (they ask it before
+//!       each one).
 //! 3. [`Retry`]: retries the whole hedged, timed attempt, asking the error
 //!    ([`Classify`](crate::Classify)) whether to.
 //! 4. [`Hedge`]: a hedged attempt is one attempt of the retry.
@@ -25,6 +32,8 @@
 //!    the retry would bound all attempts together; the global deadline already does that).
 //! 6. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
 //!    own timeout and retries around it.
+//!
+//! All of it: `(Fallback(v), CircuitBreaker::new(), Budget::new(), Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`.
 //!
 //! # What a source's error needs
 //!
@@ -136,6 +145,8 @@ use muster_core::muster_options::OptionError;
 #[allow(unused_imports)] // for the docs' links
 use muster_core::Fetcher;
 
+pub(crate) mod breaker;
+pub(crate) mod budget;
 pub(crate) mod coalesce;
 pub(crate) mod fallback;
 pub(crate) mod hedge;
@@ -146,6 +157,10 @@ pub(crate) mod tower;
 
 pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 
+pub use self::breaker::{
+    BreakerError, BreakerFetcher, BreakerHandle, BreakerState, ByKind, CircuitBreaker, FailureIf, SlidingWindow,
+};
+pub use self::budget::{Budget, BudgetFetcher};
 pub use self::coalesce::{Coalesce, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
 use tower::util::rng::HasherRng;
 
+use super::budget::Extra;
 use super::{ByError, Policy, Retry};
 use crate::call::{Event, report};
 
@@ -58,8 +59,8 @@ impl<F, C> Policy<F> for Retry<C> {
 /// `Classify` (and `Send`); a [`retry_if`](Retry::retry_if) classifier needs nothing of it.
 ///
 /// After a failure the classifier decides; a retry whose backoff would end at or after the
-/// deadline ([`deadline()`](crate::deadline)) is not started and the last real error is
-/// returned at once. A panic is never retried (it is not caught here). Each retry counts as an
+/// deadline ([`deadline()`](crate::deadline)), or that the source's [`Budget`](super::Budget)
+/// refuses, is not started and the last real error is returned at once. A panic is never retried (it is not caught here). Each retry counts as an
 /// attempt in the report.
 ///
 /// ```
@@ -116,6 +117,10 @@ where
             // A retry whose backoff would end at or after the deadline is not started: the
             // last real error is returned at once.
             if crate::deadline().is_some_and(|deadline| sleep.deadline() >= deadline) {
+                break;
+            }
+            // A retry the source's budget refuses is not started either (the budget notes it).
+            if !super::budget::allow(Extra::Retry, sleep.deadline()) {
                 break;
             }
             let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;

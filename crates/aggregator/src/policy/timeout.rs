@@ -118,6 +118,12 @@ impl<E: Classify> Classify for TimeoutError<E> {
             Self::Inner(error) => error.is_retryable(),
         }
     }
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::Elapsed { .. } => None,
+            Self::Inner(error) => error.status(),
+        }
+    }
 }
 
 #[async_trait]
