@@ -31,6 +31,8 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     run_report(&["bench", "-p", "muster", "--bench", "aggregator"], &aggregator, extra)?;
     let cache = target.join("bench-cache.tsv");
     run_report(&["bench", "-p", "muster", "--features", "redis", "--bench", "cache"], &cache, extra)?;
+    let access_log = target.join("bench-access-log.tsv");
+    run_report(&["bench", "-p", "dashboard", "--bench", "access_log"], &access_log, extra)?;
     let mut report = String::from("# muster benchmark report\n\n");
     report += "Interleaved rounds on one 2-worker tokio runtime; per-iteration time of each batch, median and \
                99th percentile over 200 rounds. Ratios are muster / baseline (below 1: muster is faster).\n\n";
@@ -45,6 +47,11 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         report += &format!("- {note}\n");
     }
     report.push('\n');
+    access_log_table(&read(&access_log)?, &mut report);
+    let resilience = target.join("bench-resilience.md");
+    run_report(&["bench", "-p", "muster", "--bench", "resilience"], &resilience, extra)?;
+    report += &std::fs::read_to_string(&resilience)
+        .map_err(|error| format!("cannot read {}: {error}", resilience.display()))?;
     report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
@@ -147,6 +154,25 @@ fn group_table(rows: &[Row], report: &mut String) {
             ratio(muster.median, median("try_join_all_boxed")),
             ratio(muster.median, spawn),
             ratio(muster.median, median("go_errgroup")),
+        );
+    }
+    report.push('\n');
+}
+
+/// The dashboard's access log line, by hand against tracing's JSON layer; the budget is 10 µs.
+fn access_log_table(rows: &[Row], report: &mut String) {
+    report.push_str("## access log: one JSON line formatted and enqueued (the dashboard's non-blocking writer)\n\n");
+    report.push_str("| implementation | median | p99 | ÷ tracing JSON | within 10 µs |\n|---|---|---|---|---|\n");
+    let tracing = rows.iter().find(|row| row.implementation == "tracing_json").map(|row| row.median);
+    for row in rows {
+        let within = if row.p99 <= 10_000.0 { "yes" } else { "no" };
+        let _ = writeln!(
+            report,
+            "| {} | {} | {} | {} | {within} |",
+            row.implementation,
+            time(row.median),
+            time(row.p99),
+            ratio(row.median, tracing),
         );
     }
     report.push('\n');

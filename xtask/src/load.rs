@@ -65,6 +65,8 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
 
     let quiet = [("RUST_LOG", "warn")];
+    // The dashboard as in production: one access log line per request (to a file here).
+    let logged = [("RUST_LOG", "info")];
     let log = |name: &str| target_dir().join(format!("bench-http-{name}.log"));
     let backends =
         Server::start("backends", &exe("dashboard"), &["--listen", "127.0.0.1:0"], &quiet, &log("backends"), 3)?;
@@ -82,7 +84,7 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let dashboard_args = [&args[..], &["--offers-url", "none"]].concat();
     let reqwest_args = [&args[..], &["--client", "reqwest"]].concat();
     let servers = [
-        Server::start("dashboard", &exe("dashboard"), &dashboard_args, &quiet, &log("dashboard"), 1)?,
+        Server::start("dashboard", &exe("dashboard"), &dashboard_args, &logged, &log("dashboard"), 1)?,
         Server::start("baseline", &exe("http-baseline"), &args, &quiet, &log("baseline"), 1)?,
         Server::start("baseline-reqwest", &exe("http-baseline"), &reqwest_args, &quiet, &log("baseline-reqwest"), 1)?,
     ];
@@ -148,7 +150,7 @@ fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
          release builds with a 1 s deadline, fed by the same demo backends running in another \
          process, so CPU time (utime + stime of the service over the measured window, per \
          successful request) and RSS (at the end of the run) are the aggregating service's own. \
-         The dashboard runs with `RUST_LOG=warn` (no per-request access log line; it still makes \
+         The dashboard runs with `RUST_LOG=info` (one JSON access log line per request, to a file; it also makes \
          request ids and sends the deadline header); the baselines log nothing. Load generator, \
          backends and services share this machine's {cores} cores. \"delay\" is the demo backends' \
          delay (`?profile_delay_ms=5&transactions_delay_ms=5`). Ratios are muster / baseline \

@@ -10,7 +10,8 @@
 //! cargo xtask lint    cargo clippy --workspace --all-targets --all-features -- -D warnings
 //! cargo xtask test    cargo test --workspace --all-features (doc tests included)
 //! cargo xtask doc     RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
-//! cargo xtask features  cargo check of each library with no features, then each feature alone
+//! cargo xtask features  cargo check of each library with no features, then each feature alone;
+//!                       the HTTP fetcher's tests without TLS
 //! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, the README curl lines checked over HTTP
 //! cargo xtask bench   every benchmark, interleaved with its baselines; writes target/bench-report.md
 //! cargo xtask soak    the soak: 200,000 aggregations (`--quick`: 5,000), checks nothing leaks
@@ -33,7 +34,7 @@ tasks:
   fmt     check formatting (cargo fmt --all --check)
   lint    clippy on every target and feature, warnings denied
   test    every test of the workspace, doc tests included
-  features  check each library crate with no features and with each feature alone
+  features  check each library crate with no features and with each feature alone; test http without tls
   doc     build the docs, rustdoc warnings denied
   e2e     run the dashboard binary and check its answers over HTTP
   bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP runs)
@@ -219,7 +220,9 @@ const FEATURED: [(&str, &str); 3] =
 
 /// `cargo check` of each library with no features, then with each of its features alone (the
 /// other steps build everything with `--all-features`, which hides a feature that only compiles
-/// with another one), warnings denied.
+/// with another one), warnings denied. Then the HTTP fetcher without TLS (`http` alone): its
+/// tests are checked, and those of the library and of the TLS choice run, so that an
+/// `https://` template is seen refused, not only compiled.
 fn features() -> Result<(), String> {
     for (package, dir) in FEATURED {
         let manifest = root().join(dir).join("Cargo.toml");
@@ -236,7 +239,9 @@ fn features() -> Result<(), String> {
             check(&[feature])?;
         }
     }
-    Ok(())
+    let plain_http = ["-p", "muster-adapters", "--no-default-features", "--features", "http", "--lib"];
+    cargo_with_env(&[("RUSTFLAGS", "-D warnings")], &[&["check", "--quiet"], &plain_http[..], &["--tests"]].concat())?;
+    cargo(&[&["test", "--quiet"], &plain_http[..], &["--test", "http_tls"]].concat())
 }
 
 /// The feature names of a `Cargo.toml`'s `[features]` table, `default` excluded.

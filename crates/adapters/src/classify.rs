@@ -16,6 +16,11 @@ impl Classify for crate::http::HttpError {
     fn is_retryable(&self) -> bool {
         crate::http::HttpError::is_retryable(self)
     }
+
+    /// The response's status, for a `status` (or `redirect`) error.
+    fn status(&self) -> Option<u16> {
+        crate::http::HttpError::status(self).map(|status| status.as_u16())
+    }
 }
 
 /// As [`MockError::kind`](crate::MockError::kind) and

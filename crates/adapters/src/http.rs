@@ -1,5 +1,9 @@
-//! The HTTP fetcher: JSON over HTTP/1.1 (and https via rustls) from a URL template, safe by
-//! default.
+//! The HTTP fetcher: JSON over HTTP/1.1 (and, with the `tls` feature, https via rustls) from a
+//! URL template, safe by default.
+//!
+//! Without `tls` (`features = ["http"]` alone in `muster`) no TLS code is
+//! compiled and an `https://` template is refused when its fetcher is built; see
+//! [`HttpClient`'s TLS section](HttpClient#tls).
 //!
 //! An [`HttpFetcher`] is a [`Fetcher`] that substitutes the request's values into a URL
 //! template such as `https://profile.internal/v1/users/{id}`, sends a `GET` (or the
@@ -81,6 +85,8 @@ mod client;
 mod error;
 mod params;
 mod template;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use self::client::{HttpClient, HttpClientBuilder};
 pub use self::error::{HttpConfigError, HttpError};
@@ -359,9 +365,9 @@ impl HttpFetcher {
         // or is dropped) and the backend's parent is that span; without, the request's own
         // trace parent goes on as it came.
         #[cfg(feature = "otel")]
-        let (_attempt, traceparent) = {
-            let attempt = tracing::info_span!("attempt", url = %uri);
-            let traceparent = otel::traceparent(&attempt);
+        let (attempt, traceparent) = {
+            let attempt = otel::Attempt::new(&config.method, &uri);
+            let traceparent = otel::traceparent(attempt.span());
             (attempt, traceparent)
         };
         #[cfg(not(feature = "otel"))]
@@ -395,7 +401,10 @@ impl HttpFetcher {
                 // out at the deadline, leaving whoever set it to report it.
                 tokio::time::sleep_until(deadline).await;
                 after_the_deadline().await;
-                return Err(HttpError::Timeout { after: left });
+                let result = Err(HttpError::Timeout { after: left });
+                #[cfg(feature = "otel")]
+                attempt.end(&result);
+                return result;
             }
             let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
             propagated.insert(DEADLINE_HEADER, HeaderValue::from(millis));
@@ -437,6 +446,8 @@ impl HttpFetcher {
                 }
 
                 let status = response.status();
+                #[cfg(feature = "otel")]
+                attempt.status(status);
                 if status.is_redirection() {
                     let location = response.headers().get(header::LOCATION).map(lossy);
                     let next = if redirects < config.max_redirects {
@@ -467,6 +478,8 @@ impl HttpFetcher {
         if deadline_first && matches!(result, Err(HttpError::Timeout { .. })) {
             after_the_deadline().await;
         }
+        #[cfg(feature = "otel")]
+        attempt.end(&result);
         result
     }
 }
@@ -910,8 +923,96 @@ fn is_reserved(name: &HeaderName) -> bool {
 /// OpenTelemetry context.
 #[cfg(feature = "otel")]
 mod otel {
+    use http::{Method, StatusCode, Uri};
     use opentelemetry::trace::TraceContextExt as _;
+    use tracing::field::Empty;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    use super::HttpError;
+
+    /// One HTTP exchange as an `attempt` span, after the OpenTelemetry semantic conventions for
+    /// HTTP client spans: span kind `client` (named `attempt`, as in the logs); `http.request.method`,
+    /// `server.address`, `server.port`, `url.full` (without the query, the fragment or any
+    /// user info), `http.response.status_code` of the last response; on a failure `error.type`
+    /// (the status code for a status error, else the error's kind) and the error status. An
+    /// exchange dropped before it ended (cancelled) has `error.type` `cancelled`, `cancelled`
+    /// with the cause, and the error status with that cause.
+    pub(super) struct Attempt {
+        span: tracing::Span,
+        ended: bool,
+    }
+
+    impl Attempt {
+        pub(super) fn new(method: &Method, uri: &Uri) -> Self {
+            let scheme = uri.scheme_str().unwrap_or("http");
+            let host = uri.host().unwrap_or("");
+            let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+            let authority = match uri.port_u16() {
+                Some(port) => format!("{host}:{port}"),
+                None => host.to_owned(),
+            };
+            let url = format!("{scheme}://{authority}{}", uri.path());
+            let span = tracing::info_span!(
+                "attempt",
+                "otel.kind" = "client",
+                "http.request.method" = method.as_str(),
+                "server.address" = host,
+                "server.port" = i64::from(port),
+                "url.full" = url.as_str(),
+                "http.response.status_code" = Empty,
+                "error.type" = Empty,
+                cancelled = Empty,
+                "otel.status_code" = Empty,
+                "otel.status_description" = Empty,
+            );
+            Self { span, ended: false }
+        }
+
+        pub(super) fn span(&self) -> &tracing::Span {
+            &self.span
+        }
+
+        /// A response came with `status` (each of a redirect chain: the last one stays).
+        pub(super) fn status(&self, status: StatusCode) {
+            self.span.record("http.response.status_code", i64::from(status.as_u16()));
+        }
+
+        /// The exchange ended with `result`.
+        pub(super) fn end<T>(mut self, result: &Result<T, HttpError>) {
+            self.ended = true;
+            if let Err(error) = result {
+                let kind = match error {
+                    HttpError::Status { status, .. } => status.as_str().to_owned(),
+                    error => error.kind().as_str().to_owned(),
+                };
+                self.span.record("error.type", kind.as_str());
+                error_status(&self.span, &error.to_string());
+            }
+        }
+    }
+
+    impl Drop for Attempt {
+        fn drop(&mut self) {
+            if !self.ended {
+                // The group's cause (a sibling failed, the deadline, the caller), else a policy
+                // around this fetch stopped it: its timeout, or a hedge that won elsewhere.
+                let timed_out = muster_core::deadline().is_some_and(|deadline| deadline <= tokio::time::Instant::now());
+                let cause = muster_core::cancellation()
+                    .and_then(|token| token.cause().map(ToString::to_string))
+                    .unwrap_or_else(|| if timed_out { "the deadline passed" } else { "dropped" }.to_owned());
+                self.span.record("error.type", "cancelled");
+                self.span.record("cancelled", cause.as_str());
+                error_status(&self.span, &format!("cancelled: {cause}"));
+            }
+        }
+    }
+
+    /// Gives `span` the error status with `description` (`otel.status_code`, then
+    /// `otel.status_description`, which `tracing-opentelemetry` reads as the status).
+    pub(super) fn error_status(span: &tracing::Span, description: &str) {
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", description);
+    }
 
     /// `span`'s W3C `traceparent` (`00-<trace id>-<span id>-<flags>`), if it has a valid
     /// OpenTelemetry span context (a `tracing-opentelemetry` layer is installed).

@@ -43,9 +43,14 @@
 //!   template (every substituted value percent-encoded as one path segment or query value),
 //!   with typed errors, a whole-exchange timeout, a streamed body limit, deadline and trace
 //!   propagation headers, allow-listed forwarded headers, any method with a JSON body, on the
-//!   pooled `HttpClient` (hyper 1, https via rustls; per-host idle cap and idle timeout, one
-//!   retry on a stale pooled connection, bounded DNS). Adds hyper, hyper-util, hyper-rustls,
-//!   rustls (*ring*), http, serde, serde_json, tokio, tower-service, async-trait and thiserror.
+//!   pooled `HttpClient` (hyper 1, plain http; per-host idle cap and idle timeout, one retry
+//!   on a stale pooled connection, bounded DNS). Adds hyper, hyper-util, http, serde,
+//!   serde_json, tokio, tower-service, async-trait and thiserror.
+//! - `tls` (implies `http`): https for the HTTP fetcher, through rustls with the *ring*
+//!   provider (TLS 1.2 and 1.3) and the Mozilla roots of `webpki-roots`, and
+//!   `HttpClient::with_tls_config` for your own rustls configuration. Adds hyper-rustls,
+//!   rustls, rustls-webpki and ring. Without it an `https://` template is refused when its
+//!   fetcher is built.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]

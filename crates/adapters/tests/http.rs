@@ -428,6 +428,7 @@ async fn a_refused_connection_is_a_connect_error() {
     assert!(error.is_retryable());
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn https_urls_go_through_tls() {
     let (hello_tx, mut hello_rx) = mpsc::unbounded_channel();

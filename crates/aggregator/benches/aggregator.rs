@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-use muster::{Aggregator, Deadline, Fetcher, Field, Group, GroupConfig, Input, SourceOutputs, fetcher_fn};
+use muster::{
+    Aggregator, Deadline, Fetcher, Group, builder::Input, builder::SourceOutputs, fetcher_fn, options::Field,
+    options::GroupConfig,
+};
 
 /// Counts every allocation of the process.
 #[global_allocator]

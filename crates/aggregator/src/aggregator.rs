@@ -60,12 +60,12 @@ pub struct Aggregator<Req: ?Sized, O: SourceOutputs<Req>> {
 
 struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     sources: O::Sources,
-    names: Box<[Name]>,
+    names: Arc<[Name]>,
     /// For each source, the source whose output it waits for, if it is a dependent.
     inputs: Box<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
-    /// The aggregator's default context fields ([`Field`](crate::Field) options), shared by
+    /// The aggregator's default context fields ([`Field`](crate::options::Field) options), shared by
     /// the reports of calls that add none.
     fields: Arc<[(Name, String)]>,
     /// The same as the [`context()`](crate::context) of calls that add nothing, made once.
@@ -97,7 +97,7 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Aggregator<Req, Outputs<T>
     /// [`Outputs<T>`], in declaration order: for names known at run time.
     ///
     /// ```
-    /// use muster::{Aggregator, Outputs, fetcher_fn};
+    /// use muster::{Aggregator, group::Outputs, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -193,7 +193,11 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
         }
-        shared = Arc::new(Shared { recorder: Recorder::new(group.started(), names.len(), config.limit), on_ready });
+        shared = Arc::new(Shared {
+            recorder: Recorder::new(group.started(), names.len(), config.limit),
+            names: Arc::clone(names),
+            on_ready,
+        });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
@@ -225,6 +229,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             },
             Err(error) => AggregateError::group(error, report),
         };
+        crate::context::failed(&span, error.kind().as_str(), &error);
         let report = error.report();
         fn listed(names: &[Name]) -> Option<tracing::field::DebugValue<Vec<&str>>> {
             let names: Vec<&str> = names.iter().map(|name| &**name).collect();
@@ -260,6 +265,7 @@ impl Drop for CallerGone<'_> {
             let elapsed_ms = self.shared.recorder.offset().as_millis() as u64;
             let _entered = self.span.enter();
             tracing::info!(elapsed_ms, in_flight = ?in_flight, "aggregation cancelled by the caller");
+            crate::context::cancelled(self.span, "the caller went away");
             #[cfg(feature = "metrics")]
             crate::metrics::caller_gone(self.shared.recorder.offset());
         }
@@ -282,7 +288,7 @@ impl<O> Aggregate<O> {
     /// Whether an optional source's fallback (or its absence) stands in for its output: the
     /// aggregate is partial, e.g. because that source was still pending at the deadline.
     pub fn is_partial(&self) -> bool {
-        self.report.sources.iter().any(|source| matches!(source.outcome, crate::Outcome::FellBack { .. }))
+        self.report.sources.iter().any(|source| matches!(source.outcome, crate::report::Outcome::FellBack { .. }))
     }
 }
 
@@ -368,7 +374,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// [`build`](Self::build)); since inputs are declared before, there are no cycles.
     ///
     /// ```
-    /// use muster::{Aggregator, Input, fetcher_fn};
+    /// use muster::{Aggregator, builder::Input, fetcher_fn};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -475,8 +481,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     }
 
     /// Applies aggregator-level options: [`Deadline`](crate::Deadline),
-    /// [`Limit`](crate::Limit), and default [`Field`](crate::Field)s and
-    /// [`ParentSpan`](crate::ParentSpan) under the call's [`RequestContext`].
+    /// [`Limit`](crate::options::Limit), and default [`Field`](crate::options::Field)s and
+    /// [`ParentSpan`](crate::options::ParentSpan) under the call's [`RequestContext`].
     pub fn options(mut self, options: impl GroupOption) -> Self {
         options.apply(&mut self.group);
         self
@@ -563,12 +569,12 @@ impl<T: Send + 'static> InputOf<Outputs<T>> for &str {
 /// An aggregator is a source of another: its fetch aggregates under the outer source's
 /// cancellation (so an outer failure cancels the inner sources, and their cause says so) and
 /// deadline, both taken when the fetch starts ([`cancellation()`](crate::cancellation),
-/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::Coalesce)d call, that is the
+/// [`deadline()`](crate::deadline)): inside a [`Coalesce`](crate::policy::Coalesce)d call, that is the
 /// shared call's own token, so one waiter's failure does not reach the inner sources. Its error
 /// is the inner [`AggregateError`], which [classifies](Classify) as its failed source's error
 /// did (so the outer aggregation reports the inner source's kind), and its report is nested in
 /// the outer
-/// one ([`SourceReport::nested`](crate::SourceReport::nested)), under the source's line of the
+/// one ([`SourceReport::nested`](crate::report::SourceReport::nested)), under the source's line of the
 /// waterfall.
 ///
 /// The inner sources see the outer deadline ([`deadline()`](crate::deadline)), but it stays

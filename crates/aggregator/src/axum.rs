@@ -75,7 +75,7 @@
 //! # Responses
 //!
 //! An [`Aggregate`] whose outputs serialize ([`SerializeOutputs`]: tuples of `Serialize`
-//! outputs, [`Outputs<T>`](crate::Outputs)) is a `200 application/json` object keyed by source
+//! outputs, [`Outputs<T>`](crate::group::Outputs)) is a `200 application/json` object keyed by source
 //! name, in declaration order; an omitted [`Optional`](crate::Optional) source is `null`.
 //! An [`AggregateError`] is a JSON error, always with the same four fields:
 //!
@@ -95,6 +95,12 @@
 //! `request_id` is the call's request id ([`RequestContext::request_id`](crate::RequestContext::request_id), the context field `request_id`), `null`
 //! when it has none. Every response also carries an [`Answer`] in its extensions (the failed
 //! source and the kind, `ok` for a success) for an access log around the handler.
+//!
+//! # Streaming
+//!
+//! [`stream`] answers with each source's section the moment it completes (NDJSON or
+//! server-sent events, [`Format`]), then a line with the outcome; the response body owns the
+//! aggregation, so a client that goes away cancels it.
 //!
 //! # What a client sees
 //!
@@ -120,6 +126,10 @@ use crate::aggregator::{Aggregate, Aggregator};
 use crate::context::RequestContext;
 use crate::error::AggregateError;
 use crate::sources::SourceOutputs;
+
+mod stream;
+
+pub use stream::{Format, SerializeSections, stream};
 
 /// The context field whose value error responses carry as `request_id`.
 const REQUEST_ID: &str = "request_id";
@@ -253,7 +263,7 @@ where
 }
 
 /// Outputs that serialize as one JSON object keyed by source name: tuples (up to 12) of
-/// `Serialize` outputs, `()`, and [`Outputs<T>`](crate::Outputs) of a `Serialize` `T`. Not
+/// `Serialize` outputs, `()`, and [`Outputs<T>`](crate::group::Outputs) of a `Serialize` `T`. Not
 /// meant to be implemented elsewhere.
 ///
 /// ```
@@ -271,7 +281,7 @@ where
 #[diagnostic::on_unimplemented(
     message = "the outputs `{Self}` do not serialize as one JSON object",
     label = "every source's output must implement `serde::Serialize`",
-    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::Outputs<T>`"
+    note = "an aggregator's outputs are a tuple of its sources' outputs, or `muster::group::Outputs<T>`"
 )]
 pub trait SerializeOutputs {
     /// Serializes the outputs as a map: the output of the `i`-th source under `names[i]`
@@ -334,7 +344,7 @@ serialize_outputs!(12; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L
 /// an [`Aggregate`] (which responds the same way itself), or from names and outputs.
 ///
 /// ```
-/// use muster::Outputs;
+/// use muster::group::Outputs;
 /// use muster::axum::Json;
 ///
 /// # fn main() -> Result<(), serde_json::Error> {

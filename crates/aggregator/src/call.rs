@@ -52,6 +52,7 @@ pub struct Call {
 /// What every source of one aggregation shares: the report's recorder, the `on_ready` callback.
 pub struct Shared {
     pub(crate) recorder: Recorder,
+    pub(crate) names: Arc<[muster_core::Name]>,
     pub(crate) on_ready: Option<OnReady>,
 }
 
@@ -126,6 +127,12 @@ fn with_call(f: impl FnOnce(&Call)) {
     let _ = CALL.try_with(f);
 }
 
+/// The name of the source being run, for the policies that label what they record with it (a
+/// circuit breaker's metrics); `None` outside an aggregation.
+pub(crate) fn source_name() -> Option<muster_core::Name> {
+    CALL.try_with(|call| call.shared.names.get(call.index).cloned()).ok().flatten()
+}
+
 /// The deadline the current source runs under: the aggregation's deadline (the tighter of the
 /// aggregator's and the call's), or tighter still inside a per-source
 /// [`Timeout`](crate::Timeout). `None` outside a source or without a deadline.
@@ -133,7 +140,7 @@ fn with_call(f: impl FnOnce(&Call)) {
 /// This is the one place the call's deadline is kept, as an instant: the timeout, retry,
 /// hedge and fallback policies and the HTTP fetcher all read it from here (a source's timeout
 /// that would end at or after it leaves it to fire, so the aggregation reports its deadline).
-/// Inside a [`Coalesce`](crate::Coalesce)d call it is the latest deadline of the waiters still
+/// Inside a [`Coalesce`](crate::policy::Coalesce)d call it is the latest deadline of the waiters still
 /// waiting.
 ///
 /// # In a `Group`
@@ -147,10 +154,10 @@ pub fn remaining() -> Option<Duration> {
 }
 
 /// The cancellation token of the current source's aggregation: wait on it with
-/// [`CancelToken::cancelled`](crate::CancelToken::cancelled), or read
-/// [`CancelToken::cause`](crate::CancelToken::cause) (a sibling's failure, the deadline, the
+/// [`CancelToken::cancelled`](crate::cancel::CancelToken::cancelled), or read
+/// [`CancelToken::cause`](crate::cancel::CancelToken::cause) (a sibling's failure, the deadline, the
 /// caller going away, or completion), for example in a drop guard, since a cancelled source
-/// is dropped. `None` outside a source. Inside a [`Coalesce`](crate::Coalesce)d call it is the
+/// is dropped. `None` outside a source. Inside a [`Coalesce`](crate::policy::Coalesce)d call it is the
 /// shared call's own token, cancelled only when every waiter has gone.
 ///
 /// ```
@@ -194,9 +201,9 @@ pub use muster_core::cancellation;
 
 /// The context of the request the current source serves: the fields, request id,
 /// `traceparent` and headers of the call's [`RequestContext`](crate::RequestContext) (and the
-/// aggregator's default [`Field`](crate::Field)s), made once per call and read by every source
+/// aggregator's default [`Field`](crate::options::Field)s), made once per call and read by every source
 /// and policy inside `fetch`. `None` outside an aggregation. Inside a
-/// [`Coalesce`](crate::Coalesce)d call it is the context of the fetch that started the call;
+/// [`Coalesce`](crate::policy::Coalesce)d call it is the context of the fetch that started the call;
 /// inside a nested aggregator whose call brings nothing of its own, the outer request's.
 ///
 /// ```
@@ -226,14 +233,14 @@ pub use muster_core::context;
 pub use muster_core::Context;
 
 /// What policies tell the report about the source they wrap: the aggregator shows these in
-/// the source's line of the [`Report`](crate::Report), whatever the policy is. Outside a
+/// the source's line of the [`Report`](crate::report::Report), whatever the policy is. Outside a
 /// source this does nothing.
 ///
 /// Built-in policies use it (a retry's attempts, a hedge, a timeout, a fallback); a policy of
 /// your own (a circuit breaker, a cache) can too:
 ///
 /// ```
-/// muster::report(muster::Event::Note("circuit open"));
+/// muster::report::record(muster::report::Event::Note("circuit open"));
 /// ```
 pub fn report(event: Event<'_>) {
     with_call(|call| call.shared.recorder.event(call.index, event));
@@ -252,8 +259,8 @@ pub enum Event<'a> {
     TimedOut,
     /// Free text shown after the outcome, e.g. `"circuit open"` or `"served from cache"`.
     Note(&'a str),
-    /// The result came from a call shared by `waiters` fetches (a [`Coalesce`](crate::Coalesce)d
-    /// call): shown as [`SourceReport::shared`](crate::SourceReport::shared).
+    /// The result came from a call shared by `waiters` fetches (a [`Coalesce`](crate::policy::Coalesce)d
+    /// call): shown as [`SourceReport::shared`](crate::report::SourceReport::shared).
     Shared {
         /// How many fetches waited on the call, this one included.
         waiters: usize,
@@ -269,7 +276,7 @@ pub enum Event<'a> {
 
 /// Records the report of an aggregation that ran as the current source: the outer waterfall
 /// shows it under the source's line.
-pub(crate) fn nested(report: crate::Report) {
+pub(crate) fn nested(report: crate::report::Report) {
     with_call(|call| call.shared.recorder.nested(call.index, report));
 }
 

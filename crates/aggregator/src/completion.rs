@@ -17,7 +17,7 @@
 //! Members run concurrently, polled in place inside the source's fetch (like a
 //! [`Group`]'s tasks), under the aggregation's deadline and cancellation (as
 //! [`cancellation()`](crate::cancellation) reads it where the source's fetch starts: inside a
-//! [`Coalesce`](crate::Coalesce)d call, the shared call's own token): when the
+//! [`Coalesce`](crate::policy::Coalesce)d call, the shared call's own token): when the
 //! aggregation stops, every member is dropped: a completion source still waiting at the
 //! deadline is a pending source like any other, and what its members had returned is dropped
 //! with it. A member that panics fails the source with that panic, whatever the rule (a panic
@@ -79,7 +79,7 @@ fn members<N: Into<Name>, F>(members: impl IntoIterator<Item = (N, F)>) -> Resul
 /// output by name; the first member to fail fails the source (its [`GroupError`] names the
 /// member, and [classifies](Classify) as the member's error did) and cancels the others. The
 /// member's error is the group error's [`source()`](Error::source), boxed with its kind: a
-/// [`Classified`](crate::Classified), whose `downcast_ref` reaches it.
+/// [`Classified`](crate::error::Classified), whose `downcast_ref` reaches it.
 ///
 /// # Errors
 ///
@@ -377,5 +377,8 @@ impl<E: Classify> Classify for Failed<E> {
 
     fn is_retryable(&self) -> bool {
         self.errors.last().is_some_and(|(_, error)| error.is_retryable())
+    }
+    fn status(&self) -> Option<u16> {
+        self.errors.last().and_then(|(_, error)| error.status())
     }
 }

@@ -20,7 +20,7 @@ use tracing::{Level, Metadata, Span};
 ///
 /// The fields reach every span and log line of the aggregation as separate structured fields
 /// (the `aggregate` span has one field per context field: `user_id=42 request_id=r-1`), and
-/// the [`Report`](crate::Report) and the [`AggregateError`](crate::AggregateError) carry them,
+/// the [`Report`](crate::report::Report) and the [`AggregateError`](crate::AggregateError) carry them,
 /// so a failure says for which request it happened.
 ///
 /// Every source (and policy) reads the request's fields, request id, `traceparent` and
@@ -86,7 +86,7 @@ impl RequestContext {
     }
 
     /// Adds the field `name` = `value` (rendered with `Display`); a field set twice keeps the
-    /// last value, and a field of the aggregator's ([`Field`](crate::Field)) is overridden. A
+    /// last value, and a field of the aggregator's ([`Field`](crate::options::Field)) is overridden. A
     /// field with an empty name is ignored.
     pub fn field(mut self, name: impl Into<Name>, value: impl fmt::Display) -> Self {
         let name = name.into();
@@ -255,7 +255,7 @@ fn new_span(fields: &[(Name, String)], parent: Option<&Span>) -> Span {
     if tracing::level_filters::LevelFilter::current() < Level::INFO {
         return Span::none();
     }
-    let meta = metadata(fields.iter().map(|(name, _)| &**name));
+    let meta = metadata(fields.iter().map(|(name, _)| &**name).chain(TRACE_FIELDS.iter().copied()));
     if !tracing::dispatcher::get_default(|dispatch| dispatch.enabled(meta)) {
         return Span::none();
     }
@@ -291,7 +291,40 @@ impl Callsite for Site {
 
 static NO_FIELDS_SITE: Site = Site { meta: OnceLock::new() };
 
-static NO_FIELDS: Metadata<'static> = span_metadata(FieldSet::new(&[], Identifier(&NO_FIELDS_SITE)));
+static NO_FIELDS: Metadata<'static> = span_metadata(FieldSet::new(TRACE_FIELDS, Identifier(&NO_FIELDS_SITE)));
+
+/// The fields every `aggregate` span has after the context's, recorded when it fails or is
+/// cancelled: the error's kind, the cancellation's cause, and the error status that
+/// `tracing-opentelemetry` reads (`otel.status_code`, `otel.status_description`).
+const TRACE_FIELDS: &[&str] = &["error.type", "cancelled", "otel.status_code", "otel.status_description"];
+
+/// Marks `span` failed: `error.type` is `kind`, and the error status says `description`. Only
+/// on a span that has the fields (an `aggregate` or `source` span); a disabled span costs
+/// nothing.
+pub(crate) fn failed(span: &Span, kind: &str, description: impl fmt::Display) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("error.type", kind);
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", description.to_string().as_str());
+}
+
+/// Marks `span` cancelled with `cause`, and the error status.
+pub(crate) fn cancelled(span: &Span, cause: &str) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("cancelled", cause);
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_description", format!("cancelled: {cause}").as_str());
+}
+
+/// The current span if it is a source's (the group enters it around the source's polls).
+pub(crate) fn source_span() -> Option<Span> {
+    let span = Span::current();
+    span.metadata().is_some_and(|meta| meta.name() == "source").then_some(span)
+}
 
 /// The metadata of an `aggregate` span with `fields`.
 const fn span_metadata(fields: FieldSet) -> Metadata<'static> {

@@ -1,3 +1,7 @@
+//! The errors: [`AggregateError`] (an aggregation failed) and [`BuildError`] (an aggregator
+//! could not be built), both also at the crate root, and a [`BoxError`](crate::BoxError) that
+//! keeps its [kind](crate::ErrorKind) through type erasure ([`boxed`], [`Classified`]).
+
 use std::error::Error;
 use std::fmt;
 use std::time::Duration;
@@ -7,7 +11,10 @@ use muster_core::{Classify, ErrorKind, GroupError, Name};
 
 use crate::report::Report;
 
-/// Why [`AggregatorBuilder::build`](crate::AggregatorBuilder::build) refused a configuration.
+#[doc(inline)]
+pub use muster_core::{Classified, boxed};
+
+/// Why [`AggregatorBuilder::build`](crate::builder::AggregatorBuilder::build) refused a configuration.
 /// Nothing was built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

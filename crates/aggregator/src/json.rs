@@ -225,7 +225,7 @@ impl Collision {
 }
 
 /// Merges the JSON outputs of named sources, given in declaration order, into one value: the
-/// [`Outputs`](crate::Outputs) of a [`by_name`](crate::Aggregator::by_name) aggregator as they
+/// [`Outputs`](crate::group::Outputs) of a [`by_name`](crate::Aggregator::by_name) aggregator as they
 /// are, or any `(name, value)` pairs.
 ///
 /// See [`JsonMerge`] and [`Collision`] for the policies. Source names are expected to be unique,

@@ -62,8 +62,8 @@
 //!   retryable), every policy passes that on, and the error, the report, the `warn` event, the
 //!   metrics and the HTTP error body all say the same word.
 //! - **Policies are layers** ([`policy`]): [`Timeout`], [`Retry`] (asking the error through
-//!   [`Classify`]), [`Hedge`], [`Optional`]/[`Fallback`], [`Coalesce`], any tower layer
-//!   ([`Tower`], feature `tower`), and your own [`Policy`]; a tuple of them lists the
+//!   [`Classify`]), [`Hedge`](policy::Hedge), [`Optional`]/[`Fallback`], [`Coalesce`](policy::Coalesce), any tower layer
+//!   ([`Tower`](policy::Tower), feature `tower`), and your own [`Policy`](policy::Policy); a tuple of them lists the
 //!   outermost first, as tower's `ServiceBuilder` does.
 //! - **Completion policies as values** ([`completion`]): the first success of several
 //!   fetchers, `k` of `n`, every outcome, all or nothing, as one source that composes with the
@@ -73,7 +73,7 @@
 //!   separate structured fields of the `aggregate` span and are carried by the report and the
 //!   error.
 //! - **A source sees its call**: [`deadline`], [`remaining`] and [`cancellation`] (with the
-//!   cause) inside `fetch`; [`report`] lets policies tell the report what they did.
+//!   cause) inside `fetch`; [`report::record`] lets policies tell the report what they did.
 //! - **A report** of every source (outcome, start, queueing, duration, attempts, notes), what
 //!   triggered the cancellation and how long it took; its `Display` is a waterfall.
 //! - **Tracing**: an `aggregate` span with the context fields, a `source` span per source,
@@ -101,7 +101,7 @@
 //!     F: Fetcher<u64, Output = String> + 'static,
 //!     F::Error: Classify + Error + Send + Sync + 'static,
 //! {
-//!     let policy = (Timeout(std::time::Duration::from_millis(200)), Retry::attempts(2));
+//!     let policy = (Retry::attempts(2), Timeout(std::time::Duration::from_millis(200)));
 //!     Aggregator::builder().source_with("profile", profile, policy).build()
 //! }
 //! # let profile = muster::fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(String::new()) });
@@ -112,14 +112,19 @@
 //! # Features
 //!
 //! - `json`: [`json`] merging of `serde_json::Value` sources.
-//! - `http`: the [`http`] fetcher (hyper 1, pooled, https via rustls).
-//! - `tower`: [`Tower`] (any tower layer as a policy), [`ServiceFetcher`] (any tower `Service`
-//!   is a `Fetcher`) and [`FetcherService`] (any `Fetcher` is a `Service`).
+//! - `http`: the [`http`] fetcher (hyper 1, pooled), plain `http://` on its own.
+//! - `tls` (implies `http`): https for the [`http`] fetcher, through rustls with the *ring*
+//!   provider and the Mozilla roots of `webpki-roots`. Without it no TLS code is compiled, and
+//!   an `https://` template is refused when its fetcher is built
+//!   ([`HttpConfigError::Template`](http::HttpConfigError::Template)).
+//! - `tower`: [`Tower`](policy::Tower) (any tower layer as a policy), [`ServiceFetcher`](service::ServiceFetcher) (any tower `Service`
+//!   is a `Fetcher`) and [`FetcherService`](service::FetcherService) (any `Fetcher` is a `Service`).
 //! - `mock`: the [`mock`] test doubles (scripted `MockFetcher`, mockall `MockSource`).
 //! - `axum`: [`axum`] integration: `AggregateError` and `Aggregate` turn into JSON responses
 //!   (200 keyed by source name; 502, 504, 503 with the source, kind, pending sources and
 //!   request id, and no internal detail unless the operator opts in), and
-//!   [`axum::handler`] mounts an aggregator in a router in one line.
+//!   [`axum::handler`] mounts an aggregator in a router in one line; [`axum::stream`] streams
+//!   each source's section the moment it completes (NDJSON or server-sent events).
 //! - `metrics`: [`metrics`] on the `metrics` facade: per source calls, attempts, outcomes by
 //!   kind, latency, time queued and cancellations by cause; per aggregation outcome and
 //!   duration.
@@ -127,7 +132,20 @@
 //!   ([`RequestContext::traceparent`]) continues the trace of the `aggregate` span, and each
 //!   HTTP fetch is an `attempt` span under its `source` span, whose id is the outbound
 //!   `traceparent`'s parent (a new one per retry or hedge). Install a `tracing-opentelemetry`
-//!   layer with the exporter of your choice (OTLP, ...); muster adds none.
+//!   layer with the exporter of your choice (OTLP, ...); muster adds none, and the
+//!   `service.name` is your tracer provider's resource (`Resource::builder().with_service_name(..)`;
+//!   the SDK reads `OTEL_SERVICE_NAME` by default).
+//!   - An `attempt` follows the semantic conventions for HTTP client spans: span kind
+//!     `client`, `http.request.method`, `server.address`, `server.port`, `url.full` (without
+//!     the query, the fragment and any user info) and `http.response.status_code`.
+//!   - A failed span has the error status (`otel.status_code = "ERROR"` and
+//!     `otel.status_description`) and `error.type`: on an `attempt`, the status code of a
+//!     status error, else the HTTP fetcher's kind (`connect`, `timeout`, ...); on a `source`
+//!     and the `aggregate`, the kind ([`Classify`]).
+//!   - A cancelled `attempt` or `source` (a sibling failed, the deadline, the caller went
+//!     away, a timeout or hedge around it) has the error status and `cancelled` with the cause,
+//!     e.g. ``cancelled by `profile`: unexpected status 503``, and an `attempt` has
+//!     `error.type = "cancelled"`; an `aggregate` whose caller went away has `cancelled`.
 //!
 //! The minimum supported Rust version is 1.85.
 #![doc(test(attr(deny(warnings))))]
@@ -137,46 +155,62 @@ mod aggregator;
 mod call;
 pub mod completion;
 mod context;
-mod error;
+pub mod error;
 pub mod policy;
-mod report;
+pub mod report;
 mod sources;
 
-pub use crate::aggregator::{Aggregate, Aggregator, AggregatorBuilder, Input, InputOf};
-pub use crate::call::{Context, Event, Ready, cancellation, context, deadline, remaining, report};
-pub use crate::completion::BoxFetcher;
+// The handful of names every user types. Everything else lives in the module where a user
+// would look for it: `policy`, `report`, `group`, `cancel`, `options`, `builder`, `error`,
+// `service`.
+pub use crate::aggregator::{Aggregate, Aggregator};
+pub use crate::call::{Context, cancellation, context, deadline, remaining};
 pub use crate::context::RequestContext;
 pub use crate::error::{AggregateError, BuildError};
-#[cfg(feature = "tower")]
-pub use crate::policy::Tower;
-pub use crate::policy::{Coalesce, Fallback, Hedge, Optional, Policy, Retry, Timeout, TimeoutError};
-pub use crate::report::{Outcome, Report, SourceReport, TimeoutKind, Trigger};
-pub use crate::sources::{Get, Push, SourceOutputs};
+pub use crate::policy::{Fallback, Optional, Retry, Timeout};
+#[doc(inline)]
+pub use muster_core::{BoxError, Classify, ErrorKind, Fetcher, FetcherFn, Group, async_trait, fetcher_fn};
+#[doc(inline)]
+pub use muster_options::Deadline;
 
-#[doc(inline)]
-pub use muster_core::Cancelled;
-#[doc(inline)]
-pub use muster_core::{
-    BoxError, CancelToken, Cause, Classified, Classify, ErrorKind, Fetcher, FetcherFn, Group, GroupError, GroupHandle,
-    GroupReport, IntoIter, Name, Outputs, SharedError, SpawnError, TaskOutcome, TaskReport, TrySpawnError, Wait,
-    WaitWithReport, async_trait, boxed, fetcher_fn, with_deadline,
-};
-#[doc(inline)]
-pub use muster_options::{
-    Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, OptionFn, ParentSpan, option_fn,
-};
+/// What [`Aggregator::builder`] builds with: the builder, the typed outputs it accumulates, and
+/// the inputs of dependent sources ([`AggregatorBuilder::then`](builder::AggregatorBuilder::then)).
+pub mod builder {
+    pub use crate::aggregator::{AggregatorBuilder, Input, InputOf};
+    pub use crate::sources::{Get, Push, SourceOutputs};
+}
+
+/// The fail-fast [`Group`] underneath the aggregator, for tasks of your own
+/// (the counterpart of Go's `errgroup.WithContext`): its error, handle, report, outputs and
+/// spawn errors.
+pub mod group {
+    #[doc(inline)]
+    pub use muster_core::{
+        GroupError, GroupHandle, GroupReport, IntoIter, Name, Outputs, SpawnError, TaskOutcome, TaskReport,
+        TrySpawnError, Wait, WaitWithReport, with_deadline,
+    };
+}
+
+/// Cancellation: the token a source reads through [`cancellation()`](crate::cancellation), the
+/// future that waits on it, and why it was cancelled.
+pub mod cancel {
+    #[doc(inline)]
+    pub use muster_core::{CancelToken, Cancelled, Cause, SharedError};
+}
+
+/// Option values for an aggregator or a [`Group`] (a deadline, a concurrency
+/// limit, context fields, a parent span), and how to write your own.
+pub mod options {
+    #[doc(inline)]
+    pub use muster_options::{
+        Deadline, Field, GroupConfig, GroupOption, Limit, OptionError, OptionFn, ParentSpan, option_fn,
+    };
+}
 
 // The README's examples compile and run as doc tests.
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
-
-/// The aggregator's plumbing, public only because the [`SourceOutputs`] trait names it.
-#[doc(hidden)]
-pub mod __private {
-    pub use crate::call::{Call, Shared};
-    pub use crate::sources::{Entry, Erased, Slot, Slots};
-}
 
 /// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
 /// placeholder for other payloads.
@@ -198,9 +232,10 @@ pub mod axum;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 
-/// HTTP sources (feature `http`): an [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL
-/// template on a pooled [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError)
-/// variant for every way the exchange can fail. How it builds its requests and checks the
+/// HTTP sources (feature `http`; https with `tls`): an
+/// [`HttpFetcher`](http::HttpFetcher) GETs JSON from a URL template on a pooled
+/// [`HttpClient`](http::HttpClient), with an [`HttpError`](http::HttpError) variant for every
+/// way the exchange can fail. How it builds its requests and checks the
 /// responses (URL templates, headers, timeouts, pooling) is described on
 /// [`HttpFetcher`](http::HttpFetcher#url-templates).
 #[cfg(feature = "http")]
@@ -219,7 +254,11 @@ pub mod http {
 #[doc(inline)]
 pub use muster_adapters::mock;
 
-// tower interop (feature `tower`): services as sources, sources as services.
+/// tower interop (feature `tower`): any tower `Service` is a source ([`ServiceFetcher`](service::ServiceFetcher),
+/// [`from_service`](service::from_service)) and any source is a `Service` ([`FetcherService`](service::FetcherService)). A tower layer as a
+/// policy is [`policy::Tower`].
 #[cfg(feature = "tower")]
-#[doc(inline)]
-pub use muster_adapters::tower::{FetcherService, ServiceFetcher, from_service};
+pub mod service {
+    #[doc(inline)]
+    pub use muster_adapters::tower::{FetcherService, ServiceFetcher, from_service};
+}

@@ -12,8 +12,12 @@
 //! | `muster_source_hedges_total` | counter | `source` | hedged attempts (so retries are attempts − calls − hedges) |
 //! | `muster_source_outcomes_total` | counter | `source`, `outcome`, `kind` | how each source ended (`ok`, `failed`, `timeout`, `panicked`, `cancelled`, `fallback`) and the kind: the one its error gave ([`Classify`](crate::Classify): the HTTP fetcher's `connect`, `status`, ..., or a word of its own) for a source that failed, the kind of what a fallback replaced for `fallback`, else the outcome |
 //! | `muster_source_duration_seconds` | histogram | `source`, `outcome` | how long a source ran, until it finished or was cancelled |
-//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::Limit) before starting (zero without one) |
+//! | `muster_source_queued_seconds` | histogram | `source` | time queued behind the aggregator's [`Limit`](crate::options::Limit) before starting (zero without one) |
 //! | `muster_source_cancellations_total` | counter | `source`, `cause` | sources stopped before they finished, by cause: `sibling` (a required source failed), `deadline`, `caller` (a parent cancellation), `completed` |
+//! | `muster_breaker_state` | gauge | `source` | a [`CircuitBreaker`](crate::policy::CircuitBreaker)'s state: 0 closed, 1 half-open, 2 open |
+//! | `muster_breaker_transitions_total` | counter | `source`, `to` | a breaker's transitions, by the state entered: `open`, `half_open`, `closed` |
+//! | `muster_breaker_rejections_total` | counter | `source` | calls an open breaker refused (kind `circuit_open`) |
+//! | `muster_source_suppressed_total` | counter | `source`, `attempt`, `reason` | extra attempts a [`Budget`](crate::policy::Budget) did not start: `attempt` `retry` or `hedge`, `reason` `budget` (spent) or `latency` (the source's p50 does not fit in the time left) |
 //!
 //! Everything is recorded once, when the aggregation answers, from its report. An aggregation
 //! whose caller stops waiting (drops the future, e.g. a client that disconnects) has no report:
@@ -46,7 +50,7 @@
 //! # Ok(()) }
 //! ```
 
-use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use muster_core::{ErrorKind, GroupError};
 
 use crate::report::{Outcome, Report, TimeoutKind, Trigger};
@@ -69,6 +73,14 @@ pub const SOURCE_DURATION: &str = "muster_source_duration_seconds";
 pub const SOURCE_QUEUED: &str = "muster_source_queued_seconds";
 /// Counter: sources stopped before they finished, labelled `source` and `cause`.
 pub const SOURCE_CANCELLATIONS: &str = "muster_source_cancellations_total";
+/// Gauge: a circuit breaker's state (0 closed, 1 half-open, 2 open), labelled `source`.
+pub const BREAKER_STATE: &str = "muster_breaker_state";
+/// Counter: a circuit breaker's transitions, labelled `source` and `to`.
+pub const BREAKER_TRANSITIONS: &str = "muster_breaker_transitions_total";
+/// Counter: calls an open circuit breaker refused, labelled `source`.
+pub const BREAKER_REJECTIONS: &str = "muster_breaker_rejections_total";
+/// Counter: extra attempts a budget did not start, labelled `source`, `attempt` and `reason`.
+pub const SOURCE_SUPPRESSED: &str = "muster_source_suppressed_total";
 
 /// Describes every metric (its unit and help text) to the installed recorder: call it once,
 /// after installing the recorder, so that an exporter shows the help text. Recording works
@@ -91,6 +103,31 @@ pub fn describe() {
     describe_histogram!(SOURCE_DURATION, Unit::Seconds, "How long sources ran, until they finished or were cancelled.");
     describe_histogram!(SOURCE_QUEUED, Unit::Seconds, "Time sources spent queued behind the concurrency limit.");
     describe_counter!(SOURCE_CANCELLATIONS, Unit::Count, "Sources stopped before they finished, by cause.");
+    describe_gauge!(BREAKER_STATE, Unit::Count, "Circuit breaker state: 0 closed, 1 half-open, 2 open.");
+    describe_counter!(BREAKER_TRANSITIONS, Unit::Count, "Circuit breaker transitions, by the state entered.");
+    describe_counter!(BREAKER_REJECTIONS, Unit::Count, "Calls an open circuit breaker refused.");
+    describe_counter!(SOURCE_SUPPRESSED, Unit::Count, "Retries and hedges a budget did not start, by reason.");
+}
+
+/// Records a breaker's transition into `to` (`closed`, `half_open`, `open`).
+pub(crate) fn breaker_transition(source: &str, to: &'static str) {
+    let state = match to {
+        "closed" => 0.0,
+        "half_open" => 1.0,
+        _ => 2.0,
+    };
+    gauge!(BREAKER_STATE, "source" => source.to_owned()).set(state);
+    counter!(BREAKER_TRANSITIONS, "source" => source.to_owned(), "to" => to).increment(1);
+}
+
+/// Records a call an open breaker refused.
+pub(crate) fn breaker_rejection(source: &str) {
+    counter!(BREAKER_REJECTIONS, "source" => source.to_owned()).increment(1);
+}
+
+/// Records an extra attempt (`retry` or `hedge`) a budget did not start, and why.
+pub(crate) fn suppressed(source: &str, attempt: &'static str, reason: &'static str) {
+    counter!(SOURCE_SUPPRESSED, "source" => source.to_owned(), "attempt" => attempt, "reason" => reason).increment(1);
 }
 
 /// Records one aggregation's metrics from its report and, if it failed, its error.

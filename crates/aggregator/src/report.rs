@@ -1,3 +1,8 @@
+//! What happened to every source of an aggregation: the [`Report`] an aggregation returns
+//! (with its error too), one [`SourceReport`] per source, printable as a waterfall; and how a
+//! policy or a source adds to it ([`record`] an [`Event`]) or hears of each source as it
+//! completes ([`Ready`], through [`RequestContext::on_ready`](crate::RequestContext::on_ready)).
+
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
@@ -6,6 +11,8 @@ use std::time::Duration;
 
 use muster_core::{Cause, ErrorKind, GroupError, Millis, Name, waterfall_bar};
 use tokio::time::Instant;
+
+pub use crate::call::{Event, Ready, report as record};
 
 /// What happened in one aggregation: every source's outcome and timing, what triggered the
 /// cancellation and how long the cancellation took.
@@ -68,7 +75,7 @@ pub struct SourceReport {
     pub start: Option<Duration>,
     /// How long it ran, until it finished or was cancelled.
     pub duration: Duration,
-    /// Time spent queued behind the aggregator's concurrency [`Limit`](crate::Limit) before it
+    /// Time spent queued behind the aggregator's concurrency [`Limit`](crate::options::Limit) before it
     /// started; zero without a limit.
     pub queued: Duration,
     /// Attempts made, retries and hedges included.
@@ -78,7 +85,7 @@ pub struct SourceReport {
     /// What its policies noted (e.g. `"hedge won"`, `"circuit open"`), in order.
     pub notes: Vec<String>,
     /// How many waiters shared the call its result came from, when that call was shared by
-    /// more than one (a [`Coalesce`](crate::Coalesce)d source joined by concurrent
+    /// more than one (a [`Coalesce`](crate::policy::Coalesce)d source joined by concurrent
     /// aggregations); the waterfall says `shared by N`. `None` for a call of its own.
     pub shared: Option<usize>,
     /// The age of the stale value that answered for the source, when one did (a

@@ -71,10 +71,10 @@ impl<T> Slot<T> {
 }
 
 /// Every slot of an aggregation, type-erased, for dependents to find their input in.
-pub type Slots<'a> = [&'a (dyn Any + Send + Sync)];
+pub(crate) type Slots<'a> = [&'a (dyn Any + Send + Sync)];
 
 /// A source as an aggregator stores it: its fetcher's type erased, its output type kept.
-pub type Entry<Req, T> = Box<dyn Erased<Req, T>>;
+pub(crate) type Entry<Req, T> = Box<dyn Erased<Req, T>>;
 
 /// A fetcher with its type erased but its output type kept, so that sources of different
 /// fetcher types but one output type look alike. A source's run is compiled for its own
@@ -203,6 +203,9 @@ where
             let (kind, retryable) = (error.kind(), error.is_retryable());
             let error: BoxError = error.into();
             tracing::debug!(error = %error, "source failed");
+            if let Some(span) = crate::context::source_span() {
+                crate::context::failed(&span, kind.as_str(), &error);
+            }
             ready(Err(&error));
             shared.recorder.finish(index, Some(Failure::Error(&*error, kind, retryable)));
             Err(error)
@@ -210,6 +213,9 @@ where
         Err(panic) => {
             let message = crate::panic_message(&*panic);
             tracing::debug!(panic = %message, "source panicked");
+            if let Some(span) = crate::context::source_span() {
+                crate::context::failed(&span, "panicked", format_args!("panicked: {message}"));
+            }
             shared.recorder.finish(index, Some(Failure::Panicked(&message)));
             // The group turns it into the source's error and cancels the others.
             std::panic::resume_unwind(panic)
@@ -218,10 +224,10 @@ where
 }
 
 /// The outputs of an aggregator's sources: implemented for tuples of up to 12 output types
-/// (and `()`), which is what [`AggregatorBuilder::source`](crate::AggregatorBuilder::source)
-/// builds, and for [`Outputs<T>`] (sources by name). Not meant to be implemented elsewhere; its
-/// items are the aggregator's plumbing.
-pub trait SourceOutputs<Req: ?Sized>: Sized + Send + 'static {
+/// (and `()`), which is what [`AggregatorBuilder::source`](crate::builder::AggregatorBuilder::source)
+/// builds, and for [`Outputs<T>`] (sources by name). Sealed: it cannot be implemented outside
+/// muster, and its items are the aggregator's plumbing; name it only in bounds.
+pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     /// The sources, one [`Entry`] per output.
     #[doc(hidden)]
     type Sources: Send + Sync;
@@ -280,6 +286,13 @@ pub trait Get<const I: usize> {
     type Item;
 }
 
+/// Seals [`SourceOutputs`]: only the output lists muster builds implement it.
+mod sealed {
+    pub trait Sealed {}
+}
+
+impl sealed::Sealed for () {}
+
 impl<Req: ?Sized> SourceOutputs<Req> for () {
     type Sources = ();
     type Slots = ();
@@ -306,6 +319,8 @@ impl<Req: ?Sized> SourceOutputs<Req> for () {
         Some(())
     }
 }
+
+impl<T> sealed::Sealed for Outputs<T> {}
 
 impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
     type Sources = Vec<Entry<Req, T>>;
@@ -350,6 +365,8 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> Push<Req, T> for Outputs<T
 
 macro_rules! outputs {
     ($n:literal; $($T:ident $i:tt),+) => {
+        impl<$($T),+> sealed::Sealed for ($($T,)+) {}
+
         impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
             type Sources = ($(Entry<Req, $T>,)+);
             type Slots = ($(Slot<$T>,)+);

@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, BuildError, CancelToken, Coalesce, Deadline, ErrorKind, Event, Fallback, Fetcher,
-    Field, Hedge, Limit, OptionError, Optional, Outcome, Outputs, Policy, Report, RequestContext, Retry, Timeout,
-    TimeoutError, TimeoutKind, Trigger, async_trait, fetcher_fn,
+    AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Optional, RequestContext, Retry,
+    Timeout, async_trait, cancel::CancelToken, fetcher_fn, group::Outputs, options::Field, options::Limit,
+    options::OptionError, policy::Coalesce, policy::Hedge, policy::Policy, policy::TimeoutError, report::Event,
+    report::Outcome, report::Report, report::TimeoutKind, report::Trigger,
 };
 use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
@@ -480,7 +481,8 @@ async fn the_aggregator_is_a_tower_service() {
 async fn any_tower_layer_is_a_policy() {
     let slow = MockFetcher::ok_after(ms(1_000), 1u8);
     let layer = tower::timeout::TimeoutLayer::new(ms(50));
-    let aggregator = Aggregator::builder().source_with("slow", slow.clone(), muster::Tower(layer)).build().unwrap();
+    let aggregator =
+        Aggregator::builder().source_with("slow", slow.clone(), muster::policy::Tower(layer)).build().unwrap();
     let error = aggregator.aggregate(&()).await.unwrap_err();
     assert_eq!(error.report().elapsed, ms(50));
     // The source's error is the policy's `TowerError`, holding what tower failed with.
@@ -618,9 +620,9 @@ async fn a_source_reads_its_requests_context() {
     let nested = Aggregator::builder().source("inner", reader()).build().unwrap();
     let aggregator = Aggregator::builder()
         .source("plain", reader())
-        .source_with("wrapped", reader(), (Timeout(ms(100)), Retry::attempts(2)))
+        .source_with("wrapped", reader(), (Retry::attempts(2), Timeout(ms(100))))
         .source("nested", nested)
-        .then("dependent", muster::Input::<0>, |_: &(), _: &Seen| (), reader())
+        .then("dependent", muster::builder::Input::<0>, |_: &(), _: &Seen| (), reader())
         .options(Field::new("region", "eu"))
         .build()
         .unwrap();
@@ -750,7 +752,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::SeqCst) >= 2 {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

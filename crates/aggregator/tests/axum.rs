@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use muster::{Aggregator, CancelToken, Deadline, RequestContext, Timeout, fetcher_fn};
+use muster::{Aggregator, Deadline, RequestContext, Timeout, cancel::CancelToken, fetcher_fn};
 use muster_adapters::mock::MockFetcher;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -330,8 +330,8 @@ async fn an_omitted_optional_source_is_null() {
 /// The HTTP fetcher's kinds, through the policy wrappers, and no internal detail.
 #[cfg(feature = "http")]
 mod http {
-    use muster::Coalesce;
     use muster::http::{HttpError, HttpFetcher};
+    use muster::policy::Coalesce;
 
     use super::*;
 

@@ -8,7 +8,9 @@ use std::error::Error;
 use std::time::Duration;
 
 use muster::http::HttpFetcher;
-use muster::{Aggregator, BuildError, Classify, Coalesce, Fallback, Fetcher, Hedge, Optional, Retry, Timeout};
+use muster::{
+    Aggregator, BuildError, Classify, Fallback, Fetcher, Optional, Retry, Timeout, policy::Coalesce, policy::Hedge,
+};
 use muster_adapters::mock::MockFetcher;
 use serde_json::{Value, json};
 
@@ -25,7 +27,7 @@ where
     F: Fetcher<u64, Output = Value> + Clone + 'static,
     F::Error: Classify + Error + Send + Sync + 'static,
 {
-    let policies = (Coalesce, Timeout(ms(1_000)), Hedge(ms(500)), Retry::attempts(2), Fallback(json!({})));
+    let policies = (Fallback(json!({})), Retry::attempts(2), Hedge(ms(500)), Timeout(ms(1_000)), Coalesce);
     Aggregator::builder()
         .source_with("profile", profile.clone(), policies)
         .source_with("avatar", profile, Optional)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::FutureExt as _;
 use futures::StreamExt as _;
 use muster::policy::CoalesceFetcher;
-use muster::{Classify, Coalesce, Fetcher, Policy, fetcher_fn};
+use muster::{Classify, Fetcher, fetcher_fn, policy::Coalesce, policy::Policy};
 use muster_adapters::mock::{CallOutcome, MockError, MockFetcher, Step};
 use tokio::time::{Instant, timeout};
 
@@ -279,7 +279,7 @@ async fn a_waiter_whose_aggregation_fails_does_not_cancel_the_shared_call() {
 #[tokio::test(start_paused = true)]
 async fn the_last_waiter_to_leave_cancels_the_call_with_its_cause() {
     type Dropped = Arc<std::sync::Mutex<Option<(Option<String>, Option<String>, u64)>>>;
-    struct Guard(Dropped, muster::CancelToken, Instant);
+    struct Guard(Dropped, muster::cancel::CancelToken, Instant);
     impl Drop for Guard {
         fn drop(&mut self) {
             let taken = self.1.cause().map(ToString::to_string);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use muster::completion::{all, first_ok, quorum, settled};
-use muster::{Aggregator, BuildError, Deadline, ErrorKind, Fetcher, Optional, Outcome, TimeoutKind};
+use muster::{Aggregator, BuildError, Deadline, ErrorKind, Fetcher, Optional, report::Outcome, report::TimeoutKind};
 use muster_adapters::mock::{MockFetcher, Step};
 use tokio::time::Instant;
 

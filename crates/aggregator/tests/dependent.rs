@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use muster::{Aggregator, BuildError, Deadline, ErrorKind, Fallback, Input, Optional, Outcome, Timeout};
+use muster::{
+    Aggregator, BuildError, Deadline, ErrorKind, Fallback, Optional, Timeout, builder::Input, report::Outcome,
+};
 use muster_adapters::mock::{MockFetcher, Step};
 use proptest::prelude::*;
 use tokio::time::Instant;

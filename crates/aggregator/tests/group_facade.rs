@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use muster::{Group, GroupHandle, GroupReport, Limit, SpawnError, TaskOutcome, TrySpawnError};
+use muster::{
+    Group, group::GroupHandle, group::GroupReport, group::SpawnError, group::TaskOutcome, group::TrySpawnError,
+    options::Limit,
+};
 
 #[tokio::test(start_paused = true)]
 async fn handle_spawns_and_is_refused_after_close() {

@@ -6,7 +6,7 @@
 //! and the axum body.
 //!
 //! Chains of every order are built at run time: each layer wraps the one before, erased to one
-//! fetcher type by [`erase`], which boxes the layer's error with [`muster::boxed`] (keeping its
+//! fetcher type by [`erase`], which boxes the layer's error with [`muster::error::boxed`] (keeping its
 //! kind, as any `BoxError` can) so that layers of different types stack in any order. A few
 //! chains are also written out statically, as policy tuples, including the issue's example.
 #![allow(clippy::unwrap_used)]
@@ -20,8 +20,8 @@ use muster::completion::{all, first_ok, quorum};
 use muster::http::{HttpError, HttpFetcher, StatusCode};
 use muster::metrics::SOURCE_OUTCOMES;
 use muster::{
-    Aggregator, Classified, Classify, Coalesce, ErrorKind, Event, Fetcher, Hedge, Policy, Retry, SourceOutputs,
-    Timeout, Tower, async_trait, fetcher_fn,
+    Aggregator, Classify, ErrorKind, Fetcher, Retry, Timeout, async_trait, builder::SourceOutputs, error::Classified,
+    fetcher_fn, policy::Coalesce, policy::Hedge, policy::Policy, policy::Tower, report::Event,
 };
 use muster_adapters::mock::{MockFetcher, Step};
 use serde_json::value::RawValue;
@@ -77,7 +77,7 @@ where
         async move {
             match fetcher.fetch(&request).await {
                 Ok(value) => Ok(output(value)),
-                Err(error) => Err(*muster::boxed(error).downcast::<Classified>().unwrap()),
+                Err(error) => Err(*muster::error::boxed(error).downcast::<Classified>().unwrap()),
             }
         }
     }))
@@ -249,7 +249,7 @@ async fn the_issues_example_and_static_policy_tuples_report_status() {
     assert_eq!(five_places(&aggregator).await, Five::all("status"));
 
     // The docs' breaker with the built-in policies, as one tuple.
-    let policies = (Coalesce, Timeout(ms(1_000)), Hedge(ms(500)), Retry::attempts(2).backoff(ms(1), ms(1)), Breaker(5));
+    let policies = (Breaker(5), Retry::attempts(2).backoff(ms(1), ms(1)), Hedge(ms(500)), Timeout(ms(1_000)), Coalesce);
     let aggregator = Aggregator::builder().source_with("transactions", http(&server), policies).build().unwrap();
     assert_eq!(five_places(&aggregator).await, Five::all("status"));
 
@@ -340,7 +340,7 @@ async fn a_user_defined_error_reports_its_own_kind_in_all_five_places() {
     let chains = [permutations(0), permutations(1), permutations(2)].concat();
     every_chain_reports("db_deadlock", db, &chains).await;
 
-    let policies = (Timeout(ms(100)), Retry::attempts(3).backoff(ms(1), ms(1)), Coalesce);
+    let policies = (Coalesce, Retry::attempts(3).backoff(ms(1), ms(1)), Timeout(ms(100)));
     let db = fetcher_fn(|_: &u64| async { Err::<u32, _>(DbError::Deadlock) });
     let aggregator = Aggregator::builder().source_with("transactions", db, policies).build().unwrap();
     assert_eq!(five_places(&aggregator).await, Five::all("db_deadlock"));
@@ -450,7 +450,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::Relaxed) >= self.threshold {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

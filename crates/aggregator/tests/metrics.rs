@@ -11,7 +11,9 @@ use muster::metrics::{
     AGGREGATION_DURATION, AGGREGATIONS, SOURCE_ATTEMPTS, SOURCE_CALLS, SOURCE_CANCELLATIONS, SOURCE_DURATION,
     SOURCE_HEDGES, SOURCE_OUTCOMES, SOURCE_QUEUED,
 };
-use muster::{Aggregator, CancelToken, Deadline, Fallback, Hedge, Limit, RequestContext, Retry, Timeout};
+use muster::{
+    Aggregator, Deadline, Fallback, RequestContext, Retry, Timeout, cancel::CancelToken, options::Limit, policy::Hedge,
+};
 use muster_adapters::mock::{MockFetcher, Step};
 
 fn ms(n: u64) -> Duration {
@@ -186,6 +188,10 @@ fn describe_gives_every_metric_a_unit() {
         (SOURCE_DURATION, Unit::Seconds),
         (SOURCE_QUEUED, Unit::Seconds),
         (SOURCE_CANCELLATIONS, Unit::Count),
+        (muster::metrics::BREAKER_STATE, Unit::Count),
+        (muster::metrics::BREAKER_TRANSITIONS, Unit::Count),
+        (muster::metrics::BREAKER_REJECTIONS, Unit::Count),
+        (muster::metrics::SOURCE_SUPPRESSED, Unit::Count),
     ];
     assert_eq!(described, expected.map(|(name, unit)| (name.to_owned(), Some(unit))));
 }

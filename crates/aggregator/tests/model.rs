@@ -25,8 +25,8 @@
 use std::time::Duration;
 
 use muster::{
-    AggregateError, Aggregator, BoxError, BuildError, Classify, Deadline, ErrorKind, Fallback, Fetcher, Outcome,
-    Outputs, Policy as _, Retry, Timeout, TimeoutKind, Trigger, async_trait,
+    AggregateError, Aggregator, BoxError, BuildError, Classify, Deadline, ErrorKind, Fallback, Fetcher, Retry, Timeout,
+    async_trait, group::Outputs, policy::Policy as _, report::Outcome, report::TimeoutKind, report::Trigger,
 };
 use muster_adapters::mock::{CallOutcome, MockFetcher, Step as MockStep};
 use proptest::prelude::*;
@@ -435,16 +435,16 @@ fn build(
 /// applies (boxed, where the builder cannot see it).
 struct Check(Option<(Retry, ())>);
 
-impl<F> muster::Policy<F> for Check {
+impl<F> muster::policy::Policy<F> for Check {
     type Fetcher = F;
 
     fn wrap(self, inner: F) -> F {
         inner
     }
 
-    fn check(&self) -> Result<Duration, muster::OptionError> {
+    fn check(&self) -> Result<Duration, muster::options::OptionError> {
         match &self.0 {
-            Some((retry, ())) => <Retry as muster::Policy<F>>::check(retry),
+            Some((retry, ())) => <Retry as muster::policy::Policy<F>>::check(retry),
             None => Ok(Duration::ZERO),
         }
     }
@@ -542,7 +542,7 @@ fn check(scenario: &Scenario) -> Result<(), TestCaseError> {
     })
 }
 
-fn group_error(error: &AggregateError) -> Result<&muster::GroupError, TestCaseError> {
+fn group_error(error: &AggregateError) -> Result<&muster::group::GroupError, TestCaseError> {
     error.group_error().ok_or_else(|| TestCaseError::fail(format!("no group error in {error}")))
 }
 

@@ -1,7 +1,8 @@
 //! OpenTelemetry (feature `otel`), with the SDK's in-memory exporter: an incoming
 //! `traceparent` continues the trace; the spans form aggregation → source → attempt; each HTTP
 //! attempt's outbound `traceparent` has the trace's id and that attempt's span as its parent.
-//! The backend is a real HTTP server on 127.0.0.1 that records what it was sent.
+//! The backend is a real HTTP server on 127.0.0.1 that records what it was sent. A circuit
+//! breaker's transition is an event of the source's span.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,4 +115,119 @@ async fn without_a_caller_the_trace_starts_at_the_aggregation_and_a_bad_tracepar
     assert!(!aggregate.parent_span_is_remote);
     let trace = aggregate.span_context.trace_id().to_string();
     assert!(seen.lock().unwrap().iter().all(|sent| sent.starts_with(&format!("00-{trace}-"))));
+}
+
+/// A backend that answers every request with `reply`, or never answers (`None`), holding the
+/// connection open.
+async fn answering(reply: Option<&'static [u8]>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.is_ok_and(|read| read == 1) {
+                head.push(byte[0]);
+            }
+            match reply {
+                Some(reply) => drop(socket.write_all(reply).await),
+                None => held.push(socket),
+            }
+        }
+    });
+    addr
+}
+
+fn attribute(span: &SpanData, key: &str) -> Option<opentelemetry::Value> {
+    span.attributes.iter().find(|attribute| attribute.key.as_str() == key).map(|attribute| attribute.value.clone())
+}
+
+fn text(span: &SpanData, key: &str) -> Option<String> {
+    attribute(span, key).map(|value| value.as_str().into_owned())
+}
+
+fn error_description(span: &SpanData) -> Option<String> {
+    match &span.status {
+        opentelemetry::trace::Status::Error { description } => Some(description.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_request_shows_its_failure_on_every_span_and_the_cancelled_sibling_says_why() {
+    use opentelemetry::trace::SpanKind;
+
+    let (exporter, provider, _default) = traced();
+    let failing =
+        answering(Some(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")).await;
+    let silent = answering(None).await;
+    let profile =
+        HttpFetcher::builder(&format!("http://{failing}/profile/{{id}}?token=secret")).build().expect("valid");
+    let ledger = HttpFetcher::builder(&format!("http://{silent}/ledger/{{id}}")).build().expect("valid");
+    let aggregator = Aggregator::builder().source("ledger", ledger).source("profile", profile).build().expect("valid");
+    let error = aggregator.aggregate(&"42").await.expect_err("the profile fails");
+    assert_eq!(error.kind().as_str(), "status");
+    provider.force_flush().expect("flush");
+    let spans = exporter.get_finished_spans().expect("the spans");
+
+    let [aggregate] = named(&spans, "aggregate")[..] else { panic!("one aggregate span in {spans:#?}") };
+    assert_eq!(text(aggregate, "error.type").as_deref(), Some("status"));
+    assert!(error_description(aggregate).is_some_and(|text| text.contains("profile")), "{aggregate:#?}");
+
+    let sources = named(&spans, "source");
+    let source = |name: &str| {
+        *sources.iter().find(|span| text(span, "source").as_deref() == Some(name)).expect("the source span")
+    };
+    let (profile, ledger) = (source("profile"), source("ledger"));
+    assert_eq!(text(profile, "error.type").as_deref(), Some("status"));
+    assert!(error_description(profile).is_some_and(|text| text.contains("503")), "{profile:#?}");
+    let cause = text(ledger, "cancelled").expect("the cancelled source says why");
+    assert!(cause.contains("cancelled by `profile`"), "{cause}");
+    assert!(error_description(ledger).is_some_and(|text| text.starts_with("cancelled: ")), "{ledger:#?}");
+
+    let attempts = named(&spans, "attempt");
+    let attempt = |source: &SpanData| {
+        *attempts.iter().find(|span| span.parent_span_id == source.span_context.span_id()).expect("the attempt")
+    };
+    let failed = attempt(profile);
+    assert_eq!(failed.span_kind, SpanKind::Client);
+    assert_eq!(text(failed, "http.request.method").as_deref(), Some("GET"));
+    assert_eq!(attribute(failed, "http.response.status_code"), Some(opentelemetry::Value::I64(503)));
+    assert_eq!(text(failed, "error.type").as_deref(), Some("503"));
+    assert_eq!(text(failed, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(attribute(failed, "server.port"), Some(opentelemetry::Value::I64(i64::from(failing.port()))));
+    assert_eq!(text(failed, "url.full"), Some(format!("http://{failing}/profile/42")), "no query");
+    assert!(error_description(failed).is_some(), "{failed:#?}");
+
+    let cancelled = attempt(ledger);
+    assert_eq!(cancelled.span_kind, SpanKind::Client);
+    assert_eq!(text(cancelled, "error.type").as_deref(), Some("cancelled"));
+    assert_eq!(attribute(cancelled, "http.response.status_code"), None);
+    assert!(text(cancelled, "cancelled").is_some_and(|cause| cause.contains("cancelled by `profile`")));
+    assert!(error_description(cancelled).is_some_and(|text| text.starts_with("cancelled: ")), "{cancelled:#?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_breaker_transition_is_an_event_of_the_source_span() {
+    let (exporter, provider, _default) = traced();
+    tracing::callsite::rebuild_interest_cache();
+    let refused = muster::fetcher_fn(|_: &u64| async {
+        Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused))
+    });
+    let breaker = muster::policy::CircuitBreaker::new().min_calls(1).consecutive_failures(1);
+    let aggregator = Aggregator::builder().source_with("transactions", refused, breaker).build().expect("valid");
+    assert!(aggregator.aggregate(&1).await.is_err());
+    provider.force_flush().expect("flush");
+
+    let spans = exporter.get_finished_spans().expect("the spans");
+    let [source] = named(&spans, "source")[..] else { panic!("one source span in {spans:#?}") };
+    let transitions: Vec<_> = source.events.iter().filter(|event| event.name == "circuit open").collect();
+    assert_eq!(transitions.len(), 1, "{:#?}", source.events);
+    let attribute = |key: &str| {
+        transitions[0].attributes.iter().find(|pair| pair.key.as_str() == key).map(|pair| pair.value.to_string())
+    };
+    assert_eq!((attribute("from").as_deref(), attribute("to").as_deref()), (Some("closed"), Some("open")));
+    assert_eq!(attribute("retry_in_ms").as_deref(), Some("5000"));
 }

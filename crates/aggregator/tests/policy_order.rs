@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use muster::Outcome::{FellBack, TimedOut};
+use muster::report::Outcome::{FellBack, TimedOut};
 use muster::{
-    Aggregator, BuildError, Coalesce, Deadline, ErrorKind, Fallback, Fetcher, Hedge, OptionError, Optional, Policy,
-    Retry, Timeout, TimeoutKind, async_trait, fetcher_fn,
+    Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Optional, Retry, Timeout, async_trait, fetcher_fn,
+    options::OptionError, policy::Coalesce, policy::Hedge, policy::Policy, report::TimeoutKind,
 };
 use muster_adapters::mock::{MockFetcher, Step};
 use tokio::time::{Instant, sleep};
@@ -298,7 +298,7 @@ mod tower_stacks {
     use tower::util::{MapRequestLayer, MapResponseLayer};
 
     use super::*;
-    use muster::Tower;
+    use muster::policy::Tower;
 
     /// A tower layer that logs `> name` when a request passes it and `< name` when the
     /// response comes back.

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use muster::{Aggregator, Deadline, Field, RequestContext};
+use muster::{Aggregator, Deadline, RequestContext, options::Field};
 use muster_adapters::mock::MockFetcher;
 use tracing_subscriber::layer::SubscriberExt as _;
 

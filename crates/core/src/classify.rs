@@ -71,6 +71,14 @@ pub trait Classify {
     fn is_retryable(&self) -> bool {
         matches!(self.kind(), ErrorKind::Timeout | ErrorKind::Connect | ErrorKind::Protocol)
     }
+
+    /// The status code a `status` error carries (an HTTP status, e.g. `503`), if it has one;
+    /// by default `None`. It tells a backend's own failure (5xx) from a refusal of the request
+    /// (4xx), as a circuit breaker needs: the HTTP fetcher's errors give it, and every wrapper
+    /// passes it on as it passes the kind.
+    fn status(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// The kind of an I/O error: `TimedOut` is `timeout`; `ConnectionRefused`, `NotConnected` and
@@ -121,38 +129,46 @@ impl Classify for Infallible {
 /// `failed` and retryable.
 impl Classify for dyn Error + Send + Sync + 'static {
     fn kind(&self) -> ErrorKind {
-        found(self).map_or(ErrorKind::Failed, |(kind, _)| kind)
+        found(self).map_or(ErrorKind::Failed, |(kind, _, _)| kind)
     }
 
     fn is_retryable(&self) -> bool {
-        found(self).is_none_or(|(_, retryable)| retryable)
+        found(self).is_none_or(|(_, retryable, _)| retryable)
+    }
+
+    fn status(&self) -> Option<u16> {
+        found(self).and_then(|(_, _, status)| status)
     }
 }
 
 /// As for `dyn Error + Send + Sync`.
 impl Classify for dyn Error + 'static {
     fn kind(&self) -> ErrorKind {
-        found(self).map_or(ErrorKind::Failed, |(kind, _)| kind)
+        found(self).map_or(ErrorKind::Failed, |(kind, _, _)| kind)
     }
 
     fn is_retryable(&self) -> bool {
-        found(self).is_none_or(|(_, retryable)| retryable)
+        found(self).is_none_or(|(_, retryable, _)| retryable)
+    }
+
+    fn status(&self) -> Option<u16> {
+        found(self).and_then(|(_, _, status)| status)
     }
 }
 
-/// The kind and verdict of the first error in `error`'s chain that carries them: one boxed
+/// The kind, verdict and status of the first error in `error`'s chain that carries them: one boxed
 /// with [`boxed`], an I/O error or a group's error.
-fn found(error: &(dyn Error + 'static)) -> Option<(ErrorKind, bool)> {
+fn found(error: &(dyn Error + 'static)) -> Option<(ErrorKind, bool, Option<u16>)> {
     let mut next = Some(error);
     while let Some(error) = next {
         if let Some(error) = error.downcast_ref::<Classified>() {
-            return Some((error.kind, error.retryable));
+            return Some((error.kind, error.retryable, error.status));
         }
         if let Some(error) = error.downcast_ref::<io::Error>() {
-            return Some((Classify::kind(error), error.is_retryable()));
+            return Some((Classify::kind(error), error.is_retryable(), None));
         }
         if let Some(error) = error.downcast_ref::<GroupError>() {
-            return Some((Classify::kind(error), error.is_retryable()));
+            return Some((Classify::kind(error), error.is_retryable(), Classify::status(error)));
         }
         next = error.source();
     }
@@ -179,6 +195,12 @@ impl Classify for GroupError {
             _ => false,
         }
     }
+    fn status(&self) -> Option<u16> {
+        match GroupError::kind(self) {
+            ErrorKind::Failed => self.source().and_then(Classify::status),
+            _ => None,
+        }
+    }
 }
 
 impl<E: Classify + ?Sized> Classify for &E {
@@ -188,6 +210,9 @@ impl<E: Classify + ?Sized> Classify for &E {
 
     fn is_retryable(&self) -> bool {
         (**self).is_retryable()
+    }
+    fn status(&self) -> Option<u16> {
+        (**self).status()
     }
 }
 
@@ -199,6 +224,9 @@ impl<E: Classify + ?Sized> Classify for Box<E> {
     fn is_retryable(&self) -> bool {
         (**self).is_retryable()
     }
+    fn status(&self) -> Option<u16> {
+        (**self).status()
+    }
 }
 
 impl<E: Classify + ?Sized> Classify for Arc<E> {
@@ -208,6 +236,9 @@ impl<E: Classify + ?Sized> Classify for Arc<E> {
 
     fn is_retryable(&self) -> bool {
         (**self).is_retryable()
+    }
+    fn status(&self) -> Option<u16> {
+        (**self).status()
     }
 }
 
@@ -237,8 +268,8 @@ impl<E: Classify + ?Sized> Classify for Arc<E> {
 /// assert!(classified.downcast_ref::<Deadlock>().is_some());
 /// ```
 pub fn boxed<E: Classify + Error + Send + Sync + 'static>(error: E) -> BoxError {
-    let (kind, retryable) = (error.kind(), error.is_retryable());
-    Box::new(Classified { error: Box::new(error), kind, retryable })
+    let (kind, retryable, status) = (error.kind(), error.is_retryable(), error.status());
+    Box::new(Classified { error: Box::new(error), kind, retryable, status })
 }
 
 /// An error boxed by [`boxed`], with the kind and retry verdict it had: `Display`, `Debug`
@@ -247,6 +278,7 @@ pub struct Classified {
     error: BoxError,
     kind: ErrorKind,
     retryable: bool,
+    status: Option<u16>,
 }
 
 impl Classified {
@@ -266,7 +298,7 @@ impl Classified {
     }
 }
 
-/// The error's kind and verdict, as they were when it was boxed.
+/// The error's kind, verdict and status, as they were when it was boxed.
 impl Classify for Classified {
     fn kind(&self) -> ErrorKind {
         self.kind
@@ -274,6 +306,9 @@ impl Classify for Classified {
 
     fn is_retryable(&self) -> bool {
         self.retryable
+    }
+    fn status(&self) -> Option<u16> {
+        self.status
     }
 }
 

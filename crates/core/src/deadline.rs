@@ -315,6 +315,15 @@ fn unwind_safe_scoped<R>(scope: &mut TokenScope, f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Why the group dropping its tasks on this thread is closing, as text; `None` outside such a
+/// drop.
+pub(crate) fn closing_cause() -> Option<String> {
+    let closing =
+        CLOSING.try_with(|cause| cause.try_borrow().ok().and_then(|cause| cause.as_ref().map(ToString::to_string)));
+    // A group whose token exists already keeps the cause in it.
+    closing.ok().flatten().or_else(|| cancellation().and_then(|token| token.cause().map(ToString::to_string)))
+}
+
 /// Like [`token_scoped`], for a group dropping its tasks because of `cause`: a token made by
 /// [`cancellation()`] meanwhile starts cancelled with `cause`. The cause is moved in and handed
 /// back, not cloned.

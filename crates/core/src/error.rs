@@ -77,6 +77,9 @@ impl ErrorKind {
     /// `invalid_request`: the request could not be made from its inputs (a missing or
     /// unencodable value, an invalid URL).
     pub const InvalidRequest: ErrorKind = ErrorKind("invalid_request");
+    /// `circuit_open`: a circuit breaker refused the call without trying the source, which
+    /// failed too often recently.
+    pub const CircuitOpen: ErrorKind = ErrorKind("circuit_open");
 }
 
 impl ErrorKind {
@@ -98,7 +101,8 @@ impl ErrorKind {
 
     /// The word, stable for logs, metrics and JSON. The built-in ones are `failed`,
     /// `panicked`, `timeout`, `cancelled`, `status`, `connect`, `body_too_large`,
-    /// `invalid_json`, `content_type`, `redirect`, `protocol` and `invalid_request`.
+    /// `invalid_json`, `content_type`, `redirect`, `protocol`, `invalid_request` and
+    /// `circuit_open`.
     pub const fn as_str(self) -> &'static str {
         self.0
     }

@@ -46,4 +46,12 @@ pub enum OptionError {
     /// A cache holding zero entries would store nothing.
     #[error("a cache's capacity must be at least 1 entry")]
     ZeroCapacity,
+    /// A value of a policy is out of its range: a zero window, a rate over 100 %, ...
+    #[error("{policy}: {problem}")]
+    Invalid {
+        /// The policy, e.g. `circuit breaker`.
+        policy: &'static str,
+        /// What is wrong, e.g. `the failure rate must be in (0, 100] %, not 150`.
+        problem: String,
+    },
 }

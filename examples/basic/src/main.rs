@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use muster::json::{JsonMerge, Value, merge_json};
 use muster::mock::MockFetcher;
-use muster::{Aggregator, Deadline, Event, Fallback, Fetcher, Policy, RequestContext, Timeout, async_trait};
+use muster::{
+    Aggregator, Deadline, Fallback, Fetcher, RequestContext, Timeout, async_trait, policy::Policy, report::Event,
+};
 use serde_json::json;
 
 const USER_ID: u64 = 42;
@@ -168,7 +170,7 @@ where
 
     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
         if self.failures.load(Ordering::Relaxed) >= 2 {
-            muster::report(Event::Note("circuit open"));
+            muster::report::record(Event::Note("circuit open"));
             return Err(BreakerError::Open);
         }
         let result = self.inner.fetch(request).await;

@@ -12,6 +12,10 @@
 //! - the deadline passed: 504, `{"error": <message>, "source": null, "kind": "timeout",
 //!   "pending": [<names>]}`.
 //!
+//! With `Accept: application/x-ndjson` (or `text/event-stream`) each section is sent the moment
+//! its source completes, then a line with the outcome: [`muster::axum::stream`], whose docs give
+//! the lines.
+//!
 //! Whatever happens, the other source has been cancelled (its connection closed) before the
 //! answer is sent, and a client that goes away cancels the whole aggregation.
 
@@ -29,8 +33,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::Answer;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
-use muster::policy::{Cache, RedisTier};
-use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, Input, RequestContext};
+use muster::policy::{self, Cache, CircuitBreaker, RedisTier};
+use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
 use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
@@ -54,11 +58,42 @@ pub struct Config {
     pub offers_url: Option<String>,
     /// The global deadline of one aggregation.
     pub timeout: Duration,
-    /// The client's request headers copied to every backend (issue 11): `authorization` by
-    /// default in the binary (`--forward-headers`).
+    /// The client's request headers copied to the profile and transactions backends (issue
+    /// 11): `authorization` by default in the binary (`--forward-headers`).
     pub forward_headers: Vec<HeaderName>,
+    /// The client's request headers copied to the offers backend, which needs no credentials:
+    /// none by default in the binary (`--offers-forward-headers`).
+    pub offers_forward_headers: Vec<HeaderName>,
     /// The transactions section's cache (issue 20); `None` (the default): no cache.
     pub cache: Option<CacheConfig>,
+}
+
+/// The breaker and the retry budget on each backend (issue 20): on by default, with the
+/// anchors' values (resilience4j's and Polly's breaker: 50 % failures over at least 20 calls
+/// in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's budget: 10 % of the calls plus 5 a
+/// second over 10 s). A backend whose breaker is open fails its section at once with the kind
+/// `circuit_open`, instead of every request waiting for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resilience {
+    /// The failure rate, in percent, that opens a backend's breaker (`--breaker-failure-rate`).
+    pub breaker_failure_rate: u8,
+    /// The share of a backend's calls, in percent, that may be retried or hedged
+    /// (`--retry-budget-percent`).
+    pub retry_budget_percent: u8,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self { breaker_failure_rate: 50, retry_budget_percent: 10 }
+    }
+}
+
+impl Resilience {
+    /// The policies of one backend: its breaker outside its budget.
+    fn policies(&self) -> (CircuitBreaker, policy::Budget) {
+        let budget = policy::Budget::new().percent(f64::from(self.retry_budget_percent));
+        (CircuitBreaker::new().failure_rate(f64::from(self.breaker_failure_rate)), budget)
+    }
 }
 
 /// How the transactions section is cached: a fresh answer serves the same user for `ttl`
@@ -139,13 +174,24 @@ impl AppState {
     ///
     /// A [`ConfigError`] naming the template or option that is wrong.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        Self::with_resilience(config, Resilience::default())
+    }
+
+    /// As [`new`](Self::new), with the breaker's and the budget's values of `resilience`.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the template or option that is wrong (a rate over 100 %).
+    pub fn with_resilience(config: &Config, resilience: Resilience) -> Result<Self, ConfigError> {
         let client = HttpClient::new();
         // The global deadline is what answers a slow backend (504, pending named): when it
         // comes with the fetcher's own timeout, the fetcher leaves it to fire.
         let fetcher = |source_name: &'static str, template: &str, probe: &dyn UrlParams| {
             let builder = HttpFetcher::builder(template).client(client.clone()).timeout(config.timeout);
-            let builder =
-                config.forward_headers.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
+            // Credentials go only where they are needed: an allow-list per source.
+            let forward =
+                if source_name == "offers" { &config.offers_forward_headers } else { &config.forward_headers };
+            let builder = forward.iter().fold(builder, |builder, name| builder.forward_header(name.as_str()));
             let fetcher = builder.build().map_err(|error| ConfigError::Template {
                 source_name,
                 template: template.to_owned(),
@@ -164,18 +210,22 @@ impl AppState {
         };
         // Offers need the profile's tier: a dependent source, started the instant the profile
         // is in; optional, with an empty list when it fails or is late.
-        let builder = Aggregator::builder().source("profile", fetcher("profile", &config.profile_url, &dashboard)?);
+        let builder = Aggregator::builder().source_with(
+            "profile",
+            fetcher("profile", &config.profile_url, &dashboard)?,
+            resilience.policies(),
+        );
         let transactions = fetcher("transactions", &config.transactions_url, &dashboard)?;
         let builder = match &config.cache {
-            None => builder.source("transactions", transactions),
+            None => builder.source_with("transactions", transactions, resilience.policies()),
             Some(settings) => {
                 let cache = Cache::new(cache_key).ttl(settings.ttl).stale_if_error(settings.stale_if_error);
                 match &settings.redis_url {
-                    None => builder.source_with("transactions", transactions, cache),
+                    None => builder.source_with("transactions", transactions, (cache, resilience.policies())),
                     Some(url) => {
                         let tier = RedisTier::new(url)?.namespace("dashboard:transactions").hashed_keys();
                         warn_if_unreachable(tier.clone());
-                        builder.source_with("transactions", transactions, cache.redis(tier))
+                        builder.source_with("transactions", transactions, (cache.redis(tier), resilience.policies()))
                     }
                 }
             }
@@ -389,15 +439,17 @@ async fn dashboard(
                         if !stale.is_empty() {
                             end["stale"] = stale.into();
                         }
-                        format.line("end", &end)
+                        stream::End { line: format.line("end", &end), status: StatusCode::OK, source: None, kind: None }
                     }
                     Err(error) => {
                         let (status, mut body) = muster::axum::error_body(&error);
+                        let text = |name: &str| body.get(name).and_then(|value| value.as_str()).map(str::to_owned);
+                        let (source, kind) = (text("source"), text("kind"));
                         if let Some(body) = body.as_object_mut() {
                             body.insert("outcome".to_owned(), "failed".into());
                             body.insert("status".to_owned(), status.as_u16().into());
                         }
-                        format.line("end", &body)
+                        stream::End { line: format.line("end", &body), status, source, kind }
                     }
                 }
             };
@@ -476,8 +528,25 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
         end -= 1;
     }
     let path = &path[..end];
+    if let Some(deferred) = response.extensions().get::<stream::DeferredLog>() {
+        // A streamed answer is logged when its stream ends, with its real status and time.
+        deferred.defer(method, path, request_id, user_id, started);
+        return;
+    }
+    crate::stats::stats().answered(status);
     // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
-    tracing::info!(%method, path, status, elapsed_ms, request_id, user_id, source, kind, "request");
+    // Formatted by hand (see `logging::access`): a line costs a few µs, not tens.
+    let line = crate::logging::AccessLine {
+        method: method.as_str(),
+        path,
+        status,
+        elapsed_ms,
+        request_id,
+        user_id,
+        source,
+        kind,
+    };
+    crate::logging::access(&line);
 }
 
 /// The longest path an access log line shows, in bytes.

@@ -12,8 +12,10 @@
 //!
 //! Every backend counts the requests it started, completed and saw cancelled (the request
 //! future dropped before it answered: the client closed the connection) and records what it
-//! received, so tests can check what went over the wire.
+//! received, so tests can check what went over the wire: the last [`RECORDED`] requests only,
+//! so that a long-running demo holds bounded memory.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -146,8 +148,11 @@ struct StatsInner {
     started: AtomicUsize,
     completed: AtomicUsize,
     cancelled: AtomicUsize,
-    requests: Mutex<Vec<Recorded>>,
+    requests: Mutex<VecDeque<Recorded>>,
 }
+
+/// How many of the latest requests a demo backend keeps a record of.
+pub const RECORDED: usize = 1024;
 
 /// One request as a demo backend received it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,13 +191,18 @@ impl Stats {
         self.started() - self.completed() - self.cancelled()
     }
 
-    /// Every request received, in arrival order.
+    /// The latest requests received (at most [`RECORDED`]), in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
     fn begin(&self, recorded: Recorded) -> InFlight {
-        self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).push(recorded);
+        let mut requests = self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if requests.len() == RECORDED {
+            requests.pop_front();
+        }
+        requests.push_back(recorded);
+        drop(requests);
         self.inner.started.fetch_add(1, Ordering::SeqCst);
         InFlight { stats: self.clone(), completed: false }
     }
@@ -389,6 +399,25 @@ mod tests {
         assert!(["standard", "silver", "gold"].contains(&tier.as_str()));
         assert_eq!(Service::Offers.body("gold").as_array().map(Vec::len), Some(2));
         assert_eq!(Service::Offers.body("standard"), json!([]), "the same shape as the dashboard's fallback");
+    }
+
+    #[test]
+    fn the_records_are_bounded_to_the_latest() {
+        let stats = Stats::default();
+        for i in 0..RECORDED + 10 {
+            let recorded = Recorded {
+                target: format!("/profile/{i}"),
+                id: i.to_string(),
+                request_id: None,
+                traceparent: None,
+                deadline_ms: None,
+            };
+            stats.begin(recorded).complete();
+        }
+        let requests = stats.requests();
+        assert_eq!(requests.len(), RECORDED);
+        assert_eq!(requests.first().map(|recorded| recorded.id.as_str()), Some("10"), "the oldest went first");
+        assert_eq!(stats.started(), RECORDED + 10, "every request is still counted");
     }
 
     #[test]

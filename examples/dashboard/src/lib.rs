@@ -16,7 +16,8 @@ pub mod logging;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod server;
+pub mod stats;
 pub mod stream;
 
-pub use crate::app::{AppState, CacheConfig, Config, ConfigError, DashboardRequest, Knobs, app};
+pub use crate::app::{AppState, CacheConfig, Config, ConfigError, DashboardRequest, Knobs, Resilience, app};
 pub use crate::demo::{DemoBackend, Service, Stats};

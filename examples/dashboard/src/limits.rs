@@ -31,6 +31,15 @@ pub struct Limits {
     /// How long a write of the response may make no progress (a client that does not read)
     /// before the connection is closed. Default 5 s.
     pub write_timeout: Duration,
+    /// How long a response may take to be written, from its first byte to its last: a client
+    /// that reads just enough to keep the write timeout away (a few KiB every few seconds) is
+    /// cut off then. Default 30 s; keep it above the aggregation's deadline for streamed
+    /// answers.
+    pub response_timeout: Duration,
+    /// Bytes of response bodies (of known size) held by the process at once, for every
+    /// connection together; past it, an answer is replaced by 503 with `Retry-After`. Slow
+    /// readers then pin this much memory at most. Default 64 MiB.
+    pub max_response_buffer: usize,
     /// Open connections served normally. Past it, a connection gets one answer with
     /// `connection: close`: `/healthz` is answered, anything else is 503 with `Retry-After`;
     /// past `max_connections + max_connections / 8 + 8`, it is closed at once. Default 1024.
@@ -53,6 +62,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            max_response_buffer: 64 << 20,
             max_connections: 1024,
             max_in_flight: 512,
             max_id_len: 1024,
@@ -66,6 +77,63 @@ impl Limits {
     /// their one answer (a 503, or `/healthz`) before the rest are closed unanswered.
     pub fn overflow_connections(&self) -> usize {
         self.max_connections / 8 + 8
+    }
+}
+
+/// Descriptors kept for everything but the connections: stdio, the listener, the runtime's
+/// event queue and wakers, the log writer, DNS lookups.
+pub const RESERVED_DESCRIPTORS: usize = 32;
+
+impl Limits {
+    /// The file descriptors the caps can use at once: every connection served and overflowing,
+    /// and for each aggregation in flight `per_aggregation` (one per backend connection, two
+    /// when the backend is an in-process demo: both ends are ours), plus
+    /// [`RESERVED_DESCRIPTORS`]. The backend pools hold at most as many idle connections as
+    /// were once in use, so they are counted in the aggregations.
+    ///
+    /// ```
+    /// use dashboard::limits::Limits;
+    ///
+    /// // 1024 + 136 overflowing + 512 × 3 backends + 32.
+    /// assert_eq!(Limits::default().descriptors_needed(3), 2728);
+    /// ```
+    pub fn descriptors_needed(&self, per_aggregation: usize) -> usize {
+        let aggregations = self.max_in_flight.saturating_mul(per_aggregation);
+        (self.max_connections + self.overflow_connections()).saturating_add(aggregations) + RESERVED_DESCRIPTORS
+    }
+
+    /// These limits with the connection and in-flight caps lowered until they fit seven
+    /// eighths of `available` descriptors (see [`descriptors_needed`](Self::descriptors_needed);
+    /// the last eighth is headroom for sockets being closed and connections being shed): the aggregations
+    /// get at most half of what is left after the reserve, the connections the rest;
+    /// unchanged if they fit; `None` if not even one connection and one aggregation fit.
+    ///
+    /// ```
+    /// use dashboard::limits::Limits;
+    ///
+    /// let fitted = Limits::default().fit_descriptors(1024, 3).expect("fits");
+    /// assert!(fitted.descriptors_needed(3) <= 896);
+    /// assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512);
+    /// assert_eq!(Limits::default().fit_descriptors(100_000, 3), Some(Limits::default()));
+    /// assert_eq!(Limits::default().fit_descriptors(40, 3), None);
+    /// ```
+    #[must_use]
+    pub fn fit_descriptors(&self, available: usize, per_aggregation: usize) -> Option<Limits> {
+        let available = available - available / 8;
+        if self.descriptors_needed(per_aggregation) <= available {
+            return Some(*self);
+        }
+        let per_aggregation = per_aggregation.max(1);
+        // What the connections and aggregations share, the overflow's constant part aside.
+        let budget = available.saturating_sub(RESERVED_DESCRIPTORS + 8);
+        let mut fitted = *self;
+        fitted.max_in_flight = self.max_in_flight.min((budget / 2 / per_aggregation).max(1));
+        let left = budget.saturating_sub(fitted.max_in_flight * per_aggregation);
+        fitted.max_connections = self.max_connections.min((left * 8 / 9).max(1));
+        while fitted.descriptors_needed(per_aggregation) > available && fitted.max_connections > 1 {
+            fitted.max_connections -= 1;
+        }
+        (fitted.descriptors_needed(per_aggregation) <= available).then_some(fitted)
     }
 }
 
@@ -197,6 +265,21 @@ mod tests {
         assert_eq!(caller_budget(&repeated), Some(Duration::from_millis(300)), "the tighter of repeated values");
         let garbage = headers(&[("x-muster-deadline-ms", "soon"), ("grpc-timeout", "1x")]);
         assert_eq!(effective_deadline(configured, &garbage), configured, "garbage is ignored");
+    }
+
+    #[test]
+    fn the_caps_are_lowered_to_fit_the_descriptors() {
+        let limits = Limits::default();
+        for available in [64, 256, 1024, 2000] {
+            let fitted = limits.fit_descriptors(available, 6).expect("fits");
+            assert!(fitted.descriptors_needed(6) <= available * 7 / 8 + 1, "{available}: {fitted:?}");
+            assert!(fitted.max_connections >= 1 && fitted.max_in_flight >= 1);
+            // Connections are cheaper than aggregations: there are more of them.
+            assert!(fitted.max_connections >= fitted.max_in_flight, "{available}: {fitted:?}");
+            assert!(fitted.max_connections < 1024 && fitted.max_in_flight < 512, "{available}: {fitted:?}");
+        }
+        assert_eq!(limits.fit_descriptors(52, 6), None, "not one connection and one aggregation in 46");
+        assert!(limits.fit_descriptors(53, 6).is_some(), "one connection and one aggregation in 47");
     }
 
     #[test]

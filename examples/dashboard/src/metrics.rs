@@ -1,5 +1,6 @@
 //! `GET /metrics` (feature `metrics`): muster's metrics of every aggregation (see
-//! `muster::metrics`) in the Prometheus text format, through `metrics-exporter-prometheus`.
+//! `muster::metrics`) in the Prometheus text format, through `metrics-exporter-prometheus`,
+//! then the server's own (see [`crate::stats`]).
 
 use std::sync::OnceLock;
 
@@ -33,7 +34,9 @@ pub async fn render() -> Response {
         Some(handle) => {
             handle.run_upkeep();
             let content_type = HeaderValue::from_static("text/plain; version=0.0.4");
-            ([(header::CONTENT_TYPE, content_type)], handle.render()).into_response()
+            let mut text = handle.render();
+            crate::stats::stats().render(&mut text);
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
         }
         None => (StatusCode::SERVICE_UNAVAILABLE, "another metrics recorder is installed").into_response(),
     }

@@ -17,12 +17,13 @@
 //! # Ok(()) }
 //! ```
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::json_error;
 use crate::limits::{Limits, effective_deadline};
+use crate::stats::stats;
 
 /// The path prefix of the aggregating route: the in-flight cap, the id length and the
 /// deadline apply to it.
@@ -66,15 +68,83 @@ struct Shared {
     /// The aggregation's configured deadline.
     deadline: Duration,
     in_flight: Arc<Semaphore>,
+    /// The process-wide budget of response bytes, in KiB.
+    response_kib: Arc<Semaphore>,
     http: http1::Builder,
     overflow_http: http1::Builder,
+    /// The connections served normally, oldest first: at the cap, the oldest one without a
+    /// request being served is closed to make room.
+    open: Mutex<VecDeque<Arc<Conn>>>,
+}
+
+/// One connection served normally, as the accept loop sees it.
+#[derive(Debug)]
+struct Conn {
+    /// Requests being served on it (0: it is waiting for a complete head).
+    busy: Arc<AtomicUsize>,
+    /// Asks the connection to close: it is shed to make room for a new one.
+    shed: CancellationToken,
+    /// When it was accepted.
+    since: Instant,
+}
+
+/// What [`Shared::shed_one`] did.
+#[derive(Debug, PartialEq, Eq)]
+enum Shed {
+    /// A connection without a complete head was closed: there is room.
+    Done,
+    /// The oldest connection without a complete head is too young to be closed yet; it will
+    /// be at this instant.
+    Wait(Instant),
+    /// Every connection is serving a request: nothing to shed.
+    AllBusy,
+}
+
+/// How long a new connection has to send its request head before it may be shed at the
+/// connection cap: a liveness probe sends its head with the connection, a slowloris client
+/// never completes it. Until then, the accept loop waits (new connections queue in the
+/// kernel's backlog, in order) rather than refuse them.
+const SHED_AFTER: Duration = Duration::from_millis(50);
+
+impl Shared {
+    /// Closes the oldest connection that has not sent a complete request head (a slowloris
+    /// client, or a keep-alive connection between requests) if it is at least [`SHED_AFTER`]
+    /// old, forgetting the ones that have closed on the way.
+    fn shed_one(&self, now: Instant) -> Shed {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        // A closed connection's task has dropped its `Arc`: only ours is left.
+        open.retain(|conn| Arc::strong_count(conn) > 1);
+        let Some(index) = open.iter().position(|conn| conn.busy.load(Ordering::Relaxed) == 0) else {
+            return Shed::AllBusy;
+        };
+        let eligible = open[index].since + SHED_AFTER;
+        if eligible > now {
+            return Shed::Wait(eligible);
+        }
+        if let Some(conn) = open.remove(index) {
+            conn.shed.cancel();
+        }
+        Shed::Done
+    }
+
+    /// Registers a new connection served normally.
+    fn register(&self) -> Arc<Conn> {
+        let conn = Arc::new(Conn { busy: Arc::default(), shed: CancellationToken::new(), since: Instant::now() });
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() >= 2 * self.limits.max_connections {
+            open.retain(|conn| Arc::strong_count(conn) > 1);
+        }
+        open.push_back(conn.clone());
+        conn
+    }
 }
 
 /// How [`Server::serve`] ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Outcome {
-    /// Connections still open when the grace period ended (their requests unanswered).
+    /// Connections still serving a request when the grace period ended (their requests
+    /// unanswered); the binary then exits with code 1.
     pub forced: usize,
 }
 
@@ -90,7 +160,11 @@ impl Server {
         let mut overflow_http = http.clone();
         overflow_http.keep_alive(false).header_read_timeout(limits.header_read_timeout.min(Duration::from_secs(1)));
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight.min(Semaphore::MAX_PERMITS)));
-        Self { shared: Arc::new(Shared { router, limits, deadline, in_flight, http, overflow_http }) }
+        let open = Mutex::new(VecDeque::new());
+        let response_kib =
+            Arc::new(Semaphore::new((limits.max_response_buffer / 1024).clamp(1, Semaphore::MAX_PERMITS)));
+        let shared = Shared { router, limits, deadline, in_flight, response_kib, http, overflow_http, open };
+        Self { shared: Arc::new(shared) }
     }
 
     /// Accepts and serves connections until `shutdown` resolves; then stops accepting, lets
@@ -103,7 +177,7 @@ impl Server {
         let (normal, overflow) = (TaskTracker::new(), TaskTracker::new());
         let mut shutdown = std::pin::pin!(shutdown);
         let mut backoff = ACCEPT_BACKOFF.0;
-        let mut refused = Throttled::default();
+        let (mut refused, mut shed) = (Throttled::default(), Throttled::default());
         loop {
             let accepted = tokio::select! {
                 biased;
@@ -138,12 +212,48 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
-            if normal.len() < limits.max_connections {
-                normal.spawn(self.clone().connection(stream, false, stop.clone()));
+            // At the cap, the oldest connection without a complete head is closed to make
+            // room, once it had its chance to send one: new clients (a liveness probe) are
+            // served whatever a flood of slow heads holds. Waiting for that stops accepting,
+            // so new connections queue in the backlog in order instead of being refused.
+            let mut room = normal.len() < limits.max_connections;
+            let mut stopping = false;
+            while !room {
+                match self.shared.shed_one(Instant::now()) {
+                    Shed::Done => {
+                        shed.count(
+                            "connection cap reached: closed the oldest connection without a complete request head",
+                        );
+                        room = true;
+                    }
+                    Shed::AllBusy => break,
+                    Shed::Wait(eligible) => {
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => {
+                                stopping = true;
+                                break;
+                            }
+                            () = tokio::time::sleep_until(eligible) => {}
+                        }
+                        room = normal.len() < limits.max_connections;
+                    }
+                }
+            }
+            if stopping {
+                break;
+            }
+            if room {
+                let conn = self.shared.register();
+                normal.spawn(self.clone().connection(stream, Some(conn), stop.clone()));
             } else if overflow.len() < limits.overflow_connections() {
-                refused.count("connection cap reached: answering 503 (and /healthz) on new connections");
-                overflow.spawn(self.clone().connection(stream, true, stop.clone()));
+                stats().refused();
+                refused.count(
+                    "connection cap reached, every connection busy: answering 503 (and /healthz) on new connections",
+                );
+                overflow.spawn(self.clone().connection(stream, None, stop.clone()));
             } else {
+                stats().refused();
                 refused.count("connection cap and overflow reached: closing new connections unanswered");
                 drop(stream);
             }
@@ -160,30 +270,69 @@ impl Server {
         };
         match tokio::time::timeout(limits.shutdown_grace, drained).await {
             Ok(()) => Outcome { forced: 0 },
-            Err(_) => Outcome { forced: normal.len() + overflow.len() },
+            Err(_) => Outcome { forced: (normal.len() + overflow.len()).max(1) },
         }
     }
 
-    /// Serves one connection until it closes, or until `stop` asks it to finish its request.
-    async fn connection(self, stream: TcpStream, overflow: bool, stop: CancellationToken) {
+    /// Serves one connection until it closes, until it is shed (`conn`), or until `stop` asks
+    /// it to finish its request; one without a request being served closes at once then.
+    async fn connection(self, stream: TcpStream, conn: Option<Arc<Conn>>, stop: CancellationToken) {
+        let _open = OpenConnection::new();
         let limits = self.shared.limits;
-        let busy = Arc::new(AtomicUsize::new(0));
-        let io = TokioIo::new(Guarded::new(stream, busy.clone(), limits.idle_timeout, limits.write_timeout));
+        let overflow = conn.is_none();
+        let (busy, shed) = match &conn {
+            Some(conn) => (conn.busy.clone(), conn.shed.clone()),
+            None => (Arc::new(AtomicUsize::new(0)), CancellationToken::new()),
+        };
+        let owed = Arc::new(Owed::default());
+        let io = TokioIo::new(Guarded::new(stream, busy.clone(), owed.clone(), &limits));
         let builder = if overflow { &self.shared.overflow_http } else { &self.shared.http };
-        let service = ConnService { shared: self.shared.clone(), busy, overflow };
+        let service = ConnService { shared: self.shared.clone(), busy: busy.clone(), owed, overflow };
         let connection = builder.serve_connection(io, service);
         let mut connection = std::pin::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,
+            () = shed.cancelled() => {
+                stats().shed();
+                if busy.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+                // Its head arrived after all: it finishes that request, then closes.
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
             () = stop.cancelled() => {
+                // Waiting for a head (or between requests): nothing to answer, close now
+                // rather than wait out the header-read, idle or write timeout.
+                if busy.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
                 connection.as_mut().graceful_shutdown();
                 connection.await
             }
         };
+        drop(conn);
         if let Err(error) = result {
             // Timeouts, resets and clients that went away: routine for a server.
             tracing::debug!(%error, "connection closed with an error");
         }
+    }
+}
+
+/// Counts an open connection in the server's metrics while it lives.
+#[derive(Debug)]
+struct OpenConnection;
+
+impl OpenConnection {
+    fn new() -> Self {
+        stats().opened();
+        Self
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        stats().closed();
     }
 }
 
@@ -220,6 +369,7 @@ impl Throttled {
 struct ConnService {
     shared: Arc<Shared>,
     busy: Arc<AtomicUsize>,
+    owed: Arc<Owed>,
     overflow: bool,
 }
 
@@ -233,11 +383,16 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let arrived = Instant::now();
         let busy = Busy::new(self.busy.clone());
+        let (counter, owed) = (self.busy.clone(), self.owed.clone());
         let shared = self.shared.clone();
         let overflow = self.overflow;
         Box::pin(async move {
             let (response, permit) = shared.answer(request, arrived, overflow).await;
-            Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit }))
+            let (response, bytes) = shared.budget_bytes(response);
+            if let Some(bytes) = bytes {
+                owed.hold(bytes);
+            }
+            Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit, owed, counter }))
         })
     }
 }
@@ -281,6 +436,34 @@ impl Shared {
         (self.route(request).await, Some(permit))
     }
 
+    /// Takes the response body's bytes (when its size is known) from the process-wide budget,
+    /// until it has been sent; past the budget, the answer is a 503 instead.
+    fn budget_bytes(&self, response: Response<Body>) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
+        let size = response.body().size_hint().exact().unwrap_or(0);
+        if size == 0 {
+            return (response, None);
+        }
+        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+        match self.response_kib.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => (response, Some(permit)),
+            Err(_) => {
+                tracing::warn!(bytes = size, kind = "overloaded", "response buffer budget spent: answering 503");
+                let request_id = response
+                    .headers()
+                    .get(crate::app::REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut refused = overloaded("too many response bytes buffered", &request_id);
+                if let Ok(value) = HeaderValue::from_str(&request_id) {
+                    refused.headers_mut().insert(crate::app::REQUEST_ID, value);
+                }
+                stats().answered(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+                (refused, None)
+            }
+        }
+    }
+
     async fn route(&self, request: Request<Incoming>) -> Response<Body> {
         let mut router = self.router.clone();
         match tower_service::Service::call(&mut router, request).await {
@@ -310,6 +493,44 @@ fn overloaded(message: &str, request_id: &str) -> Response<Body> {
     response
 }
 
+/// The response bytes a connection has been handed by its bodies and not yet written to the
+/// socket (hyper drops a body once it has its last frame, well before a slow reader has it),
+/// and the shares of the response byte budget they hold. While some are owed, the connection
+/// counts one more busy mark: it is serving.
+#[derive(Debug, Default)]
+struct Owed {
+    bytes: AtomicUsize,
+    permits: Mutex<Vec<OwnedSemaphorePermit>>,
+}
+
+impl Owed {
+    /// A body handed over `n` bytes.
+    fn handed(&self, n: usize, busy: &AtomicUsize) {
+        if n > 0 && self.bytes.fetch_add(n, Ordering::Relaxed) == 0 {
+            busy.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `n` bytes were written to the socket (a response head's bytes too: the budget is
+    /// released a head's length early at most).
+    fn written(&self, n: usize, busy: &AtomicUsize) {
+        let owed = self.bytes.load(Ordering::Relaxed);
+        if owed == 0 || n == 0 {
+            return;
+        }
+        let paid = n.min(owed);
+        if self.bytes.fetch_sub(paid, Ordering::Relaxed) == paid {
+            busy.fetch_sub(1, Ordering::Relaxed);
+            self.permits.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    /// Holds `permit` until every byte owed is written.
+    fn hold(&self, permit: OwnedSemaphorePermit) {
+        self.permits.lock().unwrap_or_else(PoisonError::into_inner).push(permit);
+    }
+}
+
 /// Marks its connection busy (a request is being served) while it lives.
 #[derive(Debug)]
 struct Busy(Arc<AtomicUsize>);
@@ -334,6 +555,10 @@ pub struct Tracked {
     body: Body,
     _busy: Busy,
     _permit: Option<OwnedSemaphorePermit>,
+    /// Where the bytes handed to hyper are counted until written.
+    owed: Arc<Owed>,
+    /// The connection's busy counter.
+    counter: Arc<AtomicUsize>,
 }
 
 impl HttpBody for Tracked {
@@ -341,7 +566,13 @@ impl HttpBody for Tracked {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &poll {
+            if let Some(data) = frame.data_ref() {
+                self.owed.handed(data.len(), &self.counter);
+            }
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -361,6 +592,14 @@ struct Guarded {
     busy: Arc<AtomicUsize>,
     idle: IdleTimer,
     write: Timer,
+    /// Bytes read since the connection last started waiting for a request head.
+    head: usize,
+    /// When the response being written wrote its first byte.
+    writing: Option<Instant>,
+    /// How long writing one response may take.
+    response_timeout: Duration,
+    /// The response bytes handed over and not yet written.
+    owed: Arc<Owed>,
 }
 
 /// The idle timer, re-armed lazily: going idle costs a clock read, not a timer
@@ -426,14 +665,41 @@ impl Timer {
 }
 
 impl Guarded {
-    fn new(stream: TcpStream, busy: Arc<AtomicUsize>, idle: Duration, write: Duration) -> Self {
-        Self { stream, busy, idle: IdleTimer { after: idle, sleep: None, since: None }, write: Timer::new(write) }
+    fn new(stream: TcpStream, busy: Arc<AtomicUsize>, owed: Arc<Owed>, limits: &Limits) -> Self {
+        let idle = IdleTimer { after: limits.idle_timeout, sleep: None, since: None };
+        let write = Timer::new(limits.write_timeout);
+        let response_timeout = limits.response_timeout;
+        Self { stream, busy, idle, write, head: 0, writing: None, response_timeout, owed }
+    }
+
+    /// Counts what a write wrote.
+    fn wrote(&mut self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = poll {
+            self.owed.written(n, &self.busy);
+        }
+        poll
+    }
+
+    /// An error once the response being written has taken longer than the response timeout.
+    fn response_overdue(&mut self) -> Option<io::Error> {
+        if self.busy.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = *self.writing.get_or_insert_with(Instant::now);
+        if since.elapsed() <= self.response_timeout {
+            return None;
+        }
+        // Reset, not closed: what the kernel still buffers for this client goes too.
+        let _ = self.stream.set_zero_linger();
+        Some(io::Error::new(io::ErrorKind::TimedOut, "the response took too long to be read"))
     }
 
     /// The write side's verdict on a poll that did not complete.
     fn write_pending<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         match poll {
             Poll::Pending if self.write.poll_expired(cx) => {
+                // Reset, not closed: what the kernel still buffers for this client goes too.
+                let _ = self.stream.set_zero_linger();
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading")))
             }
             Poll::Pending => Poll::Pending,
@@ -448,16 +714,48 @@ impl Guarded {
 impl AsyncRead for Guarded {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+        let waiting_for_head = this.busy.load(Ordering::Relaxed) == 0;
+        if waiting_for_head {
+            this.writing = None;
+        } else {
+            this.head = 0;
+        }
+        // While a head is awaited, no read goes past `MAX_HEAD` bytes of it: hyper's buffer
+        // then reaches its limit exactly and the head is refused (431), instead of a last big
+        // read carrying it well past the limit.
+        let allowed = MAX_HEAD.saturating_sub(this.head).max(1);
+        let before = buf.filled().len();
+        let poll = if waiting_for_head && buf.remaining() > allowed {
+            let mut bounded = vec![0; allowed];
+            let mut small = ReadBuf::new(&mut bounded);
+            let poll = Pin::new(&mut this.stream).poll_read(cx, &mut small);
+            if let Poll::Ready(Ok(())) = poll {
+                buf.put_slice(small.filled());
+            }
+            poll
+        } else {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        };
+        if waiting_for_head {
+            this.head += buf.filled().len().saturating_sub(before);
+        }
+        this.after_read(cx, poll)
+    }
+}
+
+impl Guarded {
+    /// The idle timeout's verdict on a read.
+    fn after_read(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<()>>) -> Poll<io::Result<()>> {
+        match poll {
             Poll::Ready(result) => {
-                this.idle.disarm();
+                self.idle.disarm();
                 Poll::Ready(result)
             }
-            Poll::Pending if this.busy.load(Ordering::Relaxed) > 0 => {
-                this.idle.disarm();
+            Poll::Pending if self.busy.load(Ordering::Relaxed) > 0 => {
+                self.idle.disarm();
                 Poll::Pending
             }
-            Poll::Pending if this.idle.poll_expired(cx) => {
+            Poll::Pending if self.idle.poll_expired(cx) => {
                 Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection")))
             }
             Poll::Pending => Poll::Pending,
@@ -467,7 +765,11 @@ impl AsyncRead for Guarded {
 
 impl AsyncWrite for Guarded {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.response_overdue() {
+            return Poll::Ready(Err(error));
+        }
         let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        let poll = self.wrote(poll);
         self.write_pending(cx, poll)
     }
 
@@ -476,7 +778,11 @@ impl AsyncWrite for Guarded {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.response_overdue() {
+            return Poll::Ready(Err(error));
+        }
         let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let poll = self.wrote(poll);
         self.write_pending(cx, poll)
     }
 

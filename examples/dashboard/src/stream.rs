@@ -22,13 +22,15 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use muster::Ready;
+use muster::report::Ready;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -100,37 +102,130 @@ pub fn sections(format: Format, lines: UnboundedSender<Bytes>) -> impl Fn(Ready<
 /// `aggregation` future ends with.
 pub fn response<F>(format: Format, lines: UnboundedReceiver<Bytes>, aggregation: F) -> Response
 where
-    F: Future<Output = Bytes> + Send + 'static,
+    F: Future<Output = End> + Send + 'static,
 {
-    let body = Body::from_stream(Sections { lines, aggregation: Some(Box::pin(aggregation)), last: None });
+    let log = DeferredLog::default();
+    let sections = Sections { lines, aggregation: Some(Box::pin(aggregation)), last: None, log: log.clone() };
+    let body = Body::from_stream(sections);
     let content_type = HeaderValue::from_static(format.content_type());
-    (
+    let mut response = (
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
         body,
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(log);
+    response
 }
 
-/// The body stream: drives the aggregation while it forwards its sections.
+/// How a streamed aggregation ended: its last line, and what the access log says of it.
+#[derive(Debug)]
+pub struct End {
+    /// The last line, with the outcome.
+    pub line: Bytes,
+    /// The status the aggregation would have answered unstreamed (200, or the failure's).
+    pub status: StatusCode,
+    /// The source that failed it, if one did.
+    pub source: Option<String>,
+    /// The failure's kind, if any.
+    pub kind: Option<String>,
+}
+
+/// The access log line of a streamed answer: the server fills in the request's side when the
+/// head goes out (see `app::answered`), the stream logs it when the aggregation ends, with
+/// its real status and the whole time taken (or, dropped before, as `499` `cancelled`: the
+/// client went away).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct DeferredLog(Arc<Mutex<Deferred>>);
+
+#[derive(Debug, Default)]
+struct Deferred {
+    request: Option<Pending>,
+    end: Option<(u16, Option<String>, Option<String>)>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    method: Method,
+    path: String,
+    request_id: String,
+    user_id: Option<String>,
+    started: Instant,
+}
+
+impl DeferredLog {
+    /// The request's side of the line; logs it now if the stream has ended already.
+    pub(crate) fn defer(&self, method: &Method, path: &str, request_id: &str, user_id: Option<&str>, started: Instant) {
+        let pending = Pending {
+            method: method.clone(),
+            path: path.to_owned(),
+            request_id: request_id.to_owned(),
+            user_id: user_id.map(str::to_owned),
+            started,
+        };
+        let mut deferred = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        deferred.request = Some(pending);
+        Self::log_if_complete(&mut deferred);
+    }
+
+    /// The stream's side of the line.
+    fn end(&self, status: u16, source: Option<String>, kind: Option<String>) {
+        let mut deferred = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if deferred.end.is_none() {
+            deferred.end = Some((status, source, kind));
+        }
+        Self::log_if_complete(&mut deferred);
+    }
+
+    fn log_if_complete(deferred: &mut Deferred) {
+        if deferred.request.is_none() || deferred.end.is_none() {
+            return;
+        }
+        let (Some(request), Some((status, source, kind))) = (deferred.request.take(), deferred.end.take()) else {
+            return;
+        };
+        crate::stats::stats().answered(status);
+        crate::logging::access(&crate::logging::AccessLine {
+            method: request.method.as_str(),
+            path: &request.path,
+            status,
+            elapsed_ms: request.started.elapsed().as_millis() as u64,
+            request_id: &request.request_id,
+            user_id: request.user_id.as_deref(),
+            source: source.as_deref(),
+            kind: kind.as_deref(),
+        });
+    }
+}
+
 struct Sections<F> {
     lines: UnboundedReceiver<Bytes>,
     aggregation: Option<Pin<Box<F>>>,
     /// The final line, once the aggregation has ended, sent after every section.
     last: Option<Bytes>,
+    /// The access log line, written when the aggregation ends.
+    log: DeferredLog,
 }
 
-impl<F: Future<Output = Bytes>> Stream for Sections<F> {
+impl<F> Drop for Sections<F> {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away (logged once; a no-op after the end).
+        self.log.end(499, None, Some("cancelled".to_owned()));
+    }
+}
+
+impl<F: Future<Output = End>> Stream for Sections<F> {
     type Item = Result<Bytes, std::convert::Infallible>;
 
     /// Every line ready now goes out in one chunk: sections that complete together (and the
     /// last line, when the aggregation has ended) cost one write.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(aggregation) = self.aggregation.as_mut() {
-            if let Poll::Ready(last) = aggregation.as_mut().poll(cx) {
+            if let Poll::Ready(end) = aggregation.as_mut().poll(cx) {
                 // Its sections are in the channel already: they go first.
                 self.aggregation = None;
-                self.last = Some(last);
+                self.log.end(end.status.as_u16(), end.source, end.kind);
+                self.last = Some(end.line);
             }
         }
         let mut chunk = Vec::new();

@@ -70,22 +70,64 @@ async fn the_first_line_is_the_bound_address_and_it_serves_there() {
 }
 
 #[test]
-fn bad_flags_exit_with_2_and_say_why() {
+fn bad_flags_exit_with_2_and_say_why_first_and_short() {
     for (args, message) in [
-        (&["--timeout-ms", "0"][..], "invalid value `0` for `--timeout-ms`"),
-        (&["--verbose"], "unknown argument `--verbose`"),
-        (&["--listen"], "`--listen` needs a value"),
+        (&["--timeout-ms", "0"][..], "error: invalid value '0' for '--timeout-ms <MS>'"),
+        (&["--verbose"], "error: unexpected argument '--verbose'"),
+        (&["--listen"], "error: a value is required for '--listen <ADDR>'"),
         (&["--profile-url", "ftp://profile/{id}", "--listen", "127.0.0.1:0"], "profile backend: invalid URL template"),
         (&["--profile-url", "http://p/{tenant}/{id}", "--listen", "127.0.0.1:0"], "placeholder `{tenant}`"),
-        (&["--max-in-flight", "0"], "invalid value `0` for `--max-in-flight`"),
+        (&["--max-in-flight", "0"], "error: invalid value '0' for '--max-in-flight <N>'"),
     ] {
         let output = dashboard().args(args).stdin(Stdio::null()).output().expect("run the dashboard");
 
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        // `2>&1 | tail` and `| head` both show the error: it comes first, and little follows.
+        let first = stderr.lines().find(|line| line.contains("error") || line.contains("dashboard:"));
+        assert!(first.is_some_and(|line| line.contains(message)), "{args:?}: {stderr}");
+        assert!(stderr.lines().count() <= 8, "{args:?}: a long message: {stderr}");
         assert!(output.stdout.is_empty(), "{args:?} printed {:?}", String::from_utf8_lossy(&output.stdout));
     }
+}
+
+#[test]
+fn variables_fill_in_flags_win_and_empty_variables_are_unset() {
+    let output = dashboard()
+        .args(["--max-in-flight", "5"])
+        .env("DASHBOARD_MAX_IN_FLIGHT", "0")
+        .env("DASHBOARD_TIMEOUT_MS", "0")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the dashboard");
+    assert_eq!(output.status.code(), Some(2), "the variable's bad timeout is refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("'--timeout-ms <MS>'") && !stderr.contains("max-in-flight"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_variable_sets_the_deadline_and_an_empty_one_is_a_demo_backend() {
+    let child = dashboard()
+        .args(["--listen", "127.0.0.1:0"])
+        .env("DASHBOARD_TIMEOUT_MS", "700")
+        .env("DASHBOARD_PROFILE_URL", "")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the dashboard");
+    let mut running = Running(child);
+    let stdout = running.0.stdout.take().expect("piped stdout");
+    let read = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.contains("curl"))
+            .collect::<Vec<_>>()
+    });
+    let banner = support::within(support::LIMIT, "the banner", read).await.expect("read the banner");
+    assert!(banner.iter().any(|line| line.contains("deadline: 700 ms")), "{banner:#?}");
+    assert!(banner.iter().any(|line| line.starts_with("profile") && line.contains("(built-in demo)")), "{banner:#?}");
 }
 
 #[test]
@@ -94,14 +136,17 @@ fn help_is_printed_to_stdout() {
 
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    assert!(help.starts_with("usage: dashboard"), "{help}");
+    assert!(help.contains("Usage: dashboard [OPTIONS]"), "{help}");
     for flag in [
         "--listen",
         "--profile-url",
         "--transactions-url",
+        "--offers-url",
+        "--otlp-endpoint",
         "--timeout-ms",
         "DASHBOARD_TIMEOUT_MS",
         "--forward-headers",
+        "--offers-forward-headers",
         "--header-read-timeout-ms",
         "--idle-timeout-ms",
         "--write-timeout-ms",

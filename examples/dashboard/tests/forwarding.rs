@@ -95,6 +95,38 @@ async fn the_clients_authorization_reaches_both_backends_and_nothing_else_of_its
 }
 
 #[tokio::test]
+async fn credentials_go_only_to_the_sources_that_need_them() {
+    let offers_json = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]";
+    let tier_json =
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n{\"tier\":\"gold\"}";
+    let (profile, profile_heads) = recording_backend(tier_json).await;
+    let (transactions, transactions_heads) = recording_backend(OK_JSON).await;
+    let (offers, offers_heads) = recording_backend(offers_json).await;
+    let mut config =
+        config(format!("http://{profile}/p/{{id}}"), format!("http://{transactions}/t/{{id}}"), Duration::from_secs(5));
+    config.offers_url = Some(format!("http://{offers}/o/{{tier}}"));
+    let (addr, _server) = serve_config(config.clone(), Limits::default()).await;
+    let headers = [("authorization", "Bearer user-token-1"), ("x-tenant", "acme")];
+
+    assert_eq!(get(addr, "/dashboard/42", &headers).await.status, 200);
+    for (name, heads) in [("profile", &profile_heads), ("transactions", &transactions_heads)] {
+        let heads = heads.lock().expect("heads").clone();
+        assert_eq!(values(&heads[0], "authorization"), ["Bearer user-token-1"], "{name}: {heads:?}");
+    }
+    let heads = offers_heads.lock().expect("heads").clone();
+    assert_eq!(heads.len(), 1, "offers asked once: {heads:?}");
+    assert!(values(&heads[0], "authorization").is_empty(), "offers got the user's token: {heads:?}");
+
+    // The offers' own allow-list.
+    config.offers_forward_headers = vec![header::HeaderName::from_static("x-tenant")];
+    let (addr, _other) = serve_config(config, Limits::default()).await;
+    assert_eq!(get(addr, "/dashboard/43", &headers).await.status, 200);
+    let heads = offers_heads.lock().expect("heads").clone();
+    assert_eq!(values(&heads[1], "x-tenant"), ["acme"], "{heads:?}");
+    assert!(values(&heads[1], "authorization").is_empty(), "{heads:?}");
+}
+
+#[tokio::test]
 async fn forwarding_can_be_turned_off_or_given_other_names() {
     let (profile, profile_heads) = recording_backend(OK_JSON).await;
     let template = format!("http://{profile}/p/{{id}}");

@@ -109,18 +109,19 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout_after_its_a
 }
 
 #[tokio::test]
-async fn past_the_connection_cap_new_connections_get_503_at_once_and_healthz_still_answers() {
+async fn past_the_connection_cap_of_busy_connections_new_ones_get_503_at_once_and_healthz_still_answers() {
     let limits = Limits { max_connections: 4, idle_timeout: ms(30_000), header_read_timeout: ms(30_000), ..short() };
-    let dashboard = Dashboard::start_with(ms(1000), limits).await;
+    // A long deadline: the held requests are served (busy) for the whole test.
+    let dashboard = Dashboard::start_with(ms(20_000), limits).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         let mut stream = TcpStream::connect(dashboard.addr).await.expect("connect");
-        // A partial head: the connection is open and counted, never finished.
-        stream.write_all(b"GET /dashboard/1 HTTP/1.1\r\n").await.expect("send");
+        let head = "GET /dashboard/1?profile_delay_ms=15000 HTTP/1.1\r\nhost: x\r\n\r\n";
+        stream.write_all(head.as_bytes()).await.expect("send");
         held.push(stream);
     }
-    // The held connections are accepted in order; give the server a moment to count them.
-    tokio::time::sleep(ms(100)).await;
+    // The held requests are accepted and started; give the server a moment to count them.
+    support::eventually("the held requests to start", || dashboard.profile.stats().started() == 4).await;
 
     let refused = get(dashboard.addr, "/dashboard/42", &[("x-request-id", "refused-1")]).await;
     let health = get(dashboard.addr, "/healthz", &[]).await;
@@ -133,7 +134,7 @@ async fn past_the_connection_cap_new_connections_get_503_at_once_and_healthz_sti
     assert_eq!(refused.json()["kind"], "overloaded");
     assert!(refused.elapsed < MARGIN, "not at once: {:?}", refused.elapsed);
     assert_eq!((health.status, health.body.as_str()), (200, "ok"), "{health:?}");
-    assert_eq!(dashboard.profile.stats().started(), 0, "nothing past the cap reached a backend");
+    assert_eq!(dashboard.profile.stats().started(), 4, "nothing past the cap reached a backend");
 
     drop(held);
     let mut served = None;
@@ -287,4 +288,168 @@ async fn the_callers_deadline_shortens_the_aggregation_and_reaches_the_backends(
     assert_eq!(spent.json()["request_id"], request_id);
     let calls = dashboard.profile.stats().started();
     assert_eq!(calls, 2, "a spent budget calls no backend");
+}
+
+/// A flood of slow heads: `sockets` clients that each send an incomplete head and reconnect
+/// the moment the server closes them, until `until`; returns how many connections were made.
+async fn slowloris_flood(addr: SocketAddr, sockets: usize, until: Instant) -> usize {
+    let connections = Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for _ in 0..sockets {
+        let connections = connections.clone();
+        attackers.push(tokio::spawn(async move {
+            while Instant::now() < until {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    tokio::time::sleep(ms(5)).await;
+                    continue;
+                };
+                connections.fetch_add(1, Ordering::Relaxed);
+                if stream.write_all(b"GET /dashboard/1 HTTP/1.1\r\nhost: x\r\nx-slow: ").await.is_err() {
+                    continue;
+                }
+                let mut byte = [0; 1];
+                // Held until the server closes it, or the flood ends.
+                let left = until.saturating_duration_since(Instant::now());
+                let _ = tokio::time::timeout(left, stream.read(&mut byte)).await;
+            }
+        }));
+    }
+    for attacker in attackers {
+        let _ = attacker.await;
+    }
+    connections.load(Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn at_the_cap_the_oldest_connection_without_a_complete_head_makes_room() {
+    let limits = Limits { max_connections: 4, idle_timeout: ms(30_000), header_read_timeout: ms(30_000), ..short() };
+    let dashboard = Dashboard::start_with(ms(1000), limits).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(dashboard.addr).await.expect("connect");
+        stream.write_all(b"GET /dashboard/1 HTTP/1.1\r\n").await.expect("send");
+        held.push(stream);
+        tokio::time::sleep(ms(20)).await;
+    }
+    tokio::time::sleep(ms(100)).await;
+
+    let served = get(dashboard.addr, "/dashboard/42", &[]).await;
+
+    assert_eq!(served.status, 200, "{served:?}");
+    let (received, _) = until_closed(&mut held[0]).await;
+    assert!(received.is_empty(), "the oldest slow head was closed unanswered: {received:?}");
+}
+
+#[tokio::test]
+async fn healthz_answers_every_probe_under_a_flood_of_slow_heads() {
+    // Slow heads are cut off only after 10 s: within the flood, the cap is what they hit.
+    let limits = Limits { header_read_timeout: ms(10_000), idle_timeout: ms(10_000), max_connections: 32, ..short() };
+    let dashboard = Dashboard::start_with(ms(1000), limits).await;
+    let until = Instant::now() + ms(2500);
+    let flood = tokio::spawn(slowloris_flood(dashboard.addr, 150, until));
+    tokio::time::sleep(ms(500)).await;
+
+    let mut answered = 0;
+    let probes = 12;
+    for _ in 0..probes {
+        let probe = tokio::time::timeout(ms(1000), get(dashboard.addr, "/healthz", &[])).await;
+        if probe.is_ok_and(|reply| reply.status == 200 && reply.body == "ok") {
+            answered += 1;
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+    let connections = within(LIMIT, "the flood to end", flood).await.expect("the flood");
+
+    assert_eq!(answered, probes, "/healthz answered {answered} of {probes} probes under {connections} connections");
+    assert!(connections > 150, "the flood reconnected: {connections} connections");
+    assert!(dashboard::stats::stats().shed_total() > 0, "slow heads were shed");
+}
+
+/// The status of the answer to `GET /healthz` with a header of `pad` bytes, or `None` if the
+/// connection closed unanswered.
+async fn healthz_with_head_of(addr: SocketAddr, pad: usize) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\nconnection: close\r\n\r\n", "a".repeat(pad));
+    // All of it at once: the server's reads then come as large as it asks.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let (received, _) = until_closed(&mut stream).await;
+    let text = String::from_utf8_lossy(&received);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+#[tokio::test]
+async fn request_heads_over_64_kib_are_refused() {
+    let dashboard = Dashboard::start_with(ms(1000), Limits::default()).await;
+
+    assert_eq!(healthz_with_head_of(dashboard.addr, 60 * 1024).await, Some(200), "a 60 KiB head");
+    for pad in [65 * 1024, 80 * 1024, 110 * 1024] {
+        let status = healthz_with_head_of(dashboard.addr, pad).await;
+        assert!(status.is_none_or(|status| status == 431), "a head of {pad} bytes was answered {status:?}");
+    }
+}
+
+/// A server of `/big` (a `size`-byte body) and `/healthz` with `limits`.
+async fn serve_big(size: usize, limits: Limits) -> SocketAddr {
+    let big = axum::body::Bytes::from(vec![b'x'; size]);
+    let router = axum::Router::new()
+        .route("/big", axum::routing::get(move || std::future::ready(big.clone())))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = dashboard::server::Server::new(router, limits, ms(1000));
+    tokio::spawn(server.serve(listener, std::future::pending()));
+    addr
+}
+
+/// Asks for `/big` and reads 4 KiB every 100 ms (always some progress, never the whole of it)
+/// until the server closes the connection or `limit` passes; what was read, and when it ended.
+async fn read_slowly(addr: SocketAddr, limit: Duration) -> (usize, Duration) {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(16 * 1024).expect("a small receive buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream.write_all(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("send");
+    let started = Instant::now();
+    let mut received = 0;
+    let mut chunk = [0; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+        tokio::time::sleep(ms(100)).await;
+    }
+    (received, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_slow_reader_is_cut_off_at_the_response_timeout() {
+    const SIZE: usize = 32 << 20;
+    // The write timeout never fires: the client reads something every 100 ms.
+    let limits = Limits { write_timeout: ms(1000), response_timeout: ms(1500), ..Limits::default() };
+    let addr = serve_big(SIZE, limits).await;
+
+    let (received, elapsed) = read_slowly(addr, LIMIT).await;
+
+    assert!(received < SIZE, "read it all: {received}");
+    assert!(elapsed >= ms(1400), "cut off early: {elapsed:?}");
+    assert!(elapsed <= ms(1500) + ms(1000) + MARGIN, "cut off after {elapsed:?}; the response timeout is 1.5 s");
+}
+
+#[tokio::test]
+async fn slow_readers_hold_at_most_the_response_buffer_budget() {
+    const SIZE: usize = 24 << 20;
+    // Room for one 24 MiB answer, not two.
+    let limits = Limits { max_response_buffer: 40 << 20, ..Limits::default() };
+    let addr = serve_big(SIZE, limits).await;
+    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
+    tokio::time::sleep(ms(300)).await;
+
+    let second = get(addr, "/big", &[]).await;
+    let health = get(addr, "/healthz", &[]).await;
+
+    assert_eq!(second.status, 503, "a second big answer past the budget: {}", second.status);
+    assert_eq!(second.header("retry-after"), Some("1"));
+    assert_eq!((health.status, health.body.as_str()), (200, "ok"), "small answers still fit");
+    let (received, _) = slow.await.expect("the slow reader");
+    assert!(received < SIZE, "{received}");
 }

@@ -1,5 +1,7 @@
 //! `GET /metrics` (feature `metrics`): after a dashboard request, the scrape has the
-//! aggregation's and the sources' metrics in the Prometheus text format.
+//! aggregation's and the sources' metrics in the Prometheus text format, and the server's own:
+//! connections open, refused and shed, requests by status, log lines dropped, OTLP export
+//! failures.
 
 mod support;
 
@@ -24,7 +26,26 @@ async fn metrics_are_scraped_in_prometheus_text() {
         "# TYPE muster_aggregation_duration_seconds histogram",
         r#"muster_aggregation_duration_seconds_bucket{outcome="ok",le="+Inf"} 1"#,
         "# TYPE muster_source_duration_seconds histogram",
+        // The server's own.
+        "# TYPE dashboard_connections_open gauge",
+        "dashboard_connections_refused_total 0",
+        "dashboard_connections_shed_total 0",
+        r#"dashboard_requests_total{status="200"} 1"#,
+        r#"dashboard_requests_total{status="502"} 1"#,
+        "dashboard_log_lines_dropped_total 0",
+        "dashboard_otlp_export_failures_total 0",
     ] {
         assert!(scrape.body.lines().any(|got| got == line), "no `{line}` in:\n{}", scrape.body);
     }
+
+    // One test per process: the server's counters are process-wide.
+    let _held = tokio::net::TcpStream::connect(dashboard.addr).await.expect("connect");
+    support::eventually("the held connection to be counted", || dashboard::stats::stats().open() >= 1).await;
+    let scrape = dashboard.get("/metrics").await;
+    let open = scrape
+        .body
+        .lines()
+        .find_map(|line| line.strip_prefix("dashboard_connections_open "))
+        .and_then(|value| value.parse::<u64>().ok());
+    assert!(open.is_some_and(|open| open >= 2), "the held one and the scrape's: {}", scrape.body);
 }

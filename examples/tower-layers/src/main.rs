@@ -1,5 +1,5 @@
 //! tower's layers around a muster source, on a real clock: a flaky `quotes` service gets
-//! tower's retry, concurrency limit and rate limit as one policy (`muster::Tower`), and is
+//! tower's retry, concurrency limit and rate limit as one policy (`muster::policy::Tower`), and is
 //! aggregated with a `profile` source by a `muster::Aggregator`, for three users at once.
 //!
 //! `quotes` takes 50 ms and fails user 1's first call. At most two calls run at once and at
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use muster::{Aggregator, BoxError, Deadline, Tower, fetcher_fn};
+use muster::{Aggregator, BoxError, Deadline, fetcher_fn, policy::Tower};
 use tokio::time::{Sleep, sleep};
 use tower::ServiceBuilder;
 use tower::retry::Policy;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use ::http::{Extensions, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_rustls::{ConfigBuilderExt, HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
+#[cfg(feature = "tls")]
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
@@ -32,15 +33,21 @@ const DEFAULT_DNS_CONCURRENCY: usize = 16;
 /// The hyper client type behind [`HttpClient`].
 pub(crate) type Inner = Client<Tracking, Full<Bytes>>;
 
-/// A pooled HTTP/1.1 client for `http` and `https` URLs, shared by
+/// A pooled HTTP/1.1 client for `http` and (with the `tls` feature) `https` URLs, shared by
 /// [`HttpFetcher`](super::HttpFetcher)s.
 ///
 /// Cloning is cheap and every clone shares one pool of keep-alive connections, so create one
 /// client per process and hand it to every fetcher with
 /// [`HttpFetcherBuilder::client`](super::HttpFetcherBuilder::client).
-/// https uses rustls (with the *ring* crypto provider, TLS 1.2 and 1.3) and trusts the Mozilla
-/// root certificates of `webpki-roots`; [`HttpClient::with_tls_config`] (or
-/// [`HttpClientBuilder::tls_config`]) takes your own rustls configuration (e.g. a private CA).
+///
+/// # TLS
+///
+/// With the `tls` feature, https uses rustls (with the *ring*
+/// crypto provider, TLS 1.2 and 1.3) and trusts the Mozilla root certificates of
+/// `webpki-roots`; `HttpClient::with_tls_config` (or `HttpClientBuilder::tls_config`) takes
+/// your own rustls configuration (e.g. a private CA). Without it the client speaks plain
+/// http only and no TLS code is compiled: an `https://` template is refused when its fetcher
+/// is built ([`HttpConfigError::Template`]), and a URL that is not `http://` fails to connect.
 ///
 /// # Limits
 ///
@@ -109,8 +116,8 @@ struct Settings {
 }
 
 impl HttpClient {
-    /// A client with the default limits, trusting the Mozilla root certificates
-    /// (`webpki-roots`).
+    /// A client with the default limits; with the `tls` feature, https trusts the Mozilla root
+    /// certificates (`webpki-roots`).
     pub fn new() -> Self {
         Self::builder().build_or_default()
     }
@@ -121,19 +128,17 @@ impl HttpClient {
     ///
     /// ```
     /// # #[allow(unused_imports)] mod muster { pub use muster_adapters::http; pub use muster_core::*; }
-    /// use std::sync::Arc;
     /// use muster::http::HttpClient;
     ///
     /// let roots = rustls::RootCertStore::empty(); // add your CA's certificate with `roots.add(..)`
-    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
-    /// let config = rustls::ClientConfig::builder_with_provider(provider)
-    ///     .with_safe_default_protocol_versions()?
-    ///     .with_root_certificates(roots)
-    ///     .with_no_client_auth();
+    /// // rustls' process-wide provider: the one its crate features name (muster enables
+    /// // *ring*), or the one your program installed with `CryptoProvider::install_default`.
+    /// let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     /// let client = HttpClient::with_tls_config(config);
     /// # let _ = client;
-    /// # Ok::<(), rustls::Error>(())
     /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn with_tls_config(config: rustls::ClientConfig) -> Self {
         Self::builder().tls_config(config).build_or_default()
     }
@@ -157,6 +162,7 @@ impl HttpClient {
     /// ```
     pub fn builder() -> HttpClientBuilder {
         HttpClientBuilder {
+            #[cfg(feature = "tls")]
             tls: None,
             settings: Settings {
                 pool_max_idle_per_host: DEFAULT_POOL_MAX_IDLE_PER_HOST,
@@ -186,10 +192,11 @@ impl fmt::Debug for HttpClient {
     }
 }
 
-/// Configures an [`HttpClient`]: TLS, pool limits and DNS limits; made by
+/// Configures an [`HttpClient`]: TLS (feature `tls`), pool limits and DNS limits; made by
 /// [`HttpClient::builder`]. Every limit has a default (see [`HttpClient`]).
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct HttpClientBuilder {
+    #[cfg(feature = "tls")]
     tls: Option<rustls::ClientConfig>,
     settings: Settings,
 }
@@ -197,6 +204,8 @@ pub struct HttpClientBuilder {
 impl HttpClientBuilder {
     /// The rustls configuration for https connections (its ALPN protocols are replaced by
     /// `http/1.1`). By default: the Mozilla roots of `webpki-roots`, no client certificate.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub fn tls_config(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Some(config);
         self
@@ -260,19 +269,25 @@ impl HttpClientBuilder {
 
     fn assemble(self) -> HttpClient {
         let settings = self.settings;
-        let config = match self.tls {
-            Some(config) => config,
-            None => default_tls(),
-        };
         let resolver = BoundedResolver {
             slots: Arc::new(Semaphore::new(settings.dns_concurrency.min(Semaphore::MAX_PERMITS))),
             timeout: settings.dns_timeout,
         };
         let mut http = HttpConnector::new_with_resolver(resolver);
-        http.enforce_http(false);
         http.set_nodelay(true);
-        let https =
-            HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http);
+        #[cfg(feature = "tls")]
+        let connector = {
+            http.enforce_http(false);
+            let config = self.tls.unwrap_or_else(super::tls::default_config);
+            HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().wrap_connector(http)
+        };
+        // Without TLS, a URL that is not `http://` fails to connect instead of being sent in
+        // plain text.
+        #[cfg(not(feature = "tls"))]
+        let connector = {
+            http.enforce_http(true);
+            http
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
@@ -280,29 +295,18 @@ impl HttpClientBuilder {
             // hyper-util's default, made explicit: a request that could not be written on a
             // pooled connection found closed is sent on another one.
             .retry_canceled_requests(true)
-            .build(Tracking { inner: https });
+            .build(Tracking { inner: connector });
         HttpClient { client, settings: Arc::new(settings) }
     }
 }
 
 impl fmt::Debug for HttpClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HttpClientBuilder")
-            .field("tls", &self.tls.as_ref().map(|_| "custom"))
-            .field("settings", &self.settings)
-            .finish()
+        let mut builder = f.debug_struct("HttpClientBuilder");
+        #[cfg(feature = "tls")]
+        builder.field("tls", &self.tls.as_ref().map(|_| "custom"));
+        builder.field("settings", &self.settings).finish()
     }
-}
-
-fn default_tls() -> rustls::ClientConfig {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    #[allow(clippy::expect_used)] // reason: a fixed provider that supports both versions
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports TLS 1.2 and 1.3")
-        .with_webpki_roots()
-        .with_no_client_auth();
-    config
 }
 
 /// `getaddrinfo` on the blocking pool, at most `slots` at once, each within `timeout`.
@@ -375,17 +379,26 @@ pub(crate) fn was_reused(error: &hyper_util::client::legacy::Error) -> bool {
     extensions.get::<Uses>().is_some_and(|uses| uses.0.load(Ordering::Relaxed) > 0)
 }
 
-/// The https-or-http connector, whose connections carry a [`Uses`] counter.
+/// The connector (https-or-http with the `tls` feature, http only without), whose connections
+/// carry a [`Uses`] counter.
 #[derive(Clone)]
 pub(crate) struct Tracking {
-    inner: HttpsConnector<HttpConnector<BoundedResolver>>,
+    inner: Connector,
 }
 
+#[cfg(feature = "tls")]
+type Connector = HttpsConnector<HttpConnector<BoundedResolver>>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector<BoundedResolver>;
+
+#[cfg(feature = "tls")]
 type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
+#[cfg(not(feature = "tls"))]
+type Stream = TokioIo<TcpStream>;
 
 impl tower_service::Service<Uri> for Tracking {
     type Response = Tracked;
-    type Error = <HttpsConnector<HttpConnector<BoundedResolver>> as tower_service::Service<Uri>>::Error;
+    type Error = <Connector as tower_service::Service<Uri>>::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Tracked, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -457,6 +470,18 @@ mod tests {
         assert!(HttpClient::builder().dns_timeout(Duration::ZERO).build().is_err());
         assert!(HttpClient::builder().pool_idle_timeout(Duration::ZERO).build().is_err());
         assert!(HttpClient::builder().pool_max_idle_per_host(0).build().is_ok(), "0 idle connections is valid");
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[tokio::test]
+    async fn without_tls_an_https_url_fails_to_connect_instead_of_going_out_in_plain_text() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let uri: Uri = format!("https://{}/", listener.local_addr().unwrap()).parse().unwrap();
+        let request = ::http::Request::get(uri).body(Full::new(Bytes::new())).unwrap();
+        let error = HttpClient::new().client.request(request).await.unwrap_err();
+        assert!(error.is_connect(), "{error:?}");
+        let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(accepted.is_err(), "no connection was opened");
     }
 
     #[tokio::test]

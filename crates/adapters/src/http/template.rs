@@ -40,6 +40,9 @@ impl Template {
         if scheme != "http" && scheme != "https" {
             return Err(invalid("expected an absolute http:// or https:// URL"));
         }
+        if cfg!(not(feature = "tls")) && scheme == "https" {
+            return Err(invalid("https needs the `tls` feature, which this build of muster does not enable"));
+        }
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, rest) = rest.split_at(authority_end);
         if authority.contains(['{', '}']) {
@@ -279,9 +282,9 @@ mod tests {
 
     #[test]
     fn query_values_are_encoded_and_may_be_empty() {
-        let template = "https://host/search?q={q}&fixed=1";
-        assert_eq!(render(template, "a&b=c"), "https://host/search?q=a%26b%3Dc&fixed=1");
-        assert_eq!(render(template, ""), "https://host/search?q=&fixed=1");
+        let template = "http://host/search?q={q}&fixed=1";
+        assert_eq!(render(template, "a&b=c"), "http://host/search?q=a%26b%3Dc&fixed=1");
+        assert_eq!(render(template, ""), "http://host/search?q=&fixed=1");
     }
 
     #[test]
@@ -300,8 +303,18 @@ mod tests {
     }
 
     #[test]
+    fn an_https_template_needs_the_tls_feature() {
+        let parsed = Template::parse("HTTPS://host/v1/users/{id}");
+        if cfg!(feature = "tls") {
+            assert!(parsed.is_ok(), "{parsed:?}");
+        } else {
+            assert!(reason("HTTPS://host/v1/users/{id}").contains("the `tls` feature"));
+        }
+    }
+
+    #[test]
     fn bad_templates_are_refused_with_a_reason() {
-        assert!(reason("https://{host}/x").contains("not in the host"));
+        assert!(reason("http://{host}/x").contains("not in the host"));
         assert!(reason("http://host:{port}/x").contains("not in the host or port"));
         assert!(reason("{scheme}://host/x").contains("absolute"));
         assert!(reason("ftp://host/{id}").contains("absolute"));

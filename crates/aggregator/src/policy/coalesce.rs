@@ -27,12 +27,12 @@ use super::Policy;
 /// - **Cancelled only when nobody waits**: a waiter leaves by dropping its fetch; the call goes
 ///   on while at least one waiter remains and is dropped (its connection closed) when the last
 ///   one leaves.
-/// - **A token of its own**: the call runs under a [`CancelToken`](crate::CancelToken) of its
+/// - **A token of its own**: the call runs under a [`CancelToken`](crate::cancel::CancelToken) of its
 ///   own, which is what [`cancellation()`](crate::cancellation) returns inside it (and what a
 ///   nested aggregator or a completion policy inside it takes as its parent), never the token
 ///   of whichever waiter happens to poll it. One waiter's aggregation failing never cancels it;
 ///   when the last waiter leaves, the token is cancelled with that waiter's cause (its
-///   aggregation's failure, deadline or caller; [`Cause::Dropped`](crate::Cause::Dropped) for a
+///   aggregation's failure, deadline or caller; [`Cause::Dropped`](crate::cancel::Cause::Dropped) for a
 ///   fetch simply dropped, e.g. by its own timeout), and then the call is dropped, so its drop
 ///   guards read that cause.
 /// - **The latest deadline**: inside the call, [`deadline()`](crate::deadline) is the latest
@@ -46,7 +46,7 @@ use super::Policy;
 ///   (so each aggregation reports its source as panicked); the coalescer stays usable.
 /// - **No cache**: the call is forgotten the moment it ends.
 /// - **Reported as shared**: a source whose result came from a call that more than one fetch
-///   waited on reports [`SourceReport::shared`](crate::SourceReport::shared) (the number of
+///   waited on reports [`SourceReport::shared`](crate::report::SourceReport::shared) (the number of
 ///   waiters; `shared by N` in the waterfall).
 ///
 /// No task is spawned: the shared call is polled by its waiters. The wrapped fetcher is shared
@@ -67,7 +67,7 @@ use super::Policy;
 /// use std::sync::Arc;
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use std::time::Duration;
-/// use muster::{Aggregator, Coalesce, fetcher_fn};
+/// use muster::{Aggregator, policy::Coalesce, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -233,6 +233,9 @@ impl<E: Classify> Classify for CoalesceError<E> {
     fn is_retryable(&self) -> bool {
         self.0.is_retryable()
     }
+    fn status(&self) -> Option<u16> {
+        self.0.status()
+    }
 }
 
 #[async_trait]
@@ -288,7 +291,7 @@ impl<F, K> CoalesceFetcher<F, K> {
         let (inner, owned) = (Arc::clone(&self.inner), request.clone());
         let (waiters, ended) = calls.join(key, move || async move { inner.fetch(&owned).await }).await;
         if waiters > 1 {
-            crate::call::report(crate::Event::Shared { waiters });
+            crate::call::report(crate::report::Event::Shared { waiters });
         }
         match ended {
             Ok(value) => Ok(value),

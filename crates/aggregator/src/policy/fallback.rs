@@ -34,7 +34,7 @@ impl<F, T> Policy<F> for Fallback<T> {
 /// `Into<BoxError>`.
 ///
 /// ```
-/// use muster::{Fetcher, Optional, Policy, fetcher_fn};
+/// use muster::{Fetcher, Optional, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
@@ -51,7 +51,7 @@ pub struct OptionalFetcher<F> {
 /// when it failed, panicked or was still pending at the global deadline; see [`Fallback`].
 ///
 /// ```
-/// use muster::{Fallback, Fetcher, Policy, fetcher_fn};
+/// use muster::{Fallback, Fetcher, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

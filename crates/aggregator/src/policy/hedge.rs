@@ -6,6 +6,9 @@ use std::time::Duration;
 use muster_core::muster_options::OptionError;
 use muster_core::{Fetcher, async_trait};
 
+use tokio::time::Instant;
+
+use super::budget::Extra;
 use super::{Hedge, Policy};
 use crate::call::{Event, report};
 
@@ -27,13 +30,14 @@ impl<F> Policy<F> for Hedge {
 ///
 /// The first success wins and the other attempt is dropped. If the first attempt fails before
 /// the delay, the second starts at once. The fetch fails only when both attempts have failed,
-/// with the last failure. No hedge starts once the deadline has passed. The report counts the
+/// with the last failure. No hedge starts once the deadline has passed, nor when the source's
+/// [`Budget`](super::Budget) refuses it (the first attempt is never cancelled for that). The report counts the
 /// second attempt and notes `hedge won` when it was the one that succeeded.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
 /// use std::time::Duration;
-/// use muster::{Fetcher, Hedge, Policy, fetcher_fn};
+/// use muster::{Fetcher, policy::Hedge, policy::Policy, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), std::io::Error> {
@@ -77,7 +81,10 @@ where
             },
             () = tokio::time::sleep(self.delay) => {}
         }
-        if crate::remaining().is_some_and(|left| left.is_zero()) {
+        // No hedge after the deadline, nor one the source's budget refuses: the first attempt
+        // goes on either way.
+        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now())
+        {
             return first.await;
         }
         tracing::debug!("hedging");
@@ -108,7 +115,8 @@ impl<F> HedgeFetcher<F> {
         F: Fetcher<Req>,
         F::Error: Send,
     {
-        if crate::remaining().is_some_and(|left| left.is_zero()) {
+        if crate::remaining().is_some_and(|left| left.is_zero()) || !super::budget::allow(Extra::Hedge, Instant::now())
+        {
             return Err(error);
         }
         report(Event::Hedge);

@@ -1,8 +1,9 @@
 //! Source policies as layers: each wraps a [`Fetcher`] in another `Fetcher`.
 //!
 //! A policy is a value implementing [`Policy`]: [`Timeout`], [`Retry`], [`Hedge`],
-//! [`Optional`], [`Fallback`], [`Coalesce`], `Cache` (feature `cache`, with a Redis tier under
-//! the feature `redis`), a tower layer in [`Tower`] (feature `tower`), or one of your own. [`AggregatorBuilder::source_with`](crate::AggregatorBuilder::source_with)
+//! [`Optional`], [`Fallback`], [`Coalesce`], [`CircuitBreaker`], [`Budget`], `Cache` (feature
+//! `cache`, with a Redis tier under the feature `redis`), a tower layer in [`Tower`] (feature
+//! `tower`), or one of your own. [`AggregatorBuilder::source_with`](crate::builder::AggregatorBuilder::source_with)
 //! takes one, or a tuple of them listed **outermost first**, as tower's tuples of layers and
 //! its `ServiceBuilder` list theirs: in `(A, B, C)`, `C` wraps the fetcher, `B` wraps that,
 //! and `A` wraps everything, so a call goes through `A` first. A tuple nests: `(A, (B, C))`
@@ -13,7 +14,7 @@
 //! # The order, and why
 //!
 //! The built-in policies are meant to be listed in this order, outermost first, e.g.
-//! `(Fallback(v), Cache::new(key), Breaker, Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`:
+//! `(Fallback(v), Cache::new(key), CircuitBreaker::new(), Budget::new(), Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`:
 //!
 //! 1. [`Optional`] or [`Fallback`], outermost: only the final failure is replaced, after every
 //!    retry, and the fallback also answers when the global deadline comes first.
@@ -25,7 +26,14 @@
 //!    fallback, a last-known-good value is preferred to the fallback's placeholder, which
 //!    answers only when not even a stale value is at hand. It also answers stale just before
 //!    the global deadline, which the fallback could only answer with its placeholder.
-//! 3. Your own policies that judge the source as a whole (a circuit breaker).
+//! 3. The policies that judge the source as a whole (yours too):
+//!    1. [`CircuitBreaker`]: it judges the whole call, after every retry (one verdict per
+//!       call, so retries do not multiply the failures it counts), and when open refuses
+//!       before anything inside runs: no attempt, no budget token, no connection, so the
+//!       cache or fallback outside it answers at once.
+//!    2. [`Budget`]: inside the breaker, so a refused call neither deposits nor withdraws;
+//!       outside the retry and hedge, whose extra attempts it governs (they ask it before
+//!       each one).
 //! 4. [`Retry`]: retries the whole hedged, timed attempt, asking the error
 //!    ([`Classify`](crate::Classify)) whether to.
 //! 5. [`Hedge`]: a hedged attempt is one attempt of the retry.
@@ -33,6 +41,8 @@
 //!    the retry would bound all attempts together; the global deadline already does that).
 //! 7. [`Coalesce`], innermost: concurrent aggregations share the raw call, and each keeps its
 //!    own timeout and retries around it.
+//!
+//! All of it: `(Fallback(v), CircuitBreaker::new(), Budget::new(), Retry::attempts(3), Hedge(h), Timeout(d), Coalesce)`.
 //!
 //! # What a source's error needs
 //!
@@ -45,7 +55,7 @@
 //! (and `Send`). Writing the first bound in a generic function covers them all.
 //!
 //! Policies report what they did through [`report`](crate::report) (a retry's attempts, a
-//! timeout, a hedge's winner, a fallback): the [`Report`](crate::Report) shows it without the
+//! timeout, a hedge's winner, a fallback): the [`Report`](crate::report::Report) shows it without the
 //! aggregator knowing the policy.
 //!
 //! # Writing a policy
@@ -58,7 +68,7 @@
 //!
 //! ```
 //! use std::sync::atomic::{AtomicU32, Ordering};
-//! use muster::{Classify, ErrorKind, Event, Fetcher, Policy, async_trait, report};
+//! use muster::{Classify, ErrorKind, report::Event, Fetcher, policy::Policy, async_trait, report::record};
 //!
 //! struct Breaker;
 //!
@@ -112,7 +122,7 @@
 //!
 //!     async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
 //!         if self.failures.load(Ordering::Relaxed) >= 3 {
-//!             report(Event::Note("circuit open"));
+//!             record(Event::Note("circuit open"));
 //!             return Err(BreakerError::Open);
 //!         }
 //!         let result = self.inner.fetch(request).await;
@@ -146,6 +156,8 @@ use muster_core::Fetcher;
 
 #[cfg(feature = "cache")]
 pub(crate) mod cache;
+pub(crate) mod breaker;
+pub(crate) mod budget;
 pub(crate) mod coalesce;
 pub(crate) mod fallback;
 pub(crate) mod hedge;
@@ -160,6 +172,10 @@ pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 pub use self::cache::redis::{RedisTier, RedisTierError};
 #[cfg(feature = "cache")]
 pub use self::cache::{Cache, CacheFetcher, LocalOnly};
+pub use self::breaker::{
+    BreakerError, BreakerFetcher, BreakerHandle, BreakerState, ByKind, CircuitBreaker, FailureIf, SlidingWindow,
+};
+pub use self::budget::{Budget, BudgetFetcher};
 pub use self::coalesce::{Coalesce, CoalesceBy, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;
@@ -181,7 +197,7 @@ pub use self::tower::{Tower, TowerError, TowerFetcher};
 /// ```
 /// use std::time::Duration;
 /// use muster::policy::{FallbackFetcher, RetryFetcher, TimeoutFetcher};
-/// use muster::{Fallback, Fetcher, Policy, Retry, Timeout, fetcher_fn};
+/// use muster::{Fallback, Fetcher, policy::Policy, Retry, Timeout, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {

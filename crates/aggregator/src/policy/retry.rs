@@ -8,13 +8,14 @@ use tokio::time::Instant;
 use tower::retry::backoff::{Backoff as _, ExponentialBackoffMaker, MakeBackoff as _};
 use tower::util::rng::HasherRng;
 
+use super::budget::Extra;
 use super::{ByError, Policy, Retry};
 use crate::call::{Event, report};
 
 /// How a [`Retry`] decides whether an error may be retried: by asking the error
 /// ([`ByError`], the default, through [`Classify::is_retryable`]) or with a closure of the wrapped
 /// fetcher's error type ([`Retry::retry_if`]: the source's own, or a
-/// [`TimeoutError`](crate::TimeoutError) of it behind a per-attempt timeout).
+/// [`TimeoutError`](crate::policy::TimeoutError) of it behind a per-attempt timeout).
 #[diagnostic::on_unimplemented(
     message = "the retry cannot tell whether a `{E}` is worth retrying",
     label = "this retry asks the source's error, a `{E}`",
@@ -58,13 +59,13 @@ impl<F, C> Policy<F> for Retry<C> {
 /// `Classify` (and `Send`); a [`retry_if`](Retry::retry_if) classifier needs nothing of it.
 ///
 /// After a failure the classifier decides; a retry whose backoff would end at or after the
-/// deadline ([`deadline()`](crate::deadline)) is not started and the last real error is
-/// returned at once. A panic is never retried (it is not caught here). Each retry counts as an
+/// deadline ([`deadline()`](crate::deadline)), or that the source's [`Budget`](super::Budget)
+/// refuses, is not started and the last real error is returned at once. A panic is never retried (it is not caught here). Each retry counts as an
 /// attempt in the report.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU32, Ordering};
-/// use muster::{Fetcher, Policy, Retry, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Retry, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -116,6 +117,10 @@ where
             // A retry whose backoff would end at or after the deadline is not started: the
             // last real error is returned at once.
             if crate::deadline().is_some_and(|deadline| sleep.deadline() >= deadline) {
+                break;
+            }
+            // A retry the source's budget refuses is not started either (the budget notes it).
+            if !super::budget::allow(Extra::Retry, sleep.deadline()) {
                 break;
             }
             let backoff_ms = (sleep.deadline() - Instant::now()).as_millis() as u64;

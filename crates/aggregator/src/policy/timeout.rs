@@ -36,7 +36,7 @@ impl<F> Policy<F> for Timeout {
 ///
 /// ```
 /// use std::time::Duration;
-/// use muster::{Fetcher, Policy, Timeout, TimeoutError, fetcher_fn};
+/// use muster::{Fetcher, policy::Policy, Timeout, policy::TimeoutError, fetcher_fn};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
@@ -116,6 +116,12 @@ impl<E: Classify> Classify for TimeoutError<E> {
         match self {
             Self::Elapsed { .. } => true,
             Self::Inner(error) => error.is_retryable(),
+        }
+    }
+    fn status(&self) -> Option<u16> {
+        match self {
+            Self::Elapsed { .. } => None,
+            Self::Inner(error) => error.status(),
         }
     }
 }

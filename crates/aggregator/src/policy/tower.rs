@@ -22,7 +22,7 @@ use super::Policy;
 /// goes behind a `Buffer`; see [`ServiceFetcher`].
 ///
 /// ```
-/// use muster::{Aggregator, Tower, fetcher_fn};
+/// use muster::{Aggregator, policy::Tower, fetcher_fn};
 /// use tower::limit::ConcurrencyLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -130,6 +130,16 @@ impl<E: Classify + Error + 'static> Classify for TowerError<E> {
 
     fn is_retryable(&self) -> bool {
         self.classified().map_or_else(|| self.error.is_retryable(), |(_, retryable)| retryable)
+    }
+    fn status(&self) -> Option<u16> {
+        let mut next: Option<&(dyn Error + 'static)> = Some(&*self.error);
+        while let Some(error) = next {
+            if let Some(error) = error.downcast_ref::<E>() {
+                return error.status();
+            }
+            next = error.source();
+        }
+        self.error.status()
     }
 }
 

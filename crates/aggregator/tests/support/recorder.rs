@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
 
 /// A metric's name and labels, rendered `name{a=1,b=2}` with the labels sorted.
@@ -31,6 +31,24 @@ impl CounterFn for Count {
     }
 }
 
+/// A gauge's last value, as `f64` bits.
+#[derive(Default)]
+struct Level(AtomicU64);
+
+impl GaugeFn for Level {
+    fn increment(&self, value: f64) {
+        self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) + value);
+    }
+
+    fn decrement(&self, value: f64) {
+        self.set(f64::from_bits(self.0.load(Ordering::Relaxed)) - value);
+    }
+
+    fn set(&self, value: f64) {
+        self.0.store(value.to_bits(), Ordering::Relaxed);
+    }
+}
+
 #[derive(Default)]
 struct Values(Mutex<Vec<f64>>);
 
@@ -45,6 +63,7 @@ impl HistogramFn for Values {
 pub struct TestRecorder {
     counters: Mutex<BTreeMap<String, Arc<Count>>>,
     histograms: Mutex<BTreeMap<String, Arc<Values>>>,
+    gauges: Mutex<BTreeMap<String, Arc<Level>>>,
     pub described: Mutex<Vec<(String, Option<Unit>)>>,
 }
 
@@ -65,6 +84,11 @@ impl TestRecorder {
         (self.counters().into_iter())
             .filter_map(|(key, value)| Some((key.strip_prefix(&prefix)?.trim_end_matches('}').to_owned(), value)))
             .collect()
+    }
+
+    /// The gauge `key`'s last value, if it was registered.
+    pub fn gauge(&self, key: &str) -> Option<f64> {
+        self.gauges.lock().unwrap().get(key).map(|level| f64::from_bits(level.0.load(Ordering::Relaxed)))
     }
 
     /// The values recorded in the histogram `key`, in seconds.
@@ -93,8 +117,9 @@ impl Recorder for TestRecorder {
         Counter::from_arc(Arc::clone(counters.entry(render(key)).or_default()))
     }
 
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        let mut gauges = self.gauges.lock().unwrap();
+        Gauge::from_arc(Arc::clone(gauges.entry(render(key)).or_default()))
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {

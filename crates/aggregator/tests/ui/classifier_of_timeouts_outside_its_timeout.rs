@@ -3,7 +3,7 @@
 // the source's own: the closure's type no longer fits, and the message says which error it gets.
 use std::time::Duration;
 
-use muster::{Aggregator, Retry, Timeout, TimeoutError, fetcher_fn};
+use muster::{Aggregator, Retry, Timeout, policy::TimeoutError, fetcher_fn};
 
 fn main() {
     let ledger = fetcher_fn(|_: &u64| async { Ok::<u32, std::io::Error>(1) });

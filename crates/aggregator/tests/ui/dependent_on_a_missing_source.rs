@@ -1,5 +1,5 @@
 // A dependent source names its input by position among the sources declared before it.
-use muster::{Aggregator, Input, fetcher_fn};
+use muster::{Aggregator, builder::Input, fetcher_fn};
 
 fn main() {
     let profile = fetcher_fn(|_: &u64| async { Ok::<_, std::io::Error>(String::from("gold")) });

@@ -67,6 +67,14 @@ pin_project_lite::pin_project! {
             if future.is_some() {
                 let _entered = this.span.enter();
                 scoped(*this.deadline, || future.set(None));
+                if !this.span.is_disabled() {
+                    // Cancelled: the span says why (for OpenTelemetry, an error status too).
+                    let cause = crate::deadline::closing_cause();
+                    let cause = cause.as_deref().unwrap_or("the group was dropped");
+                    this.span.record("cancelled", cause);
+                    this.span.record("otel.status_code", "ERROR");
+                    this.span.record("otel.status_description", format!("cancelled: {cause}").as_str());
+                }
             }
         }
     }
@@ -116,9 +124,26 @@ where
     F: Future<Output = Result<T, E>> + Send + 'a,
     E: Into<BoxError>,
 {
+    // `cancelled` (the cause) and the error status are recorded here when the task is dropped
+    // before it ends; `error.type` and the error status by the aggregator when it fails.
     let span = match parent {
-        Some(parent) => tracing::info_span!(parent: parent, "source", source = %name),
-        None => tracing::info_span!("source", source = %name),
+        Some(parent) => tracing::info_span!(
+            parent: parent,
+            "source",
+            source = %name,
+            cancelled = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        ),
+        None => tracing::info_span!(
+            "source",
+            source = %name,
+            cancelled = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
+            "otel.status_code" = tracing::field::Empty,
+            "otel.status_description" = tracing::field::Empty,
+        ),
     };
     Box::pin(Wrapped { span, deadline, future: Some(task) })
 }

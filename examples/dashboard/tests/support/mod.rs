@@ -65,6 +65,7 @@ pub(crate) fn config(profile_url: String, transactions_url: String, timeout: Dur
         timeout,
         forward_headers: vec![axum::http::header::AUTHORIZATION],
         cache: None,
+        offers_forward_headers: Vec::new(),
     }
 }
 
