@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use muster::policy::{Cache, RedisTier};
-use muster::{Aggregator, Fetcher, Policy, fetcher_fn};
+use muster::{Aggregator, Fetcher, fetcher_fn, policy::Policy};
 
 #[path = "../../core/benches/support/harness.rs"]
 mod harness;

@@ -266,7 +266,7 @@ pub enum Event<'a> {
         waiters: usize,
     },
     /// A stale value answered for the source (a [`Cache`](crate::policy::Cache)'s
-    /// `stale_if_error`): shown as [`SourceReport::stale`](crate::SourceReport::stale) and
+    /// `stale_if_error`): shown as [`SourceReport::stale`](crate::report::SourceReport::stale) and
     /// noted `stale (age 94s)`.
     Stale {
         /// How old the value was.

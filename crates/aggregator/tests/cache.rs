@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use muster::policy::Cache;
-use muster::{Aggregator, Coalesce, Deadline, ErrorKind, Fallback, OptionError, Retry, Timeout, fetcher_fn};
+use muster::{
+    Aggregator, Deadline, ErrorKind, Fallback, Retry, Timeout, fetcher_fn, options::OptionError, policy::Coalesce,
+};
 use muster_adapters::mock::{MockFetcher, Step};
 use proptest::prelude::*;
 use tokio::time::{Instant, advance};

@@ -498,13 +498,13 @@ impl Cli {
             },
             // Off unless asked for; a cache with nothing to keep is refused when the aggregator
             // is built.
-            cache: (self.cache_ttl.is_some() || self.stale_if_error.is_some() || self.redis_url.is_some()).then(
-                || CacheConfig {
+            cache: (self.cache_ttl.is_some() || self.stale_if_error.is_some() || self.redis_url.is_some()).then(|| {
+                CacheConfig {
                     ttl: self.cache_ttl.unwrap_or_default(),
                     stale_if_error: self.stale_if_error.unwrap_or_default(),
                     redis_url: self.redis_url,
-                },
-            ),
+                }
+            }),
             timeout: self.timeout,
             forward_headers: self.forward_headers.0,
             offers_forward_headers: self.offers_forward_headers.0,
@@ -569,14 +569,6 @@ fn percent(value: &str) -> Result<u8, String> {
     match value.parse::<u8>() {
         Ok(percent @ 0..=100) => Ok(percent),
         _ => Err("expected a percentage from 0 to 100".to_owned()),
-    }
-}
-
-/// A duration in milliseconds, from 0 to ten minutes.
-fn millis_or_zero((origin, value): (String, String)) -> Result<Duration, ArgsError> {
-    match value.parse::<u64>() {
-        Ok(millis @ 0..=MAX_TIMEOUT_MS) => Ok(Duration::from_millis(millis)),
-        _ => Err(ArgsError::Invalid { origin, value, reason: "expected milliseconds from 0 to 600000" }),
     }
 }
 

@@ -49,7 +49,7 @@ const DEFAULT_CAPACITY: u64 = 10_000;
 /// - **Stale** (`ttl <= age < ttl + stale_if_error`): the source is called; if it fails *for
 ///   any reason* (an error of any kind: `status`, `connect`, its own `timeout`,
 ///   `circuit_open`, ...) the stale value answers instead of the error. The report marks the
-///   source `stale (age 94s)` and sets [`SourceReport::stale`](crate::SourceReport::stale);
+///   source `stale (age 94s)` and sets [`SourceReport::stale`](crate::report::SourceReport::stale);
 ///   the axum body lists it under `"stale"`.
 /// - **At the deadline**: the global deadline cancels a source by dropping it, after which
 ///   nothing can answer. So when a stale value is at hand, the cache gives the source until

@@ -102,7 +102,7 @@ impl Coalesce {
     /// use std::sync::Arc;
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     /// use std::time::Duration;
-    /// use muster::{Aggregator, Coalesce, fetcher_fn};
+    /// use muster::{Aggregator, policy::Coalesce, fetcher_fn};
     ///
     /// # #[allow(dead_code)] // the request id is the field the key leaves out
     /// #[derive(Clone)]

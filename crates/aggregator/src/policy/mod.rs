@@ -154,10 +154,10 @@ use muster_core::muster_options::OptionError;
 #[allow(unused_imports)] // for the docs' links
 use muster_core::Fetcher;
 
-#[cfg(feature = "cache")]
-pub(crate) mod cache;
 pub(crate) mod breaker;
 pub(crate) mod budget;
+#[cfg(feature = "cache")]
+pub(crate) mod cache;
 pub(crate) mod coalesce;
 pub(crate) mod fallback;
 pub(crate) mod hedge;
@@ -168,14 +168,14 @@ pub(crate) mod tower;
 
 pub use muster_options::{ByError, Fallback, Hedge, Optional, Retry, Timeout};
 
-#[cfg(feature = "redis")]
-pub use self::cache::redis::{RedisTier, RedisTierError};
-#[cfg(feature = "cache")]
-pub use self::cache::{Cache, CacheFetcher, LocalOnly};
 pub use self::breaker::{
     BreakerError, BreakerFetcher, BreakerHandle, BreakerState, ByKind, CircuitBreaker, FailureIf, SlidingWindow,
 };
 pub use self::budget::{Budget, BudgetFetcher};
+#[cfg(feature = "redis")]
+pub use self::cache::redis::{RedisTier, RedisTierError};
+#[cfg(feature = "cache")]
+pub use self::cache::{Cache, CacheFetcher, LocalOnly};
 pub use self::coalesce::{Coalesce, CoalesceBy, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;
