@@ -162,7 +162,8 @@ pub type Dashboard = Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>,
 #[derive(Clone, Debug)]
 pub struct AppState {
     aggregator: Dashboard,
-    /// The client's headers that the sources forward ([`Config::forward_headers`]): only
+    /// The client's headers that any source forwards ([`Config::forward_headers`] and
+    /// [`Config::offers_forward_headers`]): only
     /// these go into each call's context.
     forward: std::sync::Arc<[HeaderName]>,
 }
@@ -234,7 +235,13 @@ impl AppState {
             .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
             .build()?;
-        Ok(Self { aggregator, forward: config.forward_headers.clone().into() })
+        // Every name any source forwards goes into the call's context; each fetcher then sends
+        // only the names on its own allow-list.
+        let mut forward = config.forward_headers.clone();
+        forward.extend(
+            config.offers_forward_headers.iter().filter(|name| !config.forward_headers.contains(name)).cloned(),
+        );
+        Ok(Self { aggregator, forward: forward.into() })
     }
 }
 
