@@ -163,8 +163,7 @@ pub type Dashboard = Aggregator<DashboardRequest, (Box<RawValue>, Box<RawValue>,
 pub struct AppState {
     aggregator: Dashboard,
     /// The client's headers that any source forwards ([`Config::forward_headers`] and
-    /// [`Config::offers_forward_headers`]): only
-    /// these go into each call's context.
+    /// [`Config::offers_forward_headers`]): only these go into each call's context.
     forward: std::sync::Arc<[HeaderName]>,
 }
 

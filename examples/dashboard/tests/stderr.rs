@@ -2,90 +2,16 @@
 //! last "N log lines were dropped" write is bounded, and a second signal always exits. In a
 //! file of their own: the load that fills the pipe would slow the timing tests beside them.
 
+#[path = "support/running.rs"]
+mod running;
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use running::Running;
 use support::{LIMIT, MARGIN, get, within};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_dashboard");
-
-/// The running binary; killed when dropped, so a failed assertion cannot leave it behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Running {
-    /// Starts the dashboard with `args` (and `--listen 127.0.0.1:0` unless given), stderr going
-    /// to `stderr`, and reads its address from the first line of stdout.
-    async fn start(args: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> (Self, SocketAddr) {
-        Self::launch(dashboard(args, env), stderr).await
-    }
-
-    /// Spawns `command` with stderr going to `stderr`, and reads the address from the first
-    /// line of stdout (then keeps draining stdout, so the banner never blocks the process).
-    async fn launch(mut command: Command, stderr: Stdio) -> (Self, SocketAddr) {
-        let child = command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr).spawn().expect("start");
-        let mut running = Running(child);
-        let stdout = running.0.stdout.take().expect("piped stdout");
-        let first = tokio::task::spawn_blocking(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok).unwrap_or_default();
-            std::thread::spawn(move || lines.for_each(drop));
-            first
-        });
-        let first = within(LIMIT, "the first line", first).await.expect("read stdout");
-        let addr = first.strip_prefix("listening on http://").expect("`listening on` first").parse().expect("addr");
-        (running, addr)
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.0.id().to_string()]).status();
-        assert!(status.is_ok_and(|status| status.success()), "kill -{name} failed");
-    }
-
-    /// Waits (polling, at most `limit`) for the process to exit.
-    async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let started = Instant::now();
-        while started.elapsed() < limit {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return Some(status);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-}
-
-/// Removes the dashboard's settings (and `RUST_LOG`) from `command`'s environment.
-fn without_settings(command: &mut Command) {
-    for (key, _) in std::env::vars() {
-        if key.starts_with("DASHBOARD_") || key == "RUST_LOG" {
-            command.env_remove(key);
-        }
-    }
-}
-
-/// The binary with `args` (`--listen 127.0.0.1:0` first unless given) and none of its settings
-/// from the environment but `env`.
-fn dashboard(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BINARY);
-    without_settings(&mut command);
-    command.envs(env.iter().copied());
-    if !args.contains(&"--listen") {
-        command.args(["--listen", "127.0.0.1:0"]);
-    }
-    command.args(args);
-    command
-}
 
 /// The dashboard at `RUST_LOG=trace` with a stderr pipe nobody reads, loaded until its
 /// `/metrics` say log lines were dropped (the pipe and the logger's buffer are full).
