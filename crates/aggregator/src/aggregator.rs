@@ -189,6 +189,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         let slots = O::slots(sources);
         let refs = O::refs(&slots);
         let shared;
+        let after = group_config.deadline;
         let mut group = Group::from_config(group_config);
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
@@ -197,6 +198,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             recorder: Recorder::new(group.started(), names.len(), config.limit),
             names: Arc::clone(names),
             on_ready,
+            deadline: after.map(|after| group.started() + after).into_iter().chain(muster_core::deadline()).min(),
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.

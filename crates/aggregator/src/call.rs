@@ -54,6 +54,9 @@ pub struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) names: Arc<[muster_core::Name]>,
     pub(crate) on_ready: Option<OnReady>,
+    /// The aggregation's own deadline (its `Deadline`, the call's, or the enclosing one): a
+    /// tighter [`deadline()`] inside a source is a source timeout's.
+    pub(crate) deadline: Option<tokio::time::Instant>,
 }
 
 impl fmt::Debug for Shared {
@@ -278,6 +281,12 @@ pub enum Event<'a> {
 /// shows it under the source's line.
 pub(crate) fn nested(report: crate::report::Report) {
     with_call(|call| call.shared.recorder.nested(call.index, report));
+}
+
+/// Whether `deadline` is tighter than the aggregation's own (or the aggregation has none):
+/// set by a source's [`Timeout`](crate::Timeout), not the global deadline.
+pub(crate) fn is_source_deadline(deadline: tokio::time::Instant) -> bool {
+    CALL.try_with(|call| call.shared.deadline.is_none_or(|global| deadline < global)).unwrap_or(false)
 }
 
 /// Records that an optional source's fallback replaced `failure`: the report shows the source

@@ -275,6 +275,8 @@ pub(crate) enum Failure<'a> {
     Panicked(&'a str),
     /// The global deadline came first.
     Deadline,
+    /// The source's own timeout (a [`Timeout`](crate::Timeout) around a fallback) came first.
+    TimedOut,
 }
 
 /// Collects the per-source timings while an aggregation runs; shared by its source futures.
@@ -396,6 +398,7 @@ impl Recorder {
                 (Outcome::Panicked { message: message.to_owned() }, ErrorKind::Panicked, false)
             }
             Failure::Deadline => (Outcome::TimedOut { timeout: TimeoutKind::Global }, ErrorKind::Timeout, false),
+            Failure::TimedOut => (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout, true),
         }
     }
 

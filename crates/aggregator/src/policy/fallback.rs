@@ -112,7 +112,10 @@ where
             result = fetch => result,
             () = tokio::time::sleep_until(deadline) => {
                 tracing::debug!("source fell back at the deadline");
-                crate::call::fell_back(Failure::Deadline);
+                // A `Timeout` around the fallback set this deadline when it is tighter than
+                // the aggregation's: the source's own timeout, not the global deadline.
+                let own = crate::call::is_source_deadline(deadline);
+                crate::call::fell_back(if own { Failure::TimedOut } else { Failure::Deadline });
                 return None;
             }
         },
