@@ -10,12 +10,16 @@ use std::time::Duration;
 
 use muster::{
     AggregateError, Aggregator, BuildError, Deadline, ErrorKind, Fallback, Fetcher, Optional, RequestContext, Retry,
-    Timeout, async_trait, cancel::CancelToken, fetcher_fn, group::Outputs, options::Field, options::Limit,
-    options::OptionError, policy::Coalesce, policy::Hedge, policy::Policy, policy::TimeoutError, report::Event,
-    report::Outcome, report::Report, report::TimeoutKind, report::Trigger,
+    Timeout, cancel::CancelToken, fetcher_fn, group::Outputs, options::Field, options::Limit, options::OptionError,
+    policy::Coalesce, policy::Hedge, policy::Policy, policy::TimeoutError, report::Outcome, report::Report,
+    report::TimeoutKind, report::Trigger,
 };
 use muster_adapters::mock::{MockError, MockFetcher, Step};
 use tokio::time::Instant;
+
+#[path = "support/breaker.rs"]
+mod breaker;
+use breaker::Breaker;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -698,78 +702,12 @@ async fn a_source_reads_why_it_was_cancelled() {
     assert!(muster::cancellation().is_none(), "nothing outside a source");
 }
 
-/// A user-written policy: a circuit breaker that opens after two failures in a row, written
-/// with nothing but `muster`.
-struct Breaker;
-
-struct BreakerFetcher<F> {
-    inner: F,
-    failures: AtomicU32,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BreakerError<E> {
-    #[error("circuit open")]
-    Open,
-    #[error(transparent)]
-    Inner(E),
-}
-
-// The breaker says what its errors are: its own kind when open, the wrapped error's otherwise.
-impl<E: muster::Classify> muster::Classify for BreakerError<E> {
-    fn kind(&self) -> muster::ErrorKind {
-        match self {
-            Self::Open => muster::ErrorKind::new("circuit_open"),
-            Self::Inner(error) => error.kind(),
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Open => false,
-            Self::Inner(error) => error.is_retryable(),
-        }
-    }
-}
-
-impl<F> Policy<F> for Breaker {
-    type Fetcher = BreakerFetcher<F>;
-
-    fn wrap(self, inner: F) -> BreakerFetcher<F> {
-        BreakerFetcher { inner, failures: AtomicU32::new(0) }
-    }
-}
-
-#[async_trait]
-impl<Req, F> Fetcher<Req> for BreakerFetcher<F>
-where
-    Req: ?Sized + Sync,
-    F: Fetcher<Req>,
-    F::Error: std::error::Error + Send + Sync + 'static,
-{
-    type Output = F::Output;
-    type Error = BreakerError<F::Error>;
-
-    async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
-        if self.failures.load(Ordering::SeqCst) >= 2 {
-            muster::report::record(Event::Note("circuit open"));
-            return Err(BreakerError::Open);
-        }
-        let result = self.inner.fetch(request).await;
-        match &result {
-            Ok(_) => self.failures.store(0, Ordering::SeqCst),
-            Err(_) => _ = self.failures.fetch_add(1, Ordering::SeqCst),
-        }
-        result.map_err(BreakerError::Inner)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_user_written_policy_composes_with_the_built_in_ones_and_shows_in_the_report() {
     let backend = MockFetcher::<Vec<u32>>::err_after(ms(5), "503");
     let aggregator = Aggregator::builder()
         .source("profile", MockFetcher::ok(1u8))
-        .source_with("offers", backend.clone(), (Fallback(Vec::new()), Breaker, Timeout(ms(100))))
+        .source_with("offers", backend.clone(), (Fallback(Vec::new()), Breaker(2), Timeout(ms(100))))
         .build()
         .unwrap();
     for _ in 0..2 {

@@ -13,20 +13,21 @@
 
 use std::error::Error;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use muster::completion::{all, first_ok, quorum};
 use muster::http::{HttpError, HttpFetcher, StatusCode};
 use muster::metrics::SOURCE_OUTCOMES;
 use muster::{
-    Aggregator, Classify, ErrorKind, Fetcher, Retry, Timeout, async_trait, builder::SourceOutputs, error::Classified,
-    fetcher_fn, policy::Coalesce, policy::Hedge, policy::Policy, policy::Tower, report::Event,
+    Aggregator, Classify, ErrorKind, Fetcher, Retry, Timeout, builder::SourceOutputs, error::Classified, fetcher_fn,
+    policy::Coalesce, policy::Hedge, policy::Policy, policy::Tower,
 };
 use muster_adapters::mock::{MockFetcher, Step};
 use serde_json::value::RawValue;
 use tracing_subscriber::layer::SubscriberExt as _;
 
+#[path = "support/breaker.rs"]
+mod breaker;
 #[path = "support/capture.rs"]
 mod capture;
 #[path = "support/recorder.rs"]
@@ -34,6 +35,7 @@ mod recorder;
 #[path = "../../adapters/tests/support/server.rs"]
 mod server;
 
+use breaker::Breaker;
 use capture::{Capture, field, with_message};
 use recorder::TestRecorder;
 use server::Server;
@@ -393,71 +395,5 @@ fn http_error_and_error_kind_use_the_same_words() {
         assert_eq!(error.kind(), kind, "{error:?}");
         assert_eq!(Classify::kind(&error), kind, "{error:?}");
         assert!(core.contains(&error.kind().as_str()), "`{}` is not one of core's words", error.kind());
-    }
-}
-
-/// A circuit breaker written as the policy docs write it: it opens after `self.0` failures in
-/// a row, passes the wrapped error's kind on, and has a kind of its own when open.
-struct Breaker(u32);
-
-struct BreakerFetcher<F> {
-    inner: F,
-    threshold: u32,
-    failures: AtomicU32,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum BreakerError<E> {
-    #[error("circuit open")]
-    Open,
-    #[error(transparent)]
-    Inner(E),
-}
-
-impl<E: Classify> Classify for BreakerError<E> {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Open => ErrorKind::new("circuit_open"),
-            Self::Inner(error) => error.kind(),
-        }
-    }
-
-    fn is_retryable(&self) -> bool {
-        match self {
-            Self::Open => false,
-            Self::Inner(error) => error.is_retryable(),
-        }
-    }
-}
-
-impl<F> Policy<F> for Breaker {
-    type Fetcher = BreakerFetcher<F>;
-
-    fn wrap(self, inner: F) -> BreakerFetcher<F> {
-        BreakerFetcher { inner, threshold: self.0, failures: AtomicU32::new(0) }
-    }
-}
-
-#[async_trait]
-impl<Req, F> Fetcher<Req> for BreakerFetcher<F>
-where
-    Req: ?Sized + Sync,
-    F: Fetcher<Req>,
-    F::Error: Error + Send + Sync + 'static,
-{
-    type Output = F::Output;
-    type Error = BreakerError<F::Error>;
-
-    async fn fetch(&self, request: &Req) -> Result<F::Output, Self::Error> {
-        if self.failures.load(Ordering::Relaxed) >= self.threshold {
-            muster::report::record(Event::Note("circuit open"));
-            return Err(BreakerError::Open);
-        }
-        let result = self.inner.fetch(request).await;
-        match &result {
-            Ok(_) => self.failures.store(0, Ordering::Relaxed),
-            Err(_) => _ = self.failures.fetch_add(1, Ordering::Relaxed),
-        }
-        result.map_err(BreakerError::Inner)
     }
 }
