@@ -203,44 +203,26 @@ impl Classify for GroupError {
     }
 }
 
-impl<E: Classify + ?Sized> Classify for &E {
-    fn kind(&self) -> ErrorKind {
-        (**self).kind()
-    }
+/// A reference or a smart pointer classifies as the error it points to.
+macro_rules! classify_as_pointee {
+    ($($pointer:ty),+) => {$(
+        impl<E: Classify + ?Sized> Classify for $pointer {
+            fn kind(&self) -> ErrorKind {
+                (**self).kind()
+            }
 
-    fn is_retryable(&self) -> bool {
-        (**self).is_retryable()
-    }
-    fn status(&self) -> Option<u16> {
-        (**self).status()
-    }
+            fn is_retryable(&self) -> bool {
+                (**self).is_retryable()
+            }
+
+            fn status(&self) -> Option<u16> {
+                (**self).status()
+            }
+        }
+    )+};
 }
 
-impl<E: Classify + ?Sized> Classify for Box<E> {
-    fn kind(&self) -> ErrorKind {
-        (**self).kind()
-    }
-
-    fn is_retryable(&self) -> bool {
-        (**self).is_retryable()
-    }
-    fn status(&self) -> Option<u16> {
-        (**self).status()
-    }
-}
-
-impl<E: Classify + ?Sized> Classify for Arc<E> {
-    fn kind(&self) -> ErrorKind {
-        (**self).kind()
-    }
-
-    fn is_retryable(&self) -> bool {
-        (**self).is_retryable()
-    }
-    fn status(&self) -> Option<u16> {
-        (**self).status()
-    }
-}
+classify_as_pointee!(&E, Box<E>, Arc<E>);
 
 /// Boxes `error` as a [`BoxError`] that keeps its kind and retry verdict: a [`BoxError`]'s
 /// [`Classify`] finds them in it, however deep in the `source()` chain it ends up.
