@@ -1,7 +1,7 @@
 use std::fmt;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -195,7 +195,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             group = group.with_parent(parent);
         }
         shared = Arc::new(Shared {
-            recorder: Recorder::new(group.started(), names.len(), config.limit),
+            recorder: Recorder::new(group.timeline(names.len()), names.len(), config.limit),
             names: Arc::clone(names),
             on_ready,
             deadline: after.map(|after| group.started() + after).into_iter().chain(muster_core::deadline()).min(),
@@ -204,17 +204,10 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
-        let result = {
-            let mut wait = pin!(group.wait());
-            let wait = poll_fn(|cx| {
-                let poll = wait.as_mut().poll(cx);
-                shared.recorder.stamp();
-                poll
-            });
-            muster_core::with_context(request_context, wait.instrument(span.clone())).await
-        };
+        let wait = group.wait_with_report().instrument(span.clone());
+        let (result, group_report) = muster_core::with_context(request_context, wait).await;
         gone.armed = false;
-        let report = shared.recorder.report(names, inputs, result.as_ref().err(), fields);
+        let report = shared.recorder.report(group_report, names, inputs, result.as_ref().err(), fields);
         // The dependents' view of the slots ends with the group.
         drop(refs);
         #[cfg(feature = "metrics")]

@@ -5,12 +5,11 @@
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU32};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use muster_core::{Cause, ErrorKind, GroupError, Millis, Name, waterfall_bar};
-use tokio::time::Instant;
+use muster_core::{Cause, ErrorKind, GroupError, GroupReport, Millis, Name, TaskOutcome, Timeline, waterfall_bar};
 
 pub use crate::call::{Event, Ready, report as record};
 
@@ -20,10 +19,13 @@ pub use crate::call::{Event, Ready, report as record};
 /// `Display` renders a text waterfall: one line per source, a bar from its start to its end
 /// scaled to the aggregation's total time, and its outcome.
 ///
-/// Sources are polled in place, one after the other, so the clock is read once per poll of
-/// the aggregation rather than per source: a source ends when the poll in which it finished
-/// does, which is when the aggregation could go on. Without a concurrency limit below the
-/// number of sources, every source starts with the aggregation.
+/// The times are the aggregation's group's, one engine for both
+/// ([`GroupReport`](crate::group::GroupReport)): sources are polled in place, one after the
+/// other, so the clock is read at most once per poll of the aggregation, not per source, and
+/// only when a source started or ended in it. A source ends when the poll in which it
+/// finished does, which is when the aggregation could go on, so a time is exact to the
+/// length of one poll. Without a concurrency limit below the number of sources, every source
+/// starts with the aggregation, at 0.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Report {
@@ -279,29 +281,19 @@ pub(crate) enum Failure<'a> {
     TimedOut,
 }
 
-/// Collects the per-source timings while an aggregation runs; shared by its source futures.
-/// They are all polled in place by the aggregation's task, so plain relaxed atomics suffice
-/// for the timings; the rare details (a failure's text, notes) take an uncontended lock.
-///
-/// The clock is read once per poll of the group, not per source: sources ending in the same
-/// poll get the time at its end, which is when the aggregation could go on (sources are polled
-/// in place, one after the other). A source's start is the aggregation's start when every
-/// source starts in the group's first poll (no concurrency limit below the number of sources),
-/// else it is read when it starts.
+/// What an aggregation's policies and sources add to the group's report, by source: attempts,
+/// hedges, notes, how a failure reads; the starts and ends are the group's own (its
+/// [`Timeline`], shared). The sources are all polled in place by the aggregation's task, so
+/// plain relaxed atomics suffice for the counts; the rare details (a failure's text, notes)
+/// take an uncontended lock, never on the success path.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    started: Instant,
-    /// Whether every source starts at once, with the aggregation.
+    timeline: Arc<Timeline>,
+    /// Whether every source starts at once, with the aggregation (no concurrency limit below
+    /// the number of sources): none is ever queued.
     at_once: bool,
-    /// Whether a source ended in the current poll: [`stamp`](Self::stamp) has work to do.
-    ended: AtomicBool,
     entries: Box<[Entry]>,
 }
-
-/// An offset not recorded (yet): a source that has not started or not ended.
-const UNSET: u64 = u64::MAX;
-/// The end of a source that ended in the current poll, until it is stamped.
-const ENDED: u64 = u64::MAX - 1;
 
 /// Flag: the source's own timeout fired on its last attempt.
 const TIMED_OUT: u8 = 1;
@@ -320,12 +312,8 @@ struct Detail {
     nested: Option<Box<Report>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Entry {
-    /// Nanoseconds from the start of the aggregation to the source's start, or [`UNSET`].
-    start: AtomicU64,
-    /// Nanoseconds from the start of the aggregation to the source's end, or [`UNSET`].
-    end: AtomicU64,
     attempts: AtomicU32,
     hedges: AtomicU32,
     flags: AtomicU8,
@@ -340,24 +328,19 @@ impl Entry {
 }
 
 impl Recorder {
-    pub(crate) fn new(started: Instant, sources: usize, limit: Option<usize>) -> Self {
-        let entry = || Entry {
-            start: AtomicU64::new(UNSET),
-            end: AtomicU64::new(UNSET),
-            attempts: AtomicU32::new(0),
-            hedges: AtomicU32::new(0),
-            flags: AtomicU8::new(0),
-            detail: Mutex::default(),
-        };
+    /// A recorder for `sources` sources, over the group's live `timeline`.
+    pub(crate) fn new(timeline: Arc<Timeline>, sources: usize, limit: Option<usize>) -> Self {
         let at_once = limit.is_none_or(|limit| limit >= sources);
-        Self { started, at_once, ended: AtomicBool::new(false), entries: (0..sources).map(|_| entry()).collect() }
+        Self { timeline, at_once, entries: (0..sources).map(|_| Entry::default()).collect() }
     }
 
     /// The source starts its first attempt; `later` for a dependent, which starts when its
-    /// input is ready rather than with the aggregation.
+    /// input is ready rather than when the group started its task.
     pub(crate) fn start(&self, index: usize, later: bool) {
         if let Some(entry) = self.entries.get(index) {
-            entry.start.store(if self.at_once && !later { 0 } else { self.nanos() }, Relaxed);
+            if later {
+                self.timeline.start(index);
+            }
             entry.attempts.store(1, Relaxed);
         }
     }
@@ -422,68 +405,47 @@ impl Recorder {
             .is_some_and(|entry| entry.flags.load(Relaxed) & DETAILED != 0 && entry.detail().fell_back.is_some())
     }
 
-    /// The source ended with its value, or with a failure.
-    pub(crate) fn finish(&self, index: usize, failure: Option<Failure<'_>>) {
+    /// The source failed: how its failure reads in the report (its end is the group's).
+    pub(crate) fn failure(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.get(index) else { return };
-        if let Some(failure) = failure {
-            let (outcome, kind, retryable) = self.failed(entry, failure);
-            let mut detail = entry.detail();
-            (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
-        }
-        entry.end.store(ENDED, Relaxed);
-        self.ended.store(true, Relaxed);
+        let (outcome, kind, retryable) = self.failed(entry, failure);
+        let mut detail = entry.detail();
+        (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
     }
 
-    /// Gives the sources that ended in this poll their end: called after each poll of the
-    /// group.
-    pub(crate) fn stamp(&self) {
-        // Loads and stores rather than read-modify-writes: the sources and the stamping all
-        // run on the aggregation's task, one at a time.
-        if !self.ended.load(Relaxed) {
-            return;
-        }
-        self.ended.store(false, Relaxed);
-        let now = self.nanos();
-        for entry in &self.entries {
-            if entry.end.load(Relaxed) == ENDED {
-                entry.end.store(now, Relaxed);
-            }
-        }
+    /// Whether the source has started its first attempt (a dependent waits for its input
+    /// first).
+    fn has_started(&self, index: usize) -> bool {
+        self.entries.get(index).is_some_and(|entry| entry.attempts.load(Relaxed) > 0)
     }
 
     /// The time since the start of the aggregation.
     pub(crate) fn offset(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    fn nanos(&self) -> u64 {
-        u64::try_from(self.offset().as_nanos()).unwrap_or(ENDED - 1)
+        self.timeline.offset()
     }
 
     /// The sources that have started and not ended, in declaration order.
     pub(crate) fn in_flight<'n>(&self, names: &'n [Name]) -> Vec<&'n str> {
-        (names.iter().zip(self.entries.iter()))
-            .filter(|(_, entry)| entry.start.load(Relaxed) != UNSET && entry.end.load(Relaxed) == UNSET)
-            .map(|(name, _)| &**name)
+        (names.iter().enumerate())
+            .filter(|(index, _)| self.has_started(*index) && self.timeline.is_running(*index))
+            .map(|(_, name)| &**name)
             .collect()
     }
 
-    /// The report, once the group has finished: sources that did not finish were cancelled
-    /// (or timed out by the global deadline) by `error`'s cause.
+    /// The report, once the group has finished, from the group's own report (`tasks`: each
+    /// source's start, duration and how the group saw it end) and what the sources added: a
+    /// source the group cancelled (or whose task the deadline dropped) reads as `error`'s
+    /// cause says.
     pub(crate) fn report(
         &self,
+        group: GroupReport,
         names: &[Name],
         inputs: &[Option<usize>],
         error: Option<&GroupError>,
         fields: Arc<[(Name, String)]>,
     ) -> Report {
-        // A successful aggregation answers as its last source ends: no need to read the clock.
-        self.stamp();
-        let last_end = || self.entries.iter().map(|entry| entry.end.load(Relaxed)).max().filter(|&end| end != UNSET);
-        let elapsed = match (error, last_end()) {
-            (None, Some(end)) => Duration::from_nanos(end),
-            _ => self.offset(),
-        };
+        // A failed aggregation answers once every cancelled source has been dropped.
+        let elapsed = if error.is_some() { self.offset() } else { group.elapsed };
         let trigger = error.map(|error| match (error.kind(), error.cause()) {
             // Cancelled from outside (a parent, or an outer aggregation whose source failed).
             (ErrorKind::Cancelled, _) => Trigger::Cancelled,
@@ -491,35 +453,51 @@ impl Recorder {
             (_, Cause::Deadline { .. }) => Trigger::Deadline,
             _ => Trigger::Cancelled,
         });
+        // A source the group refused (its parent was cancelled already) has no task.
+        let mut tasks = group.tasks.into_iter();
         let sources = (names.iter().zip(self.entries.iter()).zip(inputs))
             .map(|((name, entry), input)| {
-                let (start, end) = (entry.start.load(Relaxed), entry.end.load(Relaxed));
+                let task = tasks.next();
                 let detail = if entry.flags.load(Relaxed) & DETAILED != 0 {
                     std::mem::take(&mut *entry.detail())
                 } else {
                     Detail::default()
                 };
-                let outcome = match (detail.outcome, end) {
+                let cancelled = || match error.map(GroupError::cause) {
+                    Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
+                    Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
+                    None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
+                };
+                let outcome = match (detail.outcome, task.as_ref().map(|task| &task.outcome)) {
                     (Some(outcome), _) => outcome,
-                    (None, UNSET) => match error.map(GroupError::cause) {
-                        Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
-                        Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
-                        None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
-                    },
-                    (None, _) => match detail.fell_back {
+                    (None, Some(TaskOutcome::Ok)) => match detail.fell_back {
                         Some(after) => Outcome::FellBack { after: Box::new(after) },
                         None => Outcome::Ok,
                     },
+                    (None, Some(TaskOutcome::Failed { error })) => Outcome::Failed { error: error.to_string() },
+                    (None, Some(TaskOutcome::Panicked { message })) => {
+                        Outcome::Panicked { message: message.to_string() }
+                    }
+                    (None, _) => cancelled(),
                 };
-                let end = if end == UNSET { elapsed } else { Duration::from_nanos(end) };
-                let start = (start != UNSET).then(|| Duration::from_nanos(start));
+                let attempts = entry.attempts.load(Relaxed);
+                // A dependent's task runs from the start, but the source starts when its input
+                // is ready: one that never got it never started.
+                let (start, duration) = match (input, task) {
+                    (Some(_), _) if attempts == 0 => (None, Duration::ZERO),
+                    (_, Some(task)) => (task.start, task.duration),
+                    (_, None) => (None, Duration::ZERO),
+                };
                 SourceReport {
-                    name: name.clone(),
                     outcome,
                     start,
-                    duration: start.map_or(Duration::ZERO, |start| end.saturating_sub(start)),
-                    queued: if self.at_once || input.is_some() { Duration::ZERO } else { start.unwrap_or(elapsed) },
-                    attempts: entry.attempts.load(Relaxed),
+                    duration,
+                    queued: match start {
+                        _ if self.at_once || input.is_some() => Duration::ZERO,
+                        Some(start) => start,
+                        None => elapsed,
+                    },
+                    attempts,
                     hedges: entry.hedges.load(Relaxed),
                     notes: detail.notes,
                     shared: detail.shared,
@@ -528,6 +506,7 @@ impl Recorder {
                     nested: detail.nested,
                     kind: detail.kind,
                     retryable: detail.retryable,
+                    name: name.clone(),
                 }
             })
             .collect();

@@ -196,7 +196,6 @@ where
         Ok(Ok(value)) => {
             ready(Ok(&value));
             slot.put(value);
-            shared.recorder.finish(index, None);
             Ok(())
         }
         Ok(Err(error)) => {
@@ -207,7 +206,7 @@ where
                 crate::context::failed(&span, kind.as_str(), &error);
             }
             ready(Err(&error));
-            shared.recorder.finish(index, Some(Failure::Error(&*error, kind, retryable)));
+            shared.recorder.failure(index, Failure::Error(&*error, kind, retryable));
             Err(error)
         }
         Err(panic) => {
@@ -216,7 +215,7 @@ where
             if let Some(span) = crate::context::source_span() {
                 crate::context::failed(&span, "panicked", format_args!("panicked: {message}"));
             }
-            shared.recorder.finish(index, Some(Failure::Panicked(&message)));
+            shared.recorder.failure(index, Failure::Panicked(&message));
             // The group turns it into the source's error and cancels the others.
             std::panic::resume_unwind(panic)
         }

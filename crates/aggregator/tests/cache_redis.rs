@@ -320,6 +320,8 @@ async fn a_read_never_runs_into_the_deadline() {
     let started = Instant::now();
     let answer = aggregator.aggregate(&2).await.expect("the source must answer before the deadline");
     assert_eq!(answer.outputs.0, "balance of 2");
-    assert!(started.elapsed() < ms(200), "a 5 s read timeout must be cut to the budget: {:?}", started.elapsed());
+    // The answer is the source's, so the read gave up within the budget; the bound is loose
+    // (the clock is real, and the machine may be busy): far below the 5 s read timeout.
+    assert!(started.elapsed() < ms(1_000), "a 5 s read timeout must be cut to the budget: {:?}", started.elapsed());
     server.signal("CONT");
 }

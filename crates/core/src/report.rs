@@ -11,9 +11,11 @@ use crate::cancel::{Cause, Name, SharedError};
 /// task, a bar from its start to its end scaled to the group's total time, its duration and
 /// its outcome.
 ///
-/// Times are offsets from the group's creation (where its deadline counts from), read once
-/// per poll of the group: a task ends when the poll in which it finished began, a task that
-/// starts with the group starts at the group's first poll.
+/// Times are offsets from the group's creation (where its deadline counts from). The clock
+/// is read at most once per poll of the group, at its end, and only when a task started or
+/// ended in it: a task that finishes ends when the poll in which it finished does (when the
+/// group could go on), a task that starts with the group starts at 0. So a time is exact to
+/// the length of one poll of the group.
 ///
 /// ```
 /// # use muster_core as muster;

@@ -723,6 +723,37 @@ async fn the_report_gives_every_tasks_outcome_start_and_duration_on_success_and_
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_report_times_tasks_spawned_through_a_handle_from_their_own_start() {
+    let probe = Probe::new();
+    let mut group = Group::new();
+    let handle = group.handle();
+    let children = probe.clone();
+    group
+        .spawn("accounts", async move {
+            tokio::time::sleep(ms(10)).await;
+            for i in 1..=3u32 {
+                let name = format!("balance-{i}");
+                handle.spawn(name.clone(), children.source(name, ms(20 + u64::from(i)), Outcome::Ok, i)).unwrap();
+            }
+            Ok::<_, SourceError>(0)
+        })
+        .unwrap();
+    let (result, report) = group.wait_with_report().await;
+    assert_eq!(result.unwrap().len(), 4);
+    let rows: Vec<_> = report.tasks.iter().map(|task| (&*task.name, task.start, task.duration)).collect();
+    assert_eq!(
+        rows,
+        [
+            ("accounts", Some(ms(0)), ms(10)),
+            ("balance-1", Some(ms(10)), ms(21)),
+            ("balance-2", Some(ms(10)), ms(22)),
+            ("balance-3", Some(ms(10)), ms(23)),
+        ]
+    );
+    assert_eq!(report.elapsed, ms(33), "the last end");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_task_reads_its_groups_token_while_polled_and_dropped() {
     assert!(cancellation().is_none(), "no group outside a task");
     // While polled: the group's own token; cancelling it cancels the group.

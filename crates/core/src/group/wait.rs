@@ -59,7 +59,10 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let group = this.group;
-        if let Err(error) = std::task::ready!(group.poll_wait(cx, this.deadline, this.cancelled)) {
+        group.record_first_poll();
+        let poll = group.poll_wait(cx, this.deadline, this.cancelled);
+        group.stamp();
+        if let Err(error) = std::task::ready!(poll) {
             if group.recording.is_some() {
                 group.finish_report(Some(&error));
             }
@@ -167,17 +170,6 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     ) -> Poll<Result<(), GroupError>> {
         if let Some(shared) = self.shared.get() {
             shared.waker.register(cx.waker());
-        }
-        if let Some(recording) = &mut self.recording {
-            recording.now = self.started.elapsed();
-            if !recording.polled {
-                recording.polled = true;
-                for (index, slot) in self.slots.iter().enumerate() {
-                    if matches!(slot.state, State::Running(_) | State::Pooled) {
-                        recording.start(index);
-                    }
-                }
-            }
         }
         loop {
             if cancelled.as_mut().as_pin_mut().is_some_and(|cancelled| cancelled.poll(cx).is_ready()) {
@@ -396,17 +388,16 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             .map(|(_, name, message)| Cause::Panicked { name: name.clone(), message: Arc::clone(message) })
             .collect();
         if let Some(recording) = &mut self.recording {
-            recording.now = elapsed;
             for (index, slot) in self.slots.iter().enumerate() {
-                let entry = recording.entry(index);
-                if !matches!(slot.state, State::Cancelled) || entry.outcome.is_some() {
+                if !matches!(slot.state, State::Cancelled) || recording.entry(index).outcome.is_some() {
                     continue;
                 }
+                let started = recording.timeline.start_of(index).is_some();
                 let outcome = match kind {
-                    ErrorKind::Timeout if entry.start.is_some() => TaskOutcome::TimedOut,
+                    ErrorKind::Timeout if started => TaskOutcome::TimedOut,
                     _ => TaskOutcome::Cancelled { cause: cause.clone() },
                 };
-                recording.end(index, outcome);
+                recording.end_at(index, elapsed, outcome);
             }
             for (index, name, message) in &panics {
                 let secondary = Cause::Panicked { name: name.clone(), message: Arc::clone(message) };
