@@ -100,7 +100,8 @@
 //!
 //! [`stream`] answers with each source's section the moment it completes (NDJSON or
 //! server-sent events, [`Format`]), then a line with the outcome; the response body owns the
-//! aggregation, so a client that goes away cancels it.
+//! aggregation, so a client that goes away cancels it. Its [`StreamOutcome`], in the response's
+//! extensions, tells a middleware around the handler how the stream ended.
 //!
 //! # What a client sees
 //!
@@ -129,7 +130,7 @@ use crate::sources::SourceOutputs;
 
 mod stream;
 
-pub use stream::{Format, SerializeSections, stream};
+pub use stream::{Format, SerializeSections, StreamEnd, StreamOutcome, stream};
 
 /// The context field whose value error responses carry as `request_id`.
 const REQUEST_ID: &str = "request_id";
@@ -481,7 +482,9 @@ impl IntoResponse for Verbose {
 }
 
 /// What a response of this module says, in the response's extensions: for an access log or a
-/// metrics middleware around the handler, which can read it without parsing the body.
+/// metrics middleware around the handler, which can read it without parsing the body. A
+/// [streamed](stream) response, whose outcome comes after its head, carries a
+/// [`StreamOutcome`] instead, whose [`StreamEnd`] has the `Answer`.
 ///
 /// ```
 /// use axum::response::IntoResponse;
@@ -516,6 +519,13 @@ struct ErrorBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<Vec<&'a str>>,
     request_id: Option<&'a str>,
+}
+
+impl ErrorBody<'_> {
+    /// What the body says, for the response's extensions.
+    fn answer(&self) -> Answer {
+        Answer { source: self.source.map(|source| Name::Owned(source.to_owned())), kind: self.kind }
+    }
 }
 
 /// The status and the JSON body that `error` answers with ([`IntoResponse`] sends them): for
@@ -585,7 +595,7 @@ fn error_parts(error: &AggregateError) -> (StatusCode, ErrorBody<'_>) {
 /// The response for `error`.
 fn error_response(error: &AggregateError, errors: Errors) -> Response {
     let (status, body) = error_parts(error);
-    let answer = Answer { source: body.source.map(|source| Name::Owned(source.to_owned())), kind: body.kind };
+    let answer = body.answer();
     let body = match errors {
         Errors::Safe => body,
         Errors::Exposed => ErrorBody { error: error.chain(), ..body },

@@ -1,7 +1,8 @@
 //! Feature `axum`: `muster::axum::stream` from a user's own route, served by a real axum server
 //! on a loopback port and read by a client over TCP: NDJSON and server-sent events, sections in
 //! completion order with their own types, the outcome line on a failure and at the deadline,
-//! and a client going away cancelling the sources.
+//! and a client going away cancelling the sources; a middleware around the route hears each
+//! stream's end from its `StreamOutcome`, the client going away included.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -10,16 +11,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use muster::axum::Format;
+use muster::axum::{Format, StreamEnd, StreamOutcome};
 use muster::{Aggregator, Deadline, Fallback, RequestContext, fetcher_fn};
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -110,12 +113,40 @@ async fn route(
     muster::axum::stream(&aggregator, knobs, RequestContext::new().request_id("r-1"), format)
 }
 
-async fn serve(aggregator: Dashboard) -> SocketAddr {
-    let app = Router::new().route("/d/{p}/{b}/{o}/{f}", get(route)).with_state(aggregator);
+/// What a middleware around the route heard of a stream's end, and how many fetches had been
+/// dropped by then.
+type Heard = (StreamEnd, usize);
+
+/// Serves `aggregator` on a loopback port, behind a middleware that listens to each stream's
+/// outcome (as an access log would) and sends what it hears.
+async fn serve(aggregator: Dashboard, dropped: &Dropped) -> (SocketAddr, UnboundedReceiver<Heard>) {
+    let (heard, ends) = tokio::sync::mpsc::unbounded_channel();
+    let listen = {
+        let dropped = dropped.clone();
+        move |request: Request, next: Next| {
+            let (heard, dropped): (UnboundedSender<Heard>, Dropped) = (heard.clone(), dropped.clone());
+            async move {
+                let response = next.run(request).await;
+                if let Some(outcome) = response.extensions().get::<StreamOutcome>() {
+                    outcome.on_end(move |end| {
+                        let _ = heard.send((end.clone(), dropped.count()));
+                    });
+                }
+                response
+            }
+        }
+    };
+    let app =
+        Router::new().route("/d/{p}/{b}/{o}/{f}", get(route)).with_state(aggregator).layer(middleware::from_fn(listen));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    (addr, ends)
+}
+
+/// The one end heard.
+async fn heard(ends: &mut UnboundedReceiver<Heard>) -> Heard {
+    tokio::time::timeout(Duration::from_secs(60), ends.recv()).await.unwrap().unwrap()
 }
 
 async fn send(addr: SocketAddr, path: &str, accept: &str) -> TcpStream {
@@ -155,11 +186,15 @@ fn sections(lines: &[Value]) -> Vec<&str> {
 
 #[tokio::test(start_paused = true)]
 async fn ndjson_sections_come_in_completion_order_with_their_own_types_then_the_outcome() {
-    let addr = serve(dashboard(ms(1_000), &Dropped::default())).await;
+    let dropped = Dropped::default();
+    let (addr, mut ends) = serve(dashboard(ms(1_000), &dropped), &dropped).await;
     let socket = send(addr, "/d/30/20/10/0", "application/x-ndjson").await;
     let (head, body) = read_all(socket).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.to_ascii_lowercase().contains("content-type: application/x-ndjson"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    for header in ["content-type: application/x-ndjson", "cache-control: no-cache", "x-accel-buffering: no"] {
+        assert!(lower.contains(header), "no {header}: {head}");
+    }
     let lines = ndjson(&body);
     assert_eq!(
         lines,
@@ -171,11 +206,15 @@ async fn ndjson_sections_come_in_completion_order_with_their_own_types_then_the_
         ],
         "{body}"
     );
+    let (end, _) = heard(&mut ends).await;
+    assert_eq!((end.status, end.answer.source, end.answer.kind), (Some(StatusCode::OK), None, "ok"));
+    assert!(end.stale.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn server_sent_events_carry_the_same_json() {
-    let addr = serve(dashboard(ms(1_000), &Dropped::default())).await;
+    let dropped = Dropped::default();
+    let (addr, _) = serve(dashboard(ms(1_000), &dropped), &dropped).await;
     let socket = send(addr, "/d/10/20/30/0", "text/event-stream").await;
     let (head, body) = read_all(socket).await;
     assert!(head.to_ascii_lowercase().contains("content-type: text/event-stream"), "{head}");
@@ -198,7 +237,7 @@ async fn server_sent_events_carry_the_same_json() {
 #[tokio::test(start_paused = true)]
 async fn a_failure_ends_the_stream_with_the_outcome_naming_the_source() {
     let dropped = Dropped::default();
-    let addr = serve(dashboard(ms(1_000), &dropped)).await;
+    let (addr, mut ends) = serve(dashboard(ms(1_000), &dropped), &dropped).await;
     let socket = send(addr, "/d/500/20/10/1", "application/x-ndjson").await;
     let (_, body) = read_all(socket).await;
     let lines = ndjson(&body);
@@ -213,12 +252,15 @@ async fn a_failure_ends_the_stream_with_the_outcome_naming_the_source() {
     );
     assert!(!body.contains("10.0.0.7"), "no internal detail: {body}");
     assert_eq!(dropped.count(), 1, "the profile was cancelled");
+    let (end, _) = heard(&mut ends).await;
+    let source = end.answer.source.as_deref();
+    assert_eq!((end.status, source, end.answer.kind), (Some(StatusCode::BAD_GATEWAY), Some("balance"), "failed"));
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_deadline_ends_the_stream_with_the_outcome() {
     let dropped = Dropped::default();
-    let addr = serve(dashboard(ms(100), &dropped)).await;
+    let (addr, mut ends) = serve(dashboard(ms(100), &dropped), &dropped).await;
     let socket = send(addr, "/d/10/5000/20/0", "application/x-ndjson").await;
     let (_, body) = read_all(socket).await;
     let lines = ndjson(&body);
@@ -227,13 +269,17 @@ async fn the_deadline_ends_the_stream_with_the_outcome() {
     assert_eq!((&last["outcome"], &last["status"], &last["kind"]), (&json!("failed"), &json!(504), &json!("timeout")));
     assert_eq!(last["pending"], json!(["balance"]));
     assert_eq!(dropped.count(), 1, "the balance was cancelled");
+    let (end, _) = heard(&mut ends).await;
+    let expected = (Some(StatusCode::GATEWAY_TIMEOUT), None, "timeout");
+    assert_eq!((end.status, end.answer.source.as_deref(), end.answer.kind), expected);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_client_going_away_cancels_the_sources() {
+async fn a_client_going_away_cancels_the_sources_and_the_outcome_hears_it() {
     let dropped = Dropped::default();
-    let addr = serve(dashboard(ms(3_600_000), &dropped)).await;
+    let (addr, mut ends) = serve(dashboard(ms(3_600_000), &dropped), &dropped).await;
     let mut socket = send(addr, "/d/10/1800000/1800000/0", "application/x-ndjson").await;
+    let started = tokio::time::Instant::now();
     // Read until the first section is in: the aggregation is running, two sources in flight.
     let mut raw = Vec::new();
     while !String::from_utf8_lossy(&raw).contains("\"section\":\"profile\"") {
@@ -243,14 +289,12 @@ async fn a_client_going_away_cancels_the_sources() {
         raw.extend_from_slice(&buffer[..read]);
     }
     assert_eq!(dropped.count(), 0);
+    assert!(ends.try_recv().is_err(), "the stream has not ended");
     drop(socket);
     // Nothing is spawned: the body owns the aggregation, and the server drops it with the
-    // connection. The clock stays well before any source would end.
-    for _ in 0..1_000 {
-        if dropped.count() == 2 {
-            break;
-        }
-        tokio::time::sleep(ms(1)).await;
-    }
-    assert_eq!(dropped.count(), 2, "both sources in flight were dropped");
+    // connection; the outcome hears it after both sources in flight were dropped.
+    let (end, dropped_then) = heard(&mut ends).await;
+    assert_eq!((end.status, end.answer.source, end.answer.kind), (None, None, "cancelled"));
+    assert_eq!(dropped_then, 2, "both sources in flight were dropped before the outcome was told");
+    assert!(started.elapsed() < ms(60_000), "the clock stayed well before any source would end");
 }

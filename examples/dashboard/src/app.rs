@@ -31,12 +31,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use muster::axum::Answer;
+use muster::axum::{Answer, Format, StreamOutcome};
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
 use muster::policy::{self, Cache, CircuitBreaker, RedisTier};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
-use crate::stream::{self, Format};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -430,37 +429,7 @@ async fn dashboard(
     let request = DashboardRequest { user_id: user_id.clone(), knobs };
     let mut response = match format {
         // Each section the moment its source completes, then the outcome.
-        Some(format) => {
-            let (lines, sections) = tokio::sync::mpsc::unbounded_channel();
-            let context = context.on_ready(stream::sections(format, lines));
-            let aggregator = state.aggregator.clone();
-            let aggregation = async move {
-                match aggregator.aggregate_with(&request, context).await {
-                    Ok(aggregate) => {
-                        let mut end = serde_json::json!({"outcome": "ok"});
-                        let stale: Vec<&str> = (aggregate.report.sources.iter())
-                            .filter(|source| source.stale.is_some())
-                            .map(|source| &*source.name)
-                            .collect();
-                        if !stale.is_empty() {
-                            end["stale"] = stale.into();
-                        }
-                        stream::End { line: format.line("end", &end), status: StatusCode::OK, source: None, kind: None }
-                    }
-                    Err(error) => {
-                        let (status, mut body) = muster::axum::error_body(&error);
-                        let text = |name: &str| body.get(name).and_then(|value| value.as_str()).map(str::to_owned);
-                        let (source, kind) = (text("source"), text("kind"));
-                        if let Some(body) = body.as_object_mut() {
-                            body.insert("outcome".to_owned(), "failed".into());
-                            body.insert("status".to_owned(), status.as_u16().into());
-                        }
-                        stream::End { line: format.line("end", &body), status, source, kind }
-                    }
-                }
-            };
-            stream::response(format, sections, aggregation)
-        }
+        Some(format) => muster::axum::stream(&state.aggregator, request, context, format),
         None => match state.aggregator.aggregate_with(&request, context).await {
             // `{"profile": .., "transactions": .., "offers": ..}`, the bodies as they came.
             Ok(aggregate) => aggregate.into_response(),
@@ -522,23 +491,39 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }
-    let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let answer = response.extensions().get::<Answer>();
     let user_id = response.extensions().get::<UserId>().map(|UserId(user_id)| user_id.as_str());
-    let source = answer.and_then(|answer| answer.source.as_deref());
-    let kind = answer.map(|answer| answer.kind);
     // A path refused as too long is logged by its start: one line per request stays small.
     let mut end = path.len().min(MAX_LOGGED_PATH);
     while !path.is_char_boundary(end) {
         end -= 1;
     }
     let path = &path[..end];
-    if let Some(deferred) = response.extensions().get::<stream::DeferredLog>() {
-        // A streamed answer is logged when its stream ends, with its real status and time.
-        deferred.defer(method, path, request_id, user_id, started);
+    if let Some(outcome) = response.extensions().get::<StreamOutcome>() {
+        // A streamed answer is logged when its stream ends, with its real status and time;
+        // `499` when the client went away first (the aggregation was cancelled).
+        let (method, path, request_id) = (method.clone(), path.to_owned(), request_id.to_owned());
+        let user_id = user_id.map(str::to_owned);
+        outcome.on_end(move |end| {
+            let status = end.status.map_or(499, |status| status.as_u16());
+            let answer = Some(&end.answer);
+            log(&method, &path, status, started, &request_id, user_id.as_deref(), answer);
+        });
         return;
     }
+    let answer = response.extensions().get::<Answer>();
+    log(method, path, response.status().as_u16(), started, request_id, user_id, answer);
+}
+
+/// Counts the answer and logs its access line.
+fn log(
+    method: &Method,
+    path: &str,
+    status: u16,
+    started: Instant,
+    request_id: &str,
+    user_id: Option<&str>,
+    answer: Option<&Answer>,
+) {
     crate::stats::stats().answered(status);
     // At `info`: a failed aggregation has logged its one `warn` event, with the whole cause.
     // Formatted by hand (see `logging::access`): a line costs a few µs, not tens.
@@ -546,11 +531,11 @@ pub(crate) fn answered(method: &Method, path: &str, request_id: &str, started: I
         method: method.as_str(),
         path,
         status,
-        elapsed_ms,
+        elapsed_ms: started.elapsed().as_millis() as u64,
         request_id,
         user_id,
-        source,
-        kind,
+        source: answer.and_then(|answer| answer.source.as_deref()),
+        kind: answer.map(|answer| answer.kind),
     };
     crate::logging::access(&line);
 }

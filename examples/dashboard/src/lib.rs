@@ -17,7 +17,6 @@ pub mod logging;
 pub mod metrics;
 pub mod server;
 pub mod stats;
-pub mod stream;
 
 pub use crate::app::{AppState, CacheConfig, Config, ConfigError, DashboardRequest, Knobs, Resilience, app};
 pub use crate::demo::{DemoBackend, Service, Stats};

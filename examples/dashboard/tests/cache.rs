@@ -37,6 +37,12 @@ async fn a_failing_backend_is_answered_stale_for_the_same_caller_only() {
     assert_eq!(body["stale"], serde_json::json!(["transactions"]));
     assert_eq!(body["transactions"], fresh.json()["transactions"]);
 
+    // Streamed, the last line lists it, as the README shows.
+    let streamed = [alice[0], ("accept", "application/x-ndjson")];
+    let stale = get(addr, "/dashboard/7?transactions_fail=1", &streamed).await;
+    assert_eq!(stale.status, 200, "{}", stale.body);
+    assert!(stale.body.contains(r#"{"outcome":"ok","stale":["transactions"]}"#), "{}", stale.body);
+
     let bob = get(addr, "/dashboard/7?transactions_fail=1", &[("authorization", "Bearer bob")]).await;
     assert_eq!(bob.status, 502, "another caller must never get Alice's cached section: {}", bob.body);
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use running::{BINARY, Running, dashboard, without_settings};
 use support::{LIMIT, MARGIN, get, within};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -348,7 +348,7 @@ async fn with_an_otlp_endpoint_the_spans_are_exported_at_the_latest_on_shutdown(
 }
 
 #[tokio::test]
-async fn a_failed_streamed_request_is_logged_with_its_real_status_and_time() {
+async fn streamed_requests_are_logged_when_they_end_with_their_real_outcome_and_time() {
     let log = std::env::temp_dir().join(format!("dashboard-stream-log-{}.log", std::process::id()));
     let stderr = std::fs::File::create(&log).expect("log file");
     let (mut running, addr) = Running::start(&[], stderr.into(), &[("RUST_LOG", "info")]).await;
@@ -356,19 +356,44 @@ async fn a_failed_streamed_request_is_logged_with_its_real_status_and_time() {
     let reply = get(addr, "/dashboard/7?transactions_fail=1&transactions_delay_ms=200", &streamed).await;
     assert_eq!(reply.status, 200, "the head went out before the failure: {reply:?}");
     assert!(reply.body.contains("\"outcome\":\"failed\""), "{reply:?}");
+
+    // A client that goes away after the first section: the stream never ends on its own.
+    let mut socket = TcpStream::connect(addr).await.expect("connect");
+    let gone = support::request(addr, "/dashboard/8?transactions_delay_ms=20000", &streamed);
+    socket.write_all(gone.as_bytes()).await.expect("send");
+    within(LIMIT, "the first section", async {
+        let (mut seen, mut buffer) = (Vec::new(), [0u8; 4096]);
+        while !String::from_utf8_lossy(&seen).contains("\"section\"") {
+            let read = socket.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the stream ended before a section");
+            seen.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await;
+    drop(socket);
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::eventually("the access line of the stream the client left", || logged().contains("/dashboard/8")).await;
     running.signal("TERM");
     assert!(running.exited_within(LIMIT).await.is_some());
-    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let logged = logged();
     let _ = std::fs::remove_file(&log);
 
-    let lines: Vec<serde_json::Value> = logged
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|line| line["fields"]["message"] == "request" && line["fields"]["path"] == "/dashboard/7")
-        .collect();
-    assert_eq!(lines.len(), 1, "one access line: {logged}");
-    let fields = &lines[0]["fields"];
+    let access = |path: &str| {
+        let lines: Vec<serde_json::Value> = logged
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["fields"]["message"] == "request" && line["fields"]["path"] == path)
+            .map(|line| line["fields"].clone())
+            .collect();
+        assert_eq!(lines.len(), 1, "one access line for {path}: {logged}");
+        lines.into_iter().next().unwrap_or_default()
+    };
+    let fields = access("/dashboard/7");
     assert_eq!(fields["status"], 502, "{fields}");
     assert!(fields["elapsed_ms"].as_u64().is_some_and(|elapsed| elapsed >= 200), "{fields}");
     assert_eq!((fields["source"].as_str(), fields["user_id"].as_str()), (Some("transactions"), Some("7")), "{fields}");
+    // The client went away: `499`, the aggregation cancelled, logged when it was.
+    let fields = access("/dashboard/8");
+    assert_eq!((&fields["status"], fields["kind"].as_str()), (&serde_json::json!(499), Some("cancelled")), "{fields}");
+    assert_eq!((fields["source"].as_str(), fields["user_id"].as_str()), (None, Some("8")), "{fields}");
 }

@@ -2,17 +2,20 @@
 
 use std::any::Any;
 use std::convert::Infallible;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use ::axum::body::{Body, Bytes};
-use ::axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use ::axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use ::axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use muster_core::Outputs;
+use muster_core::{Name, Outputs};
 use serde::Serialize;
+
+use super::{Answer, ErrorBody};
 
 use crate::aggregator::Aggregator;
 use crate::call::Ready;
@@ -189,28 +192,155 @@ fn section_line<O: SerializeSections>(format: Format, ready: &Ready<'_>, out: &m
     }
 }
 
-/// The last line: `{"outcome": "ok"}`, or `{"outcome": "failed", "status": 502, ..}` with the
-/// fields of the error response ([`error_body`](super::error_body)).
-fn outcome_line<O>(format: Format, result: &Result<crate::Aggregate<O>, AggregateError>, out: &mut Vec<u8>) {
-    let body = match result {
+/// The last line: `{"outcome": "ok"}` (with `"partial": true` when a fallback stands in and
+/// `"stale": [..]` when a stale value does), or `{"outcome": "failed", "status": 502, ..}` with
+/// the fields of the error response ([`error_body`](super::error_body)).
+#[derive(Serialize)]
+struct EndLine<'a> {
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    partial: bool,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stale: &'a [Name],
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody<'a>>,
+}
+
+/// Writes the last line for `result` to `out`, and says how the stream ended.
+fn end_line<O>(format: Format, result: &Result<crate::Aggregate<O>, AggregateError>, out: &mut Vec<u8>) -> StreamEnd {
+    let (json, end) = match result {
         Ok(aggregate) => {
-            let mut body = serde_json::json!({"outcome": "ok"});
-            if aggregate.is_partial() {
-                body["partial"] = true.into();
-            }
-            body
+            let stale: Vec<Name> = (aggregate.report.sources.iter())
+                .filter(|source| source.stale.is_some())
+                .map(|source| source.name.clone())
+                .collect();
+            let line =
+                EndLine { outcome: "ok", status: None, partial: aggregate.is_partial(), stale: &stale, error: None };
+            let json = serde_json::to_vec(&line);
+            let answer = Answer { source: None, kind: "ok" };
+            (json, StreamEnd { status: Some(StatusCode::OK), answer, stale })
         }
         Err(error) => {
-            let (status, mut body) = super::error_body(error);
-            if let Some(fields) = body.as_object_mut() {
-                fields.insert("outcome".to_owned(), "failed".into());
-                fields.insert("status".to_owned(), status.as_u16().into());
-            }
-            body
+            let (status, body) = super::error_parts(error);
+            let answer = body.answer();
+            let line = EndLine {
+                outcome: "failed",
+                status: Some(status.as_u16()),
+                partial: false,
+                stale: &[],
+                error: Some(body),
+            };
+            (serde_json::to_vec(&line), StreamEnd { status: Some(status), answer, stale: Vec::new() })
         }
     };
-    let json = serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"outcome":"failed"}"#.to_vec());
+    let json = json.unwrap_or_else(|_| br#"{"outcome":"failed"}"#.to_vec());
     format.frame("end", &json, out);
+    end
+}
+
+/// How a streamed response ended: what its last line said, or that the client went away
+/// first. [`StreamOutcome::on_end`] hands it over.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct StreamEnd {
+    /// The status the last line carries: `200`, or the [error response](super#responses)'s
+    /// (`502` for a failed source, `504` for the deadline, ...). `None` when the client went
+    /// away before the end: no last line was sent, and the aggregation was dropped, which
+    /// cancelled every source still running.
+    pub status: Option<StatusCode>,
+    /// What the last line says, as a response's [`Answer`] would: the source that failed and
+    /// the kind, `ok` for a success; `cancelled` (no source) when the client went away.
+    pub answer: Answer,
+    /// The sources a stale value answered for (a [`Cache`](crate::policy::Cache)'s
+    /// `stale_if_error`), as the last line lists them.
+    pub stale: Vec<Name>,
+}
+
+impl StreamEnd {
+    /// The end of a stream whose client went away before its last line.
+    fn client_gone() -> Self {
+        Self { status: None, answer: Answer { source: None, kind: "cancelled" }, stale: Vec::new() }
+    }
+}
+
+/// The outcome of a streamed response, in its extensions: [`on_end`](Self::on_end) hears how
+/// the stream ended, for an access log or a metrics middleware around the handler (the status
+/// line, `200`, goes out before the outcome is known). Clones share the one outcome.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use axum::http::StatusCode;
+/// use muster::axum::{Format, StreamOutcome};
+/// use muster::{Aggregator, RequestContext, fetcher_fn};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let failing = fetcher_fn(|_: &u64| async { Err::<u64, _>(std::io::Error::other("down")) });
+/// let aggregator = Aggregator::builder().source("balance", failing).build()?;
+/// let response = muster::axum::stream(&aggregator, 7, RequestContext::new(), Format::Ndjson);
+///
+/// // What a middleware around the handler does with the response.
+/// let heard = Arc::new(Mutex::new(None));
+/// if let Some(outcome) = response.extensions().get::<StreamOutcome>() {
+///     let heard = Arc::clone(&heard);
+///     outcome.on_end(move |end| *heard.lock().unwrap() = Some((end.status, end.answer.source.clone(), end.answer.kind)));
+/// }
+/// assert!(heard.lock().unwrap().is_none(), "nothing is sent yet");
+/// axum::body::to_bytes(response.into_body(), 1 << 16).await?;
+/// let heard = heard.lock().unwrap().take();
+/// assert_eq!(heard, Some((Some(StatusCode::BAD_GATEWAY), Some("balance".into()), "failed")));
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct StreamOutcome(Arc<Mutex<Ending>>);
+
+/// A listener of [`StreamOutcome::on_end`].
+type Listener = Box<dyn FnOnce(&StreamEnd) + Send>;
+
+/// The end once it is known, and who is waiting for it.
+#[derive(Default)]
+struct Ending {
+    end: Option<StreamEnd>,
+    listeners: Vec<Listener>,
+}
+
+impl StreamOutcome {
+    /// Calls `listener` once with how the stream ended: when its last line is written or its
+    /// body is dropped before that (the client went away), or at once if that has happened.
+    /// It runs on the task that drives (or drops) the response body: keep it short.
+    pub fn on_end(&self, listener: impl FnOnce(&StreamEnd) + Send + 'static) {
+        let mut ending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match ending.end.clone() {
+            Some(end) => {
+                drop(ending);
+                listener(&end);
+            }
+            None => ending.listeners.push(Box::new(listener)),
+        }
+    }
+
+    /// Records `end` and tells the listeners; the first end is the one.
+    fn end(&self, end: StreamEnd) {
+        let mut ending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if ending.end.is_some() {
+            return;
+        }
+        let listeners = std::mem::take(&mut ending.listeners);
+        ending.end = Some(end.clone());
+        drop(ending);
+        for listener in listeners {
+            listener(&end);
+        }
+    }
+}
+
+impl fmt::Debug for StreamOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ending = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("StreamOutcome").field("end", &ending.end).field("listeners", &ending.listeners.len()).finish()
+    }
 }
 
 /// Streams `aggregator`'s aggregation of `request` as a response: `200` with the `format`'s
@@ -233,16 +363,21 @@ fn outcome_line<O>(format: Format, result: &Result<crate::Aggregate<O>, Aggregat
 ///   source and how, nothing internal).
 /// - Each section's body is its source's output, serialized with the output's own type, which
 ///   the aggregator's type carries: nothing to name, nothing to downcast.
-/// - The last line is `{"outcome":"ok"}` (with `"partial":true` when a fallback stands in), or
+/// - The last line is `{"outcome":"ok"}` (with `"partial":true` when a fallback stands in, and
+///   `"stale":[<names>]` when a stale cached value answered for a source), or
 ///   `"outcome":"failed"` with the HTTP status and the fields of the
 ///   [error response](super#responses) (which source failed and how, or the deadline with the
-///   pending sources). The status line is `200` either way: it is sent before the outcome is
-///   known.
+///   pending sources; the same body as the unstreamed 502 or 504, request id included). The
+///   status line is `200` either way: it is sent before the outcome is known.
+/// - The headers say not to cache or buffer the lines (`cache-control: no-cache`,
+///   `x-accel-buffering: no`).
 ///
 /// The response body owns the aggregation and drives it: nothing is spawned. A client that goes
 /// away drops the body, which drops the aggregation and cancels every source still running.
 /// The deadline (the aggregator's, or `context`'s if tighter) ends the stream with its outcome
 /// line. A [`RequestContext::on_ready`] callback already in `context` is still called, first.
+/// The response's extensions hold a [`StreamOutcome`], which tells a middleware (an access
+/// log) how the stream ended, or that the client went away first.
 ///
 /// ```
 /// use std::time::Duration;
@@ -302,20 +437,28 @@ where
     let aggregation = async move {
         let result = aggregator.aggregate_with(&request, context).await;
         let mut last = Vec::new();
-        outcome_line(format, &result, &mut last);
-        last
+        let end = end_line(format, &result, &mut last);
+        (last, end)
     };
-    let body = Body::from_stream(Lines { lines, aggregation: Some(Box::pin(aggregation)) });
-    (
+    let outcome = StreamOutcome::default();
+    let body = Body::from_stream(Lines { lines, aggregation: Some(Box::pin(aggregation)), outcome: outcome.clone() });
+    let mut response = (
         StatusCode::OK,
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(format.content_type())),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // A proxy such as nginx would otherwise hold the lines back until it has a buffer's worth.
+            (HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no")),
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    response.extensions_mut().insert(outcome);
+    response
 }
+
+/// The aggregation's future: its last line and how it ended.
+type Aggregation = Pin<Box<dyn Future<Output = (Vec<u8>, StreamEnd)> + Send>>;
 
 /// The body: drives the aggregation and sends the lines its sources wrote while it was polled.
 struct Lines {
@@ -323,7 +466,10 @@ struct Lines {
     /// (the sources are polled by the aggregation's own future), so after each poll every
     /// section of that poll is here, and no other waker is needed.
     lines: Arc<Mutex<Vec<u8>>>,
-    aggregation: Option<Pin<Box<dyn Future<Output = Vec<u8>> + Send>>>,
+    /// The aggregation, until it has ended.
+    aggregation: Option<Aggregation>,
+    /// Told how the stream ended.
+    outcome: StreamOutcome,
 }
 
 impl Stream for Lines {
@@ -338,12 +484,23 @@ impl Stream for Lines {
             Poll::Pending => None,
         };
         let mut chunk = std::mem::take(&mut *self.lines.lock().unwrap_or_else(PoisonError::into_inner));
-        if let Some(last) = last {
+        if let Some((last, end)) = last {
             // Its sections are written already: they go first.
             self.aggregation = None;
             chunk.extend_from_slice(&last);
+            self.outcome.end(end);
         }
         if chunk.is_empty() { Poll::Pending } else { Poll::Ready(Some(Ok(Bytes::from(chunk)))) }
+    }
+}
+
+impl Drop for Lines {
+    /// Dropped before its end (the client went away): the aggregation is dropped first, which
+    /// cancels every source still running, then the outcome says so.
+    fn drop(&mut self) {
+        if self.aggregation.take().is_some() {
+            self.outcome.end(StreamEnd::client_gone());
+        }
     }
 }
 
@@ -382,5 +539,25 @@ mod tests {
         assert_eq!(json(1, &7_u64), Some(Some(Ok(r#"{"section":"s","status":"ok","body":7}"#.to_owned()))));
         assert_eq!(json(0, &7_u64), None);
         assert_eq!(json(2, &7_u64), None);
+    }
+
+    #[test]
+    fn the_outcome_tells_every_listener_once_the_first_end_before_or_after_it_listens() {
+        let outcome = StreamOutcome::default();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let listen = |who: &'static str| {
+            let heard = Arc::clone(&heard);
+            move |end: &StreamEnd| heard.lock().unwrap().push((who, end.status, end.answer.kind))
+        };
+        outcome.on_end(listen("before"));
+        assert!(heard.lock().unwrap().is_empty());
+        outcome.end(StreamEnd::client_gone());
+        outcome.end(StreamEnd {
+            status: Some(StatusCode::OK),
+            answer: Answer { source: None, kind: "ok" },
+            stale: Vec::new(),
+        });
+        outcome.clone().on_end(listen("after"));
+        assert_eq!(*heard.lock().unwrap(), [("before", None, "cancelled"), ("after", None, "cancelled")]);
     }
 }
