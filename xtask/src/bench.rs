@@ -31,11 +31,14 @@ struct Allocations {
     count: u64,
 }
 
-/// Runs the benches and writes the report. `--quick` shortens the HTTP benchmark's runs; other
-/// arguments go to `cargo bench`.
+/// Runs the benches and writes the report. `--quick` shortens the HTTP benchmark's runs;
+/// `--targets` runs only the group and aggregator benches (the targets table and their
+/// sections, about a minute); other arguments go to `cargo bench`.
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|arg| arg == "--quick");
-    let extra: Vec<String> = args.iter().filter(|arg| *arg != "--quick").cloned().collect();
+    let targets_only = args.iter().any(|arg| arg == "--targets");
+    let extra: Vec<String> =
+        args.iter().filter(|arg| !["--quick", "--targets"].contains(&arg.as_str())).cloned().collect();
     let extra = extra.as_slice();
     let target = target_dir();
     let group = target.join("bench-group.tsv");
@@ -45,10 +48,6 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     run_report(&["bench", "-p", "muster-core", "--bench", "group"], &group, extra)?;
     run_report(&["bench", "-p", "muster-core", "--bench", "allocations"], &allocations, extra)?;
     run_report(&["bench", "-p", "muster", "--bench", "aggregator"], &aggregator, extra)?;
-    let cache = target.join("bench-cache.tsv");
-    run_report(&["bench", "-p", "muster", "--features", "redis", "--bench", "cache"], &cache, extra)?;
-    let access_log = target.join("bench-access-log.tsv");
-    run_report(&["bench", "-p", "dashboard", "--bench", "access_log"], &access_log, extra)?;
     let (group, group_allocations) = (read(&group)?, read_allocations(&allocations)?);
     let (aggregator_rows, aggregator_allocations) = (read(&aggregator)?, read_allocations(&aggregator)?);
     let mut report = String::from("# muster benchmark report\n\n");
@@ -66,21 +65,35 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         report += &format!("- {note}\n");
     }
     report.push('\n');
-    cache_table(&read(&cache)?, &mut report);
-    for note in notes(&cache)? {
-        report += &format!("- {note}\n");
+    if !targets_only {
+        the_rest(quick, extra, &mut report)?;
     }
-    report.push('\n');
-    access_log_table(&read(&access_log)?, &mut report);
-    let resilience = target.join("bench-resilience.md");
-    run_report(&["bench", "-p", "muster", "--bench", "resilience"], &resilience, extra)?;
-    report += &std::fs::read_to_string(&resilience)
-        .map_err(|error| format!("cannot read {}: {error}", resilience.display()))?;
-    report += &crate::load::http_bench(quick)?;
     let path = target.join("bench-report.md");
     std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     println!("{report}");
     eprintln!("bench: report written to {}", path.display());
+    Ok(())
+}
+
+/// The benchmarks outside issue 19's targets: the cache, the access log, the resilience
+/// policies and the HTTP services.
+fn the_rest(quick: bool, extra: &[String], report: &mut String) -> Result<(), String> {
+    let target = target_dir();
+    let cache = target.join("bench-cache.tsv");
+    run_report(&["bench", "-p", "muster", "--features", "redis", "--bench", "cache"], &cache, extra)?;
+    let access_log = target.join("bench-access-log.tsv");
+    run_report(&["bench", "-p", "dashboard", "--bench", "access_log"], &access_log, extra)?;
+    cache_table(&read(&cache)?, report);
+    for note in notes(&cache)? {
+        *report += &format!("- {note}\n");
+    }
+    report.push('\n');
+    access_log_table(&read(&access_log)?, report);
+    let resilience = target.join("bench-resilience.md");
+    run_report(&["bench", "-p", "muster", "--bench", "resilience"], &resilience, extra)?;
+    *report += &std::fs::read_to_string(&resilience)
+        .map_err(|error| format!("cannot read {}: {error}", resilience.display()))?;
+    *report += &crate::load::http_bench(quick)?;
     Ok(())
 }
 
@@ -203,12 +216,7 @@ fn allocations_of(allocations: &[Allocations], scenario: &str, implementation: &
 
 /// The largest ratio `muster` ÷ `baseline` over the cases `wanted` picks (by scenario, without
 /// the runtime's `/ct` suffix, and N), and that case.
-fn worst(
-    rows: &[Row],
-    muster: &str,
-    baseline: &str,
-    wanted: impl Fn(&str, usize) -> bool,
-) -> Option<(f64, String)> {
+fn worst(rows: &[Row], muster: &str, baseline: &str, wanted: impl Fn(&str, usize) -> bool) -> Option<(f64, String)> {
     (by_case(rows).into_iter())
         .filter(|((scenario, n), _)| wanted(scenario.trim_end_matches("/ct"), *n))
         .filter_map(|((scenario, n), implementations)| {
@@ -250,7 +258,12 @@ fn targets_table(
         1.5,
         worst(group, "muster", "try_join_all_named", ready_yield_fail),
     );
-    target_row(report, "2a. `Group` ÷ Go errgroup, every case both run", 0.5, worst(group, "muster", "go_errgroup", any));
+    target_row(
+        report,
+        "2a. `Group` ÷ Go errgroup, every case both run",
+        0.5,
+        worst(group, "muster", "go_errgroup", any),
+    );
     let not_from_start = |scenario: &str, _: usize| scenario != "cancel_latency";
     target_row(
         report,
@@ -297,7 +310,10 @@ fn targets_table(
         || "-".to_owned(),
         |(p95, median, scenario, n)| format!("p95 {} (median {}), {scenario}, N = {n}", time(p95), time(median)),
     );
-    let _ = writeln!(report, "| also: `cancel_latency`, first failure to `wait` returning, worst p95 | {latency} | reported | - |");
+    let _ = writeln!(
+        report,
+        "| also: `cancel_latency`, first failure to `wait` returning, worst p95 | {latency} | reported | - |"
+    );
     report.push_str(
         "| 6. nothing paid for what is not asked: no clock read per task without a report, no span work \
          without an interested subscriber, no `Mutex` on the success path | see BENCHMARKS.md | - | not measured here |\n\n",
@@ -345,7 +361,8 @@ fn group_table(rows: &[Row], allocations: &[Allocations], report: &mut String) {
 /// The failure path after a real timer, from the first failure to `wait` returning: the median
 /// and the 95th percentile of single failures, in µs.
 fn cancel_latency_table(rows: &[Row], report: &mut String) {
-    const IMPLEMENTATIONS: [&str; 6] = ["muster", "try_join_all", "try_join_all_named", "join_set", "spawn_token", "go_errgroup"];
+    const IMPLEMENTATIONS: [&str; 6] =
+        ["muster", "try_join_all", "try_join_all_named", "join_set", "spawn_token", "go_errgroup"];
     report.push_str("## cancel_latency: first failure to `wait` returning (after a real 1 ms timer), median / p95\n\n");
     report.push_str("| runtime | N |");
     for implementation in IMPLEMENTATIONS {
@@ -432,5 +449,71 @@ fn cache_table(rows: &[Row], report: &mut String) {
             let cell = format!("{} ({})", time(row.median), time(row.p99));
             let _ = writeln!(report, "| {scenario} | {n} | {implementation} | {cell} | {extra} |");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, implementation: &str, n: usize, median: f64) -> Row {
+        let (scenario, implementation) = (scenario.to_owned(), implementation.to_owned());
+        Row { scenario, implementation, n, median, p99: median, p95: Some(median) }
+    }
+
+    fn allocations(scenario: &str, implementation: &str, n: usize, count: u64) -> Allocations {
+        Allocations { scenario: scenario.to_owned(), implementation: implementation.to_owned(), n, count }
+    }
+
+    fn line<'a>(report: &'a str, prefix: &str) -> &'a str {
+        report.lines().find(|line| line.starts_with(prefix)).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_ratio_target_is_judged_on_its_worst_case_over_both_runtimes() {
+        let group = [
+            row("ready", "muster", 2, 140.0),
+            row("ready", "try_join_all_named", 2, 100.0),
+            row("ready/ct", "muster", 8, 200.0),
+            row("ready/ct", "try_join_all_named", 8, 100.0),
+            // Not a case of target 1.
+            row("fail_after_timer", "muster", 2, 900.0),
+            row("fail_after_timer", "try_join_all_named", 2, 100.0),
+        ];
+        let mut report = String::new();
+        targets_table(&group, &[], &[], &[], &mut report);
+        let first = line(&report, "| 1.");
+        assert!(first.contains("| 2.00 (ready/ct, N = 8) | ≤ 1.5 | **not met** |"), "{first}");
+        assert!(line(&report, "| 2a.").contains("not measured"), "{report}");
+        let group = &group[..2];
+        let mut report = String::new();
+        targets_table(group, &[], &[], &[], &mut report);
+        assert!(line(&report, "| 1.").contains("| 1.40 (ready, N = 2) | ≤ 1.5 | met |"), "{report}");
+    }
+
+    #[test]
+    fn allocations_count_per_task_in_a_group_and_beyond_the_sources_own_in_an_aggregation() {
+        let group = [allocations("ready", "muster", 2, 3), allocations("ready", "muster", 64, 65)];
+        let aggregator = [allocations("ready", "aggregator", 2, 8), allocations("ready", "group", 2, 5)];
+        let mut report = String::new();
+        targets_table(&[], &group, &[], &aggregator, &mut report);
+        assert!(line(&report, "| 5a.").contains("| 1.50 (3 per run, ready, N = 2) | ≤ 1 | **not met** |"), "{report}");
+        assert!(
+            line(&report, "| 5b.").contains("| 3.00 (8 per aggregation, ready, N = 2) | ≤ 2 | **not met** |"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn a_report_line_may_give_the_95th_percentile() {
+        let path = std::env::temp_dir().join(format!("muster-xtask-bench-{}.tsv", std::process::id()));
+        let text =
+            "# a note\n#alloc\tready\tmuster\t2\t3\nready\tmuster\t2\t100.0\t300.0\t200.0\nready\tgo\t2\t1.0\t3.0\n";
+        std::fs::write(&path, text).unwrap();
+        let (rows, counted, notes) = (read(&path).unwrap(), read_allocations(&path).unwrap(), notes(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((rows.len(), rows[0].p95, rows[1].p95), (2, Some(200.0), None));
+        assert_eq!((counted.len(), counted[0].count), (1, 3));
+        assert_eq!(notes, ["a note"]);
     }
 }

@@ -50,7 +50,8 @@ fn main() {
         Err(error) => panic!("a current-thread runtime: {error}"),
     };
     // Moved from `Group::wait` into the caller's future: its size is copied on each move.
-    let mut report = format!("# `Wait<'_, usize>`, moved into the caller's future, is {} bytes\n", size_of::<Wait<'_, usize>>());
+    let mut report =
+        format!("# `Wait<'_, usize>`, moved into the caller's future, is {} bytes\n", size_of::<Wait<'_, usize>>());
     for n in SIZES {
         count(&runtime, "ready", n, ready, &mut report);
         count(&runtime, "yield_once", n, yield_once, &mut report);

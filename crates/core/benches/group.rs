@@ -78,7 +78,6 @@ mod cases;
 
 use cases::*;
 
-
 // ---------------------------------------------------------------------------------------------
 // Checks, run once before measuring.
 
@@ -264,7 +263,6 @@ fn benches(c: &mut Criterion) {
 
 #[path = "support/harness.rs"]
 mod harness;
-
 
 fn report_scenario<S, F>(rt: &Runtime, scenario: &str, n: usize, source: S, report: &mut String)
 where
