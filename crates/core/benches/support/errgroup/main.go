@@ -58,30 +58,27 @@ var errBoom = errors.New("boom")
 // One run of a scenario; returns the time to report for it.
 type run func(n int) time.Duration
 
-func ready(n int) time.Duration {
+// Every source succeeds at once (ready) or after yielding once (yield_once).
+func succeed(n int, yield bool) time.Duration {
 	started := time.Now()
 	g, _ := withContext(context.Background())
 	outputs := make([]int, n)
 	for i := 0; i < n; i++ {
 		i := i
-		g.Go(func() error { outputs[i] = i; return nil })
+		g.Go(func() error {
+			if yield {
+				runtime.Gosched()
+			}
+			outputs[i] = i
+			return nil
+		})
 	}
 	_ = g.Wait()
 	return time.Since(started)
 }
 
-// Each source yields once (the goroutine lets others run), then succeeds.
-func yieldOnce(n int) time.Duration {
-	started := time.Now()
-	g, _ := withContext(context.Background())
-	outputs := make([]int, n)
-	for i := 0; i < n; i++ {
-		i := i
-		g.Go(func() error { runtime.Gosched(); outputs[i] = i; return nil })
-	}
-	_ = g.Wait()
-	return time.Since(started)
-}
+func ready(n int) time.Duration     { return succeed(n, false) }
+func yieldOnce(n int) time.Duration { return succeed(n, true) }
 
 // Source 0 yields once and fails; the others wait for the group's cancellation.
 func failFast(n int) time.Duration {
