@@ -110,6 +110,8 @@ fn scenario<F, O>(
         report,
         "# {name} n={n}: {typed} allocations per aggregation, {bare} for the bare group: {per_source:.2} more per source"
     );
+    // The same, for `cargo xtask bench`'s targets table.
+    let _ = writeln!(report, "#alloc\t{name}\taggregator\t{n}\t{typed}\n#alloc\t{name}\tgroup\t{n}\t{bare}");
     let batch = move |implementation: &'static str, iterations: u32| {
         let (aggregator, fetcher) = (aggregator.clone(), fetcher.clone());
         async move {

@@ -1,7 +1,9 @@
 //! Interleaved measurement for `cargo xtask bench`: every implementation of a scenario runs
 //! one batch in turn, round after round, so that a slow phase of the machine hits all of them
-//! alike; the report gives the median and the 99th percentile of the per-iteration time of the
-//! batches, as tab-separated lines `scenario implementation n median_ns p99_ns`.
+//! alike; the report gives the median, the 99th and the 95th percentile of the per-iteration
+//! time of the batches, as tab-separated lines `scenario implementation n median_ns p99_ns
+//! p95_ns`. With one iteration per batch ([`interleaved_fixed`] with 1), they are percentiles
+//! of single runs.
 //!
 //! Shared by the benches of `muster-core` and `muster` (included with `#[path]`).
 
@@ -68,7 +70,7 @@ pub(crate) fn interleaved_fixed<B, Fut>(
     for (implementation, samples) in implementations.iter().zip(&mut samples) {
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-        let _ = writeln!(report, "{scenario}\t{implementation}\t{n}\t{:.1}\t{:.1}", at(0.5), at(0.99));
+        let _ = writeln!(report, "{scenario}\t{implementation}\t{n}\t{:.1}\t{:.1}\t{:.1}", at(0.5), at(0.99), at(0.95));
     }
 }
 

@@ -22,7 +22,8 @@ use crate::report::{GroupReport, TaskOutcome};
 /// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
 /// beyond the task itself. Larger groups poll only the tasks that were woken (through a
 /// `FuturesUnordered`, one more allocation per task), so a wake-up costs O(1) instead of O(N).
-/// The same threshold as `futures::future::join_all`, for the same reason.
+/// The same threshold as `futures::future::join_all`, for the same reason. Their tasks are
+/// pooled once the first poll has left some pending: tasks that finish in it cost nothing more.
 const FEW: usize = 32;
 
 pin_project_lite::pin_project! {
@@ -40,12 +41,9 @@ pin_project_lite::pin_project! {
 }
 
 impl<'a, T: Send + 'a> Wait<'a, T> {
-    /// Starts waiting for `group`: pools the tasks of a large group and watches the token (or
-    /// the parent) for the caller's cancellation.
-    pub(super) fn new(mut group: Group<'a, T>) -> Self {
-        if group.slots.len() > FEW {
-            group.pool_up();
-        }
+    /// Starts waiting for `group`: watches the token (or the parent) for the caller's
+    /// cancellation.
+    pub(super) fn new(group: Group<'a, T>) -> Self {
         let cancelled = group.token.get().or(group.parent.as_ref()).map(CancelToken::cancelled_owned);
         // The deadline's timer is made when a poll leaves tasks pending: a group whose tasks
         // finish in its first poll never touches the timer wheel.
@@ -209,6 +207,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
                 continue;
             }
             break;
+        }
+        if self.pool.is_none() && self.slots.len() > FEW {
+            self.pool_up();
         }
         let Some(after) = self.deadline else { return Poll::Pending };
         if deadline.is_none() {

@@ -1,3 +1,3 @@
 module musterbench/errgroup
 
-go 1.21
+go 1.19
