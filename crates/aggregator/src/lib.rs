@@ -156,6 +156,7 @@ mod call;
 pub mod completion;
 mod context;
 pub mod error;
+pub mod in_flight;
 pub mod policy;
 pub mod report;
 mod sources;
