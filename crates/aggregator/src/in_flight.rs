@@ -145,7 +145,7 @@ impl InFlight {
             if let Ok(mut slot) = slot.try_lock() {
                 if slot.is_none() {
                     *slot = Some(call);
-                    return Registration { registry, slot: Some((first.wrapping_add(i)) % n) };
+                    return Registration { registry, slot: Some(first.wrapping_add(i) % n) };
                 }
             }
         }
@@ -176,10 +176,15 @@ pub(crate) struct Registration<'a> {
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        match self.slot.and_then(|slot| self.registry.slots.get(slot)) {
-            // Taken out, then dropped after the lock is released.
-            Some(slot) => drop(lock(slot).take()),
-            None => drop(self.registry.untracked.fetch_sub(1, Relaxed)),
+        match self.slot {
+            Some(slot) => {
+                // Taken out, then dropped once the lock is released.
+                let call = self.registry.slots.get(slot).and_then(|slot| lock(slot).take());
+                drop(call);
+            }
+            None => {
+                self.registry.untracked.fetch_sub(1, Relaxed);
+            }
         }
     }
 }
@@ -203,8 +208,8 @@ impl Tracked {
                         None => SourceState::Queued,
                     },
                 };
-                let elapsed = progress.start.map_or(Duration::ZERO, |start| end.unwrap_or(elapsed).saturating_sub(start));
-                SourceSnapshot { name: name.clone(), state, start: progress.start, elapsed, shared: progress.shared }
+                let ran = progress.start.map_or(Duration::ZERO, |start| end.unwrap_or(elapsed).saturating_sub(start));
+                SourceSnapshot { name: name.clone(), state, start: progress.start, elapsed: ran, shared: progress.shared }
             })
             .collect();
         CallSnapshot {

@@ -670,6 +670,16 @@ mod tests {
     }
 
     #[test]
+    fn the_debug_token_is_off_by_default_and_must_be_hard_to_guess() {
+        assert_eq!(run_args(&[]).debug_token, None);
+        let token = "a-token-of-20-chars!";
+        assert_eq!(run_args(&["--debug-token", token]).debug_token.as_deref(), Some(token));
+        for bad in ["short", "with a space in it, long", &"x".repeat(257)] {
+            assert_eq!(error_kind(&["--debug-token", bad]), Some(ErrorKind::ValueValidation), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_service_name_comes_from_the_flag() {
         assert_eq!(run_args(&["--service-name", "dash-eu"]).service_name.as_deref(), Some("dash-eu"));
     }
