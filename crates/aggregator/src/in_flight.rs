@@ -17,7 +17,7 @@
 //! let in_flight = InFlight::new(64);
 //! let slow = fetcher_fn(|_: &u64| async {
 //!     tokio::time::sleep(Duration::from_secs(2)).await;
-//!     Ok::<_, std::io::Error>("done")
+//!     Ok::<_, std::io::Error>(1_u64)
 //! });
 //! let aggregator = Aggregator::builder().source("slow", slow).in_flight(&in_flight).build()?;
 //! let call = tokio::spawn(async move { aggregator.aggregate(&7).await.map(|aggregate| aggregate.outputs) });

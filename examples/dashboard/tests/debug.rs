@@ -2,6 +2,7 @@
 //! without the bearer token, redacted, rate-capped, drawn by the `/debug` page in a real
 //! headless Chromium (a screenshot under `target/`), and logged on `SIGUSR1`.
 
+#[allow(dead_code)] // this file uses a part of the helpers
 #[path = "support/running.rs"]
 mod running;
 mod support;
