@@ -208,8 +208,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
         let registration = in_flight.as_ref().map(|in_flight| {
-            let (fields, inputs, token) = (Arc::clone(&fields), Arc::clone(inputs), group.token());
-            in_flight.register(Tracked { shared: Arc::clone(&shared), fields, inputs, token })
+            let (shared, fields, inputs) = (Arc::clone(&shared), Arc::clone(&fields), Arc::clone(inputs));
+            in_flight.register(Tracked { shared, fields, inputs })
         });
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
         let result = {

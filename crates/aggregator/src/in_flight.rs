@@ -37,9 +37,10 @@
 //! # Cost
 //!
 //! Nothing is read while nobody looks: the sources record their timings as they do for the
-//! report anyway. A registered call adds, when it starts, one atomic increment and one
-//! `try_lock` of a free slot (never waited on: a busy slot is skipped), and, when it ends, one
-//! uncontended lock to free the slot. No allocation. `benches/aggregator.rs` measures it
+//! report anyway. A registered call adds, when it starts, three reference-count increments
+//! (of what the call already shares), one atomic increment and one `try_lock` of a free slot
+//! (never waited on: a busy slot is skipped), and, when it ends, one uncontended lock to free
+//! the slot. No allocation, unless the call fails (it is then kept). `benches/aggregator.rs` measures it
 //! (`in_flight`: the same aggregation with and without a registry, in one run).
 //!
 //! # Redaction
@@ -58,7 +59,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use muster_core::{CancelToken, Cause, ErrorKind, Millis, Name, waterfall_bar};
+use muster_core::{ErrorKind, Millis, Name, waterfall_bar};
 use tokio::time::Instant;
 
 use crate::call::Shared;
@@ -91,7 +92,6 @@ pub(crate) struct Tracked {
     pub(crate) shared: Arc<Shared>,
     pub(crate) fields: Arc<[(Name, String)]>,
     pub(crate) inputs: Arc<[Option<usize>]>,
-    pub(crate) token: CancelToken,
 }
 
 impl fmt::Debug for InFlight {
@@ -121,9 +121,10 @@ impl InFlight {
 
     /// The calls running now, the longest-running first, and the last failed ones.
     ///
-    /// Each source's state is read as one consistent value (its start, end, attempt and
-    /// outcome), while the call runs on: two sources of one call, or two calls, may be read a
-    /// few microseconds apart.
+    /// Nothing is stopped to take it: each call is read while it runs on, from what its
+    /// sources record for its report (the same clock, once per poll), so a source's state is
+    /// the one it had at its call's last poll, and two calls may be read a few microseconds
+    /// apart. It waits on no call, and no call waits on it beyond the copy of three pointers.
     pub fn snapshot(&self) -> Snapshot {
         // A slot is held only to clone what the call shares; the reading happens after.
         let tracked: Vec<Tracked> = self.registry.slots.iter().filter_map(|slot| lock(slot).clone()).collect();
@@ -193,17 +194,15 @@ impl Tracked {
     fn snapshot(&self, now: Instant, wall: SystemTime) -> CallSnapshot {
         let recorder = &self.shared.recorder;
         let elapsed = now.saturating_duration_since(recorder.started());
-        let cancelled = self.token.cause().filter(|cause| !matches!(cause, Cause::Completed)).map(redacted);
         let sources = (self.shared.names.iter().enumerate())
             .map(|(index, name)| {
                 let progress = recorder.progress(index);
                 let end = progress.end.map(|end| end.min(elapsed));
-                let state = match (&progress.outcome, end, &cancelled, progress.start) {
-                    (Some(outcome), Some(_), _, _) => SourceState::Done { outcome: outcome.as_str(), kind: progress.kind },
-                    (None, Some(_), _, _) => SourceState::Done { outcome: "ok", kind: None },
-                    (_, None, Some(cause), _) => SourceState::Cancelled { cause: cause.clone() },
-                    (_, None, None, Some(_)) => SourceState::Running { attempt: progress.attempts },
-                    (_, None, None, None) => match self.inputs.get(index).copied().flatten() {
+                let state = match (&progress.outcome, end, progress.start) {
+                    (Some(outcome), Some(_), _) => SourceState::Done { outcome: outcome.as_str(), kind: progress.kind },
+                    (None, Some(_), _) => SourceState::Done { outcome: "ok", kind: None },
+                    (_, None, Some(_)) => SourceState::Running { attempt: progress.attempts },
+                    (_, None, None) => match self.inputs.get(index).copied().flatten() {
                         Some(input) => SourceState::Waiting { input: self.shared.names.get(input).cloned().unwrap_or_default() },
                         None => SourceState::Queued,
                     },
@@ -220,16 +219,6 @@ impl Tracked {
             sources,
             stopped_by: None,
         }
-    }
-}
-
-/// A cancellation's cause without its error text: which source, or which deadline or caller.
-fn redacted(cause: &Cause) -> String {
-    match (cause.source_name(), cause) {
-        (Some(name), _) => format!("cancelled by `{name}`"),
-        (None, Cause::Deadline { .. }) => "the deadline".to_owned(),
-        (None, Cause::Dropped) => "the caller went away".to_owned(),
-        (None, _) => "cancelled by the caller".to_owned(),
     }
 }
 
@@ -316,8 +305,9 @@ pub enum SourceState {
         /// The kind of its failure, if it failed.
         kind: Option<ErrorKind>,
     },
-    /// Cancelled before it ended, and why: ``cancelled by `profile` ``, `the deadline`,
-    /// `cancelled by the caller` or `the caller went away`.
+    /// Cancelled before it ended, and why: ``cancelled by `profile` ``, `the deadline` or
+    /// `cancelled by the caller`. Only in a failed call: a running call's sources are dropped
+    /// the moment it is cancelled, and the call leaves the table with them.
     Cancelled {
         /// Why, without the error's text.
         cause: String,

@@ -21,8 +21,9 @@
 //! - **Redacted.** Context fields (`user_id`, `request_id`), source names, timings, attempts,
 //!   one-word outcomes and kinds: no header value (the forwarded `authorization` included), no
 //!   backend URL, no error text (see [`muster::in_flight`]).
-//! - **Rate-capped.** At most [`RATE_CAP`] authorized requests a second, whoever sends them;
-//!   past it, 429 with `Retry-After: 1`.
+//! - **Rate-capped.** At most [`RATE_CAP`] snapshots a second, whoever asks (only requests
+//!   with the token count, so nobody without it can use the cap up); past it, 429 with
+//!   `Retry-After: 1`. The page, constant, is not counted.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -108,9 +109,8 @@ async fn aggregations(State(state): State<AppState>, headers: HeaderMap) -> Resp
 }
 
 async fn page(State(state): State<AppState>) -> Response {
-    let Some(access) = state.debug_access() else { return not_found() };
-    if !access.admit() {
-        return rate_capped();
+    if state.debug_access().is_none() {
+        return not_found();
     }
     let headers = [
         (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -285,7 +285,8 @@ async function tick() {
     const s = await r.json();
     status.textContent = s.calls.length + " in flight" + (s.truncated ? " (truncated: " + s.untracked + " more untracked)" : "") + " at " + new Date().toLocaleTimeString();
     document.getElementById("calls").replaceChildren(...s.calls.map(c => call(c, false)));
-    document.getElementById("failed").replaceChildren(...s.failed.map(c => call(c, true)));
+    const failed = s.failed.length ? s.failed.map(c => call(c, true)) : [el("div", "", "none")];
+    document.getElementById("failed").replaceChildren(...failed);
   } catch (e) { status.textContent = "unreachable: " + e; }
 }
 tick();

@@ -88,6 +88,8 @@ async fn the_view_is_off_by_default_and_a_404_without_the_token() {
 #[tokio::test]
 async fn the_json_shows_a_request_waiting_on_a_slow_source_redacted() {
     let (_running, addr) = with_the_view(Stdio::null()).await;
+    let failed = get(addr, "/dashboard/21?transactions_fail=1&profile_delay_ms=5000", &[("authorization", CLIENT_SECRET)]);
+    assert_eq!(failed.await.status, 502);
     let slow = slow_request(addr);
     let (reply, json) = until_running(addr).await;
     println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
@@ -106,6 +108,11 @@ async fn the_json_shows_a_request_waiting_on_a_slow_source_redacted() {
     assert!(transactions["elapsed_ms"].as_f64().unwrap_or_default() > 0.0);
     let profile = source("profile").unwrap_or_default();
     assert_eq!((profile["state"].as_str(), profile["outcome"].as_str()), (Some("done"), Some("ok")));
+
+    let failed = &json["failed"][0];
+    assert_eq!((failed["stopped_by"].as_str(), failed["fields"]["user_id"].as_str()), (Some("transactions"), Some("21")));
+    let states: Vec<_> = failed["sources"].as_array().into_iter().flatten().map(|s| s["text"].as_str()).collect();
+    assert_eq!(states, [Some("cancelled by `transactions`"), Some("failed (status)"), Some("cancelled by `transactions`")]);
 
     for secret in ["client-s3cret", "127.0.0.1", "http://", TOKEN] {
         assert!(!reply.body.contains(secret), "`{secret}` leaked into the view: {}", reply.body);
@@ -198,6 +205,9 @@ fn headless(url: &str, args: &[&str]) -> String {
 #[tokio::test]
 async fn the_page_draws_a_running_slow_source_in_a_real_browser() {
     let (_running, addr) = with_the_view(Stdio::null()).await;
+    // A failed call first: the transactions fail while the profile is still running.
+    let failed = get(addr, "/dashboard/21?transactions_fail=1&profile_delay_ms=5000", &[]).await;
+    assert_eq!(failed.status, 502, "{}", failed.body);
     let slow = slow_request(addr);
     until_running(addr).await;
     let url = format!("http://{addr}/debug#token={TOKEN}");
@@ -211,6 +221,8 @@ async fn the_page_draws_a_running_slow_source_in_a_real_browser() {
     assert!(dom.contains("1 in flight"), "the page did not load the view: {dom}");
     assert!(dom.contains("transactions") && dom.contains("running (attempt 1)"), "{dom}");
     assert!(dom.contains("user_id=20"), "{dom}");
+    assert!(dom.contains("failed after") && dom.contains("stopped by transactions"), "{dom}");
+    assert!(dom.contains("cancelled by `transactions`") && dom.contains("user_id=21"), "{dom}");
     assert!(!dom.contains(TOKEN), "the token is in the page: {dom}");
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debug-page.png");
