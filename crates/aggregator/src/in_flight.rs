@@ -203,12 +203,20 @@ impl Tracked {
                     (None, Some(_), _) => SourceState::Done { outcome: "ok", kind: None },
                     (_, None, Some(_)) => SourceState::Running { attempt: progress.attempts },
                     (_, None, None) => match self.inputs.get(index).copied().flatten() {
-                        Some(input) => SourceState::Waiting { input: self.shared.names.get(input).cloned().unwrap_or_default() },
+                        Some(input) => {
+                            SourceState::Waiting { input: self.shared.names.get(input).cloned().unwrap_or_default() }
+                        }
                         None => SourceState::Queued,
                     },
                 };
                 let ran = progress.start.map_or(Duration::ZERO, |start| end.unwrap_or(elapsed).saturating_sub(start));
-                SourceSnapshot { name: name.clone(), state, start: progress.start, elapsed: ran, shared: progress.shared }
+                SourceSnapshot {
+                    name: name.clone(),
+                    state,
+                    start: progress.start,
+                    elapsed: ran,
+                    shared: progress.shared,
+                }
             })
             .collect();
         CallSnapshot {

@@ -572,9 +572,10 @@ impl Recorder {
         if entry.flags.load(Relaxed) & DETAILED != 0 {
             let detail = entry.detail.lock().unwrap_or_else(PoisonError::into_inner);
             shared = detail.shared;
-            outcome = detail.outcome.clone().or_else(|| {
-                detail.fell_back.clone().map(|after| Outcome::FellBack { after: Box::new(after) })
-            });
+            outcome = detail
+                .outcome
+                .clone()
+                .or_else(|| detail.fell_back.clone().map(|after| Outcome::FellBack { after: Box::new(after) }));
             kind = detail.kind;
         }
         Progress { start, end, attempts: entry.attempts.load(Relaxed), shared, outcome, kind }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use muster::in_flight::{InFlight, SourceState, Snapshot};
+use muster::in_flight::{InFlight, Snapshot, SourceState};
 use muster::{Aggregator, Deadline, RequestContext, Retry, builder::Input, fetcher_fn, report::Trigger};
 use muster_adapters::mock::{MockFetcher, Step};
 
@@ -64,11 +64,8 @@ async fn a_call_waiting_on_a_slow_source_shows_it_running_and_a_dependent_waitin
 async fn a_retried_source_shows_its_attempt() {
     let in_flight = InFlight::new(8);
     let flaky = MockFetcher::script([Step::err("503").after(ms(100)), Step::ok(1_u64).after(ms(1_000))]);
-    let aggregator = Aggregator::builder()
-        .source_with("flaky", flaky, Retry::attempts(3))
-        .in_flight(&in_flight)
-        .build()
-        .unwrap();
+    let aggregator =
+        Aggregator::builder().source_with("flaky", flaky, Retry::attempts(3)).in_flight(&in_flight).build().unwrap();
     let call = tokio::spawn(async move { aggregator.aggregate(&7).await.map(|a| a.outputs) });
     tokio::time::sleep(ms(300)).await;
     let snapshot = in_flight.snapshot();
@@ -95,10 +92,13 @@ async fn a_call_whose_caller_went_away_leaves_the_table() {
 async fn a_full_table_says_the_snapshot_is_truncated() {
     let in_flight = InFlight::new(2);
     let aggregator = Aggregator::builder()
-        .source("slow", fetcher_fn(|_: &u64| async {
-            tokio::time::sleep(ms(1_000)).await;
-            Ok::<_, std::io::Error>(())
-        }))
+        .source(
+            "slow",
+            fetcher_fn(|_: &u64| async {
+                tokio::time::sleep(ms(1_000)).await;
+                Ok::<_, std::io::Error>(())
+            }),
+        )
         .in_flight(&in_flight)
         .build()
         .unwrap();
@@ -126,7 +126,10 @@ async fn failed_calls_are_kept_redacted_the_last_n() {
     let failing = |n: u64| {
         Aggregator::builder()
             .source("slow", MockFetcher::ok_after(ms(1_000), 1_u64))
-            .source("bad", MockFetcher::<u64>::err_after(ms(50 * n), "connect to http://10.0.0.7/secret?token=x failed"))
+            .source(
+                "bad",
+                MockFetcher::<u64>::err_after(ms(50 * n), "connect to http://10.0.0.7/secret?token=x failed"),
+            )
             .in_flight(&in_flight)
             .build()
             .unwrap()

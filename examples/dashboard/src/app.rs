@@ -32,8 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::Answer;
-use muster::in_flight::InFlight;
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
+use muster::in_flight::InFlight;
 use muster::policy::{self, Cache, CircuitBreaker, RedisTier};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 

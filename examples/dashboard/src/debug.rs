@@ -28,11 +28,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use muster::in_flight::{CallSnapshot, InFlight, Snapshot, SourceState};
 use serde_json::{Value, json};
 

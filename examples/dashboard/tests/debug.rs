@@ -46,9 +46,11 @@ async fn until_running(addr: SocketAddr) -> (Reply, Value) {
             if reply.status == 200 {
                 let json = reply.json();
                 let running = json["calls"].as_array().into_iter().flatten().any(|call| {
-                    call["sources"].as_array().into_iter().flatten().any(|source| {
-                        source["name"] == "transactions" && source["state"] == "running"
-                    })
+                    call["sources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|source| source["name"] == "transactions" && source["state"] == "running")
                 });
                 if running {
                     return (reply, json);
@@ -88,7 +90,8 @@ async fn the_view_is_off_by_default_and_a_404_without_the_token() {
 #[tokio::test]
 async fn the_json_shows_a_request_waiting_on_a_slow_source_redacted() {
     let (_running, addr) = with_the_view(Stdio::null()).await;
-    let failed = get(addr, "/dashboard/21?transactions_fail=1&profile_delay_ms=5000", &[("authorization", CLIENT_SECRET)]);
+    let failed =
+        get(addr, "/dashboard/21?transactions_fail=1&profile_delay_ms=5000", &[("authorization", CLIENT_SECRET)]);
     assert_eq!(failed.await.status, 502);
     let slow = slow_request(addr);
     let (reply, json) = until_running(addr).await;
@@ -110,9 +113,15 @@ async fn the_json_shows_a_request_waiting_on_a_slow_source_redacted() {
     assert_eq!((profile["state"].as_str(), profile["outcome"].as_str()), (Some("done"), Some("ok")));
 
     let failed = &json["failed"][0];
-    assert_eq!((failed["stopped_by"].as_str(), failed["fields"]["user_id"].as_str()), (Some("transactions"), Some("21")));
+    assert_eq!(
+        (failed["stopped_by"].as_str(), failed["fields"]["user_id"].as_str()),
+        (Some("transactions"), Some("21"))
+    );
     let states: Vec<_> = failed["sources"].as_array().into_iter().flatten().map(|s| s["text"].as_str()).collect();
-    assert_eq!(states, [Some("cancelled by `transactions`"), Some("failed (status)"), Some("cancelled by `transactions`")]);
+    assert_eq!(
+        states,
+        [Some("cancelled by `transactions`"), Some("failed (status)"), Some("cancelled by `transactions`")]
+    );
 
     for secret in ["client-s3cret", "127.0.0.1", "http://", TOKEN] {
         assert!(!reply.body.contains(secret), "`{secret}` leaked into the view: {}", reply.body);
@@ -165,7 +174,9 @@ async fn sigusr1_logs_the_snapshot() {
 fn chromium() -> PathBuf {
     let candidates = std::env::var_os("CHROMIUM").map(PathBuf::from).into_iter();
     let on_path = ["chromium", "chromium-browser"].into_iter().flat_map(|name| {
-        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(move |dir| dir.join(name)).collect::<Vec<_>>()
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(move |dir| dir.join(name))
+            .collect::<Vec<_>>()
     });
     candidates.chain(on_path).find(|path| path.is_file()).unwrap_or_else(|| {
         panic!("no Chromium: install the distribution's `chromium` package (.ci/run does), or set CHROMIUM")
@@ -175,7 +186,8 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `url` with `args`, in a fresh profile, killed after [`LIMIT`]; its
 /// stdout.
 fn headless(url: &str, args: &[&str]) -> String {
-    let profile = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-{}-{}", std::process::id(), args.len()));
+    let profile =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-{}-{}", std::process::id(), args.len()));
     let _ = std::fs::remove_dir_all(&profile);
     let mut child = Command::new(chromium())
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic"])
@@ -229,7 +241,8 @@ async fn the_page_draws_a_running_slow_source_in_a_real_browser() {
     let _ = std::fs::remove_file(&screenshot);
     let argument = format!("--screenshot={}", screenshot.display());
     tokio::task::spawn_blocking(move || headless(&url, &[&argument])).await.expect("chromium");
-    let png = std::fs::read(&screenshot).unwrap_or_else(|error| panic!("no screenshot at {}: {error}", screenshot.display()));
+    let png =
+        std::fs::read(&screenshot).unwrap_or_else(|error| panic!("no screenshot at {}: {error}", screenshot.display()));
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "not a screenshot: {} bytes", png.len());
     println!("screenshot: {}", screenshot.display());
     slow.abort();
