@@ -130,7 +130,7 @@ impl InFlight {
         let tracked: Vec<Tracked> = self.registry.slots.iter().filter_map(|slot| lock(slot).clone()).collect();
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut calls: Vec<CallSnapshot> = tracked.iter().map(|call| call.snapshot(now, wall)).collect();
-        calls.sort_by(|a, b| b.elapsed.cmp(&a.elapsed));
+        calls.sort_by_key(|call| std::cmp::Reverse(call.elapsed));
         let failed = lock(&self.registry.failed).iter().rev().cloned().collect();
         Snapshot { calls, untracked: self.registry.untracked.load(Relaxed), failed }
     }
