@@ -5,6 +5,9 @@
 //! `crates/core/benches/support/harness.rs`). A counting allocator gives the heap allocations
 //! per aggregation beside the times.
 //!
+//! `in_flight` compares the same aggregation with and without an `InFlight` registry (the
+//! live view's cost when nobody looks).
+//!
 //! Run with `cargo bench -p muster --bench aggregator` (prints the table) or through
 //! `cargo xtask bench`, which passes `-- --report PATH`.
 //!
@@ -178,6 +181,53 @@ fn two_stage(rt: &tokio::runtime::Runtime, report: &mut String) {
     harness::interleaved(rt, "two_stage", 2, &["aggregator", "group", "hand-written"], batch, report);
 }
 
+/// The in-flight view when nobody looks: the same aggregation of 2 sources, shown in an
+/// `InFlight` registry or not, interleaved; the report line `# in_flight` gives the ratio of
+/// the medians and the allocations of each.
+fn in_flight(rt: &tokio::runtime::Runtime, report: &mut String) {
+    let registry = muster::in_flight::InFlight::new(64);
+    let build = |shown: bool| {
+        let builder = Aggregator::builder()
+            .options((Deadline(Duration::from_secs(1)), Field::new("service", "bench")))
+            .source("s0", yield_once())
+            .source("s1", yield_once());
+        let builder = if shown { builder.in_flight(&registry) } else { builder };
+        match builder.build() {
+            Ok(aggregator) => aggregator,
+            Err(error) => panic!("the benchmark's aggregator is valid: {error}"),
+        }
+    };
+    let (off, on) = (build(false), build(true));
+    allocations(async { drop(on.aggregate(&7).await) });
+    let (allocations_off, allocations_on) = (
+        allocations(async { drop(black_box(off.aggregate(&7).await)) }),
+        allocations(async { drop(black_box(on.aggregate(&7).await)) }),
+    );
+    let batch = move |implementation: &'static str, iterations: u32| {
+        let aggregator = if implementation == "registry_on" { on.clone() } else { off.clone() };
+        async move {
+            let started = Instant::now();
+            for _ in 0..iterations {
+                drop(black_box(aggregator.aggregate(&7).await));
+            }
+            started.elapsed()
+        }
+    };
+    let mut lines = String::new();
+    harness::interleaved(rt, "in_flight", 2, &["registry_off", "registry_on"], batch, &mut lines);
+    let median = |implementation: &str| {
+        let line = lines.lines().find(|line| line.split('\t').nth(1) == Some(implementation));
+        line.and_then(|line| line.split('\t').nth(3)).and_then(|median| median.parse::<f64>().ok()).unwrap_or(f64::NAN)
+    };
+    use std::fmt::Write as _;
+    let _ = writeln!(
+        report,
+        "# in_flight n=2: registry on / off = {:.3} (medians), {allocations_on} allocations per aggregation on, {allocations_off} off",
+        median("registry_on") / median("registry_off")
+    );
+    report.push_str(&lines);
+}
+
 fn main() -> std::io::Result<()> {
     if std::env::var_os("MUSTER_BENCH_TRACING").is_some() {
         if let Err(error) = tracing::subscriber::set_global_default(tracing_subscriber::registry()) {
@@ -205,6 +255,7 @@ fn main() -> std::io::Result<()> {
         &mut report,
     );
     two_stage(&rt, &mut report);
+    in_flight(&rt, &mut report);
     match harness::report_path() {
         Some(path) => std::fs::write(path, report),
         None => {

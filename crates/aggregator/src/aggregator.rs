@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use crate::call::Shared;
 use crate::context::{RequestContext, aggregate_span, set};
 use crate::error::{AggregateError, BuildError, chain, check_names};
+use crate::in_flight::{InFlight, Tracked};
 use crate::policy::Policy;
 use crate::report::{Recorder, Report};
 use crate::sources::{Dependent, Entry, Get, Push, SourceOutputs, Typed};
@@ -62,7 +63,7 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     sources: O::Sources,
     names: Arc<[Name]>,
     /// For each source, the source whose output it waits for, if it is a dependent.
-    inputs: Box<[Option<usize>]>,
+    inputs: Arc<[Option<usize>]>,
     /// The group options; its context fields are kept apart, in `fields`.
     group: GroupConfig,
     /// The aggregator's default context fields ([`Field`](crate::options::Field) options), shared by
@@ -70,6 +71,8 @@ struct Inner<Req: ?Sized, O: SourceOutputs<Req>> {
     fields: Arc<[(Name, String)]>,
     /// The same as the [`context()`](crate::context) of calls that add nothing, made once.
     context: muster_core::Context,
+    /// Where its calls show while they run, if anywhere.
+    in_flight: Option<InFlight>,
 }
 
 impl<Req: ?Sized, O: SourceOutputs<Req>> Clone for Aggregator<Req, O> {
@@ -149,7 +152,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
     /// Dropping the future drops every source's fetch, and logs one `info` event saying the
     /// caller went away and what was in flight.
     pub async fn aggregate_with(&self, request: &Req, context: RequestContext) -> Result<Aggregate<O>, AggregateError> {
-        let Inner { sources, names, inputs, group: config, fields: defaults, context: default_context } = &*self.inner;
+        let Inner { sources, names, inputs, group: config, fields: defaults, context: default_context, in_flight } =
+            &*self.inner;
         let RequestContext { fields: own, deadline, parent, span: parent_span, on_ready, traceparent, headers } =
             context;
         // What the sources read as `context()`: made once per call, and only when the call
@@ -203,10 +207,15 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
         O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
+        let registration = in_flight.as_ref().map(|in_flight| {
+            let (shared, fields, inputs) = (Arc::clone(&shared), Arc::clone(&fields), Arc::clone(inputs));
+            in_flight.register(Tracked { shared, fields, inputs })
+        });
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
         let wait = group.wait_with_report().instrument(span.clone());
         let (result, group_report) = muster_core::with_context(request_context, wait).await;
         gone.armed = false;
+        drop(registration);
         let report = shared.recorder.report(group_report, names, inputs, result.as_ref().err(), fields);
         // The dependents' view of the slots ends with the group.
         drop(refs);
@@ -224,6 +233,9 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
             },
             Err(error) => AggregateError::group(error, report),
         };
+        if let Some(in_flight) = in_flight {
+            in_flight.failed(error.report());
+        }
         crate::context::failed(&span, error.kind().as_str(), &error);
         let report = error.report();
         fn listed(names: &[Name]) -> Option<tracing::field::DebugValue<Vec<&str>>> {
@@ -297,6 +309,7 @@ pub struct AggregatorBuilder<Req: ?Sized, O: SourceOutputs<Req>> {
     /// What each source's policies need of the deadline.
     needs: Vec<Duration>,
     group: GroupConfig,
+    in_flight: Option<InFlight>,
     error: Option<BuildError>,
 }
 
@@ -317,6 +330,7 @@ impl<Req: ?Sized, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
             inputs: Vec::new(),
             needs: Vec::new(),
             group: GroupConfig::default(),
+            in_flight: None,
             error: None,
         }
     }
@@ -471,6 +485,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
             inputs: self.inputs,
             needs: self.needs,
             group: self.group,
+            in_flight: self.in_flight,
             error: self.error,
         }
     }
@@ -483,6 +498,14 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
         self
     }
 
+    /// Shows this aggregator's calls in `in_flight` while they run ([`InFlight::snapshot`]),
+    /// and keeps its last failed ones there: see [`in_flight`](crate::in_flight) for what a
+    /// call costs and what a snapshot shows.
+    pub fn in_flight(mut self, in_flight: &InFlight) -> Self {
+        self.in_flight = Some(in_flight.clone());
+        self
+    }
+
     /// Checks everything and builds the aggregator.
     ///
     /// # Errors
@@ -491,7 +514,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
     /// invalid aggregator option, or a source whose policies (a retry's backoffs) need the
     /// whole deadline.
     pub fn build(self) -> Result<Aggregator<Req, O>, BuildError> {
-        let Self { sources, names, inputs, needs, mut group, error } = self;
+        let Self { sources, names, inputs, needs, mut group, in_flight, error } = self;
         if let Some(error) = error {
             return Err(error);
         }
@@ -509,7 +532,7 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> AggregatorBuilder<Req, O> {
             context.with_field(name.clone(), value.clone())
         });
         let (names, inputs) = (names.into(), inputs.into());
-        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields, context }) })
+        Ok(Aggregator { inner: Arc::new(Inner { sources, names, inputs, group, fields, context, in_flight }) })
     }
 }
 

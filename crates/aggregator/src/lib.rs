@@ -76,6 +76,9 @@
 //!   cause) inside `fetch`; [`report::record`] lets policies tell the report what they did.
 //! - **A report** of every source (outcome, start, queueing, duration, attempts, notes), what
 //!   triggered the cancellation and how long it took; its `Display` is a waterfall.
+//! - **What is in flight, live** ([`in_flight`]): a bounded, redacted snapshot of the calls
+//!   running now (context fields, elapsed, remaining budget, each source's state and attempt,
+//!   why it was cancelled) and the last failed ones, free when nobody looks.
 //! - **Tracing**: an `aggregate` span with the context fields, a `source` span per source,
 //!   and exactly one `warn` event per failed aggregation (source, kind, elapsed, cause chain,
 //!   cancelled siblings); one `info` event when the caller goes away; per-source detail at
@@ -156,6 +159,7 @@ mod call;
 pub mod completion;
 mod context;
 pub mod error;
+pub mod in_flight;
 pub mod policy;
 pub mod report;
 mod sources;

@@ -514,3 +514,46 @@ impl Recorder {
         Report { elapsed, sources, trigger, cancellation, fields }
     }
 }
+
+/// Where a source is, for the [in-flight view](crate::in_flight): read while the call runs.
+pub(crate) struct Progress {
+    /// When it started, from the start of the aggregation.
+    pub(crate) start: Option<Duration>,
+    /// When it ended (the current offset, for one that ended in the poll running now).
+    pub(crate) end: Option<Duration>,
+    pub(crate) attempts: u32,
+    pub(crate) shared: Option<usize>,
+    /// Its outcome, when it failed or fell back (`None` for one that succeeded or runs).
+    pub(crate) outcome: Option<Outcome>,
+    pub(crate) kind: Option<ErrorKind>,
+}
+
+// The in-flight view's reads (crate::in_flight), kept apart from the recording above.
+impl Recorder {
+    /// When the aggregation started.
+    pub(crate) fn started(&self) -> tokio::time::Instant {
+        self.timeline.started()
+    }
+
+    /// Source `index`'s progress so far: relaxed loads, and the detail's lock only for a
+    /// source that has details.
+    pub(crate) fn progress(&self, index: usize) -> Progress {
+        let Some(entry) = self.entries.get(index) else {
+            return Progress { start: None, end: None, attempts: 0, shared: None, outcome: None, kind: None };
+        };
+        let attempts = entry.attempts.load(Relaxed);
+        // A dependent's task runs from the start, but the source starts with its first attempt.
+        let start = if attempts > 0 { self.timeline.start_of(index) } else { None };
+        let (mut shared, mut outcome, mut kind) = (None, None, None);
+        if entry.flags.load(Relaxed) & DETAILED != 0 {
+            let detail = entry.detail.lock().unwrap_or_else(PoisonError::into_inner);
+            shared = detail.shared;
+            outcome = detail
+                .outcome
+                .clone()
+                .or_else(|| detail.fell_back.clone().map(|after| Outcome::FellBack { after: Box::new(after) }));
+            kind = detail.kind;
+        }
+        Progress { start, end: self.timeline.end_of(index), attempts, shared, outcome, kind }
+    }
+}

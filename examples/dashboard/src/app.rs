@@ -33,6 +33,7 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use muster::axum::{Answer, Format, StreamOutcome};
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
+use muster::in_flight::InFlight;
 use muster::policy::{self, Cache, CircuitBreaker, RedisTier};
 use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
 
@@ -164,6 +165,10 @@ pub struct AppState {
     /// The client's headers that any source forwards ([`Config::forward_headers`] and
     /// [`Config::offers_forward_headers`]): only these go into each call's context.
     forward: std::sync::Arc<[HeaderName]>,
+    /// Every aggregation while it runs, and the last failed ones: the live view (issue 21).
+    in_flight: InFlight,
+    /// Who may read the live view over HTTP; `None` (the default): nobody, 404.
+    debug: Option<crate::debug::Access>,
 }
 
 impl AppState {
@@ -229,9 +234,11 @@ impl AppState {
                 }
             }
         };
+        let in_flight = InFlight::new(crate::debug::CALLS);
         let aggregator = builder
             .then_with("offers", Input::<0>, OffersRequest::new, Offers(offers_fetcher), Fallback(no_offers()))
             .options(Deadline(config.timeout))
+            .in_flight(&in_flight)
             .build()?;
         // Every name any source forwards goes into the call's context; each fetcher then sends
         // only the names on its own allow-list.
@@ -239,7 +246,24 @@ impl AppState {
         forward.extend(
             config.offers_forward_headers.iter().filter(|name| !config.forward_headers.contains(name)).cloned(),
         );
-        Ok(Self { aggregator, forward: forward.into() })
+        Ok(Self { aggregator, forward: forward.into(), in_flight, debug: None })
+    }
+
+    /// Serves the live view (`GET /debug/aggregations`, `GET /debug`) to requests bearing
+    /// `token`; see [`debug`](crate::debug).
+    #[must_use]
+    pub fn with_debug_token(mut self, token: &str) -> Self {
+        self.debug = Some(crate::debug::Access::new(token));
+        self
+    }
+
+    /// The aggregations running now, and the last failed ones.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    pub(crate) fn debug_access(&self) -> Option<&crate::debug::Access> {
+        self.debug.as_ref()
     }
 }
 
@@ -265,6 +289,8 @@ fn warn_if_unreachable(tier: RedisTier) {
 /// every request.
 pub fn app(state: AppState) -> Router {
     let router = Router::new().route("/dashboard/{user_id}", get(dashboard)).route("/healthz", get(|| async { "ok" }));
+    // `GET /debug` and `GET /debug/aggregations`: 404 unless `--debug-token` is given.
+    let router = router.merge(crate::debug::routes());
     // `GET /metrics` in Prometheus text, when built with the `metrics` feature.
     #[cfg(feature = "metrics")]
     let router = {

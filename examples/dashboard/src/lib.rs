@@ -10,6 +10,7 @@
 //! tests can serve the same router and backends on `127.0.0.1:0`.
 
 pub mod app;
+pub mod debug;
 pub mod demo;
 pub mod limits;
 pub mod logging;

@@ -157,7 +157,12 @@ async fn run(args: Args) -> Result<Served, StartError> {
         (args.timeout, args.forward_headers, args.offers_forward_headers, args.cache);
     let config =
         Config { profile_url, transactions_url, offers_url, timeout, forward_headers, offers_forward_headers, cache };
-    let state = AppState::with_resilience(&config, args.resilience).map_err(StartError::Config)?;
+    let mut state = AppState::with_resilience(&config, args.resilience).map_err(StartError::Config)?;
+    if let Some(token) = &args.debug_token {
+        state = state.with_debug_token(token);
+    }
+    // Before the banner, as the shutdown signals.
+    dashboard::debug::log_on_sigusr1(state.in_flight().clone());
 
     // Before the banner: a signal sent once the server says it is up is always handled.
     let stop = signals();
@@ -439,6 +444,11 @@ struct Cli {
     /// comma-separated, or `none`
     #[arg(long, env = "DASHBOARD_OFFERS_FORWARD_HEADERS", value_name = "LIST", default_value = "none", value_parser = header_list)]
     offers_forward_headers: HeaderList,
+    /// Serve the live view of the aggregations in flight, GET /debug/aggregations (JSON) and
+    /// GET /debug (a page: open /debug#token=TOKEN), to requests with `Authorization: Bearer
+    /// TOKEN`; without it they are 404 (off by default). SIGUSR1 logs the same snapshot
+    #[arg(long, env = "DASHBOARD_DEBUG_TOKEN", value_name = "TOKEN", value_parser = debug_token)]
+    debug_token: Option<String>,
 
     /// A request head must arrive within MS of the connection waiting for it
     #[arg(long = "header-read-timeout-ms", env = "DASHBOARD_HEADER_READ_TIMEOUT_MS", value_name = "MS", default_value = "10000", value_parser = millis, help_heading = "Limits (all on by default)")]
@@ -492,6 +502,7 @@ impl Cli {
             offers_url: self.offers_url,
             otlp_endpoint: self.otlp_endpoint,
             service_name: self.service_name,
+            debug_token: self.debug_token,
             resilience: Resilience {
                 breaker_failure_rate: self.breaker_failure_rate,
                 retry_budget_percent: self.retry_budget_percent,
@@ -533,6 +544,8 @@ struct Args {
     otlp_endpoint: Option<String>,
     /// The spans' `service.name`.
     service_name: Option<String>,
+    /// The live view's bearer token; `None`: the view is off.
+    debug_token: Option<String>,
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     offers_forward_headers: Vec<HeaderName>,
@@ -540,6 +553,14 @@ struct Args {
     resilience: Resilience,
     /// The transactions section's cache, if any cache flag is given.
     cache: Option<CacheConfig>,
+}
+
+/// A bearer token: 16 to 256 visible ASCII characters (a header value, hard to guess).
+fn debug_token(value: &str) -> Result<String, String> {
+    match value.len() {
+        16..=256 if value.bytes().all(|byte| byte.is_ascii_graphic()) => Ok(value.to_owned()),
+        _ => Err("expected 16 to 256 visible ASCII characters".to_owned()),
+    }
 }
 
 /// `IP:PORT`.
@@ -649,6 +670,16 @@ mod tests {
     }
 
     #[test]
+    fn the_debug_token_is_off_by_default_and_must_be_hard_to_guess() {
+        assert_eq!(run_args(&[]).debug_token, None);
+        let token = "a-token-of-20-chars!";
+        assert_eq!(run_args(&["--debug-token", token]).debug_token.as_deref(), Some(token));
+        for bad in ["short", "with a space in it, long", &"x".repeat(257)] {
+            assert_eq!(error_kind(&["--debug-token", bad]), Some(ErrorKind::ValueValidation), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_service_name_comes_from_the_flag() {
         assert_eq!(run_args(&["--service-name", "dash-eu"]).service_name.as_deref(), Some("dash-eu"));
     }
@@ -691,6 +722,7 @@ mod tests {
             ("--timeout-ms", "DASHBOARD_TIMEOUT_MS"),
             ("--forward-headers", "DASHBOARD_FORWARD_HEADERS"),
             ("--offers-forward-headers", "DASHBOARD_OFFERS_FORWARD_HEADERS"),
+            ("--debug-token", "DASHBOARD_DEBUG_TOKEN"),
             ("--header-read-timeout-ms", "DASHBOARD_HEADER_READ_TIMEOUT_MS"),
             ("--idle-timeout-ms", "DASHBOARD_IDLE_TIMEOUT_MS"),
             ("--write-timeout-ms", "DASHBOARD_WRITE_TIMEOUT_MS"),
