@@ -13,17 +13,16 @@
 //!   with `Authorization: Bearer TOKEN`. Without the view, or without the token, both paths
 //!   answer exactly the dashboard's 404 for an unknown path, never a 401: a prober learns
 //!   nothing.
-//! - **The page holds nothing.** A browser cannot send a bearer header when it navigates, so
-//!   the page's HTML (constant: no data, no secret) is served once the view is on, and reads
-//!   the token from its address's fragment, `/debug#token=TOKEN`, which the browser never
-//!   sends to the server (so it is in no access log), then removes it from the address bar
-//!   and sends it as the bearer header of its own requests.
+//!   Both paths, the page too: a browser opens it through whatever adds the header to each of
+//!   its requests (an authenticating proxy in front of the port-forward, a header extension),
+//!   and the page's own requests for the JSON go the same way. A token in the address would
+//!   end up in access logs and browser history.
 //! - **Redacted.** Context fields (`user_id`, `request_id`), source names, timings, attempts,
 //!   one-word outcomes and kinds: no header value (the forwarded `authorization` included), no
 //!   backend URL, no error text (see [`muster::in_flight`]).
 //! - **Rate-capped.** At most [`RATE_CAP`] snapshots a second, whoever asks (only requests
 //!   with the token count, so nobody without it can use the cap up); past it, 429 with
-//!   `Retry-After: 1`. The page, constant, is not counted.
+//!   `Retry-After: 1`. The page (constant HTML, no data) is not counted.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -96,11 +95,13 @@ fn rate_capped() -> Response {
     response
 }
 
+/// The view's access, when it is on and `headers` carry its token.
+fn access<'a>(state: &'a AppState, headers: &HeaderMap) -> Option<&'a Access> {
+    state.debug_access().filter(|access| access.authorized(headers))
+}
+
 async fn aggregations(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(access) = state.debug_access() else { return not_found() };
-    if !access.authorized(&headers) {
-        return not_found();
-    }
+    let Some(access) = access(&state, &headers) else { return not_found() };
     if !access.admit() {
         return rate_capped();
     }
@@ -108,8 +109,8 @@ async fn aggregations(State(state): State<AppState>, headers: HeaderMap) -> Resp
     ([(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-store")], body).into_response()
 }
 
-async fn page(State(state): State<AppState>) -> Response {
-    if state.debug_access().is_none() {
+async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if access(&state, &headers).is_none() {
         return not_found();
     }
     let headers = [
@@ -244,10 +245,6 @@ h1 { font-size: 1.3em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
 <div id="failed"></div>
 <script>
 "use strict";
-const key = "muster-debug-token";
-const fromUrl = new URLSearchParams(location.hash.slice(1)).get("token");
-if (fromUrl) { sessionStorage.setItem(key, fromUrl); history.replaceState(null, "", location.pathname); }
-const token = sessionStorage.getItem(key) || "";
 const status = document.getElementById("status");
 function el(tag, cls, text) {
   const e = document.createElement(tag);
@@ -280,8 +277,8 @@ function call(c, failed) {
 }
 async function tick() {
   try {
-    const r = await fetch("/debug/aggregations", { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
-    if (!r.ok) { status.textContent = r.status === 429 ? "rate-capped, retrying" : "HTTP " + r.status + ": open /debug#token=TOKEN"; return; }
+    const r = await fetch("/debug/aggregations", { cache: "no-store" });
+    if (!r.ok) { status.textContent = r.status === 429 ? "rate-capped, retrying" : "HTTP " + r.status + ": the bearer token did not come through"; return; }
     const s = await r.json();
     status.textContent = s.calls.length + " in flight" + (s.truncated ? " (truncated: " + s.untracked + " more untracked)" : "") + " at " + new Date().toLocaleTimeString();
     document.getElementById("calls").replaceChildren(...s.calls.map(c => call(c, false)));

@@ -445,8 +445,8 @@ struct Cli {
     #[arg(long, env = "DASHBOARD_OFFERS_FORWARD_HEADERS", value_name = "LIST", default_value = "none", value_parser = header_list)]
     offers_forward_headers: HeaderList,
     /// Serve the live view of the aggregations in flight, GET /debug/aggregations (JSON) and
-    /// GET /debug (a page: open /debug#token=TOKEN), to requests with `Authorization: Bearer
-    /// TOKEN`; without it they are 404 (off by default). SIGUSR1 logs the same snapshot
+    /// GET /debug (a page drawing it), to requests with `Authorization: Bearer TOKEN`; without
+    /// it they are 404 (off by default). SIGUSR1 logs the same snapshot
     #[arg(long, env = "DASHBOARD_DEBUG_TOKEN", value_name = "TOKEN", value_parser = debug_token)]
     debug_token: Option<String>,
 

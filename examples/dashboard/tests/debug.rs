@@ -77,14 +77,18 @@ async fn the_view_is_off_by_default_and_a_404_without_the_token() {
 
     let (_on, addr) = with_the_view(Stdio::null()).await;
     let wrong = format!("Bearer {}x", &TOKEN[..TOKEN.len() - 1]);
-    for headers in [vec![], vec![("authorization", wrong.as_str())], vec![("authorization", TOKEN)]] {
-        let reply = get(addr, "/debug/aggregations", &headers).await;
-        not_found(&reply, &format!("{headers:?}"));
-        assert_eq!(reply.body, unknown.body, "the same 404 as an unknown path");
+    for path in ["/debug/aggregations", "/debug"] {
+        for headers in [vec![], vec![("authorization", wrong.as_str())], vec![("authorization", TOKEN)]] {
+            let reply = get(addr, path, &headers).await;
+            not_found(&reply, &format!("{path} {headers:?}"));
+            assert_eq!(reply.body, unknown.body, "the same 404 as an unknown path");
+        }
     }
     let reply = get(addr, "/debug/aggregations", &[("authorization", &format!("bearer {TOKEN}"))]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json()["calls"], Value::Array(Vec::new()));
+    let page = get(addr, "/debug", &[("authorization", &bearer())]).await;
+    assert_eq!((page.status, page.header("content-type")), (200, Some("text/html; charset=utf-8")));
 }
 
 #[tokio::test]
@@ -169,6 +173,42 @@ async fn sigusr1_logs_the_snapshot() {
     slow.abort();
 }
 
+/// An authenticating proxy in front of `upstream` on `127.0.0.1:0`: it adds `Authorization:
+/// Bearer TOKEN` to each request (GETs: a head and no body) and serves one per connection.
+async fn with_the_token(upstream: SocketAddr) -> SocketAddr {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+    let addr = listener.local_addr().expect("the proxy's address");
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = client.into_split();
+                let mut head = String::new();
+                let mut lines = BufReader::new(read);
+                loop {
+                    let mut line = String::new();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                    let name = line.split(':').next().unwrap_or_default().to_ascii_lowercase();
+                    if name != "connection" && name != "authorization" {
+                        head.push_str(&line);
+                    }
+                }
+                head.push_str(&format!("authorization: {}\r\nconnection: close\r\n\r\n", bearer()));
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                if server.write_all(head.as_bytes()).await.is_ok() {
+                    let _ = tokio::io::copy(&mut server, &mut write).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Chromium from the distribution's packages (`.ci/run` installs it): `CHROMIUM`, else
 /// `chromium` or `chromium-browser` on the `PATH`. Missing is a failure, never a skip.
 fn chromium() -> PathBuf {
@@ -222,7 +262,9 @@ async fn the_page_draws_a_running_slow_source_in_a_real_browser() {
     assert_eq!(failed.status, 502, "{}", failed.body);
     let slow = slow_request(addr);
     until_running(addr).await;
-    let url = format!("http://{addr}/debug#token={TOKEN}");
+    // The browser reaches the view as an operator's would: through a proxy that adds the token.
+    let proxy = with_the_token(addr).await;
+    let url = format!("http://{proxy}/debug");
 
     let dom = tokio::task::spawn_blocking({
         let url = url.clone();
