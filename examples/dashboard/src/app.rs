@@ -70,8 +70,8 @@ pub struct Config {
 
 /// The breaker and the retry budget on each backend (issue 20): on by default, with the
 /// anchors' values (resilience4j's and Polly's breaker: 50 % failures over at least 20 calls
-/// in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's budget: 10 % of the calls plus 5 a
-/// second over 10 s). A backend whose breaker is open fails its section at once with the kind
+/// in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's budget: 10 % of the calls, at least 5
+/// a second, over 10 s). A backend whose breaker is open fails its section at once with the kind
 /// `circuit_open`, instead of every request waiting for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resilience {

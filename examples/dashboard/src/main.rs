@@ -417,7 +417,8 @@ struct Cli {
     /// least 20 calls in 10 s; open 5 s doubling to 60 s, then 1 probe
     #[arg(long, env = "DASHBOARD_BREAKER_FAILURE_RATE", value_name = "PCT", default_value = "50", value_parser = percent)]
     breaker_failure_rate: u8,
-    /// The share of a backend's calls, in percent, that may be retried or hedged, plus 5 a second
+    /// The share of a backend's calls, in percent, that may be retried or hedged (at least 5 a
+    /// second)
     #[arg(long, env = "DASHBOARD_RETRY_BUDGET_PERCENT", value_name = "PCT", default_value = "10", value_parser = percent)]
     retry_budget_percent: u8,
     /// Cache each user's transactions (keyed by user id and authorization) for MS; 0: always
