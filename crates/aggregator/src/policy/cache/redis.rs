@@ -357,7 +357,7 @@ where
 }
 
 #[async_trait]
-impl<Req, F, K, Key> Fetcher<Req> for CacheFetcher<F, K, RedisTier>
+impl<Req, F, K, Key, W> Fetcher<Req> for CacheFetcher<F, K, RedisTier, W>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
@@ -365,6 +365,7 @@ where
     F::Output: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     K: Fn(&Req) -> Key + Send + Sync,
     Key: Hash + Eq + Serialize + Send + Sync + 'static,
+    W: super::Weigher<F::Output>,
 {
     type Output = F::Output;
     type Error = F::Error;
