@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use running::{BINARY, Running, dashboard, without_settings};
 use support::{LIMIT, MARGIN, get, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -361,15 +361,7 @@ async fn streamed_requests_are_logged_when_they_end_with_their_real_outcome_and_
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let gone = support::request(addr, "/dashboard/8?transactions_delay_ms=20000", &streamed);
     socket.write_all(gone.as_bytes()).await.expect("send");
-    within(LIMIT, "the first section", async {
-        let (mut seen, mut buffer) = (Vec::new(), [0u8; 4096]);
-        while !String::from_utf8_lossy(&seen).contains("\"section\"") {
-            let read = socket.read(&mut buffer).await.expect("read");
-            assert!(read > 0, "the stream ended before a section");
-            seen.extend_from_slice(&buffer[..read]);
-        }
-    })
-    .await;
+    support::first_section(&mut socket).await;
     drop(socket);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     support::eventually("the access line of the stream the client left", || logged().contains("/dashboard/8")).await;
