@@ -192,6 +192,7 @@ fn describe_gives_every_metric_a_unit() {
         (muster::metrics::BREAKER_TRANSITIONS, Unit::Count),
         (muster::metrics::BREAKER_REJECTIONS, Unit::Count),
         (muster::metrics::SOURCE_SUPPRESSED, Unit::Count),
+        (muster::metrics::CACHE_REDIS_FAILURES, Unit::Count),
     ];
     assert_eq!(described, expected.map(|(name, unit)| (name.to_owned(), Some(unit))));
 }
