@@ -425,7 +425,8 @@ impl Client {
 
     /// `GET target`: the status and the body.
     fn get(&mut self, addr: SocketAddr, target: &str) -> io::Result<(u16, String)> {
-        write!(self.stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+        // One write, one segment: `write!` on the stream would send each piece on its own.
+        self.stream.write_all(format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
         let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
         let head_end = loop {
             if let Some(end) = self.buf.windows(4).position(|window| window == b"\r\n\r\n") {
@@ -531,12 +532,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0; 1024];
-            let _ = stream.read(&mut request).unwrap();
+            let mut request = Vec::new();
+            let mut chunk = [0; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let read = stream.read(&mut chunk).unwrap();
+                assert!(read > 0, "the client closed before its request was complete");
+                request.extend_from_slice(&chunk[..read]);
+            }
             let two = "HTTP/1.1 502 Bad Gateway\r\ncontent-length: 25\r\n\r\n{\"kind\":\"circuit_open\"}\n\n\
                        HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
             stream.write_all(two.as_bytes()).unwrap();
-            let _ = stream.read(&mut request).unwrap();
+            let _ = stream.read(&mut chunk).unwrap();
         });
         let mut client = Client::connect(addr).unwrap();
         assert_eq!(client.get(addr, "/a").unwrap(), (502, "{\"kind\":\"circuit_open\"}\n\n".to_owned()));
