@@ -258,8 +258,8 @@ fn brownout_table(report: &mut String) {
     let tight = attempts_per_request!((Budget::new().percent(5.0), policies()));
     *report += "| brownout: `transactions` fails 50 % after 20 ms; 1,000 requests/s for 20 s; `Retry::attempts(3)`, `Hedge(10ms)`, `Timeout(300ms)` | upstream attempts per request |\n|---|---|\n";
     *report += &format!("| unbudgeted | {unbudgeted:.3} |\n");
-    *report += &format!("| `Budget::new()` (10 % + 5/s over 10 s) | {budgeted:.3} |\n");
-    *report += &format!("| `Budget::new().percent(5.0)` (5 % + 5/s) | {tight:.3} |\n\n");
+    *report += &format!("| `Budget::new()` (10 %, at least 5/s, over 10 s) | {budgeted:.3} |\n");
+    *report += &format!("| `Budget::new().percent(5.0)` (5 %, at least 5/s) | {tight:.3} |\n\n");
 }
 
 fn main() -> std::io::Result<()> {

@@ -397,7 +397,8 @@ impl fmt::Display for CallSnapshot {
 
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} aggregations in flight", self.calls.len())?;
+        let plural = if self.calls.len() == 1 { "" } else { "s" };
+        write!(f, "{} aggregation{plural} in flight", self.calls.len())?;
         if self.is_truncated() {
             write!(f, " (truncated: {} more untracked)", self.untracked)?;
         }

@@ -81,6 +81,9 @@ pub const BREAKER_TRANSITIONS: &str = "muster_breaker_transitions_total";
 pub const BREAKER_REJECTIONS: &str = "muster_breaker_rejections_total";
 /// Counter: extra attempts a budget did not start, labelled `source`, `attempt` and `reason`.
 pub const SOURCE_SUPPRESSED: &str = "muster_source_suppressed_total";
+/// Counter: failed reads and writes of a cache's Redis tier (each one a miss: the source and
+/// the local tier answer), labelled `namespace` and `operation` (`read`, `write`).
+pub const CACHE_REDIS_FAILURES: &str = "muster_cache_redis_failures_total";
 
 /// Describes every metric (its unit and help text) to the installed recorder: call it once,
 /// after installing the recorder, so that an exporter shows the help text. Recording works
@@ -107,6 +110,11 @@ pub fn describe() {
     describe_counter!(BREAKER_TRANSITIONS, Unit::Count, "Circuit breaker transitions, by the state entered.");
     describe_counter!(BREAKER_REJECTIONS, Unit::Count, "Calls an open circuit breaker refused.");
     describe_counter!(SOURCE_SUPPRESSED, Unit::Count, "Retries and hedges a budget did not start, by reason.");
+    describe_counter!(
+        CACHE_REDIS_FAILURES,
+        Unit::Count,
+        "Failed reads and writes of a cache's Redis tier (each a miss), by namespace and operation."
+    );
 }
 
 /// Records a breaker's transition into `to` (`closed`, `half_open`, `open`).
@@ -128,6 +136,12 @@ pub(crate) fn breaker_rejection(source: &str) {
 /// Records an extra attempt (`retry` or `hedge`) a budget did not start, and why.
 pub(crate) fn suppressed(source: &str, attempt: &'static str, reason: &'static str) {
     counter!(SOURCE_SUPPRESSED, "source" => source.to_owned(), "attempt" => attempt, "reason" => reason).increment(1);
+}
+
+/// Records a failed read or write of the Redis tier of namespace `namespace`.
+#[cfg(feature = "redis")]
+pub(crate) fn redis_failure(namespace: &str, operation: &'static str) {
+    counter!(CACHE_REDIS_FAILURES, "namespace" => namespace.to_owned(), "operation" => operation).increment(1);
 }
 
 /// Records one aggregation's metrics from its report and, if it failed, its error.

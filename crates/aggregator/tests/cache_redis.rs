@@ -297,6 +297,34 @@ async fn an_unreachable_redis_at_start_fails_open() {
     assert!(tier.failures() >= 1);
 }
 
+#[cfg(feature = "metrics")]
+#[path = "support/recorder.rs"]
+mod recorder;
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_failures_metric_says_which_tier_and_which_operation() {
+    let recorder = recorder::TestRecorder::default();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let port = TcpListener::bind("127.0.0.1:0").and_then(|listener| listener.local_addr()).unwrap().port();
+    let tier = RedisTier::new(&format!("redis://127.0.0.1:{port}")).unwrap().namespace("app:balance");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let cache = Cache::new(|user: &u64| *user).ttl(Duration::from_secs(60)).redis(tier.clone());
+    let aggregator = Aggregator::builder().source_with("balance", counting(&calls), cache).build().unwrap();
+    assert_eq!(aggregator.aggregate(&7).await.unwrap().outputs.0, "balance of 7");
+    // The write runs in a task of its own: wait for its failure, within a bound.
+    let started = Instant::now();
+    while tier.failures() < 2 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(ms(5)).await;
+    }
+    let failures = recorder.counters_named("muster_cache_redis_failures_total");
+    assert_eq!(
+        failures.keys().collect::<Vec<_>>(),
+        ["namespace=app:balance,operation=read", "namespace=app:balance,operation=write"],
+        "{failures:?}"
+    );
+}
+
 #[test]
 fn an_invalid_redis_url_is_refused_when_the_tier_is_made() {
     let error = RedisTier::new("http://example.com").unwrap_err();

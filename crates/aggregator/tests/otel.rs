@@ -155,6 +155,29 @@ fn error_description(span: &SpanData) -> Option<String> {
     }
 }
 
+/// Prints `span` and its children, indented by `depth`.
+fn print_tree(spans: &[SpanData], span: &SpanData, depth: usize) {
+    let mut attributes: Vec<String> = (span.attributes.iter())
+        .filter(|attribute| {
+            !attribute.key.as_str().starts_with("code.") && !attribute.key.as_str().starts_with("thread.")
+        })
+        .map(|attribute| format!("{}={}", attribute.key, attribute.value))
+        .collect();
+    attributes.sort();
+    println!(
+        "{:indent$}{} [{:?}] {:?} {}",
+        "",
+        span.name,
+        span.span_kind,
+        span.status,
+        attributes.join(" "),
+        indent = depth * 2
+    );
+    for child in spans.iter().filter(|child| child.parent_span_id == span.span_context.span_id()) {
+        print_tree(spans, child, depth + 1);
+    }
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_failing_request_shows_its_failure_on_every_span_and_the_cancelled_sibling_says_why() {
     use opentelemetry::trace::SpanKind;
@@ -173,6 +196,8 @@ async fn a_failing_request_shows_its_failure_on_every_span_and_the_cancelled_sib
     let spans = exporter.get_finished_spans().expect("the spans");
 
     let [aggregate] = named(&spans, "aggregate")[..] else { panic!("one aggregate span in {spans:#?}") };
+    // The tree, for the eye (`-- --nocapture`): each span's kind, status and attributes.
+    print_tree(&spans, aggregate, 0);
     assert_eq!(text(aggregate, "error.type").as_deref(), Some("status"));
     assert!(error_description(aggregate).is_some_and(|text| text.contains("profile")), "{aggregate:#?}");
 

@@ -71,8 +71,8 @@ pub struct Config {
 /// The breaker, the retry budget and the retries on the profile and transactions backends
 /// (issue 20): on by default, with the anchors' values (resilience4j's and Polly's breaker: 50 %
 /// failures over at least 20 calls in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's
-/// budget: 10 % of the calls plus 5 a second over 10 s; one retry, as gRPC's and Envoy's
-/// default retry policies allow). A backend whose breaker is open fails its section at once
+/// budget: 10 % of the calls, at least 5 a second, over 10 s; one retry, Envoy's default
+/// `num_retries`). A backend whose breaker is open fails its section at once
 /// with the kind `circuit_open`, instead of every request waiting for it.
 ///
 /// The policies of a backend are `(CircuitBreaker, Budget, Retry)`, outermost first: the
@@ -546,16 +546,52 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 }
 
 /// Gives every request an id (the client's `x-request-id` if it is sensible, else a new one),
-/// echoes it in the response, and logs one line per request when it has been answered.
+/// echoes it in the response, and logs one line per request when it has been answered: after
+/// the answer has taken its share of the server's [`ResponseBudget`], so that the line has the
+/// status the client gets.
 async fn access_log(mut request: Request<Body>, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id(request.headers());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let budget = request.extensions().get::<ResponseBudget>().cloned();
     request.extensions_mut().insert(RequestId(request_id.clone()));
     let mut response = next.run(request).await;
+    if let Some(budget) = budget {
+        response = budget.take(response, &request_id);
+    }
     answered(&method, &path, &request_id, started, &mut response);
     response
+}
+
+/// The server's process-wide budget of response bytes held at once, in KiB, set on each
+/// request it routes: an answer of known size takes its share before it is logged, and is a
+/// 503 when the budget is spent.
+#[derive(Clone, Debug)]
+pub(crate) struct ResponseBudget(pub(crate) std::sync::Arc<tokio::sync::Semaphore>);
+
+/// An answer's share of the [`ResponseBudget`] (`None` for an answer of unknown or no size),
+/// in the response's extensions: the server holds it until the answer's bytes are written to
+/// the socket.
+#[derive(Clone, Debug)]
+pub(crate) struct BudgetShare(pub(crate) Option<std::sync::Arc<tokio::sync::OwnedSemaphorePermit>>);
+
+impl ResponseBudget {
+    /// `response` with its [`BudgetShare`] in its extensions, or a 503 in its place.
+    pub(crate) fn take(&self, response: Response, request_id: &str) -> Response {
+        let size = axum::body::HttpBody::size_hint(response.body()).exact().unwrap_or(0);
+        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
+        let (mut response, share) = match self.0.clone().try_acquire_many_owned(kib) {
+            _ if size == 0 => (response, None),
+            Ok(share) => (response, Some(std::sync::Arc::new(share))),
+            Err(_) => {
+                tracing::warn!(bytes = size, kind = "overloaded", "response buffer budget spent: answering 503");
+                (crate::server::overloaded("too many response bytes buffered", request_id), None)
+            }
+        };
+        response.extensions_mut().insert(BudgetShare(share));
+        response
+    }
 }
 
 /// The id a request is served under: the client's `x-request-id` if it can be adopted (see
@@ -651,6 +687,53 @@ fn new_request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The statuses of the access lines logged while it is the default subscriber.
+    #[derive(Clone, Default)]
+    struct Statuses(std::sync::Arc<std::sync::Mutex<Vec<u64>>>);
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Statuses {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            struct Status(Option<u64>);
+            impl tracing::field::Visit for Status {
+                fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                    if field.name() == "status" {
+                        self.0 = Some(value);
+                    }
+                }
+                fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+            }
+            if event.metadata().target() == crate::logging::ACCESS_TARGET {
+                let mut status = Status(None);
+                event.record(&mut status);
+                self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(status.0);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_response_budget_is_logged_with_the_503_the_client_gets() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let statuses = Statuses::default();
+        let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(statuses.clone()));
+        let router: Router = Router::new()
+            .route("/big", get(|| async { "x".repeat(4 * 1024) }))
+            .route("/small", get(|| async { "ok" }))
+            .layer(middleware::from_fn(access_log));
+        // Room for 3 KiB: the 4 KiB answer does not fit, the small one does.
+        let budget = ResponseBudget(std::sync::Arc::new(tokio::sync::Semaphore::new(3)));
+        let mut answers = Vec::new();
+        for path in ["/big", "/small"] {
+            let mut request = Request::builder().uri(path).body(Body::empty()).unwrap();
+            request.extensions_mut().insert(budget.clone());
+            let Ok(response) = tower_service::Service::call(&mut router.clone(), request).await;
+            let share = response.extensions().get::<BudgetShare>().map(|share| share.0.is_some());
+            answers.push((response.status().as_u16(), share));
+        }
+        assert_eq!(answers, [(503, Some(false)), (200, Some(true))], "the answers and their shares");
+        let logged = statuses.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        assert_eq!(logged, [503, 200], "the access lines say what the client got");
+    }
 
     #[test]
     fn request_ids_are_new_every_time() {

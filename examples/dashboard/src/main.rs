@@ -419,8 +419,8 @@ struct Cli {
     /// least 20 calls in 10 s; open 5 s doubling to 60 s, then 1 probe; `off`: no breaker
     #[arg(long, env = "DASHBOARD_BREAKER_FAILURE_RATE", value_name = "PCT", default_value = "50", value_parser = percent_or_off)]
     breaker_failure_rate: Switch<u8>,
-    /// The share of a backend's calls, in percent, that may be retried or hedged, plus 5 a
-    /// second; `off`: no budget, every retryable failure is retried (for comparison only)
+    /// The share of a backend's calls, in percent, that may be retried or hedged (at least 5 a
+    /// second); `off`: no budget, every retryable failure is retried (for comparison only)
     #[arg(long, env = "DASHBOARD_RETRY_BUDGET_PERCENT", value_name = "PCT", default_value = "10", value_parser = percent_or_off)]
     retry_budget_percent: Switch<u8>,
     /// Attempts per call to the profile and transactions backends, the first included (1: no

@@ -40,7 +40,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::json_error;
+use crate::app::{BudgetShare, ResponseBudget, json_error};
 use crate::limits::{Limits, effective_deadline};
 use crate::stats::stats;
 
@@ -387,10 +387,15 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
         let shared = self.shared.clone();
         let overflow = self.overflow;
         Box::pin(async move {
-            let (response, permit) = shared.answer(request, arrived, overflow).await;
-            let (response, bytes) = shared.budget_bytes(response);
-            if let Some(bytes) = bytes {
-                owed.hold(bytes);
+            let (mut response, permit) = shared.answer(request, arrived, overflow).await;
+            if response.extensions().get::<BudgetShare>().is_none() {
+                // A router without the dashboard's access log, which takes it before logging.
+                let request_id = response.headers().get(crate::app::REQUEST_ID).and_then(|id| id.to_str().ok());
+                let request_id = request_id.unwrap_or_default().to_owned();
+                response = ResponseBudget(Arc::clone(&shared.response_kib)).take(response, &request_id);
+            }
+            if let Some(BudgetShare(Some(share))) = response.extensions_mut().remove::<BudgetShare>() {
+                owed.hold(share);
             }
             Ok(response.map(|body| Tracked { body, _busy: busy, _permit: permit, owed, counter }))
         })
@@ -436,35 +441,10 @@ impl Shared {
         (self.route(request).await, Some(permit))
     }
 
-    /// Takes the response body's bytes (when its size is known) from the process-wide budget,
-    /// until it has been sent; past the budget, the answer is a 503 instead.
-    fn budget_bytes(&self, response: Response<Body>) -> (Response<Body>, Option<OwnedSemaphorePermit>) {
-        let size = response.body().size_hint().exact().unwrap_or(0);
-        if size == 0 {
-            return (response, None);
-        }
-        let kib = u32::try_from(size.div_ceil(1024)).unwrap_or(u32::MAX);
-        match self.response_kib.clone().try_acquire_many_owned(kib) {
-            Ok(permit) => (response, Some(permit)),
-            Err(_) => {
-                tracing::warn!(bytes = size, kind = "overloaded", "response buffer budget spent: answering 503");
-                let request_id = response
-                    .headers()
-                    .get(crate::app::REQUEST_ID)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut refused = overloaded("too many response bytes buffered", &request_id);
-                if let Ok(value) = HeaderValue::from_str(&request_id) {
-                    refused.headers_mut().insert(crate::app::REQUEST_ID, value);
-                }
-                stats().answered(StatusCode::SERVICE_UNAVAILABLE.as_u16());
-                (refused, None)
-            }
-        }
-    }
-
-    async fn route(&self, request: Request<Incoming>) -> Response<Body> {
+    /// The router's answer, which takes its share of the response budget (see
+    /// [`ResponseBudget`]).
+    async fn route(&self, mut request: Request<Incoming>) -> Response<Body> {
+        request.extensions_mut().insert(ResponseBudget(Arc::clone(&self.response_kib)));
         let mut router = self.router.clone();
         match tower_service::Service::call(&mut router, request).await {
             Ok(response) => response,
@@ -487,7 +467,7 @@ fn early(
 }
 
 /// 503 with `Retry-After: 1` and the JSON error body.
-fn overloaded(message: &str, request_id: &str) -> Response<Body> {
+pub(crate) fn overloaded(message: &str, request_id: &str) -> Response<Body> {
     let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message, Some(request_id));
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
@@ -500,7 +480,7 @@ fn overloaded(message: &str, request_id: &str) -> Response<Body> {
 #[derive(Debug, Default)]
 struct Owed {
     bytes: AtomicUsize,
-    permits: Mutex<Vec<OwnedSemaphorePermit>>,
+    permits: Mutex<Vec<Arc<OwnedSemaphorePermit>>>,
 }
 
 impl Owed {
@@ -526,7 +506,7 @@ impl Owed {
     }
 
     /// Holds `permit` until every byte owed is written.
-    fn hold(&self, permit: OwnedSemaphorePermit) {
+    fn hold(&self, permit: Arc<OwnedSemaphorePermit>) {
         self.permits.lock().unwrap_or_else(PoisonError::into_inner).push(permit);
     }
 }

@@ -21,13 +21,17 @@ tokio::task_local! {
 /// a source in a brownout is not sent more load by the requests that find it failing.
 ///
 /// Each call through the budget deposits `percent` % of a token; each extra attempt withdraws
-/// one whole token, and is not started when there is none. A floor of `min_per_second` tokens
-/// per second is always there, so a quiet source can still be retried. Deposits and
-/// withdrawals expire after the `window`. With the defaults, 10 % + 5/s over 10 s, a source
-/// called 1,000 times in 10 s gets at most 100 + 50 extra attempts in that time. This is
-/// Finagle's `RetryBudget` (its defaults: 20 %, 10/s, 10 s) and gRPC's retry throttling, in
-/// the accounting of tower's `TpsBudget`, but exact: the shares are kept in millionths of a
-/// token, so 60 % of 10 calls is 6 extra attempts, never 10 (tower#857).
+/// one whole token, and is not started when there is none. Deposits and withdrawals expire
+/// after the `window`. `min_per_second` is a floor: over the window, the extra attempts allowed
+/// are `percent` % of the calls or `min_per_second` × the window, whichever is more, so a quiet
+/// source can still be retried and a busy one never gets more than its share. With the
+/// defaults, 10 % with a floor of 5/s over 10 s, a source called 100 times in 10 s may make
+/// 50 extra attempts in that time, and one called 10,000 times 1,000: at most 1.1 attempts
+/// per call under load. This is Finagle's `RetryBudget` (its defaults: 20 %, 10/s, 10 s),
+/// except that Finagle adds the floor to the share (10 % + 5/s lets a busy source make 1.105
+/// attempts per call at 1,000 calls a second); and it keeps tower's `TpsBudget` accounting
+/// exact: the shares are kept in millionths of a token, so 60 % of 10
+/// calls is 6 extra attempts, never 10 (tower#857).
 ///
 /// - The first attempt of a call is never charged, and never refused.
 /// - When the budget is spent, no new extra attempt starts; attempts already running (the
@@ -89,7 +93,7 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// A budget of 10 % of the calls plus 5 per second, over 10 s.
+    /// A budget of 10 % of the calls, at least 5 a second, over 10 s.
     pub fn new() -> Self {
         Budget { percent: 10.0, min_per_second: 5, window: Duration::from_secs(10), latency_aware: false }
     }
@@ -101,7 +105,8 @@ impl Budget {
         self
     }
 
-    /// The extra attempts per second allowed whatever the share, 0 for none.
+    /// The floor: extra attempts per second allowed however few the calls (the share, when
+    /// it is more, replaces it); 0 for none.
     pub fn min_per_second(mut self, min_per_second: u32) -> Self {
         self.min_per_second = min_per_second;
         self
@@ -241,7 +246,7 @@ const SAMPLES: usize = 64;
 struct Governor {
     /// Millionths of a token per call.
     deposit: u64,
-    /// Millionths of a token always there: the floor over the window.
+    /// Millionths of a token the window's deposits count as at least: the floor.
     reserve: u64,
     bucket: Duration,
     window: Duration,
@@ -280,7 +285,7 @@ impl Governor {
 
     fn withdraw(&self, ledger: &mut Ledger, now: Instant) -> bool {
         let (deposited, withdrawn) = ledger.totals(now, self.bucket);
-        let balance = self.reserve.saturating_add(deposited).saturating_sub(withdrawn.saturating_mul(UNIT));
+        let balance = self.reserve.max(deposited).saturating_sub(withdrawn.saturating_mul(UNIT));
         if balance < UNIT {
             return false;
         }
@@ -365,6 +370,26 @@ mod tests {
             let granted = (0..deposits).filter(|_| governor.withdraw(&mut ledger, now)).count();
             assert_eq!(granted, allowed, "{percent} % of {deposits} calls");
         }
+    }
+
+    #[test]
+    fn the_floor_is_a_floor_not_an_addition() {
+        // 10 % of 1,000 calls is 100, more than the floor of 5/s over 10 s (50): 100, not 150.
+        let governor = governor(Budget::new());
+        let now = Instant::now();
+        for _ in 0..1_000 {
+            governor.deposit(now);
+        }
+        let mut ledger = governor.lock();
+        assert_eq!((0..1_000).filter(|_| governor.withdraw(&mut ledger, now)).count(), 100);
+        drop(ledger);
+        // 10 % of 100 calls is 10, less than the floor: 50.
+        let governor = self::governor(Budget::new());
+        for _ in 0..100 {
+            governor.deposit(now);
+        }
+        let mut ledger = governor.lock();
+        assert_eq!((0..1_000).filter(|_| governor.withdraw(&mut ledger, now)).count(), 50);
     }
 
     #[test]

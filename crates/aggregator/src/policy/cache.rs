@@ -63,8 +63,10 @@ const DEFAULT_CAPACITY: u64 = 10_000;
 /// # The local tier
 ///
 /// A bounded in-memory cache ([moka](https://docs.rs/moka)): at most
-/// [`capacity`](Self::capacity) entries (10,000 by default; the least useful go first), each
-/// evicted `ttl + stale_if_error` after it was stored. Values are cloned out of it, so the
+/// [`capacity`](Self::capacity) entries (10,000 by default), or with
+/// [`max_bytes`](Self::max_bytes) at most that many bytes of values as a function of yours
+/// counts them; the least useful go first, and each is evicted `ttl + stale_if_error` after it
+/// was stored. Values are cloned out of it, so the
 /// source's output must be `Clone` (wrap a large one in an `Arc`). Freshness is measured on
 /// tokio's clock, so tests can run on paused time.
 ///
@@ -117,13 +119,54 @@ const DEFAULT_CAPACITY: u64 = 10_000;
 /// ```
 #[must_use = "a policy does nothing until it wraps a source"]
 #[derive(Clone)]
-pub struct Cache<K, T = LocalOnly> {
+pub struct Cache<K, T = LocalOnly, W = Entries> {
     key: K,
     ttl: Duration,
     stale_if_error: Duration,
+    /// In entries, or in what `weigher` counts.
     capacity: u64,
     margin: Duration,
     tier: T,
+    weigher: W,
+}
+
+/// How the local tier of a [`Cache`] counts its capacity: [`Entries`] (the default) or
+/// [`Bytes`] ([`Cache::max_bytes`]).
+pub trait Weigher<V>: Clone + Send + Sync + 'static {
+    /// What `value` counts against the capacity.
+    fn weigh(&self, value: &V) -> u32;
+}
+
+/// Each value counts one against the capacity: [`Cache::capacity`] is in entries.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Entries;
+
+impl<V> Weigher<V> for Entries {
+    fn weigh(&self, _: &V) -> u32 {
+        1
+    }
+}
+
+/// Each value counts its size in bytes, as the function given to [`Cache::max_bytes`] tells.
+pub struct Bytes<G>(Arc<G>);
+
+impl<G> Clone for Bytes<G> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<G> fmt::Debug for Bytes<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Bytes")
+    }
+}
+
+impl<V, G: Fn(&V) -> usize + Send + Sync + 'static> Weigher<V> for Bytes<G> {
+    fn weigh(&self, value: &V) -> u32 {
+        // A value of 4 GiB or more counts as 4 GiB: it still goes first when space is short.
+        u32::try_from((self.0)(value)).unwrap_or(u32::MAX)
+    }
 }
 
 /// The tier of a [`Cache`] without a shared tier: the local one only.
@@ -142,11 +185,42 @@ impl<K> Cache<K> {
             capacity: DEFAULT_CAPACITY,
             margin: DEFAULT_MARGIN,
             tier: LocalOnly,
+            weigher: Entries,
         }
     }
 }
 
 impl<K, T> Cache<K, T> {
+    /// Bounds the local tier by the bytes of its values rather than by their number: at most
+    /// `bytes`, each value counting `size(value)` (e.g. `|body: &String| body.len()`). The
+    /// function's argument is the source's output, so a wrong type does not compile.
+    ///
+    /// ```
+    /// use muster::policy::Cache;
+    /// use std::time::Duration;
+    ///
+    /// // At most 64 MiB of bodies, however many users.
+    /// let cache = Cache::new(|user: &u64| *user)
+    ///     .ttl(Duration::from_secs(5))
+    ///     .max_bytes(64 << 20, |body: &String| body.len());
+    /// # let _ = cache;
+    /// ```
+    pub fn max_bytes<V, G>(self, bytes: u64, size: G) -> Cache<K, T, Bytes<G>>
+    where
+        G: Fn(&V) -> usize + Send + Sync + 'static,
+    {
+        let Self { key, ttl, stale_if_error, capacity: _, margin, tier, weigher: Entries } = self;
+        Cache { key, ttl, stale_if_error, capacity: bytes, margin, tier, weigher: Bytes(Arc::new(size)) }
+    }
+
+    /// The most entries the local tier holds (10,000 by default).
+    pub fn capacity(mut self, entries: u64) -> Self {
+        self.capacity = entries;
+        self
+    }
+}
+
+impl<K, T, W> Cache<K, T, W> {
     /// How long a stored value answers without calling the source; zero: never (every call
     /// goes to the source, and values only answer stale).
     pub fn ttl(mut self, ttl: Duration) -> Self {
@@ -161,12 +235,6 @@ impl<K, T> Cache<K, T> {
         self
     }
 
-    /// The most entries the local tier holds (10,000 by default).
-    pub fn capacity(mut self, entries: u64) -> Self {
-        self.capacity = entries;
-        self
-    }
-
     /// How long before the [`deadline()`](crate::deadline) the source is given up when a stale
     /// value can answer instead (5 ms by default): enough for the answer to reach the
     /// aggregation before its deadline does.
@@ -178,9 +246,9 @@ impl<K, T> Cache<K, T> {
     /// Adds a shared tier behind the local one: see [`RedisTier`](crate::policy::RedisTier).
     /// The source's output and the key must then be `serde` values.
     #[cfg(feature = "redis")]
-    pub fn redis(self, tier: crate::policy::RedisTier) -> Cache<K, crate::policy::RedisTier> {
-        let Self { key, ttl, stale_if_error, capacity, margin, tier: _ } = self;
-        Cache { key, ttl, stale_if_error, capacity, margin, tier }
+    pub fn redis(self, tier: crate::policy::RedisTier) -> Cache<K, crate::policy::RedisTier, W> {
+        let Self { key, ttl, stale_if_error, capacity, margin, tier: _, weigher } = self;
+        Cache { key, ttl, stale_if_error, capacity, margin, tier, weigher }
     }
 
     fn validate(&self) -> Result<(), OptionError> {
@@ -194,7 +262,7 @@ impl<K, T> Cache<K, T> {
     }
 }
 
-impl<K, T: fmt::Debug> fmt::Debug for Cache<K, T> {
+impl<K, T: fmt::Debug, W: fmt::Debug> fmt::Debug for Cache<K, T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
             .field("ttl", &self.ttl)
@@ -202,14 +270,15 @@ impl<K, T: fmt::Debug> fmt::Debug for Cache<K, T> {
             .field("capacity", &self.capacity)
             .field("margin", &self.margin)
             .field("tier", &self.tier)
+            .field("weigher", &self.weigher)
             .finish_non_exhaustive()
     }
 }
 
-impl<F, K, T> Policy<F> for Cache<K, T> {
-    type Fetcher = CacheFetcher<F, K, T>;
+impl<F, K, T, W> Policy<F> for Cache<K, T, W> {
+    type Fetcher = CacheFetcher<F, K, T, W>;
 
-    fn wrap(self, inner: F) -> CacheFetcher<F, K, T> {
+    fn wrap(self, inner: F) -> CacheFetcher<F, K, T, W> {
         CacheFetcher { inner, cache: self, local: OnceLock::new() }
     }
 
@@ -220,15 +289,15 @@ impl<F, K, T> Policy<F> for Cache<K, T> {
 
 /// A fetcher answering from a cache when it can; see [`Cache`]. Its error is the wrapped
 /// fetcher's, unchanged: a stale value answers instead of it, or it passes through.
-pub struct CacheFetcher<F, K, T = LocalOnly> {
+pub struct CacheFetcher<F, K, T = LocalOnly, W = Entries> {
     inner: F,
-    cache: Cache<K, T>,
+    cache: Cache<K, T, W>,
     /// The local tier: a `moka::sync::Cache` of the key and value types, made on first use
     /// (the types are only known then).
     local: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
-impl<F, K, T: fmt::Debug> fmt::Debug for CacheFetcher<F, K, T> {
+impl<F, K, T: fmt::Debug, W: fmt::Debug> fmt::Debug for CacheFetcher<F, K, T, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheFetcher").field("cache", &self.cache).finish_non_exhaustive()
     }
@@ -260,17 +329,21 @@ impl<Key: Sync, V: Send> SharedTier<Key, V> for LocalOnly {
     fn write(&self, _: &Key, _: &V, _: Duration) {}
 }
 
-impl<F, K, T> CacheFetcher<F, K, T> {
+impl<F, K, T, W> CacheFetcher<F, K, T, W> {
     /// The local tier, made on first use; `None` only if one fetcher serves requests of two
     /// key or value types, whose second is then not cached.
     fn local<Key, V>(&self) -> Option<&Local<Key, V>>
     where
         Key: Hash + Eq + Send + Sync + 'static,
         V: Send + Sync + 'static,
+        W: Weigher<V>,
     {
         let keep = self.cache.ttl.saturating_add(self.cache.stale_if_error);
         let local = self.local.get_or_init(|| {
-            let mut builder = moka::sync::Cache::builder().max_capacity(self.cache.capacity);
+            let weigher = self.cache.weigher.clone();
+            let mut builder = moka::sync::Cache::builder()
+                .max_capacity(self.cache.capacity)
+                .weigher(move |_: &Key, stored: &Arc<Stored<V>>| weigher.weigh(&stored.value));
             if !keep.is_zero() {
                 // moka refuses (panics on) a time to live over 1,000 years: past that a value
                 // is kept as long as the capacity allows, and its age still decides.
@@ -291,6 +364,7 @@ impl<F, K, T> CacheFetcher<F, K, T> {
         K: Fn(&Req) -> Key + Send + Sync,
         Key: Hash + Eq + Send + Sync + 'static,
         S: SharedTier<Key, F::Output>,
+        W: Weigher<F::Output>,
     {
         let key = (self.cache.key)(request);
         let Some(local) = self.local::<Key, F::Output>() else {
@@ -370,7 +444,7 @@ impl<F, K, T> CacheFetcher<F, K, T> {
 }
 
 #[async_trait]
-impl<Req, F, K, Key> Fetcher<Req> for CacheFetcher<F, K, LocalOnly>
+impl<Req, F, K, Key, W> Fetcher<Req> for CacheFetcher<F, K, LocalOnly, W>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
@@ -378,6 +452,7 @@ where
     F::Output: Clone + Send + Sync + 'static,
     K: Fn(&Req) -> Key + Send + Sync,
     Key: Hash + Eq + Send + Sync + 'static,
+    W: Weigher<F::Output>,
 {
     type Output = F::Output;
     type Error = F::Error;
@@ -410,6 +485,44 @@ mod tests {
             Cache::new(|request: &u64| *request).ttl(Duration::MAX).stale_if_error(Duration::MAX).wrap(fetcher);
         assert_eq!(forever.fetch(&7).await.ok(), Some(7));
         assert_eq!(forever.fetch(&7).await.ok(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_byte_bound_holds_at_most_that_many_bytes_of_values() {
+        // Values of 100 bytes under a bound of 1,000 bytes: at most 10 stay, however many go in.
+        let body = crate::fetcher_fn(|request: &u64| {
+            let body = format!("{request:0>100}");
+            async move { Ok::<_, std::io::Error>(body) }
+        });
+        let cache = Cache::new(|request: &u64| *request)
+            .ttl(Duration::from_secs(60))
+            .max_bytes(1_000, |body: &String| body.len())
+            .wrap(body);
+        for request in 0..50 {
+            assert_eq!(cache.fetch(&request).await.map(|body| body.len()).ok(), Some(100));
+        }
+        let local = cache.local::<u64, String>().map(|local| {
+            local.run_pending_tasks();
+            (local.weighted_size(), local.entry_count())
+        });
+        let (bytes, entries) = local.unwrap_or_default();
+        assert!(bytes <= 1_000 && entries <= 10, "{bytes} bytes in {entries} entries");
+        assert!(entries > 0, "the bound keeps what fits");
+        // Counted in entries, the same 50 values all stay.
+        let by_entries = Cache::new(|request: &u64| *request).ttl(Duration::from_secs(60)).capacity(1_000).wrap(
+            crate::fetcher_fn(|request: &u64| {
+                let body = format!("{request:0>100}");
+                async move { Ok::<_, std::io::Error>(body) }
+            }),
+        );
+        for request in 0..50 {
+            let _ = by_entries.fetch(&request).await;
+        }
+        let entries = by_entries.local::<u64, String>().map(|local| {
+            local.run_pending_tasks();
+            local.entry_count()
+        });
+        assert_eq!(entries, Some(50));
     }
 
     fn fetcher(answer: fn(&u64) -> u64) -> impl Fetcher<u64, Output = u64, Error = std::io::Error> {

@@ -175,7 +175,7 @@ pub use self::budget::{Budget, BudgetFetcher};
 #[cfg(feature = "redis")]
 pub use self::cache::redis::{RedisTier, RedisTierError};
 #[cfg(feature = "cache")]
-pub use self::cache::{Cache, CacheFetcher, LocalOnly};
+pub use self::cache::{Bytes, Cache, CacheFetcher, Entries, LocalOnly, Weigher};
 pub use self::coalesce::{Coalesce, CoalesceBy, CoalesceError, CoalesceFetcher};
 pub use self::fallback::{FallbackFetcher, OptionalFetcher};
 pub use self::hedge::HedgeFetcher;

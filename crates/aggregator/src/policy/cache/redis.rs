@@ -13,6 +13,10 @@ use serde::de::DeserializeOwned;
 
 use super::{CacheFetcher, SharedTier};
 
+/// The operations whose failures are counted apart (`operation` of the failures' metric).
+const READ: &str = "read";
+const WRITE: &str = "write";
+
 /// The default bound of a read.
 const DEFAULT_READ_TIMEOUT: Duration = Duration::from_millis(20);
 /// The default bound of a write, which runs in the background.
@@ -37,7 +41,8 @@ const DEFAULT_WRITES_IN_FLIGHT: usize = 64;
 /// - **Failures fail open**: a connection refused, an error reply, a timeout or an entry that
 ///   does not decode reads as a miss, so the source and the local tier answer. Each failure
 ///   is counted ([`failures`](Self::failures); with the feature `metrics`,
-///   `muster_cache_redis_failures_total`), and logged once per transition: one `warn` when
+///   `muster_cache_redis_failures_total`, by `namespace` and `operation`: `read` or
+///   `write`), and logged once per transition: one `warn` when
 ///   the tier starts failing, one `info` when it answers again.
 /// - **Values** are stored as JSON with serde (`{"at": <unix ms>, "value": ...}`): the key
 ///   and the source's output must be `Serialize`, and the output `DeserializeOwned`.
@@ -197,11 +202,13 @@ impl RedisTier {
         manager.as_ref().cloned().map_err(String::as_str)
     }
 
-    fn key<Key: Serialize>(&self, key: &Key) -> Option<String> {
+    /// The key in Redis; `operation` (`read`, `write`) counts the failure of one that does not
+    /// serialize.
+    fn key<Key: Serialize>(&self, key: &Key, operation: &'static str) -> Option<String> {
         let json = match serde_json::to_string(key) {
             Ok(json) => json,
             Err(error) => {
-                self.failed(&format!("the key does not serialize: {error}"));
+                self.failed(operation, &format!("the key does not serialize: {error}"));
                 return None;
             }
         };
@@ -225,12 +232,14 @@ impl RedisTier {
         }
     }
 
-    fn failed(&self, error: &str) {
+    /// A read or write failed (`operation`: `read`, `write`): counted, and logged when the
+    /// tier was healthy until now.
+    fn failed(&self, operation: &'static str, error: &str) {
         self.state.failures.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
-        metrics::counter!("muster_cache_redis_failures_total").increment(1);
+        crate::metrics::redis_failure(&self.namespace, operation);
         if self.state.healthy.swap(false, Ordering::Relaxed) {
-            tracing::warn!(url = %self.state.url, error, "redis cache tier failing: answering from the source and the local tier");
+            tracing::warn!(url = %self.state.url, operation, error, "redis cache tier failing: answering from the source and the local tier");
         }
     }
 }
@@ -272,7 +281,7 @@ where
     V: Serialize + DeserializeOwned + Send + Sync,
 {
     async fn read(&self, key: &Key, margin: Duration) -> Option<(V, Duration)> {
-        let key = self.key(key)?;
+        let key = self.key(key, READ)?;
         let bound = match crate::call::remaining() {
             Some(left) => self.read_timeout.min(left.saturating_sub(margin)),
             None => self.read_timeout,
@@ -283,7 +292,7 @@ where
         let mut connection = match self.connection() {
             Ok(connection) => connection,
             Err(error) => {
-                self.failed(error);
+                self.failed(READ, error);
                 return None;
             }
         };
@@ -297,7 +306,7 @@ where
                     Some((entry.value, Duration::from_millis(unix_millis().saturating_sub(entry.at))))
                 }
                 Err(error) => {
-                    self.failed(&format!("the entry under `{key}` does not decode: {error}"));
+                    self.failed(READ, &format!("the entry under `{key}` does not decode: {error}"));
                     None
                 }
             },
@@ -306,22 +315,22 @@ where
                 None
             }
             Ok(Err(error)) => {
-                self.failed(&error.to_string());
+                self.failed(READ, &error.to_string());
                 None
             }
             Err(_) => {
-                self.failed(&format!("no answer within {bound:?}"));
+                self.failed(READ, &format!("no answer within {bound:?}"));
                 None
             }
         }
     }
 
     fn write(&self, key: &Key, value: &V, keep: Duration) {
-        let Some(key) = self.key(key) else { return };
+        let Some(key) = self.key(key, WRITE) else { return };
         let bytes = match serde_json::to_vec(&Entry { at: unix_millis(), value }) {
             Ok(bytes) => bytes,
             Err(error) => {
-                self.failed(&format!("the value does not serialize: {error}"));
+                self.failed(WRITE, &format!("the value does not serialize: {error}"));
                 return;
             }
         };
@@ -337,7 +346,7 @@ where
             Ok(connection) => connection,
             Err(error) => {
                 state.writes.fetch_sub(1, Ordering::Relaxed);
-                self.failed(error);
+                self.failed(WRITE, error);
                 return;
             }
         };
@@ -348,8 +357,8 @@ where
             set.arg(&key).arg(bytes).arg("PX").arg(keep);
             match tokio::time::timeout(tier.write_timeout, set.query_async::<()>(&mut connection)).await {
                 Ok(Ok(())) => tier.succeeded(),
-                Ok(Err(error)) => tier.failed(&error.to_string()),
-                Err(_) => tier.failed(&format!("no answer within {:?}", tier.write_timeout)),
+                Ok(Err(error)) => tier.failed(WRITE, &error.to_string()),
+                Err(_) => tier.failed(WRITE, &format!("no answer within {:?}", tier.write_timeout)),
             }
             tier.state.writes.fetch_sub(1, Ordering::Relaxed);
         });
@@ -357,7 +366,7 @@ where
 }
 
 #[async_trait]
-impl<Req, F, K, Key> Fetcher<Req> for CacheFetcher<F, K, RedisTier>
+impl<Req, F, K, Key, W> Fetcher<Req> for CacheFetcher<F, K, RedisTier, W>
 where
     Req: ?Sized + Sync,
     F: Fetcher<Req>,
@@ -365,6 +374,7 @@ where
     F::Output: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
     K: Fn(&Req) -> Key + Send + Sync,
     Key: Hash + Eq + Serialize + Send + Sync + 'static,
+    W: super::Weigher<F::Output>,
 {
     type Output = F::Output;
     type Error = F::Error;
