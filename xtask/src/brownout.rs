@@ -43,7 +43,7 @@ const BROWNOUT: &str = "?transactions_fail_rate=0.5";
 
 /// The three configurations compared: a name for the report and the dashboard's flags.
 const VARIANTS: [(&str, &[&str]); 3] = [
-    ("policies on (the defaults: breaker 50 %, budget 10 % + 5/s over 10 s, `--retry-attempts 2`)", &[]),
+    ("policies on (the defaults: breaker 50 %, budget 10 % and at least 5/s over 10 s, `--retry-attempts 2`)", &[]),
     ("retries unbudgeted (`--retry-budget-percent off`)", &["--retry-budget-percent", "off"]),
     (
         "policies off (`--breaker-failure-rate off --retry-budget-percent off --retry-attempts 1`)",
