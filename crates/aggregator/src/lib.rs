@@ -216,18 +216,6 @@ pub mod options {
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-/// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
-/// placeholder for other payloads.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> std::sync::Arc<str> {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        std::sync::Arc::from(*message)
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        std::sync::Arc::from(message.as_str())
-    } else {
-        std::sync::Arc::from("non-string panic payload")
-    }
-}
-
 #[cfg(feature = "json")]
 pub mod json;
 

@@ -210,7 +210,7 @@ where
             Err(error)
         }
         Err(panic) => {
-            let message = crate::panic_message(&*panic);
+            let message = muster_core::panic_message(&*panic);
             tracing::debug!(panic = %message, "source panicked");
             if let Some(span) = crate::context::source_span() {
                 crate::context::failed(&span, "panicked", format_args!("panicked: {message}"));

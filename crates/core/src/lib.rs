@@ -112,9 +112,9 @@ pub use crate::deadline::{
 pub use crate::error::rounded_ms;
 pub use crate::error::{BoxError, ErrorKind, GroupError, SpawnError, TrySpawnError};
 pub use crate::fetcher::{Fetcher, FetcherFn, fetcher_fn};
-#[doc(hidden)]
-pub use crate::group::Timeline;
 pub use crate::group::{Group, GroupHandle, IntoIter, Outputs, Wait, WaitWithReport};
+#[doc(hidden)]
+pub use crate::group::{Timeline, panic_message};
 pub use crate::report::{GroupReport, TaskOutcome, TaskReport};
 #[doc(hidden)]
 pub use crate::report::{Millis, bar as waterfall_bar};

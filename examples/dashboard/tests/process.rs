@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use running::{BINARY, Running, dashboard, without_settings};
 use support::{LIMIT, MARGIN, get, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -61,13 +61,30 @@ async fn sigterm_answers_what_is_in_flight_and_exits_within_the_grace_whatever_t
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once() {
-    let args = ["--timeout-ms", "30000", "--shutdown-grace-ms", "30000"];
+    const TOKEN: &str = "a-token-for-the-live-view";
+    let args = ["--timeout-ms", "30000", "--shutdown-grace-ms", "30000", "--debug-token", TOKEN];
     let (mut running, addr) = Running::start(&args, Stdio::null(), &[]).await;
     let _slow = tokio::spawn(async move { get(addr, "/dashboard/2?profile_delay_ms=25000", &[]).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The request is in flight once the live view shows it.
+    within(LIMIT, "the request in flight", async {
+        loop {
+            let view = get(addr, "/debug/aggregations", &[("authorization", &format!("Bearer {TOKEN}"))]).await;
+            if view.status == 200 && view.json()["calls"].as_array().is_some_and(|calls| !calls.is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
 
     running.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first signal has been handled once the listener is closed.
+    within(LIMIT, "the listener to close", async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     assert!(running.0.try_wait().expect("try_wait").is_none(), "the first signal waits for the request in flight");
     let signalled = Instant::now();
     running.signal("INT");
@@ -361,15 +378,7 @@ async fn streamed_requests_are_logged_when_they_end_with_their_real_outcome_and_
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let gone = support::request(addr, "/dashboard/8?transactions_delay_ms=20000", &streamed);
     socket.write_all(gone.as_bytes()).await.expect("send");
-    within(LIMIT, "the first section", async {
-        let (mut seen, mut buffer) = (Vec::new(), [0u8; 4096]);
-        while !String::from_utf8_lossy(&seen).contains("\"section\"") {
-            let read = socket.read(&mut buffer).await.expect("read");
-            assert!(read > 0, "the stream ended before a section");
-            seen.extend_from_slice(&buffer[..read]);
-        }
-    })
-    .await;
+    support::first_section(&mut socket).await;
     drop(socket);
     let logged = || std::fs::read_to_string(&log).unwrap_or_default();
     support::eventually("the access line of the stream the client left", || logged().contains("/dashboard/8")).await;

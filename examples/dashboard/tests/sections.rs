@@ -151,15 +151,7 @@ async fn a_client_going_away_cancels_what_is_in_flight() {
         .await
         .expect("send");
     // The first section is there: the aggregation runs.
-    within(LIMIT, "the first section", async {
-        let (mut seen, mut buffer) = (Vec::new(), [0u8; 4096]);
-        while !String::from_utf8_lossy(&seen).contains("\"section\"") {
-            let read = socket.read(&mut buffer).await.expect("read");
-            assert!(read > 0, "the stream ended before a section");
-            seen.extend_from_slice(&buffer[..read]);
-        }
-    })
-    .await;
+    support::first_section(&mut socket).await;
     drop(socket);
     let transactions = dashboard.transactions.stats();
     eventually("the transactions request to be cancelled", || transactions.cancelled() == 1).await;

@@ -425,7 +425,7 @@ where
             let ended = match AssertUnwindSafe(async move { call().await }).catch_unwind().await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(error)) => Err(Ended::Failed(Arc::new(error))),
-                Err(panic) => Err(Ended::Panicked(crate::panic_message(&*panic))),
+                Err(panic) => Err(Ended::Panicked(muster_core::panic_message(&*panic))),
             };
             // Forgotten before any waiter sees the outcome, so a later caller starts afresh;
             // the count of waiters is final from then on.

@@ -131,7 +131,7 @@ where
             None
         }
         Err(panic) => {
-            let message = crate::panic_message(&*panic);
+            let message = muster_core::panic_message(&*panic);
             tracing::debug!(panic = %message, "source fell back");
             crate::call::fell_back(Failure::Panicked(&message));
             None

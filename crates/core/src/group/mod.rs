@@ -17,6 +17,7 @@ pub use self::wait::{Wait, WaitWithReport};
 use self::handle::{Inbox, Shared};
 use self::recording::Recording;
 pub use self::recording::Timeline;
+pub use self::task::panic_message;
 use self::task::{Pooled, Slot, State, Task, wrap};
 
 use std::fmt;

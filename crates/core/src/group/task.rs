@@ -174,7 +174,7 @@ impl<T> Future for Pooled<'_, T> {
 
 /// The message of a caught panic's payload (`panic!("...")` gives a `&str` or a `String`), or a
 /// placeholder for other payloads.
-pub(super) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Arc<str> {
     if let Some(message) = payload.downcast_ref::<&str>() {
         Arc::from(*message)
     } else if let Some(message) = payload.downcast_ref::<String>() {

@@ -160,6 +160,19 @@ fn parse(raw: &[u8], elapsed: Duration) -> Reply {
     Reply { status, headers, body, elapsed }
 }
 
+/// Reads a streamed answer from `socket` until its first section has arrived, within [`LIMIT`].
+pub(crate) async fn first_section(socket: &mut TcpStream) {
+    within(LIMIT, "the first section", async {
+        let (mut seen, mut buffer) = (Vec::new(), [0u8; 4096]);
+        while !String::from_utf8_lossy(&seen).contains("\"section\"") {
+            let read = socket.read(&mut buffer).await.expect("read");
+            assert!(read > 0, "the stream ended before a section");
+            seen.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await;
+}
+
 /// Awaits `future`, failing the test if it takes longer than `limit`.
 pub(crate) async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(limit, future).await.unwrap_or_else(|_| panic!("{what} took longer than {limit:?}"))
