@@ -31,16 +31,25 @@ struct Allocations {
     count: u64,
 }
 
-/// Runs the benches and writes the report. `--quick` shortens the HTTP benchmark's runs;
-/// `--targets` runs only the group and aggregator benches (the targets table and their
-/// sections, about a minute); other arguments go to `cargo bench`.
+/// Runs the benches and writes the report. `--quick` shortens the HTTP and brownout
+/// benchmarks' runs; `--targets` runs only the group and aggregator benches (the targets table
+/// and their sections, about a minute); `--brownout` only the dashboard's brownout benchmark
+/// (about half a minute); other arguments go to `cargo bench`.
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|arg| arg == "--quick");
     let targets_only = args.iter().any(|arg| arg == "--targets");
     let extra: Vec<String> =
-        args.iter().filter(|arg| !["--quick", "--targets"].contains(&arg.as_str())).cloned().collect();
+        args.iter().filter(|arg| !["--quick", "--targets", "--brownout"].contains(&arg.as_str())).cloned().collect();
     let extra = extra.as_slice();
     let target = target_dir();
+    if args.iter().any(|arg| arg == "--brownout") {
+        let report = String::from(
+            "# muster benchmark report
+
+",
+        ) + &crate::brownout::bench(quick)?;
+        return write_report(&report);
+    }
     let group = target.join("bench-group.tsv");
     let allocations = target.join("bench-group-allocations.tsv");
     let aggregator = target.join("bench-aggregator.tsv");
@@ -68,15 +77,20 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     if !targets_only {
         the_rest(quick, extra, &mut report)?;
     }
-    let path = target.join("bench-report.md");
-    std::fs::write(&path, &report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+    write_report(&report)
+}
+
+/// Writes `report` to `target/bench-report.md` and prints it.
+fn write_report(report: &str) -> Result<(), String> {
+    let path = target_dir().join("bench-report.md");
+    std::fs::write(&path, report).map_err(|error| format!("cannot write {}: {error}", path.display()))?;
     println!("{report}");
     eprintln!("bench: report written to {}", path.display());
     Ok(())
 }
 
 /// The benchmarks outside issue 19's targets: the cache, the access log, the resilience
-/// policies and the HTTP services.
+/// policies (in the library, then in the dashboard under a brownout) and the HTTP services.
 fn the_rest(quick: bool, extra: &[String], report: &mut String) -> Result<(), String> {
     let target = target_dir();
     let cache = target.join("bench-cache.tsv");
@@ -93,6 +107,7 @@ fn the_rest(quick: bool, extra: &[String], report: &mut String) -> Result<(), St
     run_report(&["bench", "-p", "muster", "--bench", "resilience"], &resilience, extra)?;
     *report += &std::fs::read_to_string(&resilience)
         .map_err(|error| format!("cannot read {}: {error}", resilience.display()))?;
+    *report += &crate::brownout::bench(quick)?;
     *report += &crate::load::http_bench(quick)?;
     Ok(())
 }

@@ -2,7 +2,8 @@
 //! demo backends and checked over plain HTTP/1.1 with std only, the README's curl lines one by
 //! one (a success with the offers of the profile's tier, offers that fall back, the streamed
 //! sections, a failing source, the deadline), then killed by its pid whatever the checks found;
-//! then again with the transactions cache on, for the brownout lines (stale answers).
+//! then again with the transactions cache on, for the brownout lines (stale answers); then
+//! once more for the breaker, the retry budget and the retries (a brownout, a breaker opening).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -43,7 +44,60 @@ pub(crate) fn run() -> Result<(), String> {
     if checks.is_err() {
         eprintln!("e2e: the dashboard's log is in {}", log.display());
     }
+    checks?;
+    // The README's breaker and budget lines: a fresh dashboard, so that its breaker's window
+    // holds only these calls. Three lines: the transactions backend's address is the third.
+    let args = ["--listen", "127.0.0.1:0", "--timeout-ms", &timeout_ms];
+    let server = Server::start("dashboard", &binary, &args, &[], &log, 3)?;
+    let checks = resilience_checks(&server);
+    server.stop();
+    if checks.is_err() {
+        eprintln!("e2e: the dashboard's log is in {}", log.display());
+    }
     checks
+}
+
+/// The defaults: in a brownout a failed call is retried within the budget, and a backend that
+/// fails every call is cut off by its breaker (`circuit_open` at once).
+fn resilience_checks(server: &Server) -> Result<(), String> {
+    const REQUESTS: usize = 40;
+    let addr = server.addr;
+    let backend = (server.lines.iter())
+        .find_map(|line| line.strip_prefix("transactions backend: http://")?.split('/').next()?.parse().ok())
+        .ok_or_else(|| format!("no transactions backend in the banner: {:?}", server.lines))?;
+    let mut ok = 0;
+    for _ in 0..REQUESTS {
+        let reply = http_get(addr, "/dashboard/20?transactions_fail_rate=0.5")?;
+        match reply.status {
+            200 => ok += 1,
+            _ => reply.expect(502, &[r#""source":"transactions""#, r#""kind":"status""#])?,
+        }
+    }
+    let stats = http_get(backend, "/stats")?;
+    let calls: usize = (stats.body.split(r#""started":"#).nth(1))
+        .and_then(|rest| rest.split([',', '}']).next()?.parse().ok())
+        .ok_or_else(|| format!("GET {backend}/stats: {}", stats.body))?;
+    // Half of the first attempts fail; each is retried once while the budget's floor lasts
+    // (50 retries in 10 s), so about three requests in four are answered.
+    if calls <= REQUESTS || calls > REQUESTS + 50 || ok <= REQUESTS / 2 {
+        return Err(format!("brownout: {ok} of {REQUESTS} answered with {calls} backend calls"));
+    }
+    eprintln!("e2e: brownout: {ok} of {REQUESTS} requests answered, {calls} calls to the transactions backend");
+    // A backend failing every call: its breaker opens once half of the calls in its window
+    // (at least 20) have failed, the brownout's included.
+    let opened = (1..=60).try_fold(None, |opened, sent| match opened {
+        Some(sent) => Ok(Some(sent)),
+        None => {
+            let reply = http_get(addr, "/dashboard/20?transactions_fail=1")?;
+            reply.expect(502, &[r#""source":"transactions""#])?;
+            Ok::<_, String>(reply.body.contains(r#""kind":"circuit_open""#).then_some(sent))
+        }
+    })?;
+    let Some(opened) = opened else { return Err("the breaker did not open in 60 failing calls".to_owned()) };
+    let reply = http_get(addr, "/dashboard/20")?;
+    reply.expect(502, &[r#""kind":"circuit_open""#])?;
+    eprintln!("e2e: the breaker opened at the failing request {opened}; the breaker and budget checks passed");
+    Ok(())
 }
 
 /// With `--cache-ttl-ms 0 --stale-if-error-ms 600000`: a failing or late transactions backend

@@ -18,6 +18,7 @@
 //! ```
 
 mod bench;
+mod brownout;
 mod e2e;
 mod load;
 mod server;
@@ -37,8 +38,9 @@ tasks:
   features  check each library crate with no features and with each feature alone; test http without tls
   doc     build the docs, rustdoc warnings denied
   e2e     run the dashboard binary and check its answers over HTTP
-  bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP runs;
-          `--targets`: only the group and aggregator benches behind issue 19's targets table)
+  bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP and
+          brownout runs; `--targets`: only the group and aggregator benches behind issue 19's targets table;
+          `--brownout`: only the dashboard's breaker, budget and retries under a brownout)
   soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)";
 
 fn main() -> ExitCode {

@@ -35,7 +35,7 @@ use muster::axum::{Answer, Format, StreamOutcome};
 use muster::http::{HttpClient, HttpConfigError, HttpFetcher, UrlParams};
 use muster::in_flight::InFlight;
 use muster::policy::{self, Cache, CircuitBreaker, RedisTier};
-use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, builder::Input};
+use muster::{Aggregator, BuildError, Deadline, Fallback, Fetcher, RequestContext, Retry, builder::Input};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -68,32 +68,75 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
 }
 
-/// The breaker and the retry budget on each backend (issue 20): on by default, with the
-/// anchors' values (resilience4j's and Polly's breaker: 50 % failures over at least 20 calls
-/// in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's budget: 10 % of the calls, at least 5
-/// a second, over 10 s). A backend whose breaker is open fails its section at once with the kind
-/// `circuit_open`, instead of every request waiting for it.
+/// The breaker, the retry budget and the retries on the profile and transactions backends
+/// (issue 20): on by default, with the anchors' values (resilience4j's and Polly's breaker: 50 %
+/// failures over at least 20 calls in 10 s, open 5 s doubling to 60 s, 1 probe; Finagle's
+/// budget: 10 % of the calls, at least 5 a second, over 10 s; one retry, Envoy's default
+/// `num_retries`). A backend whose breaker is open fails its section at once
+/// with the kind `circuit_open`, instead of every request waiting for it.
+///
+/// The policies of a backend are `(CircuitBreaker, Budget, Retry)`, outermost first: the
+/// breaker judges the whole call after its retries, and refuses it before anything else
+/// runs (no budget token, no connection); the budget, inside it, governs the retries; the
+/// retry asks the backend's error whether to try again (a 5xx or 429, a refused connection,
+/// a protocol error or the fetcher's own timeout, never a 4xx or bad JSON), after a short
+/// jittered backoff, and never starts one that would end past the deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resilience {
-    /// The failure rate, in percent, that opens a backend's breaker (`--breaker-failure-rate`).
-    pub breaker_failure_rate: u8,
+    /// The failure rate, in percent, that opens a backend's breaker (`--breaker-failure-rate`);
+    /// `None`: no breaker (`off`).
+    pub breaker_failure_rate: Option<u8>,
     /// The share of a backend's calls, in percent, that may be retried or hedged
-    /// (`--retry-budget-percent`).
-    pub retry_budget_percent: u8,
+    /// (`--retry-budget-percent`); `None`: no budget, every retryable failure is retried
+    /// (`off`; for comparison only: in a brownout it adds load to the failing backend).
+    pub retry_budget_percent: Option<u8>,
+    /// The attempts a call to a backend may make, the first one included (`--retry-attempts`):
+    /// 1 for no retries.
+    pub retry_attempts: u32,
 }
 
 impl Default for Resilience {
     fn default() -> Self {
-        Self { breaker_failure_rate: 50, retry_budget_percent: 10 }
+        Self { breaker_failure_rate: Some(50), retry_budget_percent: Some(10), retry_attempts: 2 }
     }
 }
 
 impl Resilience {
-    /// The policies of one backend: its breaker outside its budget.
-    fn policies(&self) -> (CircuitBreaker, policy::Budget) {
-        let budget = policy::Budget::new().percent(f64::from(self.retry_budget_percent));
-        (CircuitBreaker::new().failure_rate(f64::from(self.breaker_failure_rate)), budget)
+    /// Every policy off: no breaker, no budget, no retry (what `cargo xtask bench` compares
+    /// the defaults with).
+    pub const OFF: Self = Self { breaker_failure_rate: None, retry_budget_percent: None, retry_attempts: 1 };
+
+    fn breaker(&self) -> Option<CircuitBreaker> {
+        self.breaker_failure_rate.map(|rate| CircuitBreaker::new().failure_rate(f64::from(rate)))
     }
+
+    fn budget(&self) -> Option<policy::Budget> {
+        self.retry_budget_percent.map(|percent| policy::Budget::new().percent(f64::from(percent)))
+    }
+
+    /// The retry under a deadline of `deadline`: a backoff from a twentieth of the deadline (at
+    /// most 10 ms) doubling up to ten times that (at most 100 ms), with jitter, so that a short
+    /// deadline still leaves room for the retry.
+    fn retry(&self, deadline: Duration) -> Retry {
+        let min = (deadline / 20).clamp(Duration::from_micros(100), Duration::from_millis(10));
+        Retry::attempts(self.retry_attempts).backoff(min, (min * 10).min(Duration::from_millis(100)))
+    }
+}
+
+/// Adds the source `$name` to `$builder` behind `$outer` (a cache, or `()`) and the policies of
+/// `$resilience`, `(CircuitBreaker, Budget, Retry)`, leaving out a breaker or budget that is
+/// off (each combination is another type of source; the aggregator erases it).
+macro_rules! source_with_resilience {
+    ($builder:expr, $name:expr, $fetcher:expr, $outer:expr, $resilience:expr, $deadline:expr) => {{
+        let (resilience, outer): (&Resilience, _) = (&$resilience, $outer);
+        let retry = resilience.retry($deadline);
+        match (resilience.breaker(), resilience.budget()) {
+            (Some(breaker), Some(budget)) => $builder.source_with($name, $fetcher, (outer, breaker, budget, retry)),
+            (Some(breaker), None) => $builder.source_with($name, $fetcher, (outer, breaker, retry)),
+            (None, Some(budget)) => $builder.source_with($name, $fetcher, (outer, budget, retry)),
+            (None, None) => $builder.source_with($name, $fetcher, (outer, retry)),
+        }
+    }};
 }
 
 /// How the transactions section is cached: a fresh answer serves the same user for `ttl`
@@ -181,11 +224,12 @@ impl AppState {
         Self::with_resilience(config, Resilience::default())
     }
 
-    /// As [`new`](Self::new), with the breaker's and the budget's values of `resilience`.
+    /// As [`new`](Self::new), with the breaker, the budget and the retries of `resilience`.
     ///
     /// # Errors
     ///
-    /// A [`ConfigError`] naming the template or option that is wrong (a rate over 100 %).
+    /// A [`ConfigError`] naming the template or option that is wrong (a rate over 100 %, zero
+    /// attempts, or more retries than their backoffs can fit in the deadline).
     pub fn with_resilience(config: &Config, resilience: Resilience) -> Result<Self, ConfigError> {
         let client = HttpClient::new();
         // The global deadline is what answers a slow backend (504, pending named): when it
@@ -214,22 +258,21 @@ impl AppState {
         };
         // Offers need the profile's tier: a dependent source, started the instant the profile
         // is in; optional, with an empty list when it fails or is late.
-        let builder = Aggregator::builder().source_with(
-            "profile",
-            fetcher("profile", &config.profile_url, &dashboard)?,
-            resilience.policies(),
-        );
+        let (builder, deadline) = (Aggregator::builder(), config.timeout);
+        let profile = fetcher("profile", &config.profile_url, &dashboard)?;
+        let builder = source_with_resilience!(builder, "profile", profile, (), resilience, deadline);
         let transactions = fetcher("transactions", &config.transactions_url, &dashboard)?;
         let builder = match &config.cache {
-            None => builder.source_with("transactions", transactions, resilience.policies()),
+            None => source_with_resilience!(builder, "transactions", transactions, (), resilience, deadline),
             Some(settings) => {
                 let cache = Cache::new(cache_key).ttl(settings.ttl).stale_if_error(settings.stale_if_error);
                 match &settings.redis_url {
-                    None => builder.source_with("transactions", transactions, (cache, resilience.policies())),
+                    None => source_with_resilience!(builder, "transactions", transactions, cache, resilience, deadline),
                     Some(url) => {
                         let tier = RedisTier::new(url)?.namespace("dashboard:transactions").hashed_keys();
                         warn_if_unreachable(tier.clone());
-                        builder.source_with("transactions", transactions, (cache.redis(tier), resilience.policies()))
+                        let cache = cache.redis(tier);
+                        source_with_resilience!(builder, "transactions", transactions, cache, resilience, deadline)
                     }
                 }
             }
@@ -327,14 +370,21 @@ pub struct Knobs {
     pub profile_delay_ms: String,
     /// `{profile_fail}`.
     pub profile_fail: String,
+    /// `{profile_fail_rate}`.
+    pub profile_fail_rate: String,
     /// `{transactions_delay_ms}`.
     pub transactions_delay_ms: String,
     /// `{transactions_fail}`.
     pub transactions_fail: String,
+    /// `{transactions_fail_rate}`: the share of the transactions backend's answers that are
+    /// 503, e.g. `0.5` (a brownout).
+    pub transactions_fail_rate: String,
     /// `{offers_delay_ms}`.
     pub offers_delay_ms: String,
     /// `{offers_fail}`.
     pub offers_fail: String,
+    /// `{offers_fail_rate}`.
+    pub offers_fail_rate: String,
 }
 
 impl UrlParams for DashboardRequest {
@@ -345,6 +395,8 @@ impl UrlParams for DashboardRequest {
             "profile_fail" => &self.knobs.profile_fail,
             "transactions_delay_ms" => &self.knobs.transactions_delay_ms,
             "transactions_fail" => &self.knobs.transactions_fail,
+            "profile_fail_rate" => &self.knobs.profile_fail_rate,
+            "transactions_fail_rate" => &self.knobs.transactions_fail_rate,
             _ => return None,
         };
         Some(value.as_str().into())
@@ -381,6 +433,7 @@ impl UrlParams for OffersRequest {
             "tier" => &self.tier,
             "offers_delay_ms" => &self.request.knobs.offers_delay_ms,
             "offers_fail" => &self.request.knobs.offers_fail,
+            "offers_fail_rate" => &self.request.knobs.offers_fail_rate,
             _ => return None,
         };
         Some(value.as_str().into())

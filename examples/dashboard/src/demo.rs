@@ -4,11 +4,13 @@
 //!
 //! `GET /profile/{id}` answers the user's name, KYC status and tier, `GET /transactions/{id}`
 //! their balance and recent transactions, both built from the id; `GET /offers/{tier}` the
-//! offers of a tier, a JSON array (the dashboard asks it with the tier the profile answered). Two query parameters make the
-//! failure modes easy to try: `delay_ms=N` sleeps N ms before answering and `fail=1` (or
-//! `fail=500`, or any status from 400 to 599) answers that error status with a JSON body. Empty
-//! values mean no delay and no failure, which is what the dashboard sends when its own request
-//! has no such knob.
+//! offers of a tier, a JSON array (the dashboard asks it with the tier the profile answered).
+//! Three query parameters make the failure modes easy to try: `delay_ms=N` sleeps N ms before
+//! answering, `fail=1` (or `fail=500`, or any status from 400 to 599) answers that error status
+//! with a JSON body, and `fail_rate=0.5` (a share from 0 to 1) answers 503 to that share of the
+//! requests, a brownout: which ones is decided by the backend's request count, in a fixed
+//! pattern with no rhythm, so a run is the same every time. Empty values mean no delay and no
+//! failure, which is what the dashboard sends when its own request has no such knob.
 //!
 //! Every backend counts the requests it started, completed and saw cancelled (the request
 //! future dropped before it answered: the client closed the connection) and records what it
@@ -60,10 +62,12 @@ impl Service {
 
     /// The dashboard's URL template for this service served at `addr`: the user id (the tier,
     /// for offers) as the last path segment, and the dashboard request's knobs
-    /// (`profile_delay_ms`, ...) passed on as `delay_ms` and `fail`.
+    /// (`profile_delay_ms`, ...) passed on as `delay_ms`, `fail` and `fail_rate`.
     pub fn url_template(self, addr: SocketAddr) -> String {
         let (name, key) = (self.name(), if self == Self::Offers { "tier" } else { "id" });
-        format!("http://{addr}/{name}/{{{key}}}?delay_ms={{{name}_delay_ms}}&fail={{{name}_fail}}")
+        format!(
+            "http://{addr}/{name}/{{{key}}}?delay_ms={{{name}_delay_ms}}&fail={{{name}_fail}}&fail_rate={{{name}_fail_rate}}"
+        )
     }
 
     /// The JSON body this service answers for `id`: the same for the same id, every time.
@@ -196,15 +200,17 @@ impl Stats {
         self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
     }
 
-    fn begin(&self, recorded: Recorded) -> InFlight {
+    /// Records the request and counts it started; its number (from 0) among the requests
+    /// this backend started.
+    fn begin(&self, recorded: Recorded) -> (InFlight, usize) {
         let mut requests = self.inner.requests.lock().unwrap_or_else(PoisonError::into_inner);
         if requests.len() == RECORDED {
             requests.pop_front();
         }
         requests.push_back(recorded);
         drop(requests);
-        self.inner.started.fetch_add(1, Ordering::SeqCst);
-        InFlight { stats: self.clone(), completed: false }
+        let number = self.inner.started.fetch_add(1, Ordering::SeqCst);
+        (InFlight { stats: self.clone(), completed: false }, number)
     }
 }
 
@@ -243,11 +249,23 @@ struct Knobs {
     delay_ms: String,
     #[serde(default)]
     fail: String,
+    #[serde(default)]
+    fail_rate: String,
 }
 
-/// The router of one demo backend, counting into `stats`.
+/// The router of one demo backend, counting into `stats`; `GET /stats` answers the counts,
+/// `{"started": N, "completed": N, "cancelled": N}` (what `cargo xtask bench` reads to count
+/// the attempts a dashboard in another process made).
 pub fn router(service: Service, stats: Stats) -> Router {
-    Router::new().route(service.route(), get(handle)).with_state(Backend { service, stats })
+    Router::new()
+        .route(service.route(), get(handle))
+        .route("/stats", get(counts))
+        .with_state(Backend { service, stats })
+}
+
+async fn counts(State(backend): State<Backend>) -> Json<Value> {
+    let stats = &backend.stats;
+    Json(json!({"started": stats.started(), "completed": stats.completed(), "cancelled": stats.cancelled()}))
 }
 
 async fn handle(
@@ -259,7 +277,7 @@ async fn handle(
 ) -> Response {
     let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let target = uri.path_and_query().map_or_else(|| uri.path().to_owned(), ToString::to_string);
-    let in_flight = backend.stats.begin(Recorded {
+    let (in_flight, number) = backend.stats.begin(Recorded {
         target,
         id: id.clone(),
         request_id: header("x-request-id"),
@@ -283,11 +301,21 @@ async fn handle(
             return bad_request(service, "fail must be 0, 1 or an error status (400 to 599)");
         }
     };
+    let forced = fail.is_some();
+    let fail = match (fail, share(&knobs.fail_rate)) {
+        (Some(status), _) => Some(status),
+        (None, Ok(rate)) => fails(number, rate).then_some(StatusCode::SERVICE_UNAVAILABLE),
+        (None, Err(())) => {
+            in_flight.complete();
+            return bad_request(service, "fail_rate must be a share from 0 to 1, e.g. 0.5");
+        }
+    };
     tokio::time::sleep(delay).await;
     in_flight.complete();
     match fail {
         Some(status) => {
-            let error = format!("{service} service failed on purpose (demo, fail={})", knobs.fail);
+            let knob = if forced { format!("fail={}", knobs.fail) } else { format!("fail_rate={}", knobs.fail_rate) };
+            let error = format!("{service} service failed on purpose (demo, {knob})");
             (status, Json(json!({"error": error}))).into_response()
         }
         None => Json(service.body(&id)).into_response(),
@@ -297,6 +325,22 @@ async fn handle(
 /// A knob's value: empty is 0.
 fn knob(value: &str) -> Result<u64, ()> {
     if value.is_empty() { Ok(0) } else { value.parse().map_err(drop) }
+}
+
+/// A share knob's value, from 0 to 1: empty is 0.
+fn share(value: &str) -> Result<f64, ()> {
+    match value.parse::<f64>() {
+        _ if value.is_empty() => Ok(0.0),
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(()),
+    }
+}
+
+/// Whether request number `number` fails when a share `rate` of them does: a multiplicative
+/// hash of the number, so that the failures come in no rhythm, yet the same ones every run.
+fn fails(number: usize, rate: f64) -> bool {
+    let draw = (number as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+    (draw as f64) < rate * (1_u64 << 53) as f64
 }
 
 fn bad_request(service: Service, error: &str) -> Response {
@@ -385,11 +429,11 @@ mod tests {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
         assert_eq!(
             Service::Transactions.url_template(addr),
-            "http://127.0.0.1:9/transactions/{id}?delay_ms={transactions_delay_ms}&fail={transactions_fail}"
+            "http://127.0.0.1:9/transactions/{id}?delay_ms={transactions_delay_ms}&fail={transactions_fail}&fail_rate={transactions_fail_rate}"
         );
         assert_eq!(
             Service::Offers.url_template(addr),
-            "http://127.0.0.1:9/offers/{tier}?delay_ms={offers_delay_ms}&fail={offers_fail}"
+            "http://127.0.0.1:9/offers/{tier}?delay_ms={offers_delay_ms}&fail={offers_fail}&fail_rate={offers_fail_rate}"
         );
     }
 
@@ -412,7 +456,7 @@ mod tests {
                 traceparent: None,
                 deadline_ms: None,
             };
-            stats.begin(recorded).complete();
+            stats.begin(recorded).0.complete();
         }
         let requests = stats.requests();
         assert_eq!(requests.len(), RECORDED);
@@ -426,5 +470,21 @@ mod tests {
         assert_eq!(knob("250"), Ok(250));
         assert_eq!(knob("-1"), Err(()));
         assert_eq!(knob("1e3"), Err(()));
+        assert_eq!(share(""), Ok(0.0));
+        assert_eq!(share("0.5"), Ok(0.5));
+        for bad in ["-0.1", "1.5", "NaN", "half"] {
+            assert_eq!(share(bad), Err(()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_fail_rate_fails_that_share_of_the_requests_in_no_rhythm() {
+        for rate in [0.0, 0.1, 0.5, 1.0] {
+            let failed = (0..10_000).filter(|&number| fails(number, rate)).count();
+            assert!((failed as f64 - rate * 10_000.0).abs() <= 150.0, "{failed} of 10,000 failed at {rate}");
+        }
+        let pattern: Vec<bool> = (0..8).map(|number| fails(number, 0.5)).collect();
+        assert_ne!(pattern, [false, true, false, true, false, true, false, true], "alternating");
+        assert_ne!(pattern, [true, false, true, false, true, false, true, false], "alternating");
     }
 }

@@ -32,8 +32,9 @@ With `Accept: application/x-ndjson` (or text/event-stream), each section is sent
 its source completes, then a last line with the outcome.
 
 The demo backends read knobs from the dashboard request's query string: profile_delay_ms,
-profile_fail, transactions_delay_ms, transactions_fail, offers_delay_ms, offers_fail
-(e.g. ?transactions_fail=1).";
+profile_fail, profile_fail_rate, transactions_delay_ms, transactions_fail,
+transactions_fail_rate, offers_delay_ms, offers_fail, offers_fail_rate (e.g.
+?transactions_fail=1, or ?transactions_fail_rate=0.5 for a brownout: half the calls 503).";
 
 /// The longest deadline or timeout accepted: ten minutes.
 const MAX_TIMEOUT_MS: u64 = 600_000;
@@ -264,6 +265,7 @@ fn banner(addr: SocketAddr, config: &Config, demos: &[DemoBackend]) -> String {
     }
     if is_demo(Service::Transactions) {
         hints.push((format!("'{base}?transactions_fail=1'"), "502 from transactions"));
+        hints.push((format!("'{base}?transactions_fail_rate=0.5'"), "a brownout: retried within the budget"));
         if is_demo(Service::Profile) {
             hints
                 .push((format!("'{base}?transactions_fail=1&profile_delay_ms=800'"), "502 at once, profile cancelled"));
@@ -420,13 +422,18 @@ struct Cli {
     #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
     service_name: Option<String>,
     /// Open a backend's circuit breaker when this share of its calls fails, in percent, over at
-    /// least 20 calls in 10 s; open 5 s doubling to 60 s, then 1 probe
-    #[arg(long, env = "DASHBOARD_BREAKER_FAILURE_RATE", value_name = "PCT", default_value = "50", value_parser = percent)]
-    breaker_failure_rate: u8,
+    /// least 20 calls in 10 s; open 5 s doubling to 60 s, then 1 probe; `off`: no breaker
+    #[arg(long, env = "DASHBOARD_BREAKER_FAILURE_RATE", value_name = "PCT", default_value = "50", value_parser = percent_or_off)]
+    breaker_failure_rate: Switch<u8>,
     /// The share of a backend's calls, in percent, that may be retried or hedged (at least 5 a
-    /// second)
-    #[arg(long, env = "DASHBOARD_RETRY_BUDGET_PERCENT", value_name = "PCT", default_value = "10", value_parser = percent)]
-    retry_budget_percent: u8,
+    /// second); `off`: no budget, every retryable failure is retried (for comparison only)
+    #[arg(long, env = "DASHBOARD_RETRY_BUDGET_PERCENT", value_name = "PCT", default_value = "10", value_parser = percent_or_off)]
+    retry_budget_percent: Switch<u8>,
+    /// Attempts per call to the profile and transactions backends, the first included (1: no
+    /// retries); only a 5xx or 429, a refused connection or a protocol error is retried, after a
+    /// 10 ms backoff (less under a short deadline), within the retry budget and the deadline
+    #[arg(long, env = "DASHBOARD_RETRY_ATTEMPTS", value_name = "N", default_value = "2", value_parser = attempts)]
+    retry_attempts: u32,
     /// Cache each user's transactions (keyed by user id and authorization) for MS; 0: always
     /// ask the backend (off by default: no cache unless one of the three cache flags is given)
     #[arg(long = "cache-ttl-ms", env = "DASHBOARD_CACHE_TTL_MS", value_name = "MS", value_parser = millis_or_zero)]
@@ -511,8 +518,9 @@ impl Cli {
             service_name: self.service_name,
             debug_token: self.debug_token,
             resilience: Resilience {
-                breaker_failure_rate: self.breaker_failure_rate,
-                retry_budget_percent: self.retry_budget_percent,
+                breaker_failure_rate: self.breaker_failure_rate.0,
+                retry_budget_percent: self.retry_budget_percent.0,
+                retry_attempts: self.retry_attempts,
             },
             // Off unless asked for; a cache with nothing to keep is refused when the aggregator
             // is built.
@@ -600,6 +608,31 @@ fn percent(value: &str) -> Result<u8, String> {
     match value.parse::<u8>() {
         Ok(percent @ 0..=100) => Ok(percent),
         _ => Err("expected a percentage from 0 to 100".to_owned()),
+    }
+}
+
+/// A setting that can be turned `off` (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Switch<T>(Option<T>);
+
+/// A [`percent`], or `off`.
+fn percent_or_off(value: &str) -> Result<Switch<u8>, String> {
+    if value.trim().eq_ignore_ascii_case("off") {
+        return Ok(Switch(None));
+    }
+    percent(value)
+        .map(|percent| Switch(Some(percent)))
+        .map_err(|_| "expected a percentage from 0 to 100, or `off`".to_owned())
+}
+
+/// The most attempts per backend call accepted.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// Attempts per call, from 1 (no retry) to [`MAX_ATTEMPTS`].
+fn attempts(value: &str) -> Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(attempts @ 1..=MAX_ATTEMPTS) => Ok(attempts),
+        _ => Err(format!("expected a number of attempts from 1 (no retry) to {MAX_ATTEMPTS}")),
     }
 }
 
@@ -727,6 +760,7 @@ mod tests {
             ("--service-name", "OTEL_SERVICE_NAME"),
             ("--breaker-failure-rate", "DASHBOARD_BREAKER_FAILURE_RATE"),
             ("--retry-budget-percent", "DASHBOARD_RETRY_BUDGET_PERCENT"),
+            ("--retry-attempts", "DASHBOARD_RETRY_ATTEMPTS"),
             ("--cache-ttl-ms", "DASHBOARD_CACHE_TTL_MS"),
             ("--stale-if-error-ms", "DASHBOARD_STALE_IF_ERROR_MS"),
             ("--redis-url", "DASHBOARD_REDIS_URL"),
@@ -823,10 +857,23 @@ mod tests {
 
     #[test]
     fn the_breaker_and_the_budget_are_on_by_default_and_set_by_flag() {
-        assert_eq!(run_args(&["--breaker-failure-rate", "30"]).resilience.breaker_failure_rate, 30);
-        assert_eq!(run_args(&["--retry-budget-percent", "5"]).resilience.retry_budget_percent, 5);
-        for value in ["101", "-1", "half", "12.5"] {
+        assert_eq!(run_args(&[]).resilience, Resilience::default());
+        assert_eq!(run_args(&["--breaker-failure-rate", "30"]).resilience.breaker_failure_rate, Some(30));
+        assert_eq!(run_args(&["--retry-budget-percent", "5"]).resilience.retry_budget_percent, Some(5));
+        let off = run_args(&["--breaker-failure-rate", "off", "--retry-budget-percent=OFF", "--retry-attempts", "1"]);
+        assert_eq!(off.resilience, Resilience::OFF);
+        for value in ["101", "-1", "half", "12.5", ""] {
             assert!(error_kind(&["--retry-budget-percent", value]).is_some(), "{value} was accepted");
+        }
+    }
+
+    #[test]
+    fn one_retry_by_default_and_the_attempts_are_bounded() {
+        assert_eq!(run_args(&[]).resilience.retry_attempts, 2);
+        assert_eq!(run_args(&["--retry-attempts", "1"]).resilience.retry_attempts, 1);
+        assert_eq!(run_args(&["--retry-attempts=10"]).resilience.retry_attempts, 10);
+        for value in ["0", "11", "-1", "two"] {
+            assert!(error_kind(&["--retry-attempts", value]).is_some(), "{value} was accepted");
         }
     }
 

@@ -47,7 +47,7 @@ fn received(stats: &Stats, request_id: &str) -> Recorded {
 /// Checks that `target` is `/{service}/<segment>?<query>`, with a segment that decodes to `id`
 /// and the query the template made.
 fn assert_one_segment(target: &str, service: &str, id: &str) {
-    let query = "delay_ms=&fail=";
+    let query = "delay_ms=&fail=&fail_rate=";
     let (path, rest) = target.split_once('?').unwrap_or_else(|| panic!("no query in {target:?}"));
     assert_eq!(rest, query, "the id changed the query of {target:?}");
     let segment = path.strip_prefix(&format!("/{service}/")).unwrap_or_else(|| panic!("wrong path {path:?}"));
@@ -113,7 +113,8 @@ async fn knobs_cannot_inject_into_the_backend_query() {
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
         .map(|(name, value)| (name, percent_decode(value)))
         .collect();
-    assert_eq!(pairs, [("delay_ms", b"".to_vec()), ("fail", b"0&fail=1".to_vec())], "{}", request.target);
+    let expected = [("delay_ms", b"".to_vec()), ("fail", b"0&fail=1".to_vec()), ("fail_rate", b"".to_vec())];
+    assert_eq!(pairs, expected, "{}", request.target);
 }
 
 #[tokio::test]

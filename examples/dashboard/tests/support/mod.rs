@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use dashboard::limits::Limits;
 use dashboard::server::Server;
-use dashboard::{AppState, Config, DemoBackend, Service};
+use dashboard::{AppState, Config, DemoBackend, Resilience, Service};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -80,7 +80,16 @@ pub(crate) async fn serve(
 
 /// Serves the dashboard for `config` on `127.0.0.1:0` with `limits`, as the binary does.
 pub(crate) async fn serve_config(config: Config, limits: Limits) -> (SocketAddr, JoinHandle<()>) {
-    let state = AppState::new(&config).expect("valid config");
+    serve_resilient(config, limits, Resilience::default()).await
+}
+
+/// [`serve_config`] with the breaker, budget and retries of `resilience`.
+pub(crate) async fn serve_resilient(
+    config: Config,
+    limits: Limits,
+    resilience: Resilience,
+) -> (SocketAddr, JoinHandle<()>) {
+    let state = AppState::with_resilience(&config, resilience).expect("valid config");
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind the dashboard");
     let addr = listener.local_addr().expect("local address");
     let server = Server::new(dashboard::app(state), limits, config.timeout);
