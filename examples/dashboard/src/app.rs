@@ -93,18 +93,30 @@ pub struct Resilience {
     /// The attempts a call to a backend may make, the first one included (`--retry-attempts`):
     /// 1 for no retries.
     pub retry_attempts: u32,
+    /// Each attempt's own timeout on the profile and transactions backends
+    /// (`--attempt-timeout-ms`). `None` (the default): the deadline answers a slow backend (504,
+    /// the pending sources named), and the breaker does not count the deadline. Set below the
+    /// deadline, an attempt at a backend that hangs fails with the kind `timeout`, is retried
+    /// within the budget, and counts for the backend's breaker, which then cuts it off.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for Resilience {
     fn default() -> Self {
-        Self { breaker_failure_rate: Some(50), retry_budget_percent: Some(10), retry_attempts: 2 }
+        Self {
+            breaker_failure_rate: Some(50),
+            retry_budget_percent: Some(10),
+            retry_attempts: 2,
+            attempt_timeout: None,
+        }
     }
 }
 
 impl Resilience {
     /// Every policy off: no breaker, no budget, no retry (what `cargo xtask bench` compares
     /// the defaults with).
-    pub const OFF: Self = Self { breaker_failure_rate: None, retry_budget_percent: None, retry_attempts: 1 };
+    pub const OFF: Self =
+        Self { breaker_failure_rate: None, retry_budget_percent: None, retry_attempts: 1, attempt_timeout: None };
 
     fn breaker(&self) -> Option<CircuitBreaker> {
         self.breaker_failure_rate.map(|rate| CircuitBreaker::new().failure_rate(f64::from(rate)))
@@ -235,7 +247,11 @@ impl AppState {
         // The global deadline is what answers a slow backend (504, pending named): when it
         // comes with the fetcher's own timeout, the fetcher leaves it to fire.
         let fetcher = |source_name: &'static str, template: &str, probe: &dyn UrlParams| {
-            let builder = HttpFetcher::builder(template).client(client.clone()).timeout(config.timeout);
+            let timeout = match resilience.attempt_timeout {
+                Some(attempt) if source_name != "offers" => attempt.min(config.timeout),
+                _ => config.timeout,
+            };
+            let builder = HttpFetcher::builder(template).client(client.clone()).timeout(timeout);
             // Credentials go only where they are needed: an allow-list per source.
             let forward =
                 if source_name == "offers" { &config.offers_forward_headers } else { &config.forward_headers };

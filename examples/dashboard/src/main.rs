@@ -434,6 +434,11 @@ struct Cli {
     /// 10 ms backoff (less under a short deadline), within the retry budget and the deadline
     #[arg(long, env = "DASHBOARD_RETRY_ATTEMPTS", value_name = "N", default_value = "2", value_parser = attempts)]
     retry_attempts: u32,
+    /// Each attempt at the profile and transactions backends fails after MS (kind `timeout`,
+    /// retried, counted by the breaker, so a backend that hangs is cut off); unset: a slow
+    /// backend is answered by the deadline (504), which the breaker does not count
+    #[arg(long = "attempt-timeout-ms", env = "DASHBOARD_ATTEMPT_TIMEOUT_MS", value_name = "MS", value_parser = millis)]
+    attempt_timeout: Option<Duration>,
     /// Cache each user's transactions (keyed by user id and authorization) for MS; 0: always
     /// ask the backend (off by default: no cache unless one of the three cache flags is given)
     #[arg(long = "cache-ttl-ms", env = "DASHBOARD_CACHE_TTL_MS", value_name = "MS", value_parser = millis_or_zero)]
@@ -521,6 +526,7 @@ impl Cli {
                 breaker_failure_rate: self.breaker_failure_rate.0,
                 retry_budget_percent: self.retry_budget_percent.0,
                 retry_attempts: self.retry_attempts,
+                attempt_timeout: self.attempt_timeout,
             },
             // Off unless asked for; a cache with nothing to keep is refused when the aggregator
             // is built.
@@ -761,6 +767,7 @@ mod tests {
             ("--breaker-failure-rate", "DASHBOARD_BREAKER_FAILURE_RATE"),
             ("--retry-budget-percent", "DASHBOARD_RETRY_BUDGET_PERCENT"),
             ("--retry-attempts", "DASHBOARD_RETRY_ATTEMPTS"),
+            ("--attempt-timeout-ms", "DASHBOARD_ATTEMPT_TIMEOUT_MS"),
             ("--cache-ttl-ms", "DASHBOARD_CACHE_TTL_MS"),
             ("--stale-if-error-ms", "DASHBOARD_STALE_IF_ERROR_MS"),
             ("--redis-url", "DASHBOARD_REDIS_URL"),
@@ -874,6 +881,16 @@ mod tests {
         assert_eq!(run_args(&["--retry-attempts=10"]).resilience.retry_attempts, 10);
         for value in ["0", "11", "-1", "two"] {
             assert!(error_kind(&["--retry-attempts", value]).is_some(), "{value} was accepted");
+        }
+    }
+
+    #[test]
+    fn no_attempt_timeout_by_default() {
+        assert_eq!(run_args(&[]).resilience.attempt_timeout, None);
+        let args = run_args(&["--attempt-timeout-ms", "300"]);
+        assert_eq!(args.resilience.attempt_timeout, Some(Duration::from_millis(300)));
+        for value in ["0", "-1", "soon"] {
+            assert!(error_kind(&["--attempt-timeout-ms", value]).is_some(), "{value} was accepted");
         }
     }
 

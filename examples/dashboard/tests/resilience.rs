@@ -10,7 +10,7 @@ use dashboard::limits::Limits;
 use dashboard::{DemoBackend, Resilience, Service};
 use support::{Dashboard, config, get, serve_resilient};
 
-/// The dashboard with its own demo backends and the policies of `resilience`.
+/// The dashboard with its own demo backends, a 5 s deadline and the policies of `resilience`.
 async fn start(resilience: Resilience) -> (std::net::SocketAddr, DemoBackend, tokio::task::JoinHandle<()>) {
     let profile = DemoBackend::start(Service::Profile).await.expect("profile backend");
     let transactions = DemoBackend::start(Service::Transactions).await.expect("transactions backend");
@@ -118,4 +118,24 @@ async fn a_backend_that_keeps_failing_is_cut_off_by_its_breaker() {
     assert_eq!(reply.json()["kind"], "circuit_open", "{}", reply.body);
     assert_eq!(dashboard.transactions.stats().started(), calls, "an open breaker calls nobody");
     assert!(calls <= 40, "{calls} calls for 20 requests: at most one retry each");
+}
+
+#[tokio::test]
+async fn with_an_attempt_timeout_a_backend_that_hangs_is_cut_off_by_its_breaker() {
+    let resilience = Resilience { attempt_timeout: Some(Duration::from_millis(20)), ..Resilience::default() };
+    let (addr, transactions, _server) = start(resilience).await;
+    let hang = "/dashboard/7?transactions_delay_ms=60000";
+
+    // Each attempt times out after 20 ms, well before the 5 s deadline: a failure of the
+    // backend's own, which its breaker counts (at least 20 calls, half of them failing).
+    for _ in 0..20 {
+        let reply = get(addr, hang, &[]).await;
+        assert_eq!(reply.status, 502, "{reply:?}");
+        assert_eq!(reply.json()["kind"], "timeout", "{}", reply.body);
+    }
+    let calls = transactions.stats().started();
+    let reply = get(addr, hang, &[]).await;
+
+    assert_eq!((reply.status, reply.json()["kind"].as_str()), (502, Some("circuit_open")), "{}", reply.body);
+    assert_eq!(transactions.stats().started(), calls, "an open breaker calls nobody");
 }
