@@ -55,7 +55,7 @@ pub enum BuildError {
     /// A source's policies cannot fit in the deadline: a retry's backoffs alone take at least
     /// as long.
     #[error(
-        "source `{name}`: its policies need at least {needs:?} (retry backoffs), not less than the {deadline:?} deadline"
+        "source `{name}`: its retry backoffs take at least {needs:?}, which does not fit in the {deadline:?} deadline"
     )]
     Budget {
         /// The source.

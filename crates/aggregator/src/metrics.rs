@@ -18,6 +18,7 @@
 //! | `muster_breaker_transitions_total` | counter | `source`, `to` | a breaker's transitions, by the state entered: `open`, `half_open`, `closed` |
 //! | `muster_breaker_rejections_total` | counter | `source` | calls an open breaker refused (kind `circuit_open`) |
 //! | `muster_source_suppressed_total` | counter | `source`, `attempt`, `reason` | extra attempts a [`Budget`](crate::policy::Budget) did not start: `attempt` `retry` or `hedge`, `reason` `budget` (spent) or `latency` (the source's p50 does not fit in the time left) |
+//! | `muster_cache_redis_failures_total` | counter | `namespace`, `operation` | failed reads and writes of a [`Cache`](crate::policy::Cache)'s Redis tier (feature `redis`), each a miss that the source and the local tier answer: `operation` `read` or `write` |
 //!
 //! Everything is recorded once, when the aggregation answers, from its report. An aggregation
 //! whose caller stops waiting (drops the future, e.g. a client that disconnects) has no report:

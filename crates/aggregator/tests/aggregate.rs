@@ -512,7 +512,7 @@ fn bad_configurations_are_refused_when_building() {
     let message = budget.build().unwrap_err().to_string();
     assert_eq!(
         message,
-        "source `a`: its policies need at least 700ms (retry backoffs), not less than the 500ms deadline"
+        "source `a`: its retry backoffs take at least 700ms, which does not fit in the 500ms deadline"
     );
     let timeout =
         Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Timeout(Duration::ZERO), Optional));
