@@ -190,8 +190,8 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         };
         group_config.span = Some(span.clone());
         // Declared before the group, which borrows them, so that they outlive it.
-        let slots = O::slots(sources);
-        let refs = O::refs(&slots);
+        let mut slots = O::slots(sources);
+        let (places, refs) = O::split(&mut slots, inputs);
         let shared;
         let after = group_config.deadline;
         let mut group = Group::from_config(group_config);
@@ -206,13 +206,13 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
-        O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
+        O::spawn(sources, names, request, places, refs.as_ref(), &shared, &mut group);
         let registration = in_flight.as_ref().map(|in_flight| {
             let (shared, fields, inputs) = (Arc::clone(&shared), Arc::clone(&fields), Arc::clone(inputs));
             in_flight.register(Tracked { shared, fields, inputs })
         });
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
-        let wait = group.wait_with_report().instrument(span.clone());
+        let wait = group.wait_with_failure_report().instrument(span.clone());
         let (result, group_report) = muster_core::with_context(request_context, wait).await;
         gone.armed = false;
         drop(registration);

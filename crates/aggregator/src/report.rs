@@ -288,7 +288,7 @@ pub(crate) enum Failure<'a> {
 /// take an uncontended lock, never on the success path.
 #[derive(Debug)]
 pub(crate) struct Recorder {
-    timeline: Arc<Timeline>,
+    timeline: Timeline,
     /// Whether every source starts at once, with the aggregation (no concurrency limit below
     /// the number of sources): none is ever queued.
     at_once: bool,
@@ -329,7 +329,7 @@ impl Entry {
 
 impl Recorder {
     /// A recorder for `sources` sources, over the group's live `timeline`.
-    pub(crate) fn new(timeline: Arc<Timeline>, sources: usize, limit: Option<usize>) -> Self {
+    pub(crate) fn new(timeline: Timeline, sources: usize, limit: Option<usize>) -> Self {
         let at_once = limit.is_none_or(|limit| limit >= sources);
         Self { timeline, at_once, entries: (0..sources).map(|_| Entry::default()).collect() }
     }
@@ -432,10 +432,11 @@ impl Recorder {
             .collect()
     }
 
-    /// The report, once the group has finished, from the group's own report (`tasks`: each
-    /// source's start, duration and how the group saw it end) and what the sources added: a
-    /// source the group cancelled (or whose task the deadline dropped) reads as `error`'s
-    /// cause says.
+    /// The report, once the group has finished: on success from the group's timeline (the
+    /// group builds no report of its own then), on failure from the group's report (`group`:
+    /// each source's start, duration and how the group saw it end); with what the sources
+    /// added. A source the group cancelled (or whose task the deadline dropped) reads as
+    /// `error`'s cause says.
     pub(crate) fn report(
         &self,
         group: GroupReport,
@@ -444,8 +445,12 @@ impl Recorder {
         error: Option<&GroupError>,
         fields: Arc<[(Name, String)]>,
     ) -> Report {
-        // A failed aggregation answers once every cancelled source has been dropped.
-        let elapsed = if error.is_some() { self.offset() } else { group.elapsed };
+        // A failed aggregation answers once every cancelled source has been dropped; a
+        // successful one when its last source ended.
+        let elapsed = match error {
+            Some(_) => self.offset(),
+            None => self.timeline.last_end().unwrap_or_default(),
+        };
         let trigger = error.map(|error| match (error.kind(), error.cause()) {
             // Cancelled from outside (a parent, or an outer aggregation whose source failed).
             (ErrorKind::Cancelled, _) => Trigger::Cancelled,
@@ -455,9 +460,20 @@ impl Recorder {
         });
         // A source the group refused (its parent was cancelled already) has no task.
         let mut tasks = group.tasks.into_iter();
-        let sources = (names.iter().zip(self.entries.iter()).zip(inputs))
-            .map(|((name, entry), input)| {
-                let task = tasks.next();
+        let sources = (names.iter().zip(self.entries.iter()).zip(inputs).enumerate())
+            .map(|(index, ((name, entry), input))| {
+                // How the group saw the task end, and its start and duration.
+                let (seen, start, duration) = match error {
+                    None => {
+                        let start = self.timeline.start_of(index);
+                        let end = self.timeline.end_of(index).unwrap_or(elapsed);
+                        (Some(TaskOutcome::Ok), start, start.map_or(Duration::ZERO, |start| end.saturating_sub(start)))
+                    }
+                    Some(_) => match tasks.next() {
+                        Some(task) => (Some(task.outcome), task.start, task.duration),
+                        None => (None, None, Duration::ZERO),
+                    },
+                };
                 let detail = if entry.flags.load(Relaxed) & DETAILED != 0 {
                     std::mem::take(&mut *entry.detail())
                 } else {
@@ -468,7 +484,7 @@ impl Recorder {
                     Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
                     None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
                 };
-                let outcome = match (detail.outcome, task.as_ref().map(|task| &task.outcome)) {
+                let outcome = match (detail.outcome, seen) {
                     (Some(outcome), _) => outcome,
                     (None, Some(TaskOutcome::Ok)) => match detail.fell_back {
                         Some(after) => Outcome::FellBack { after: Box::new(after) },
@@ -483,10 +499,9 @@ impl Recorder {
                 let attempts = entry.attempts.load(Relaxed);
                 // A dependent's task runs from the start, but the source starts when its input
                 // is ready: one that never got it never started.
-                let (start, duration) = match (input, task) {
-                    (Some(_), _) if attempts == 0 => (None, Duration::ZERO),
-                    (_, Some(task)) => (task.start, task.duration),
-                    (_, None) => (None, Duration::ZERO),
+                let (start, duration) = match input {
+                    Some(_) if attempts == 0 => (None, Duration::ZERO),
+                    _ => (start, duration),
                 };
                 SourceReport {
                     outcome,

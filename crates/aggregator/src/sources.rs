@@ -17,7 +17,7 @@ use crate::call::{Call, Ready, Shared};
 use crate::report::Failure;
 
 /// A source's output, written by its task once it has it; dependents wait on it.
-pub struct Slot<T> {
+pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
 }
 
@@ -70,6 +70,67 @@ impl<T> Slot<T> {
     }
 }
 
+/// Where one source's output goes: a place of its own, written through a `&mut` (no lock),
+/// and a shared [`Slot`] for a source that is the input of a dependent, which reads it while
+/// the group runs.
+#[doc(hidden)]
+pub struct Out<T> {
+    own: Option<T>,
+    shared: Slot<T>,
+}
+
+impl<T> fmt::Debug for Out<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Out")
+    }
+}
+
+impl<T> fmt::Debug for Place<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Place")
+    }
+}
+
+impl<T> Default for Out<T> {
+    fn default() -> Self {
+        Self { own: None, shared: Slot::default() }
+    }
+}
+
+impl<T> Out<T> {
+    /// Its place for the source's task: the shared slot only if a dependent reads it.
+    fn place(&mut self, input: bool) -> (Place<'_, T>, &Slot<T>) {
+        let Self { own, shared } = self;
+        let shared = &*shared;
+        (Place { own, shared: input.then_some(shared) }, shared)
+    }
+
+    fn take(self) -> Option<T> {
+        self.own.or_else(|| self.shared.take())
+    }
+}
+
+/// Where a source's task writes its output: see [`Out`].
+#[doc(hidden)]
+pub struct Place<'a, T> {
+    own: &'a mut Option<T>,
+    shared: Option<&'a Slot<T>>,
+}
+
+impl<T> Place<'_, T> {
+    fn put(self, value: T) {
+        match self.shared {
+            Some(slot) => slot.put(value),
+            None => *self.own = Some(value),
+        }
+    }
+}
+
+/// Whether source `index` is the input of a dependent.
+fn is_input(inputs: &[Option<usize>], index: usize) -> bool {
+    inputs.contains(&Some(index))
+}
+
 /// Every slot of an aggregation, type-erased, for dependents to find their input in.
 pub(crate) type Slots<'a> = [&'a (dyn Any + Send + Sync)];
 
@@ -82,13 +143,13 @@ pub(crate) type Entry<Req, T> = Box<dyn Erased<Req, T>>;
 /// the group.
 #[doc(hidden)]
 pub trait Erased<Req: ?Sized, T>: Send + Sync {
-    /// Adds this source's run for `request` to `group`, writing into `slot`.
+    /// Adds this source's run for `request` to `group`, writing into `place`.
     fn spawn<'a>(
         &'a self,
         name: &Name,
         call: Call,
         request: &'a Req,
-        slot: &'a Slot<T>,
+        place: Place<'a, T>,
         slots: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     );
@@ -114,7 +175,7 @@ where
         name: &Name,
         call: Call,
         request: &'a Req,
-        slot: &'a Slot<F::Output>,
+        place: Place<'a, F::Output>,
         _: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
@@ -122,7 +183,7 @@ where
         let run = async move {
             call.shared.recorder.start(call.index, false);
             let fetch = self.0.fetch(request);
-            run(call, &tag, slot, fetch).await
+            run(call, &tag, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -152,7 +213,7 @@ where
         name: &Name,
         call: Call,
         request: &'a Req,
-        slot: &'a Slot<F::Output>,
+        place: Place<'a, F::Output>,
         slots: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
@@ -166,7 +227,7 @@ where
             let own = poll_fn(|cx| input.poll_with(cx, |value| (self.make)(request, value))).await;
             call.shared.recorder.start(call.index, true);
             let fetch = self.fetcher.fetch(&own);
-            run(call, &tag, slot, fetch).await
+            run(call, &tag, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -179,7 +240,7 @@ where
 /// Runs a source's fetch as its call, writes its output, and tells the report how it ended (a
 /// failure with the kind its error gives, asked before the error is boxed); a panic is
 /// recorded, then resumed for the group to report.
-async fn run<T, E, Fut>(call: Call, name: &str, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
+async fn run<T, E, Fut>(call: Call, name: &str, place: Place<'_, T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError> + Classify,
@@ -195,7 +256,7 @@ where
     match AssertUnwindSafe(call.scope(fetch)).catch_unwind().await {
         Ok(Ok(value)) => {
             ready(Ok(&value));
-            slot.put(value);
+            place.put(value);
             Ok(())
         }
         Ok(Err(error)) => {
@@ -232,8 +293,11 @@ pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     type Sources: Send + Sync;
     /// Where the outputs are written while the aggregation runs.
     #[doc(hidden)]
-    type Slots: Send + Sync;
-    /// The slots, type-erased, for dependents.
+    type Slots: Send;
+    /// Each source's [`Place`], for its task.
+    #[doc(hidden)]
+    type Places<'a>: Send;
+    /// The shared slots, type-erased, for dependents.
     #[doc(hidden)]
     type Refs<'a>: AsRef<Slots<'a>> + Send;
 
@@ -241,20 +305,21 @@ pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     #[doc(hidden)]
     fn slots(sources: &Self::Sources) -> Self::Slots;
 
-    /// The slots, type-erased.
+    /// The slots split into each source's place and the dependents' view; `inputs` says which
+    /// sources are the input of a dependent (for each source, its input if it is a dependent).
     #[doc(hidden)]
-    fn refs(slots: &Self::Slots) -> Self::Refs<'_>;
+    fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>);
 
-    /// Spawns every source into `group`.
+    /// Spawns every source into `group`, whose tasks live for `'g`.
     #[doc(hidden)]
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
+    fn spawn<'g, 'a: 'g>(
+        sources: &'g Self::Sources,
         names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        refs: &'a Slots<'a>,
+        request: &'g Req,
+        places: Self::Places<'a>,
+        refs: &'g Slots<'g>,
         shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
+        group: &mut Group<'g, ()>,
     );
 
     /// The outputs, once every source has written its own.
@@ -295,22 +360,23 @@ impl sealed::Sealed for () {}
 impl<Req: ?Sized> SourceOutputs<Req> for () {
     type Sources = ();
     type Slots = ();
+    type Places<'a> = ();
     type Refs<'a> = [&'a (dyn Any + Send + Sync); 0];
 
     fn slots((): &()) {}
 
-    fn refs((): &()) -> [&(dyn Any + Send + Sync); 0] {
-        []
+    fn split<'a>((): &'a mut (), _: &[Option<usize>]) -> ((), [&'a (dyn Any + Send + Sync); 0]) {
+        ((), [])
     }
 
-    fn spawn<'a>(
-        _: &'a (),
+    fn spawn<'g, 'a: 'g>(
+        _: &'g (),
         _: &[Name],
-        _: &'a Req,
-        _: &'a (),
-        _: &'a Slots<'a>,
+        _: &'g Req,
+        _: (),
+        _: &'g Slots<'g>,
         _: &Arc<Shared>,
-        _: &mut Group<'a, ()>,
+        _: &mut Group<'g, ()>,
     ) {
     }
 
@@ -323,33 +389,40 @@ impl<T> sealed::Sealed for Outputs<T> {}
 
 impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
     type Sources = Vec<Entry<Req, T>>;
-    type Slots = Box<[Slot<T>]>;
+    type Slots = Box<[Out<T>]>;
+    type Places<'a> = Vec<Place<'a, T>>;
     type Refs<'a> = Vec<&'a (dyn Any + Send + Sync)>;
 
     fn slots(sources: &Self::Sources) -> Self::Slots {
-        sources.iter().map(|_| Slot::default()).collect()
+        sources.iter().map(|_| Out::default()).collect()
     }
 
-    fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
-        slots.iter().map(|slot| slot as &(dyn Any + Send + Sync)).collect()
+    fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+        let (mut places, mut refs) = (Vec::with_capacity(slots.len()), Vec::with_capacity(slots.len()));
+        for (index, out) in slots.iter_mut().enumerate() {
+            let (place, shared) = out.place(is_input(inputs, index));
+            places.push(place);
+            refs.push(shared as &(dyn Any + Send + Sync));
+        }
+        (places, refs)
     }
 
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
+    fn spawn<'g, 'a: 'g>(
+        sources: &'g Self::Sources,
         names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        refs: &'a Slots<'a>,
+        request: &'g Req,
+        places: Self::Places<'a>,
+        refs: &'g Slots<'g>,
         shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
+        group: &mut Group<'g, ()>,
     ) {
-        for (index, ((source, name), slot)) in sources.iter().zip(names).zip(slots.iter()).enumerate() {
-            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, slot, refs, group);
+        for (index, ((source, name), place)) in sources.iter().zip(names).zip(places).enumerate() {
+            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, place, refs, group);
         }
     }
 
     fn take(slots: Self::Slots, names: &[Name]) -> Option<Self> {
-        names.iter().zip(slots.into_vec()).map(|(name, slot)| Some((name.clone(), slot.take()?))).collect()
+        names.iter().zip(slots.into_vec()).map(|(name, out)| Some((name.clone(), out.take()?))).collect()
     }
 }
 
@@ -368,30 +441,36 @@ macro_rules! outputs {
 
         impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
             type Sources = ($(Entry<Req, $T>,)+);
-            type Slots = ($(Slot<$T>,)+);
+            type Slots = ($(Out<$T>,)+);
+            type Places<'a> = ($(Place<'a, $T>,)+);
             type Refs<'a> = [&'a (dyn Any + Send + Sync); $n];
 
             fn slots(_: &Self::Sources) -> Self::Slots {
-                ($(Slot::<$T>::default(),)+)
+                ($(Out::<$T>::default(),)+)
             }
 
-            fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
-                [$(&slots.$i as &(dyn Any + Send + Sync),)+]
+            #[allow(non_snake_case)]
+            fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+                let ($($T,)+) = slots;
+                $(let $T = $T.place(is_input(inputs, $i));)+
+                (($($T.0,)+), [$($T.1 as &(dyn Any + Send + Sync),)+])
             }
 
-            fn spawn<'a>(
-                sources: &'a Self::Sources,
+            #[allow(non_snake_case)]
+            fn spawn<'g, 'a: 'g>(
+                sources: &'g Self::Sources,
                 names: &[Name],
-                request: &'a Req,
-                slots: &'a Self::Slots,
-                refs: &'a Slots<'a>,
+                request: &'g Req,
+                places: Self::Places<'a>,
+                refs: &'g Slots<'g>,
                 shared: &Arc<Shared>,
-                group: &mut Group<'a, ()>,
+                group: &mut Group<'g, ()>,
             ) {
+                let ($($T,)+) = places;
                 $(
                     if let Some(name) = names.get($i) {
                         let call = Call { shared: Arc::clone(shared), index: $i };
-                        sources.$i.spawn(name, call, request, &slots.$i, refs, group);
+                        sources.$i.spawn(name, call, request, $T, refs, group);
                     }
                 )+
             }

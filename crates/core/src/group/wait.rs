@@ -51,20 +51,33 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
     }
 }
 
-impl<'a, T: Send + 'a> Future for Wait<'a, T> {
-    type Output = Result<Outputs<T>, GroupError>;
+/// Which runs of a recording group build a [`GroupReport`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reported {
+    /// None (`wait`): the timeline alone, for whoever reads it.
+    Never,
+    /// Failed runs only (the aggregator builds its own report on success, from the timeline).
+    OnFailure,
+    /// Every run (`wait_with_report`).
+    Always,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<'a, T: Send + 'a> Wait<'a, T> {
+    /// Polls the group; once it has finished, its outputs or error, and its report if
+    /// `reported` asks for one.
+    fn poll_reported(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        reported: Reported,
+    ) -> Poll<(Result<Outputs<T>, GroupError>, Option<GroupReport>)> {
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
         let poll = group.poll_wait(cx, this.deadline, this.cancelled);
         group.stamp();
         if let Err(error) = std::task::ready!(poll) {
-            if group.recording.is_some() {
-                group.finish_report(Some(&error));
-            }
-            return Poll::Ready(Err(error));
+            let report = if reported == Reported::Never { None } else { group.build_report(Some(&error)) };
+            return Poll::Ready((Err(error), report));
         }
         if group.shared.get().is_none() {
             // With a handle, `complete` cancelled the token under the inbox's lock.
@@ -72,16 +85,22 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
                 token.cancel_with(Cause::Completed);
             }
         }
-        if group.recording.is_some() {
-            group.finish_report(None);
-        }
+        let report = if reported == Reported::Always { group.build_report(None) } else { None };
         // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
         // allocation (at most a `realloc` that shrinks it).
         let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
         });
-        Poll::Ready(Ok(Outputs { entries: entries.collect() }))
+        Poll::Ready((Ok(Outputs { entries: entries.collect() }), report))
+    }
+}
+
+impl<'a, T: Send + 'a> Future for Wait<'a, T> {
+    type Output = Result<Outputs<T>, GroupError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_reported(cx, Reported::Never).map(|(result, _)| result)
     }
 }
 
@@ -99,12 +118,13 @@ pin_project_lite::pin_project! {
     pub struct WaitWithReport<'a, T> {
         #[pin]
         wait: Wait<'a, T>,
+        reported: Reported,
     }
 }
 
 impl<'a, T> WaitWithReport<'a, T> {
-    pub(super) fn new(wait: Wait<'a, T>) -> Self {
-        Self { wait }
+    pub(super) fn new(wait: Wait<'a, T>, reported: Reported) -> Self {
+        Self { wait, reported }
     }
 }
 
@@ -112,9 +132,8 @@ impl<'a, T: Send + 'a> Future for WaitWithReport<'a, T> {
     type Output = (Result<Outputs<T>, GroupError>, GroupReport);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut wait = self.project().wait;
-        let result = std::task::ready!(wait.as_mut().poll(cx));
-        let report = wait.project().group.recording.as_mut().and_then(|recording| recording.done.take());
+        let this = self.project();
+        let (result, report) = std::task::ready!(this.wait.poll_reported(cx, *this.reported));
         Poll::Ready((result, report.unwrap_or_default()))
     }
 }
@@ -316,7 +335,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             Ok(Ok(value)) => {
                 slot.state = State::Done(value);
                 if let Some(recording) = &mut self.recording {
-                    recording.end(index, TaskOutcome::Ok);
+                    recording.end_ok(index);
                 }
                 return;
             }
