@@ -192,17 +192,18 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         // Declared before the group, which borrows them, so that they outlive it.
         let mut slots = O::slots(sources);
         let (places, refs) = O::split(&mut slots, inputs);
-        let shared;
+        let shared: Arc<Shared>;
         let after = group_config.deadline;
         let mut group = Group::from_config(group_config);
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
         }
-        shared = Arc::new(Shared {
-            recorder: Recorder::new(group.timeline(names.len()), names.len(), config.limit),
+        let recorder = Recorder::new(group.timeline(names.len()), config.limit, O::entries(names.len()));
+        shared = Arc::<Shared<O::Entries>>::new(Shared {
             names: Arc::clone(names),
             on_ready,
             deadline: after.map(|after| group.started() + after).into_iter().chain(muster_core::deadline()).min(),
+            recorder,
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.

@@ -14,7 +14,7 @@ use futures_util::FutureExt as _;
 use muster_core::{BoxError, Classify, Fetcher, Group, Name, Outputs};
 
 use crate::call::{Call, Ready, Shared};
-use crate::report::Failure;
+use crate::report::{Entries, Failure, Record};
 
 /// A source's output, written by its task once it has it; dependents wait on it.
 pub(crate) struct Slot<T> {
@@ -301,6 +301,14 @@ pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     #[doc(hidden)]
     type Refs<'a>: AsRef<Slots<'a>> + Send;
 
+    /// The report's entries, one per source, held inline in the call's shared state.
+    #[doc(hidden)]
+    type Entries: Entries + 'static;
+
+    /// Empty entries for `sources` sources.
+    #[doc(hidden)]
+    fn entries(sources: usize) -> Self::Entries;
+
     /// Empty slots for `sources`.
     #[doc(hidden)]
     fn slots(sources: &Self::Sources) -> Self::Slots;
@@ -361,6 +369,11 @@ impl<Req: ?Sized> SourceOutputs<Req> for () {
     type Sources = ();
     type Slots = ();
     type Places<'a> = ();
+    type Entries = [Record; 0];
+
+    fn entries(_: usize) -> [Record; 0] {
+        []
+    }
     type Refs<'a> = [&'a (dyn Any + Send + Sync); 0];
 
     fn slots((): &()) {}
@@ -391,6 +404,11 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Out
     type Sources = Vec<Entry<Req, T>>;
     type Slots = Box<[Out<T>]>;
     type Places<'a> = Vec<Place<'a, T>>;
+    type Entries = Box<[Record]>;
+
+    fn entries(sources: usize) -> Box<[Record]> {
+        (0..sources).map(|_| Record::default()).collect()
+    }
     type Refs<'a> = Vec<&'a (dyn Any + Send + Sync)>;
 
     fn slots(sources: &Self::Sources) -> Self::Slots {
@@ -443,6 +461,11 @@ macro_rules! outputs {
             type Sources = ($(Entry<Req, $T>,)+);
             type Slots = ($(Out<$T>,)+);
             type Places<'a> = ($(Place<'a, $T>,)+);
+            type Entries = [Record; $n];
+
+            fn entries(_: usize) -> [Record; $n] {
+                std::array::from_fn(|_| Record::default())
+            }
             type Refs<'a> = [&'a (dyn Any + Send + Sync); $n];
 
             fn slots(_: &Self::Sources) -> Self::Slots {
