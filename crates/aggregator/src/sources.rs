@@ -126,9 +126,16 @@ impl<T> Place<'_, T> {
     }
 }
 
-/// Whether source `index` is the input of a dependent.
+/// Whether source `index` is the input of a dependent (`inputs` is empty when there are
+/// none: see [`dependents`]).
 fn is_input(inputs: &[Option<usize>], index: usize) -> bool {
-    inputs.contains(&Some(index))
+    !inputs.is_empty() && inputs.contains(&Some(index))
+}
+
+/// `inputs`, or nothing if no source is a dependent: most aggregations have none, and then
+/// no source looks for itself among them.
+fn dependents(inputs: &[Option<usize>]) -> &[Option<usize>] {
+    if inputs.iter().any(Option::is_some) { inputs } else { &[] }
 }
 
 /// Every slot of an aggregation, type-erased, for dependents to find their input in.
@@ -143,11 +150,14 @@ pub(crate) type Entry<Req, T> = Box<dyn Erased<Req, T>>;
 /// the group.
 #[doc(hidden)]
 pub trait Erased<Req: ?Sized, T>: Send + Sync {
-    /// Adds this source's run for `request` to `group`, writing into `place`.
+    /// Adds this source's run for `request` to `group`, writing into `place`; `call` is its
+    /// task-local state, over `shared`.
+    #[allow(clippy::too_many_arguments)]
     fn spawn<'a>(
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
         place: Place<'a, T>,
         slots: &'a Slots<'a>,
@@ -174,16 +184,16 @@ where
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
         place: Place<'a, F::Output>,
         _: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
-        let tag = name.clone();
         let run = async move {
-            call.shared.recorder.start(call.index, false);
+            shared.recorder.start(call.index, false);
             let fetch = self.0.fetch(request);
-            run(call, &tag, place, fetch).await
+            run(call, shared, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -212,22 +222,22 @@ where
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
         place: Place<'a, F::Output>,
         slots: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
         let input = slots.get(self.input).and_then(|slot| slot.downcast_ref::<Slot<T>>());
-        let tag = name.clone();
         let run = async move {
             // The builder checked the index and its type.
             let Some(input) = input else { return Err(BoxError::from("the input of this source is missing")) };
             // Ready the moment the input is: in the same poll of the group when it is declared
             // after its input, which it is.
             let own = poll_fn(|cx| input.poll_with(cx, |value| (self.make)(request, value))).await;
-            call.shared.recorder.start(call.index, true);
+            shared.recorder.start(call.index, true);
             let fetch = self.fetcher.fetch(&own);
-            run(call, &tag, place, fetch).await
+            run(call, shared, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -240,15 +250,16 @@ where
 /// Runs a source's fetch as its call, writes its output, and tells the report how it ended (a
 /// failure with the kind its error gives, asked before the error is boxed); a panic is
 /// recorded, then resumed for the group to report.
-async fn run<T, E, Fut>(call: Call, name: &str, place: Place<'_, T>, fetch: Fut) -> Result<(), BoxError>
+async fn run<T, E, Fut>(call: Call, shared: &Shared, place: Place<'_, T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError> + Classify,
     T: 'static,
 {
-    let (shared, index) = (Arc::clone(&call.shared), call.index);
+    let index = call.index;
     let ready = |value: Result<&dyn Any, &BoxError>| {
         if let Some(on_ready) = &shared.on_ready {
+            let name = shared.names.get(index).map_or("", |name| &**name);
             let fell_back = shared.recorder.fell_back_now(index);
             on_ready(Ready { name, index, value, fell_back });
         }
@@ -326,7 +337,7 @@ pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
         request: &'g Req,
         places: Self::Places<'a>,
         refs: &'g Slots<'g>,
-        shared: &Arc<Shared>,
+        shared: &'g Arc<Shared>,
         group: &mut Group<'g, ()>,
     );
 
@@ -388,7 +399,7 @@ impl<Req: ?Sized> SourceOutputs<Req> for () {
         _: &'g Req,
         _: (),
         _: &'g Slots<'g>,
-        _: &Arc<Shared>,
+        _: &'g Arc<Shared>,
         _: &mut Group<'g, ()>,
     ) {
     }
@@ -416,6 +427,7 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Out
     }
 
     fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+        let inputs = dependents(inputs);
         let (mut places, mut refs) = (Vec::with_capacity(slots.len()), Vec::with_capacity(slots.len()));
         for (index, out) in slots.iter_mut().enumerate() {
             let (place, shared) = out.place(is_input(inputs, index));
@@ -431,11 +443,11 @@ impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Out
         request: &'g Req,
         places: Self::Places<'a>,
         refs: &'g Slots<'g>,
-        shared: &Arc<Shared>,
+        shared: &'g Arc<Shared>,
         group: &mut Group<'g, ()>,
     ) {
         for (index, ((source, name), place)) in sources.iter().zip(names).zip(places).enumerate() {
-            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, place, refs, group);
+            source.spawn(name, Call { shared: Arc::clone(shared), index }, shared, request, place, refs, group);
         }
     }
 
@@ -474,6 +486,7 @@ macro_rules! outputs {
 
             #[allow(non_snake_case)]
             fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+                let inputs = dependents(inputs);
                 let ($($T,)+) = slots;
                 $(let $T = $T.place(is_input(inputs, $i));)+
                 (($($T.0,)+), [$($T.1 as &(dyn Any + Send + Sync),)+])
@@ -486,14 +499,14 @@ macro_rules! outputs {
                 request: &'g Req,
                 places: Self::Places<'a>,
                 refs: &'g Slots<'g>,
-                shared: &Arc<Shared>,
+                shared: &'g Arc<Shared>,
                 group: &mut Group<'g, ()>,
             ) {
                 let ($($T,)+) = places;
                 $(
                     if let Some(name) = names.get($i) {
                         let call = Call { shared: Arc::clone(shared), index: $i };
-                        sources.$i.spawn(name, call, request, $T, refs, group);
+                        sources.$i.spawn(name, call, shared, request, $T, refs, group);
                     }
                 )+
             }
