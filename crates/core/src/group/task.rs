@@ -145,10 +145,7 @@ where
             "otel.status_description" = tracing::field::Empty,
         ),
     };
-    // Written into a fresh allocation rather than built and then moved into one: the task
-    // (the aggregator's runs are a few hundred bytes) is copied once instead of twice.
-    let boxed: Box<Wrapped<F>> = Box::write(Box::new_uninit(), Wrapped { span, deadline, future: Some(task) });
-    Box::into_pin(boxed)
+    Box::pin(Wrapped { span, deadline, future: Some(task) })
 }
 
 /// A task's slot, its name and the message of the panic of its drop.

@@ -51,6 +51,9 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
     }
 }
 
+/// A finished group's outputs or error, and its report if one was asked for.
+type Finished<T> = (Result<Outputs<T>, GroupError>, Option<GroupReport>);
+
 /// Which runs of a recording group build a [`GroupReport`].
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reported {
@@ -69,7 +72,7 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         reported: Reported,
-    ) -> Poll<(Result<Outputs<T>, GroupError>, Option<GroupReport>)> {
+    ) -> Poll<Finished<T>> {
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
