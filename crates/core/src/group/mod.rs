@@ -106,7 +106,7 @@ pub struct Group<'a, T> {
     /// What handles share; made by the first `handle()`.
     shared: OnceLock<Arc<Shared<'a, T>>>,
     /// Timings and outcomes, only for `wait_with_report`.
-    recording: Option<Recording>,
+    recording: Option<Box<Recording>>,
 }
 
 impl<'a, T: Send + 'a> Group<'a, T> {
@@ -347,8 +347,8 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`](crate::GroupReport): every task's
     /// outcome, start and duration, on success and on error. Recording costs at most one clock
-    /// read per poll (one in which a task started or ended) and two allocations per group (the
-    /// timeline and the report's list of tasks); `wait` does neither.
+    /// read per poll (one in which a task started or ended) and three allocations per group
+    /// (the recording, its timeline and the report's list of tasks); `wait` does neither.
     pub fn wait_with_report(mut self) -> WaitWithReport<'a, T> {
         self.record();
         WaitWithReport::new(self.wait(), Reported::Always)
@@ -366,7 +366,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     fn record(&mut self) {
         if self.recording.is_none() {
-            self.recording = Some(Recording::new(self.started, self.slots.len()));
+            self.recording = Some(Box::new(Recording::new(self.started, self.slots.len())));
         }
     }
 }

@@ -18,14 +18,17 @@ use crate::error::GroupError;
 use crate::report::{GroupReport, TaskOutcome, TaskReport};
 
 /// The outcomes of a group run by [`Group::wait_with_report`] by slot, and their timings.
-/// Held in the group itself, not boxed: its only allocation is the timeline's.
+///
+/// Boxed in the group: held inline, it makes every group, recording or not, larger to move
+/// (measured: about 90 more instructions per run of a bare group of 2 ready tasks, in
+/// `memcpy`), for one allocation less when recording.
 pub(super) struct Recording {
     pub(super) timeline: Timeline,
     /// Whether `wait` has been polled: tasks running from the start start at 0.
-    pub(super) polled: bool,
+    polled: bool,
     /// The outcomes of the tasks that did not succeed, by slot: a task that succeeded reads
     /// as `Ok` from its slot, so the success path allocates nothing here.
-    pub(super) entries: Vec<Entry>,
+    entries: Vec<Entry>,
 }
 
 #[derive(Default)]
@@ -44,6 +47,11 @@ impl Recording {
             self.entries.resize_with(index + 1, Entry::default);
         }
         &mut self.entries[index]
+    }
+
+    /// Whether task `index`'s outcome is recorded (it did not succeed).
+    pub(super) fn has_outcome(&self, index: usize) -> bool {
+        self.entries.get(index).is_some_and(|entry| entry.outcome.is_some())
     }
 
     /// Task `index` starts now: stamped at the end of this poll.
@@ -88,7 +96,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     #[doc(hidden)]
     pub fn timeline(&mut self, tasks: usize) -> Timeline {
         let started = self.started;
-        let recording = self.recording.get_or_insert_with(|| Recording::new(started, tasks));
+        let recording = self.recording.get_or_insert_with(|| Box::new(Recording::new(started, tasks)));
         recording.timeline.clone()
     }
 

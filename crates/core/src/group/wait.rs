@@ -51,9 +51,6 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
     }
 }
 
-/// A finished group's outputs or error, and its report if one was asked for.
-type Finished<T> = (Result<Outputs<T>, GroupError>, Option<GroupReport>);
-
 /// Which runs of a recording group build a [`GroupReport`].
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reported {
@@ -66,21 +63,24 @@ pub(super) enum Reported {
 }
 
 impl<'a, T: Send + 'a> Wait<'a, T> {
-    /// Polls the group; once it has finished, its outputs or error, and its report if
-    /// `reported` asks for one.
+    /// Polls the group; once it has finished, its outputs or error, and into `report` its
+    /// report if `reported` asks for one (an out-parameter: `wait`'s result stays small).
     fn poll_reported(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         reported: Reported,
-    ) -> Poll<Finished<T>> {
+        report: &mut Option<GroupReport>,
+    ) -> Poll<Result<Outputs<T>, GroupError>> {
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
         let poll = group.poll_wait(cx, this.deadline, this.cancelled);
         group.stamp();
         if let Err(error) = std::task::ready!(poll) {
-            let report = if reported == Reported::Never { None } else { group.build_report(Some(&error)) };
-            return Poll::Ready((Err(error), report));
+            if reported != Reported::Never {
+                *report = group.build_report(Some(&error));
+            }
+            return Poll::Ready(Err(error));
         }
         if group.shared.get().is_none() {
             // With a handle, `complete` cancelled the token under the inbox's lock.
@@ -88,14 +88,16 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
                 token.cancel_with(Cause::Completed);
             }
         }
-        let report = if reported == Reported::Always { group.build_report(None) } else { None };
+        if reported == Reported::Always {
+            *report = group.build_report(None);
+        }
         // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
         // allocation (at most a `realloc` that shrinks it).
         let entries = std::mem::take(&mut group.slots).into_iter().map(|slot| match slot.state {
             State::Done(value) => (slot.name, Some(value)),
             _ => (slot.name, None),
         });
-        Poll::Ready((Ok(Outputs { entries: entries.collect() }), report))
+        Poll::Ready(Ok(Outputs { entries: entries.collect() }))
     }
 }
 
@@ -103,7 +105,7 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
     type Output = Result<Outputs<T>, GroupError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.poll_reported(cx, Reported::Never).map(|(result, _)| result)
+        self.poll_reported(cx, Reported::Never, &mut None)
     }
 }
 
@@ -136,7 +138,8 @@ impl<'a, T: Send + 'a> Future for WaitWithReport<'a, T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let (result, report) = std::task::ready!(this.wait.poll_reported(cx, *this.reported));
+        let mut report = None;
+        let result = std::task::ready!(this.wait.poll_reported(cx, *this.reported, &mut report));
         Poll::Ready((result, report.unwrap_or_default()))
     }
 }
@@ -412,7 +415,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             .collect();
         if let Some(recording) = &mut self.recording {
             for (index, slot) in self.slots.iter().enumerate() {
-                if !matches!(slot.state, State::Cancelled) || recording.entry(index).outcome.is_some() {
+                if !matches!(slot.state, State::Cancelled) || recording.has_outcome(index) {
                     continue;
                 }
                 let started = recording.timeline.start_of(index).is_some();
