@@ -20,7 +20,7 @@ pub use crate::call::{Event, Ready, report as record};
 /// scaled to the aggregation's total time, and its outcome.
 ///
 /// The times are the aggregation's group's, one engine for both
-/// ([`GroupReport`](crate::group::GroupReport)): sources are polled in place, one after the
+/// ([`GroupReport`]): sources are polled in place, one after the
 /// other, so the clock is read at most once per poll of the aggregation, not per source, and
 /// only when a source started or ended in it. A source ends when the poll in which it
 /// finished does, which is when the aggregation could go on, so a time is exact to the
