@@ -551,6 +551,38 @@ impl Recorder {
                         None => (None, None, Duration::ZERO),
                     },
                 };
+                let attempts = entry.attempts.load(Relaxed);
+                // A dependent's task runs from the start, but the source starts when its input
+                // is ready: one that never got it never started.
+                let (start, duration) = match input {
+                    Some(_) if attempts == 0 => (None, Duration::ZERO),
+                    _ => (start, duration),
+                };
+                let queued = match start {
+                    _ if self.at_once || input.is_some() => Duration::ZERO,
+                    Some(start) => start,
+                    None => elapsed,
+                };
+                let (hedges, after) = (entry.hedges.load(Relaxed), input.and_then(|input| names.get(input)).cloned());
+                // The common case, a source that succeeded with nothing to add: no details.
+                if error.is_none() && entry.flags.load(Relaxed) & DETAILED == 0 {
+                    return SourceReport {
+                        outcome: Outcome::Ok,
+                        start,
+                        duration,
+                        queued,
+                        attempts,
+                        hedges,
+                        notes: Vec::new(),
+                        shared: None,
+                        stale: None,
+                        after,
+                        nested: None,
+                        kind: None,
+                        retryable: false,
+                        name: name.clone(),
+                    };
+                }
                 let detail = entry.take_detail();
                 let cancelled = || match error.map(GroupError::cause) {
                     Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
@@ -569,28 +601,17 @@ impl Recorder {
                     }
                     (None, _) => cancelled(),
                 };
-                let attempts = entry.attempts.load(Relaxed);
-                // A dependent's task runs from the start, but the source starts when its input
-                // is ready: one that never got it never started.
-                let (start, duration) = match input {
-                    Some(_) if attempts == 0 => (None, Duration::ZERO),
-                    _ => (start, duration),
-                };
                 SourceReport {
                     outcome,
                     start,
                     duration,
-                    queued: match start {
-                        _ if self.at_once || input.is_some() => Duration::ZERO,
-                        Some(start) => start,
-                        None => elapsed,
-                    },
+                    queued,
                     attempts,
-                    hedges: entry.hedges.load(Relaxed),
+                    hedges,
                     notes: detail.notes,
                     shared: detail.shared,
                     stale: detail.stale,
-                    after: input.and_then(|input| names.get(input)).cloned(),
+                    after,
                     nested: detail.nested,
                     kind: detail.kind,
                     retryable: detail.retryable,
