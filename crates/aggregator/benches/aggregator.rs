@@ -228,7 +228,51 @@ fn in_flight(rt: &tokio::runtime::Runtime, report: &mut String) {
     report.push_str(&lines);
 }
 
+/// `MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations` (`ready` or `yield_once`,
+/// `aggregator` or `group`, 2 or 8): runs just that, on a current-thread runtime, for a
+/// profiler (`valgrind --tool=callgrind`, `--tool=dhat` for the allocation sites).
+fn profile(spec: &str) -> std::io::Result<()> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let invalid =
+        || std::io::Error::other(format!("MUSTER_BENCH_PROFILE=scenario:implementation:n:iterations, not {spec}"));
+    let [scenario, implementation, n, iterations] = parts[..] else { return Err(invalid()) };
+    let (n, iterations): (usize, u32) = match (n.parse(), iterations.parse()) {
+        (Ok(n), Ok(iterations)) if n == 2 || n == 8 => (n, iterations),
+        _ => return Err(invalid()),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    macro_rules! run {
+        ($fetcher:expr) => {{
+            let fetcher = $fetcher;
+            let (two, eight) = (typed!(fetcher, "s0" "s1"), typed!(fetcher, "s0" "s1" "s2" "s3" "s4" "s5" "s6" "s7"));
+            rt.block_on(async move {
+                for _ in 0..iterations {
+                    match (implementation, n) {
+                        ("aggregator", 2) => drop(black_box(two.aggregate(&7).await)),
+                        ("aggregator", _) => drop(black_box(eight.aggregate(&7).await)),
+                        _ => {
+                            let mut group = Group::from_config(options());
+                            for name in &NAMES[..n] {
+                                drop(group.spawn(*name, fetcher.fetch(&7)));
+                            }
+                            drop(black_box(group.wait().await));
+                        }
+                    }
+                }
+            })
+        }};
+    }
+    match scenario {
+        "ready" => run!(ready()),
+        _ => run!(yield_once()),
+    }
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
+    if let Ok(spec) = std::env::var("MUSTER_BENCH_PROFILE") {
+        return profile(&spec);
+    }
     if std::env::var_os("MUSTER_BENCH_TRACING").is_some() {
         if let Err(error) = tracing::subscriber::set_global_default(tracing_subscriber::registry()) {
             panic!("no other subscriber is installed: {error}");

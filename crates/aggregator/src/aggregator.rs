@@ -190,29 +190,30 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         };
         group_config.span = Some(span.clone());
         // Declared before the group, which borrows them, so that they outlive it.
-        let slots = O::slots(sources);
-        let refs = O::refs(&slots);
-        let shared;
+        let mut slots = O::slots(sources);
+        let (places, refs) = O::split(&mut slots, inputs);
+        let shared: Arc<Shared>;
         let after = group_config.deadline;
         let mut group = Group::from_config(group_config);
         if let Some(parent) = &parent {
             group = group.with_parent(parent);
         }
-        shared = Arc::new(Shared {
-            recorder: Recorder::new(group.timeline(names.len()), names.len(), config.limit),
+        let recorder = Recorder::new(group.timeline(names.len()), config.limit, O::entries(names.len()));
+        shared = Arc::<Shared<O::Entries>>::new(Shared {
             names: Arc::clone(names),
             on_ready,
             deadline: after.map(|after| group.started() + after).into_iter().chain(muster_core::deadline()).min(),
+            recorder,
         });
         // A source is refused only when the group is closed already (a cancelled parent):
         // `wait` then reports the cancellation, so there is nothing to handle here.
-        O::spawn(sources, names, request, &slots, refs.as_ref(), &shared, &mut group);
+        O::spawn(sources, names, request, places, refs.as_ref(), &shared, &mut group);
         let registration = in_flight.as_ref().map(|in_flight| {
             let (shared, fields, inputs) = (Arc::clone(&shared), Arc::clone(&fields), Arc::clone(inputs));
             in_flight.register(Tracked { shared, fields, inputs })
         });
         let mut gone = CallerGone { shared: &shared, names, span: &span, armed: true };
-        let wait = group.wait_with_report().instrument(span.clone());
+        let wait = group.wait_with_failure_report().instrument(span.clone());
         let (result, group_report) = muster_core::with_context(request_context, wait).await;
         gone.armed = false;
         drop(registration);

@@ -33,7 +33,7 @@ use std::time::Duration;
 use muster_core::BoxError;
 use tokio::time::Instant;
 
-use crate::report::Recorder;
+use crate::report::{Entries, Recorder};
 
 tokio::task_local! {
     static CALL: Call;
@@ -50,18 +50,19 @@ pub struct Call {
 
 #[doc(hidden)]
 /// What every source of one aggregation shares: the report's recorder, the `on_ready` callback.
-pub struct Shared {
-    pub(crate) recorder: Recorder,
+/// One allocation: the recorder, with its entries, is the last field.
+pub struct Shared<E: ?Sized = dyn Entries> {
     pub(crate) names: Arc<[muster_core::Name]>,
     pub(crate) on_ready: Option<OnReady>,
     /// The aggregation's own deadline (its `Deadline`, the call's, or the enclosing one): a
     /// tighter [`deadline()`] inside a source is a source timeout's.
     pub(crate) deadline: Option<tokio::time::Instant>,
+    pub(crate) recorder: Recorder<E>,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared").field("recorder", &self.recorder).finish_non_exhaustive()
+        f.debug_struct("Shared").field("recorder", &&self.recorder).finish_non_exhaustive()
     }
 }
 

@@ -286,13 +286,41 @@ pub(crate) enum Failure<'a> {
 /// [`Timeline`], shared). The sources are all polled in place by the aggregation's task, so
 /// plain relaxed atomics suffice for the counts; the rare details (a failure's text, notes)
 /// take an uncontended lock, never on the success path.
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    timeline: Arc<Timeline>,
+///
+/// The entries are the recorder's last field, held inline (an array for a tuple of sources):
+/// the call's shared state, recorder included, is one allocation.
+pub(crate) struct Recorder<E: ?Sized = dyn Entries> {
+    timeline: Timeline,
     /// Whether every source starts at once, with the aggregation (no concurrency limit below
     /// the number of sources): none is ever queued.
     at_once: bool,
-    entries: Box<[Entry]>,
+    entries: E,
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recorder").field("timeline", &self.timeline).field("entries", &self.entries.all()).finish()
+    }
+}
+
+/// The recorder's entries, one per source: an array for a tuple of sources, a boxed slice for
+/// sources by name. Not part of the API.
+#[doc(hidden)]
+pub trait Entries: Send + Sync {
+    /// Every entry, in declaration order.
+    fn all(&self) -> &[Record];
+}
+
+impl<const N: usize> Entries for [Record; N] {
+    fn all(&self) -> &[Record] {
+        self
+    }
+}
+
+impl Entries for Box<[Record]> {
+    fn all(&self) -> &[Record] {
+        self
+    }
 }
 
 /// Flag: the source's own timeout fired on its last attempt.
@@ -312,32 +340,80 @@ struct Detail {
     nested: Option<Box<Report>>,
 }
 
+/// What a source's policies added to the report. Not part of the API.
+///
+/// Small (the details are boxed, made by the first detail): the call's shared state holds one
+/// per source, inline.
+#[doc(hidden)]
 #[derive(Debug, Default)]
-struct Entry {
+pub struct Record {
     attempts: AtomicU32,
     hedges: AtomicU32,
     flags: AtomicU8,
-    detail: Mutex<Detail>,
+    detail: Mutex<Option<Box<Detail>>>,
 }
 
-impl Entry {
-    fn detail(&self) -> std::sync::MutexGuard<'_, Detail> {
+impl Record {
+    /// The details, made if there were none, locked.
+    fn detail(&self) -> DetailGuard<'_> {
         self.flags.fetch_or(DETAILED, Relaxed);
-        self.detail.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut guard = self.detail.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.get_or_insert_default();
+        DetailGuard(guard)
+    }
+
+    /// The details, taken, if any.
+    fn take_detail(&self) -> Detail {
+        if self.flags.load(Relaxed) & DETAILED == 0 {
+            return Detail::default();
+        }
+        let detail = self.detail.lock().unwrap_or_else(PoisonError::into_inner).take();
+        detail.map(|detail| *detail).unwrap_or_default()
+    }
+}
+
+/// A record's details, locked: see [`Record::detail`].
+struct DetailGuard<'a>(std::sync::MutexGuard<'a, Option<Box<Detail>>>);
+
+/// What a guard reads if its details were taken meanwhile (they never are while it is held).
+static NO_DETAIL: Detail = Detail {
+    outcome: None,
+    fell_back: None,
+    kind: None,
+    retryable: false,
+    notes: Vec::new(),
+    shared: None,
+    stale: None,
+    nested: None,
+};
+
+impl std::ops::Deref for DetailGuard<'_> {
+    type Target = Detail;
+
+    fn deref(&self) -> &Detail {
+        self.0.as_deref().unwrap_or(&NO_DETAIL)
+    }
+}
+
+impl std::ops::DerefMut for DetailGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Detail {
+        self.0.get_or_insert_default()
+    }
+}
+
+impl<E: Entries> Recorder<E> {
+    /// A recorder for the sources of `entries`, over the group's live `timeline`.
+    pub(crate) fn new(timeline: Timeline, limit: Option<usize>, entries: E) -> Self {
+        let at_once = limit.is_none_or(|limit| limit >= entries.all().len());
+        Self { timeline, at_once, entries }
     }
 }
 
 impl Recorder {
-    /// A recorder for `sources` sources, over the group's live `timeline`.
-    pub(crate) fn new(timeline: Arc<Timeline>, sources: usize, limit: Option<usize>) -> Self {
-        let at_once = limit.is_none_or(|limit| limit >= sources);
-        Self { timeline, at_once, entries: (0..sources).map(|_| Entry::default()).collect() }
-    }
-
     /// The source starts its first attempt; `later` for a dependent, which starts when its
     /// input is ready rather than when the group started its task.
     pub(crate) fn start(&self, index: usize, later: bool) {
-        if let Some(entry) = self.entries.get(index) {
+        if let Some(entry) = self.entries.all().get(index) {
             if later {
                 self.timeline.start(index);
             }
@@ -347,7 +423,7 @@ impl Recorder {
 
     pub(crate) fn event(&self, index: usize, event: crate::call::Event<'_>) {
         use crate::call::Event;
-        let Some(entry) = self.entries.get(index) else { return };
+        let Some(entry) = self.entries.all().get(index) else { return };
         match event {
             Event::Attempt | Event::Hedge => {
                 entry.attempts.store(entry.attempts.load(Relaxed).saturating_add(1), Relaxed);
@@ -371,7 +447,7 @@ impl Recorder {
 
     /// The outcome, kind and retry verdict a failure of the source reads as: its own timeout
     /// if that fired last, else the kind its error gave.
-    fn failed(&self, entry: &Entry, failure: Failure<'_>) -> (Outcome, ErrorKind, bool) {
+    fn failed(&self, entry: &Record, failure: Failure<'_>) -> (Outcome, ErrorKind, bool) {
         match failure {
             Failure::Error(_, _, retryable) if entry.flags.load(Relaxed) & TIMED_OUT != 0 => {
                 (Outcome::TimedOut { timeout: TimeoutKind::Source }, ErrorKind::Timeout, retryable)
@@ -386,14 +462,14 @@ impl Recorder {
     }
 
     pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
-        let Some(entry) = self.entries.get(index) else { return };
+        let Some(entry) = self.entries.all().get(index) else { return };
         let (after, kind, _) = self.failed(entry, failure);
         let mut detail = entry.detail();
         (detail.fell_back, detail.kind) = (Some(after), Some(kind));
     }
 
     pub(crate) fn nested(&self, index: usize, report: Report) {
-        if let Some(entry) = self.entries.get(index) {
+        if let Some(entry) = self.entries.all().get(index) {
             entry.detail().nested = Some(Box::new(report));
         }
     }
@@ -401,13 +477,14 @@ impl Recorder {
     /// Whether a fallback stands in for the source's output (so far).
     pub(crate) fn fell_back_now(&self, index: usize) -> bool {
         self.entries
+            .all()
             .get(index)
             .is_some_and(|entry| entry.flags.load(Relaxed) & DETAILED != 0 && entry.detail().fell_back.is_some())
     }
 
     /// The source failed: how its failure reads in the report (its end is the group's).
     pub(crate) fn failure(&self, index: usize, failure: Failure<'_>) {
-        let Some(entry) = self.entries.get(index) else { return };
+        let Some(entry) = self.entries.all().get(index) else { return };
         let (outcome, kind, retryable) = self.failed(entry, failure);
         let mut detail = entry.detail();
         (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
@@ -416,7 +493,7 @@ impl Recorder {
     /// Whether the source has started its first attempt (a dependent waits for its input
     /// first).
     fn has_started(&self, index: usize) -> bool {
-        self.entries.get(index).is_some_and(|entry| entry.attempts.load(Relaxed) > 0)
+        self.entries.all().get(index).is_some_and(|entry| entry.attempts.load(Relaxed) > 0)
     }
 
     /// The time since the start of the aggregation.
@@ -432,10 +509,11 @@ impl Recorder {
             .collect()
     }
 
-    /// The report, once the group has finished, from the group's own report (`tasks`: each
-    /// source's start, duration and how the group saw it end) and what the sources added: a
-    /// source the group cancelled (or whose task the deadline dropped) reads as `error`'s
-    /// cause says.
+    /// The report, once the group has finished: on success from the group's timeline (the
+    /// group builds no report of its own then), on failure from the group's report (`group`:
+    /// each source's start, duration and how the group saw it end); with what the sources
+    /// added. A source the group cancelled (or whose task the deadline dropped) reads as
+    /// `error`'s cause says.
     pub(crate) fn report(
         &self,
         group: GroupReport,
@@ -444,8 +522,12 @@ impl Recorder {
         error: Option<&GroupError>,
         fields: Arc<[(Name, String)]>,
     ) -> Report {
-        // A failed aggregation answers once every cancelled source has been dropped.
-        let elapsed = if error.is_some() { self.offset() } else { group.elapsed };
+        // A failed aggregation answers once every cancelled source has been dropped; a
+        // successful one when its last source ended.
+        let elapsed = match error {
+            Some(_) => self.offset(),
+            None => self.timeline.last_end().unwrap_or_default(),
+        };
         let trigger = error.map(|error| match (error.kind(), error.cause()) {
             // Cancelled from outside (a parent, or an outer aggregation whose source failed).
             (ErrorKind::Cancelled, _) => Trigger::Cancelled,
@@ -455,20 +537,59 @@ impl Recorder {
         });
         // A source the group refused (its parent was cancelled already) has no task.
         let mut tasks = group.tasks.into_iter();
-        let sources = (names.iter().zip(self.entries.iter()).zip(inputs))
-            .map(|((name, entry), input)| {
-                let task = tasks.next();
-                let detail = if entry.flags.load(Relaxed) & DETAILED != 0 {
-                    std::mem::take(&mut *entry.detail())
-                } else {
-                    Detail::default()
+        let sources = (names.iter().zip(self.entries.all()).zip(inputs).enumerate())
+            .map(|(index, ((name, entry), input))| {
+                // How the group saw the task end, and its start and duration.
+                let (seen, start, duration) = match error {
+                    None => {
+                        let start = self.timeline.start_of(index);
+                        let end = self.timeline.end_of(index).unwrap_or(elapsed);
+                        (Some(TaskOutcome::Ok), start, start.map_or(Duration::ZERO, |start| end.saturating_sub(start)))
+                    }
+                    Some(_) => match tasks.next() {
+                        Some(task) => (Some(task.outcome), task.start, task.duration),
+                        None => (None, None, Duration::ZERO),
+                    },
                 };
+                let attempts = entry.attempts.load(Relaxed);
+                // A dependent's task runs from the start, but the source starts when its input
+                // is ready: one that never got it never started.
+                let (start, duration) = match input {
+                    Some(_) if attempts == 0 => (None, Duration::ZERO),
+                    _ => (start, duration),
+                };
+                let queued = match start {
+                    _ if self.at_once || input.is_some() => Duration::ZERO,
+                    Some(start) => start,
+                    None => elapsed,
+                };
+                let (hedges, after) = (entry.hedges.load(Relaxed), input.and_then(|input| names.get(input)).cloned());
+                // The common case, a source that succeeded with nothing to add: no details.
+                if error.is_none() && entry.flags.load(Relaxed) & DETAILED == 0 {
+                    return SourceReport {
+                        outcome: Outcome::Ok,
+                        start,
+                        duration,
+                        queued,
+                        attempts,
+                        hedges,
+                        notes: Vec::new(),
+                        shared: None,
+                        stale: None,
+                        after,
+                        nested: None,
+                        kind: None,
+                        retryable: false,
+                        name: name.clone(),
+                    };
+                }
+                let detail = entry.take_detail();
                 let cancelled = || match error.map(GroupError::cause) {
                     Some(Cause::Deadline { .. }) => Outcome::TimedOut { timeout: TimeoutKind::Global },
                     Some(cause) => Outcome::Cancelled { cause: cause.to_string() },
                     None => Outcome::Cancelled { cause: "the aggregation ended".to_owned() },
                 };
-                let outcome = match (detail.outcome, task.as_ref().map(|task| &task.outcome)) {
+                let outcome = match (detail.outcome, seen) {
                     (Some(outcome), _) => outcome,
                     (None, Some(TaskOutcome::Ok)) => match detail.fell_back {
                         Some(after) => Outcome::FellBack { after: Box::new(after) },
@@ -480,29 +601,17 @@ impl Recorder {
                     }
                     (None, _) => cancelled(),
                 };
-                let attempts = entry.attempts.load(Relaxed);
-                // A dependent's task runs from the start, but the source starts when its input
-                // is ready: one that never got it never started.
-                let (start, duration) = match (input, task) {
-                    (Some(_), _) if attempts == 0 => (None, Duration::ZERO),
-                    (_, Some(task)) => (task.start, task.duration),
-                    (_, None) => (None, Duration::ZERO),
-                };
                 SourceReport {
                     outcome,
                     start,
                     duration,
-                    queued: match start {
-                        _ if self.at_once || input.is_some() => Duration::ZERO,
-                        Some(start) => start,
-                        None => elapsed,
-                    },
+                    queued,
                     attempts,
-                    hedges: entry.hedges.load(Relaxed),
+                    hedges,
                     notes: detail.notes,
                     shared: detail.shared,
                     stale: detail.stale,
-                    after: input.and_then(|input| names.get(input)).cloned(),
+                    after,
                     nested: detail.nested,
                     kind: detail.kind,
                     retryable: detail.retryable,
@@ -538,7 +647,7 @@ impl Recorder {
     /// Source `index`'s progress so far: relaxed loads, and the detail's lock only for a
     /// source that has details.
     pub(crate) fn progress(&self, index: usize) -> Progress {
-        let Some(entry) = self.entries.get(index) else {
+        let Some(entry) = self.entries.all().get(index) else {
             return Progress { start: None, end: None, attempts: 0, shared: None, outcome: None, kind: None };
         };
         let attempts = entry.attempts.load(Relaxed);
@@ -546,13 +655,15 @@ impl Recorder {
         let start = if attempts > 0 { self.timeline.start_of(index) } else { None };
         let (mut shared, mut outcome, mut kind) = (None, None, None);
         if entry.flags.load(Relaxed) & DETAILED != 0 {
-            let detail = entry.detail.lock().unwrap_or_else(PoisonError::into_inner);
-            shared = detail.shared;
-            outcome = detail
-                .outcome
-                .clone()
-                .or_else(|| detail.fell_back.clone().map(|after| Outcome::FellBack { after: Box::new(after) }));
-            kind = detail.kind;
+            let guard = entry.detail.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(detail) = guard.as_deref() {
+                shared = detail.shared;
+                outcome = detail
+                    .outcome
+                    .clone()
+                    .or_else(|| detail.fell_back.clone().map(|after| Outcome::FellBack { after: Box::new(after) }));
+                kind = detail.kind;
+            }
         }
         Progress { start, end: self.timeline.end_of(index), attempts, shared, outcome, kind }
     }

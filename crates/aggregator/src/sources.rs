@@ -14,10 +14,10 @@ use futures_util::FutureExt as _;
 use muster_core::{BoxError, Classify, Fetcher, Group, Name, Outputs};
 
 use crate::call::{Call, Ready, Shared};
-use crate::report::Failure;
+use crate::report::{Entries, Failure, Record};
 
 /// A source's output, written by its task once it has it; dependents wait on it.
-pub struct Slot<T> {
+pub(crate) struct Slot<T> {
     state: Mutex<State<T>>,
 }
 
@@ -70,6 +70,74 @@ impl<T> Slot<T> {
     }
 }
 
+/// Where one source's output goes: a place of its own, written through a `&mut` (no lock),
+/// and a shared [`Slot`] for a source that is the input of a dependent, which reads it while
+/// the group runs.
+#[doc(hidden)]
+pub struct Out<T> {
+    own: Option<T>,
+    shared: Slot<T>,
+}
+
+impl<T> fmt::Debug for Out<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Out")
+    }
+}
+
+impl<T> fmt::Debug for Place<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Place")
+    }
+}
+
+impl<T> Default for Out<T> {
+    fn default() -> Self {
+        Self { own: None, shared: Slot::default() }
+    }
+}
+
+impl<T> Out<T> {
+    /// Its place for the source's task: the shared slot only if a dependent reads it.
+    fn place(&mut self, input: bool) -> (Place<'_, T>, &Slot<T>) {
+        let Self { own, shared } = self;
+        let shared = &*shared;
+        (Place { own, shared: input.then_some(shared) }, shared)
+    }
+
+    fn take(self) -> Option<T> {
+        self.own.or_else(|| self.shared.take())
+    }
+}
+
+/// Where a source's task writes its output: see [`Out`].
+#[doc(hidden)]
+pub struct Place<'a, T> {
+    own: &'a mut Option<T>,
+    shared: Option<&'a Slot<T>>,
+}
+
+impl<T> Place<'_, T> {
+    fn put(self, value: T) {
+        match self.shared {
+            Some(slot) => slot.put(value),
+            None => *self.own = Some(value),
+        }
+    }
+}
+
+/// Whether source `index` is the input of a dependent (`inputs` is empty when there are
+/// none: see [`dependents`]).
+fn is_input(inputs: &[Option<usize>], index: usize) -> bool {
+    !inputs.is_empty() && inputs.contains(&Some(index))
+}
+
+/// `inputs`, or nothing if no source is a dependent: most aggregations have none, and then
+/// no source looks for itself among them.
+fn dependents(inputs: &[Option<usize>]) -> &[Option<usize>] {
+    if inputs.iter().any(Option::is_some) { inputs } else { &[] }
+}
+
 /// Every slot of an aggregation, type-erased, for dependents to find their input in.
 pub(crate) type Slots<'a> = [&'a (dyn Any + Send + Sync)];
 
@@ -82,13 +150,16 @@ pub(crate) type Entry<Req, T> = Box<dyn Erased<Req, T>>;
 /// the group.
 #[doc(hidden)]
 pub trait Erased<Req: ?Sized, T>: Send + Sync {
-    /// Adds this source's run for `request` to `group`, writing into `slot`.
+    /// Adds this source's run for `request` to `group`, writing into `place`; `call` is its
+    /// task-local state, over `shared`.
+    #[allow(clippy::too_many_arguments)]
     fn spawn<'a>(
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
-        slot: &'a Slot<T>,
+        place: Place<'a, T>,
         slots: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     );
@@ -113,16 +184,16 @@ where
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
-        slot: &'a Slot<F::Output>,
+        place: Place<'a, F::Output>,
         _: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
-        let tag = name.clone();
         let run = async move {
-            call.shared.recorder.start(call.index, false);
+            shared.recorder.start(call.index, false);
             let fetch = self.0.fetch(request);
-            run(call, &tag, slot, fetch).await
+            run(call, shared, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -151,22 +222,22 @@ where
         &'a self,
         name: &Name,
         call: Call,
+        shared: &'a Shared,
         request: &'a Req,
-        slot: &'a Slot<F::Output>,
+        place: Place<'a, F::Output>,
         slots: &'a Slots<'a>,
         group: &mut Group<'a, ()>,
     ) {
         let input = slots.get(self.input).and_then(|slot| slot.downcast_ref::<Slot<T>>());
-        let tag = name.clone();
         let run = async move {
             // The builder checked the index and its type.
             let Some(input) = input else { return Err(BoxError::from("the input of this source is missing")) };
             // Ready the moment the input is: in the same poll of the group when it is declared
             // after its input, which it is.
             let own = poll_fn(|cx| input.poll_with(cx, |value| (self.make)(request, value))).await;
-            call.shared.recorder.start(call.index, true);
+            shared.recorder.start(call.index, true);
             let fetch = self.fetcher.fetch(&own);
-            run(call, &tag, slot, fetch).await
+            run(call, shared, place, fetch).await
         };
         let _ = group.spawn(name.clone(), run);
     }
@@ -179,15 +250,16 @@ where
 /// Runs a source's fetch as its call, writes its output, and tells the report how it ended (a
 /// failure with the kind its error gives, asked before the error is boxed); a panic is
 /// recorded, then resumed for the group to report.
-async fn run<T, E, Fut>(call: Call, name: &str, slot: &Slot<T>, fetch: Fut) -> Result<(), BoxError>
+async fn run<T, E, Fut>(call: Call, shared: &Shared, place: Place<'_, T>, fetch: Fut) -> Result<(), BoxError>
 where
     Fut: Future<Output = Result<T, E>>,
     E: Into<BoxError> + Classify,
     T: 'static,
 {
-    let (shared, index) = (Arc::clone(&call.shared), call.index);
+    let index = call.index;
     let ready = |value: Result<&dyn Any, &BoxError>| {
         if let Some(on_ready) = &shared.on_ready {
+            let name = shared.names.get(index).map_or("", |name| &**name);
             let fell_back = shared.recorder.fell_back_now(index);
             on_ready(Ready { name, index, value, fell_back });
         }
@@ -195,7 +267,7 @@ where
     match AssertUnwindSafe(call.scope(fetch)).catch_unwind().await {
         Ok(Ok(value)) => {
             ready(Ok(&value));
-            slot.put(value);
+            place.put(value);
             Ok(())
         }
         Ok(Err(error)) => {
@@ -232,29 +304,41 @@ pub trait SourceOutputs<Req: ?Sized>: sealed::Sealed + Sized + Send + 'static {
     type Sources: Send + Sync;
     /// Where the outputs are written while the aggregation runs.
     #[doc(hidden)]
-    type Slots: Send + Sync;
-    /// The slots, type-erased, for dependents.
+    type Slots: Send;
+    /// Each source's [`Place`], for its task.
+    #[doc(hidden)]
+    type Places<'a>: Send;
+    /// The shared slots, type-erased, for dependents.
     #[doc(hidden)]
     type Refs<'a>: AsRef<Slots<'a>> + Send;
+
+    /// The report's entries, one per source, held inline in the call's shared state.
+    #[doc(hidden)]
+    type Entries: Entries + 'static;
+
+    /// Empty entries for `sources` sources.
+    #[doc(hidden)]
+    fn entries(sources: usize) -> Self::Entries;
 
     /// Empty slots for `sources`.
     #[doc(hidden)]
     fn slots(sources: &Self::Sources) -> Self::Slots;
 
-    /// The slots, type-erased.
+    /// The slots split into each source's place and the dependents' view; `inputs` says which
+    /// sources are the input of a dependent (for each source, its input if it is a dependent).
     #[doc(hidden)]
-    fn refs(slots: &Self::Slots) -> Self::Refs<'_>;
+    fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>);
 
-    /// Spawns every source into `group`.
+    /// Spawns every source into `group`, whose tasks live for `'g`.
     #[doc(hidden)]
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
+    fn spawn<'g, 'a: 'g>(
+        sources: &'g Self::Sources,
         names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        refs: &'a Slots<'a>,
-        shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
+        request: &'g Req,
+        places: Self::Places<'a>,
+        refs: &'g Slots<'g>,
+        shared: &'g Arc<Shared>,
+        group: &mut Group<'g, ()>,
     );
 
     /// The outputs, once every source has written its own.
@@ -295,22 +379,28 @@ impl sealed::Sealed for () {}
 impl<Req: ?Sized> SourceOutputs<Req> for () {
     type Sources = ();
     type Slots = ();
+    type Places<'a> = ();
+    type Entries = [Record; 0];
+
+    fn entries(_: usize) -> [Record; 0] {
+        []
+    }
     type Refs<'a> = [&'a (dyn Any + Send + Sync); 0];
 
     fn slots((): &()) {}
 
-    fn refs((): &()) -> [&(dyn Any + Send + Sync); 0] {
-        []
+    fn split<'a>((): &'a mut (), _: &[Option<usize>]) -> ((), [&'a (dyn Any + Send + Sync); 0]) {
+        ((), [])
     }
 
-    fn spawn<'a>(
-        _: &'a (),
+    fn spawn<'g, 'a: 'g>(
+        _: &'g (),
         _: &[Name],
-        _: &'a Req,
-        _: &'a (),
-        _: &'a Slots<'a>,
-        _: &Arc<Shared>,
-        _: &mut Group<'a, ()>,
+        _: &'g Req,
+        _: (),
+        _: &'g Slots<'g>,
+        _: &'g Arc<Shared>,
+        _: &mut Group<'g, ()>,
     ) {
     }
 
@@ -323,33 +413,46 @@ impl<T> sealed::Sealed for Outputs<T> {}
 
 impl<Req: ?Sized + Sync + 'static, T: Send + 'static> SourceOutputs<Req> for Outputs<T> {
     type Sources = Vec<Entry<Req, T>>;
-    type Slots = Box<[Slot<T>]>;
+    type Slots = Box<[Out<T>]>;
+    type Places<'a> = Vec<Place<'a, T>>;
+    type Entries = Box<[Record]>;
+
+    fn entries(sources: usize) -> Box<[Record]> {
+        (0..sources).map(|_| Record::default()).collect()
+    }
     type Refs<'a> = Vec<&'a (dyn Any + Send + Sync)>;
 
     fn slots(sources: &Self::Sources) -> Self::Slots {
-        sources.iter().map(|_| Slot::default()).collect()
+        sources.iter().map(|_| Out::default()).collect()
     }
 
-    fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
-        slots.iter().map(|slot| slot as &(dyn Any + Send + Sync)).collect()
+    fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+        let inputs = dependents(inputs);
+        let (mut places, mut refs) = (Vec::with_capacity(slots.len()), Vec::with_capacity(slots.len()));
+        for (index, out) in slots.iter_mut().enumerate() {
+            let (place, shared) = out.place(is_input(inputs, index));
+            places.push(place);
+            refs.push(shared as &(dyn Any + Send + Sync));
+        }
+        (places, refs)
     }
 
-    fn spawn<'a>(
-        sources: &'a Self::Sources,
+    fn spawn<'g, 'a: 'g>(
+        sources: &'g Self::Sources,
         names: &[Name],
-        request: &'a Req,
-        slots: &'a Self::Slots,
-        refs: &'a Slots<'a>,
-        shared: &Arc<Shared>,
-        group: &mut Group<'a, ()>,
+        request: &'g Req,
+        places: Self::Places<'a>,
+        refs: &'g Slots<'g>,
+        shared: &'g Arc<Shared>,
+        group: &mut Group<'g, ()>,
     ) {
-        for (index, ((source, name), slot)) in sources.iter().zip(names).zip(slots.iter()).enumerate() {
-            source.spawn(name, Call { shared: Arc::clone(shared), index }, request, slot, refs, group);
+        for (index, ((source, name), place)) in sources.iter().zip(names).zip(places).enumerate() {
+            source.spawn(name, Call { shared: Arc::clone(shared), index }, shared, request, place, refs, group);
         }
     }
 
     fn take(slots: Self::Slots, names: &[Name]) -> Option<Self> {
-        names.iter().zip(slots.into_vec()).map(|(name, slot)| Some((name.clone(), slot.take()?))).collect()
+        names.iter().zip(slots.into_vec()).map(|(name, out)| Some((name.clone(), out.take()?))).collect()
     }
 }
 
@@ -368,30 +471,42 @@ macro_rules! outputs {
 
         impl<Req: ?Sized + Sync + 'static, $($T: Send + 'static),+> SourceOutputs<Req> for ($($T,)+) {
             type Sources = ($(Entry<Req, $T>,)+);
-            type Slots = ($(Slot<$T>,)+);
+            type Slots = ($(Out<$T>,)+);
+            type Places<'a> = ($(Place<'a, $T>,)+);
+            type Entries = [Record; $n];
+
+            fn entries(_: usize) -> [Record; $n] {
+                std::array::from_fn(|_| Record::default())
+            }
             type Refs<'a> = [&'a (dyn Any + Send + Sync); $n];
 
             fn slots(_: &Self::Sources) -> Self::Slots {
-                ($(Slot::<$T>::default(),)+)
+                ($(Out::<$T>::default(),)+)
             }
 
-            fn refs(slots: &Self::Slots) -> Self::Refs<'_> {
-                [$(&slots.$i as &(dyn Any + Send + Sync),)+]
+            #[allow(non_snake_case)]
+            fn split<'a>(slots: &'a mut Self::Slots, inputs: &[Option<usize>]) -> (Self::Places<'a>, Self::Refs<'a>) {
+                let inputs = dependents(inputs);
+                let ($($T,)+) = slots;
+                $(let $T = $T.place(is_input(inputs, $i));)+
+                (($($T.0,)+), [$($T.1 as &(dyn Any + Send + Sync),)+])
             }
 
-            fn spawn<'a>(
-                sources: &'a Self::Sources,
+            #[allow(non_snake_case)]
+            fn spawn<'g, 'a: 'g>(
+                sources: &'g Self::Sources,
                 names: &[Name],
-                request: &'a Req,
-                slots: &'a Self::Slots,
-                refs: &'a Slots<'a>,
-                shared: &Arc<Shared>,
-                group: &mut Group<'a, ()>,
+                request: &'g Req,
+                places: Self::Places<'a>,
+                refs: &'g Slots<'g>,
+                shared: &'g Arc<Shared>,
+                group: &mut Group<'g, ()>,
             ) {
+                let ($($T,)+) = places;
                 $(
                     if let Some(name) = names.get($i) {
                         let call = Call { shared: Arc::clone(shared), index: $i };
-                        sources.$i.spawn(name, call, request, &slots.$i, refs, group);
+                        sources.$i.spawn(name, call, shared, request, $T, refs, group);
                     }
                 )+
             }

@@ -12,6 +12,7 @@ mod wait;
 
 pub use self::handle::GroupHandle;
 pub use self::outputs::{IntoIter, Outputs};
+use self::wait::Reported;
 pub use self::wait::{Wait, WaitWithReport};
 
 use self::handle::{Inbox, Shared};
@@ -347,13 +348,27 @@ impl<'a, T: Send + 'a> Group<'a, T> {
 
     /// Like [`wait`](Group::wait), and also returns the group's [`GroupReport`](crate::GroupReport): every task's
     /// outcome, start and duration, on success and on error. Recording costs at most one clock
-    /// read per poll (one in which a task started or ended) and two allocations per group;
-    /// `wait` does neither.
+    /// read per poll (one in which a task started or ended) and three allocations per group
+    /// (the recording, its timeline and the report's list of tasks); `wait` does neither.
     pub fn wait_with_report(mut self) -> WaitWithReport<'a, T> {
+        self.record();
+        WaitWithReport::new(self.wait(), Reported::Always)
+    }
+
+    /// Like [`wait_with_report`](Group::wait_with_report), but the report is built only when
+    /// the group fails: on success it is empty (`GroupReport::default()`), and the caller reads
+    /// the timings from its [`timeline`](Group::timeline). The aggregator's success path. Not
+    /// part of the API.
+    #[doc(hidden)]
+    pub fn wait_with_failure_report(mut self) -> WaitWithReport<'a, T> {
+        self.record();
+        WaitWithReport::new(self.wait(), Reported::OnFailure)
+    }
+
+    fn record(&mut self) {
         if self.recording.is_none() {
             self.recording = Some(Box::new(Recording::new(self.started, self.slots.len())));
         }
-        WaitWithReport::new(self.wait())
     }
 }
 

@@ -51,18 +51,34 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
     }
 }
 
-impl<'a, T: Send + 'a> Future for Wait<'a, T> {
-    type Output = Result<Outputs<T>, GroupError>;
+/// Which runs of a recording group build a [`GroupReport`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Reported {
+    /// None (`wait`): the timeline alone, for whoever reads it.
+    Never,
+    /// Failed runs only (the aggregator builds its own report on success, from the timeline).
+    OnFailure,
+    /// Every run (`wait_with_report`).
+    Always,
+}
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+impl<'a, T: Send + 'a> Wait<'a, T> {
+    /// Polls the group; once it has finished, its outputs or error, and into `report` its
+    /// report if `reported` asks for one (an out-parameter: `wait`'s result stays small).
+    fn poll_reported(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        reported: Reported,
+        report: &mut Option<GroupReport>,
+    ) -> Poll<Result<Outputs<T>, GroupError>> {
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
         let poll = group.poll_wait(cx, this.deadline, this.cancelled);
         group.stamp();
         if let Err(error) = std::task::ready!(poll) {
-            if group.recording.is_some() {
-                group.finish_report(Some(&error));
+            if reported != Reported::Never {
+                *report = group.build_report(Some(&error));
             }
             return Poll::Ready(Err(error));
         }
@@ -72,8 +88,8 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
                 token.cancel_with(Cause::Completed);
             }
         }
-        if group.recording.is_some() {
-            group.finish_report(None);
+        if reported == Reported::Always {
+            *report = group.build_report(None);
         }
         // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
         // allocation (at most a `realloc` that shrinks it).
@@ -82,6 +98,14 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
             _ => (slot.name, None),
         });
         Poll::Ready(Ok(Outputs { entries: entries.collect() }))
+    }
+}
+
+impl<'a, T: Send + 'a> Future for Wait<'a, T> {
+    type Output = Result<Outputs<T>, GroupError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.poll_reported(cx, Reported::Never, &mut None)
     }
 }
 
@@ -99,12 +123,13 @@ pin_project_lite::pin_project! {
     pub struct WaitWithReport<'a, T> {
         #[pin]
         wait: Wait<'a, T>,
+        reported: Reported,
     }
 }
 
 impl<'a, T> WaitWithReport<'a, T> {
-    pub(super) fn new(wait: Wait<'a, T>) -> Self {
-        Self { wait }
+    pub(super) fn new(wait: Wait<'a, T>, reported: Reported) -> Self {
+        Self { wait, reported }
     }
 }
 
@@ -112,9 +137,9 @@ impl<'a, T: Send + 'a> Future for WaitWithReport<'a, T> {
     type Output = (Result<Outputs<T>, GroupError>, GroupReport);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut wait = self.project().wait;
-        let result = std::task::ready!(wait.as_mut().poll(cx));
-        let report = wait.project().group.recording.as_mut().and_then(|recording| recording.done.take());
+        let this = self.project();
+        let mut report = None;
+        let result = std::task::ready!(this.wait.poll_reported(cx, *this.reported, &mut report));
         Poll::Ready((result, report.unwrap_or_default()))
     }
 }
@@ -316,7 +341,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             Ok(Ok(value)) => {
                 slot.state = State::Done(value);
                 if let Some(recording) = &mut self.recording {
-                    recording.end(index, TaskOutcome::Ok);
+                    recording.end_ok(index);
                 }
                 return;
             }
@@ -390,7 +415,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             .collect();
         if let Some(recording) = &mut self.recording {
             for (index, slot) in self.slots.iter().enumerate() {
-                if !matches!(slot.state, State::Cancelled) || recording.entry(index).outcome.is_some() {
+                if !matches!(slot.state, State::Cancelled) || recording.has_outcome(index) {
                     continue;
                 }
                 let started = recording.timeline.start_of(index).is_some();
