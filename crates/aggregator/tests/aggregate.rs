@@ -510,10 +510,7 @@ fn bad_configurations_are_refused_when_building() {
     let budget =
         Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), retry).options(Deadline(ms(500)));
     let message = budget.build().unwrap_err().to_string();
-    assert_eq!(
-        message,
-        "source `a`: its retry backoffs take at least 700ms, which does not fit in the 500ms deadline"
-    );
+    assert_eq!(message, "source `a`: its retry backoffs take at least 700ms, which does not fit in the 500ms deadline");
     let timeout =
         Aggregator::<(), _>::builder().source_with("a", MockFetcher::ok(1u8), (Timeout(Duration::ZERO), Optional));
     let error = timeout.build().unwrap_err();
