@@ -1,7 +1,8 @@
 //! The in-flight view (issue 21), on tokio's paused clock: a call waiting on a slow source
 //! shows it running on its attempt with its elapsed time and the call's remaining budget, a
-//! dependent shows the input it waits on, a call leaves when it ends (or its caller goes away),
-//! a full table says it is truncated, and failed calls are kept, redacted.
+//! dependent shows the input it waits on, a source behind the limit is queued, a call leaves
+//! when it ends (or its caller goes away), a full table says it is truncated, and failed calls
+//! are kept, redacted.
 
 use std::time::Duration;
 
@@ -147,4 +148,26 @@ async fn failed_calls_are_kept_redacted_the_last_n() {
     assert_eq!(last.sources[0].state, SourceState::Cancelled { cause: "cancelled by `bad`".into() });
     let text = format!("{snapshot} {snapshot:?}");
     assert!(!text.contains("10.0.0.7") && !text.contains("token"), "a backend URL leaked: {text}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_source_behind_the_limit_is_queued() {
+    let in_flight = InFlight::new(8);
+    let aggregator = Aggregator::builder()
+        .source("transactions", MockFetcher::ok_after(ms(1_000), 2_u64))
+        .source("profile", MockFetcher::ok_after(ms(50), 1_u64))
+        .options((Deadline(ms(5_000)), muster::options::Limit(1)))
+        .in_flight(&in_flight)
+        .build()
+        .unwrap();
+    let call = tokio::spawn(async move { aggregator.aggregate(&7).await.map(|a| a.outputs) });
+    tokio::time::sleep(ms(500)).await;
+
+    let snapshot = in_flight.snapshot();
+    assert_eq!(state(&snapshot, 0, "transactions"), SourceState::Running { attempt: 1 });
+    assert_eq!(state(&snapshot, 0, "profile"), SourceState::Queued, "{snapshot}");
+    assert_eq!((snapshot.calls[0].sources[1].start, snapshot.calls[0].sources[1].elapsed), (None, Duration::ZERO));
+    assert!(snapshot.to_string().contains("queued"), "{snapshot}");
+
+    assert_eq!(call.await.unwrap().unwrap(), (2, 1));
 }
