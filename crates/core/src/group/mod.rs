@@ -269,6 +269,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Checks that a task named `name` may join: the group is open, the name is new and (if
     /// `only_if_free`) a slot is free. Returns the name's fingerprint and whether the task
     /// runs at once (else it is queued); records the name for the handles, if any.
+    #[inline]
     fn admit(&self, name: &Name, only_if_free: bool) -> Result<(u64, bool), SpawnError> {
         if let Some(cause) = self.closed() {
             return Err(SpawnError::Closed { name: name.clone(), cause: cause.clone() });
@@ -446,6 +447,7 @@ const fn first_capacity(slot: usize, entry: usize) -> usize {
 /// A cheap fingerprint of a task name: its length and four of its bytes (the first, the last,
 /// the one before the last and the middle one). Only used to skip name comparisons; equal
 /// fingerprints are confirmed by comparing the names.
+#[inline]
 fn name_hash(name: &str) -> u64 {
     let bytes = name.as_bytes();
     let len = bytes.len();
