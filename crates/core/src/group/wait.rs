@@ -64,22 +64,24 @@ pub(super) enum Reported {
 
 impl<'a, T: Send + 'a> Wait<'a, T> {
     /// Polls the group; once it has finished, its outputs or error, and into `report` its
-    /// report if `reported` asks for one (an out-parameter: `wait`'s result stays small).
-    /// Inline, so that `wait`'s copy has no report to build or drop.
-    #[inline]
+    /// report if `reported` asks for one (an out-parameter: `wait`'s result stays small;
+    /// `None` for `wait`, which then has no report to drop on each poll).
     fn poll_reported(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        reported: Reported,
-        report: &mut Option<GroupReport>,
+        report: Option<(Reported, &mut Option<GroupReport>)>,
     ) -> Poll<Result<Outputs<T>, GroupError>> {
+        let (reported, report) = match report {
+            Some((reported, report)) => (reported, Some(report)),
+            None => (Reported::Never, None),
+        };
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
         let poll = group.poll_wait(cx, this.deadline, this.cancelled);
         group.stamp();
         if let Err(error) = std::task::ready!(poll) {
-            if reported != Reported::Never {
+            if let (Reported::OnFailure | Reported::Always, Some(report)) = (reported, report) {
                 *report = group.build_report(Some(&error));
             }
             return Poll::Ready(Err(error));
@@ -90,7 +92,7 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
                 token.cancel_with(Cause::Completed);
             }
         }
-        if reported == Reported::Always {
+        if let (Reported::Always, Some(report)) = (reported, report) {
             *report = group.build_report(None);
         }
         // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
@@ -107,7 +109,7 @@ impl<'a, T: Send + 'a> Future for Wait<'a, T> {
     type Output = Result<Outputs<T>, GroupError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.poll_reported(cx, Reported::Never, &mut None)
+        self.poll_reported(cx, None)
     }
 }
 
@@ -141,7 +143,7 @@ impl<'a, T: Send + 'a> Future for WaitWithReport<'a, T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut report = None;
-        let result = std::task::ready!(this.wait.poll_reported(cx, *this.reported, &mut report));
+        let result = std::task::ready!(this.wait.poll_reported(cx, Some((*this.reported, &mut report))));
         Poll::Ready((result, report.unwrap_or_default()))
     }
 }
