@@ -269,7 +269,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Checks that a task named `name` may join: the group is open, the name is new and (if
     /// `only_if_free`) a slot is free. Returns the name's fingerprint and whether the task
     /// runs at once (else it is queued); records the name for the handles, if any.
-    #[inline]
+    #[inline(always)] // into `spawn`: no call, and the result stays in registers
     fn admit(&self, name: &Name, only_if_free: bool) -> Result<(u64, bool), SpawnError> {
         if let Some(cause) = self.closed() {
             return Err(SpawnError::Closed { name: name.clone(), cause: cause.clone() });
@@ -299,7 +299,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Adds an admitted task to the slots, running or queued.
-    #[inline]
+    #[inline(always)]
     fn place(&mut self, name: Name, hash: u64, free: bool, task: Task<'a, T>) {
         let state = if free {
             self.running += 1;

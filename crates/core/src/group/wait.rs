@@ -345,8 +345,25 @@ impl<'a, T: Send + 'a> Group<'a, T> {
         started
     }
 
-    /// Records the output of the task in slot `index`.
+    /// Records the output of the task in slot `index`. The success path inline, into the
+    /// polling loop: no call per task, the output not moved through memory.
+    #[inline(always)]
     fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
+        match output {
+            Ok(Ok(value)) => {
+                self.running -= 1;
+                self.mirror();
+                self.slots[index].state = State::Done(value);
+                if let Some(recording) = &mut self.recording {
+                    recording.end_ok(index);
+                }
+            }
+            output => self.settle_failure(index, output, failed),
+        }
+    }
+
+    /// Records the failure or panic of the task in slot `index`.
+    fn settle_failure(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
         self.running -= 1;
         self.mirror();
         let slot = &mut self.slots[index];
