@@ -269,6 +269,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Checks that a task named `name` may join: the group is open, the name is new and (if
     /// `only_if_free`) a slot is free. Returns the name's fingerprint and whether the task
     /// runs at once (else it is queued); records the name for the handles, if any.
+    #[inline(always)] // into `spawn`: no call, and the result stays in registers
     fn admit(&self, name: &Name, only_if_free: bool) -> Result<(u64, bool), SpawnError> {
         if let Some(cause) = self.closed() {
             return Err(SpawnError::Closed { name: name.clone(), cause: cause.clone() });
@@ -298,7 +299,7 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     }
 
     /// Adds an admitted task to the slots, running or queued.
-    #[inline]
+    #[inline(always)]
     fn place(&mut self, name: Name, hash: u64, free: bool, task: Task<'a, T>) {
         let state = if free {
             self.running += 1;
@@ -307,9 +308,11 @@ impl<'a, T: Send + 'a> Group<'a, T> {
             self.next_queued.get_or_insert(self.slots.len());
             State::Queued(task)
         };
-        if self.slots.is_empty() {
-            // Most groups are small: one allocation instead of growing 4, then 8.
-            self.slots.reserve(8);
+        if self.slots.capacity() == 0 {
+            // Most groups are small: one allocation instead of growing 4, then 8; and one that
+            // the outputs reuse without a `realloc` (see `first_capacity`).
+            self.slots
+                .reserve_exact(const { first_capacity(size_of::<Slot<'_, T>>(), size_of::<(Name, Option<T>)>()) });
         }
         self.slots.push(Slot { name, hash, state });
     }
@@ -419,13 +422,58 @@ impl<T> fmt::Debug for Group<'_, T> {
     }
 }
 
+/// The slots' first capacity: at least 8 slots, and a number whose allocation divides into
+/// whole output entries (`(Name, Option<T>)`), so that collecting the outputs in place reuses
+/// it as it is, without the `realloc` that shrinks it to a whole number of entries (about 200
+/// instructions at N = 2). Growing doubles the capacity, which keeps it so. When that number
+/// would be large (an output type of an odd size), 8.
+const fn first_capacity(slot: usize, entry: usize) -> usize {
+    const LEAST: usize = 8;
+    if slot == 0 || entry == 0 {
+        return LEAST;
+    }
+    let (mut a, mut b) = (slot, entry);
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    // A capacity is a whole number of entries when it is a multiple of `step`.
+    let step = entry / a;
+    if step > 2 * LEAST {
+        return LEAST;
+    }
+    LEAST.div_ceil(step) * step
+}
+
 /// A cheap fingerprint of a task name: its length and four of its bytes (the first, the last,
 /// the one before the last and the middle one). Only used to skip name comparisons; equal
 /// fingerprints are confirmed by comparing the names.
+#[inline]
 fn name_hash(name: &str) -> u64 {
     let bytes = name.as_bytes();
     let len = bytes.len();
     let byte = |index: usize| bytes.get(index).map_or(0, |&byte| u64::from(byte));
     let picked = byte(0) | byte(len / 2) << 8 | byte(len.wrapping_sub(2)) << 16 | byte(len.wrapping_sub(1)) << 24;
     picked | (len as u64) << 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_capacity_divides_into_whole_output_entries() {
+        // A 56-byte slot and a 40-byte entry: 10 slots are 14 entries.
+        assert_eq!(first_capacity(56, 40), 10);
+        assert_eq!(first_capacity(48, 24), 8);
+        assert_eq!(first_capacity(56, 56), 8);
+        assert_eq!(first_capacity(64, 40), 10);
+        // An entry of an odd size would need too many slots: the usual 8.
+        assert_eq!(first_capacity(8 * 37 + 8, 8 * 37), 8);
+        assert_eq!(first_capacity(0, 40), 8);
+        for (slot, entry) in [(56, 40), (72, 48), (88, 64), (48, 40)] {
+            let capacity = first_capacity(slot, entry);
+            assert!(capacity >= 8);
+            assert_eq!(capacity * slot % entry, 0, "{slot} {entry}");
+        }
+    }
 }
