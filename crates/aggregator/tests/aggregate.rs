@@ -830,3 +830,33 @@ async fn the_report_gives_each_failure_its_kind_in_the_one_vocabulary() {
     let kind = |name: &str| report.source(name).and_then(|source| source.kind);
     assert_eq!((kind("slow"), kind("down"), kind("fine")), (Some(ErrorKind::Timeout), Some(ErrorKind::Failed), None));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_source_dropped_because_its_caller_went_away_still_reads_its_context() {
+    /// Records the request id its owner's context has when it is dropped.
+    struct OnDrop(Arc<Mutex<Option<Option<String>>>>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            let id = muster::context().and_then(|context| context.request_id().map(str::to_owned));
+            *self.0.lock().unwrap() = Some(id);
+        }
+    }
+    let seen = Arc::new(Mutex::new(None));
+    let source = {
+        let seen = Arc::clone(&seen);
+        fetcher_fn(move |_: &()| {
+            let guard = OnDrop(Arc::clone(&seen));
+            async move {
+                let _guard = guard;
+                tokio::time::sleep(ms(1_000)).await;
+                Ok::<_, std::io::Error>(())
+            }
+        })
+    };
+    let aggregator = Aggregator::builder().source("slow", source).build().unwrap();
+
+    let call = aggregator.aggregate_with(&(), RequestContext::new().request_id("r-gone"));
+    assert!(tokio::time::timeout(ms(10), call).await.is_err(), "the caller gives up first");
+
+    assert_eq!(*seen.lock().unwrap(), Some(Some("r-gone".to_owned())), "dropped inside its context");
+}
