@@ -125,6 +125,12 @@ impl<Req: ?Sized + Sync, O: SourceOutputs<Req>> Aggregator<Req, O> {
         self.inner.names.iter().map(|name| &**name)
     }
 
+    /// The registry its calls show in while they run, if it was built with one
+    /// ([`AggregatorBuilder::in_flight`]): `aggregator.in_flight().map(InFlight::snapshot)`.
+    pub fn in_flight(&self) -> Option<&InFlight> {
+        self.inner.in_flight.as_ref()
+    }
+
     /// Runs every source for `request` and returns their outputs, or fails fast. The same as
     /// [`aggregate_with`](Self::aggregate_with) with an empty [`RequestContext`].
     ///

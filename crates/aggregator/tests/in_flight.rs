@@ -32,6 +32,9 @@ async fn a_call_waiting_on_a_slow_source_shows_it_running_and_a_dependent_waitin
         .build()
         .unwrap();
     assert!(in_flight.snapshot().calls.is_empty());
+    assert!(aggregator.in_flight().is_some(), "the aggregator knows its registry");
+    let plain: Aggregator<u64, (u64,)> = Aggregator::builder().source("x", MockFetcher::ok(1_u64)).build().unwrap();
+    assert!(plain.in_flight().is_none());
     let call = {
         let aggregator = aggregator.clone();
         let context = RequestContext::new().field("user_id", 42).header("authorization", "Bearer s3cr3t");
