@@ -354,12 +354,10 @@ pub struct Record {
 }
 
 impl Record {
-    /// The details, made if there were none, locked.
-    fn detail(&self) -> DetailGuard<'_> {
+    /// Runs `f` on the details, made if there were none, under their lock.
+    fn with_detail<R>(&self, f: impl FnOnce(&mut Detail) -> R) -> R {
         self.flags.fetch_or(DETAILED, Relaxed);
-        let mut guard = self.detail.lock().unwrap_or_else(PoisonError::into_inner);
-        guard.get_or_insert_default();
-        DetailGuard(guard)
+        f(self.detail.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_default())
     }
 
     /// The details, taken, if any.
@@ -369,35 +367,6 @@ impl Record {
         }
         let detail = self.detail.lock().unwrap_or_else(PoisonError::into_inner).take();
         detail.map(|detail| *detail).unwrap_or_default()
-    }
-}
-
-/// A record's details, locked: see [`Record::detail`].
-struct DetailGuard<'a>(std::sync::MutexGuard<'a, Option<Box<Detail>>>);
-
-/// What a guard reads if its details were taken meanwhile (they never are while it is held).
-static NO_DETAIL: Detail = Detail {
-    outcome: None,
-    fell_back: None,
-    kind: None,
-    retryable: false,
-    notes: Vec::new(),
-    shared: None,
-    stale: None,
-    nested: None,
-};
-
-impl std::ops::Deref for DetailGuard<'_> {
-    type Target = Detail;
-
-    fn deref(&self) -> &Detail {
-        self.0.as_deref().unwrap_or(&NO_DETAIL)
-    }
-}
-
-impl std::ops::DerefMut for DetailGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Detail {
-        self.0.get_or_insert_default()
     }
 }
 
@@ -435,13 +404,12 @@ impl Recorder {
             Event::TimedOut => {
                 entry.flags.fetch_or(TIMED_OUT, Relaxed);
             }
-            Event::Note(note) => entry.detail().notes.push(note.to_owned()),
-            Event::Shared { waiters } => entry.detail().shared = Some(waiters),
-            Event::Stale { age } => {
-                let mut detail = entry.detail();
+            Event::Note(note) => entry.with_detail(|detail| detail.notes.push(note.to_owned())),
+            Event::Shared { waiters } => entry.with_detail(|detail| detail.shared = Some(waiters)),
+            Event::Stale { age } => entry.with_detail(|detail| {
                 detail.stale = Some(age);
                 detail.notes.push(format!("stale (age {})", Age(age)));
-            }
+            }),
         }
     }
 
@@ -464,30 +432,29 @@ impl Recorder {
     pub(crate) fn fell_back(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.all().get(index) else { return };
         let (after, kind, _) = self.failed(entry, failure);
-        let mut detail = entry.detail();
-        (detail.fell_back, detail.kind) = (Some(after), Some(kind));
+        entry.with_detail(|detail| (detail.fell_back, detail.kind) = (Some(after), Some(kind)));
     }
 
     pub(crate) fn nested(&self, index: usize, report: Report) {
         if let Some(entry) = self.entries.all().get(index) {
-            entry.detail().nested = Some(Box::new(report));
+            entry.with_detail(|detail| detail.nested = Some(Box::new(report)));
         }
     }
 
     /// Whether a fallback stands in for the source's output (so far).
     pub(crate) fn fell_back_now(&self, index: usize) -> bool {
-        self.entries
-            .all()
-            .get(index)
-            .is_some_and(|entry| entry.flags.load(Relaxed) & DETAILED != 0 && entry.detail().fell_back.is_some())
+        self.entries.all().get(index).is_some_and(|entry| {
+            entry.flags.load(Relaxed) & DETAILED != 0 && entry.with_detail(|detail| detail.fell_back.is_some())
+        })
     }
 
     /// The source failed: how its failure reads in the report (its end is the group's).
     pub(crate) fn failure(&self, index: usize, failure: Failure<'_>) {
         let Some(entry) = self.entries.all().get(index) else { return };
         let (outcome, kind, retryable) = self.failed(entry, failure);
-        let mut detail = entry.detail();
-        (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable);
+        entry.with_detail(|detail| {
+            (detail.outcome, detail.kind, detail.retryable) = (Some(outcome), Some(kind), retryable)
+        });
     }
 
     /// Whether the source has started its first attempt (a dependent waits for its input
