@@ -16,7 +16,7 @@ use super::outputs::Outputs;
 use super::task::{DropPanic, Pooled, State, TaskOutput, drop_contained, panic_message};
 use crate::cancel::{CancelToken, Cause, Name};
 use crate::deadline::{TokenScope, closing_scoped, token_scoped};
-use crate::error::{ErrorKind, GroupError};
+use crate::error::{BoxError, ErrorKind, GroupError};
 use crate::report::{GroupReport, TaskOutcome};
 
 /// Up to this many tasks, `wait` polls every running task on each wake-up: no allocation
@@ -51,11 +51,10 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
     }
 }
 
-/// Which runs of a recording group build a [`GroupReport`].
+/// Which runs of a recording group build a [`GroupReport`] (with `wait`, none: the timeline
+/// alone, for whoever reads it).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Reported {
-    /// None (`wait`): the timeline alone, for whoever reads it.
-    Never,
     /// Failed runs only (the aggregator builds its own report on success, from the timeline).
     OnFailure,
     /// Every run (`wait_with_report`).
@@ -71,17 +70,13 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
         cx: &mut Context<'_>,
         report: Option<(Reported, &mut Option<GroupReport>)>,
     ) -> Poll<Result<Outputs<T>, GroupError>> {
-        let (reported, report) = match report {
-            Some((reported, report)) => (reported, Some(report)),
-            None => (Reported::Never, None),
-        };
         let this = self.project();
         let group = this.group;
         group.record_first_poll();
         let poll = group.poll_wait(cx, this.deadline, this.cancelled);
         group.stamp();
         if let Err(error) = std::task::ready!(poll) {
-            if let (Reported::OnFailure | Reported::Always, Some(report)) = (reported, report) {
+            if let Some((_, report)) = report {
                 *report = group.build_report(Some(&error));
             }
             return Poll::Ready(Err(error));
@@ -92,7 +87,7 @@ impl<'a, T: Send + 'a> Wait<'a, T> {
                 token.cancel_with(Cause::Completed);
             }
         }
-        if let (Reported::Always, Some(report)) = (reported, report) {
+        if let Some((Reported::Always, report)) = report {
             *report = group.build_report(None);
         }
         // `into_iter().map().collect()` reuses the slots' allocation for the outputs: no new
@@ -358,25 +353,19 @@ impl<'a, T: Send + 'a> Group<'a, T> {
                     recording.end_ok(index);
                 }
             }
-            output => self.settle_failure(index, output, failed),
+            Ok(Err(error)) => self.settle_failure(index, Ok(error), failed),
+            Err(panic) => self.settle_failure(index, Err(panic), failed),
         }
     }
 
-    /// Records the failure or panic of the task in slot `index`.
-    fn settle_failure(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
+    /// Records the failure (`Ok`) or panic (`Err`) of the task in slot `index`.
+    fn settle_failure(&mut self, index: usize, failure: std::thread::Result<BoxError>, failed: &mut Failures) {
         self.running -= 1;
         self.mirror();
         let slot = &mut self.slots[index];
         let name = || slot.name.clone();
-        let (kind, cause, outcome) = match output {
-            Ok(Ok(value)) => {
-                slot.state = State::Done(value);
-                if let Some(recording) = &mut self.recording {
-                    recording.end_ok(index);
-                }
-                return;
-            }
-            Ok(Err(error)) => {
+        let (kind, cause, outcome) = match failure {
+            Ok(error) => {
                 let error: Arc<_> = Arc::from(error);
                 let outcome = self.recording.is_some().then(|| TaskOutcome::Failed { error: Arc::clone(&error) });
                 (ErrorKind::Failed, Cause::Failed { name: name(), error }, outcome)
