@@ -34,21 +34,22 @@ struct Allocations {
 /// Runs the benches and writes the report. `--quick` shortens the HTTP and brownout
 /// benchmarks' runs; `--targets` runs only the group and aggregator benches (the targets table
 /// and their sections, about a minute); `--brownout` only the dashboard's brownout benchmark
-/// (about half a minute); other arguments go to `cargo bench`.
+/// (about half a minute); `--http` only the HTTP benchmark (the dashboard against the
+/// hand-written services; about 2 minutes with `--quick`); other arguments go to `cargo bench`.
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|arg| arg == "--quick");
     let targets_only = args.iter().any(|arg| arg == "--targets");
-    let extra: Vec<String> =
-        args.iter().filter(|arg| !["--quick", "--targets", "--brownout"].contains(&arg.as_str())).cloned().collect();
+    let extra: Vec<String> = args
+        .iter()
+        .filter(|arg| !["--quick", "--targets", "--brownout", "--http"].contains(&arg.as_str()))
+        .cloned()
+        .collect();
     let extra = extra.as_slice();
     let target = target_dir();
-    if args.iter().any(|arg| arg == "--brownout") {
-        let report = String::from(
-            "# muster benchmark report
-
-",
-        ) + &crate::brownout::bench(quick)?;
-        return write_report(&report);
+    let only = |flag: &str| args.iter().any(|arg| arg == flag);
+    if only("--brownout") || only("--http") {
+        let section = if only("--http") { crate::load::http_bench(quick)? } else { crate::brownout::bench(quick)? };
+        return write_report(&(String::from("# muster benchmark report\n\n") + &section));
     }
     let group = target.join("bench-group.tsv");
     let allocations = target.join("bench-group-allocations.tsv");

@@ -159,19 +159,20 @@ fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
         plan.warmup.as_secs(),
         plan.rounds,
     );
-    out.push_str("| service | delay | req/s | p50 | p99 | CPU µs/request | RSS MiB | errors |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    out.push_str("| service | delay | req/s | p50 | p99 | CPU µs/request | of which kernel | RSS MiB | errors |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     let number =
         |value: Option<f64>, decimals: usize| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.decimals$}"));
     for (delay, rows) in results {
         for (name, row) in SERVICES.iter().zip(rows) {
             let _ = writeln!(
                 out,
-                "| {name} | {delay} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {:.0} |",
+                "| {name} | {delay} | {:.0} | {:.2} ms | {:.2} ms | {} | {} | {} | {:.0} |",
                 row.rps,
                 row.p50_ms,
                 row.p99_ms,
                 number(row.cpu_us, 1),
+                number(row.kernel_us, 1),
                 number(row.rss_mib, 1),
                 row.errors,
             );
@@ -185,11 +186,12 @@ fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
             let client = name.trim_start_matches("baseline: ").split(' ').next().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "| **muster / {client}** | {delay} | {} | {} | {} | {} | {} | |",
+                "| **muster / {client}** | {delay} | {} | {} | {} | {} | {} | {} | |",
                 ratio(Some(muster.rps), Some(baseline.rps)),
                 ratio(Some(muster.p50_ms), Some(baseline.p50_ms)),
                 ratio(Some(muster.p99_ms), Some(baseline.p99_ms)),
                 ratio(muster.cpu_us, baseline.cpu_us),
+                ratio(muster.kernel_us, baseline.kernel_us),
                 ratio(muster.rss_mib, baseline.rss_mib),
             );
         }
@@ -208,8 +210,9 @@ struct Load {
     window: Duration,
     /// Latencies of the successful requests, sorted.
     latencies: Vec<Duration>,
-    /// The server's CPU time over the window, if `/proc` could tell.
-    cpu: Option<Duration>,
+    /// The server's CPU time over the window, if `/proc` could tell: all of it, and the part
+    /// spent in the kernel (system time).
+    cpu: Option<(Duration, Duration)>,
     /// The server's resident memory at the end, in KiB, if `/proc` could tell.
     rss_kib: Option<u64>,
 }
@@ -228,8 +231,15 @@ impl Load {
     }
 
     fn cpu_us(&self) -> Option<f64> {
-        let cpu = self.cpu?;
-        (self.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / self.requests as f64)
+        self.per_request(self.cpu?.0)
+    }
+
+    fn kernel_us(&self) -> Option<f64> {
+        self.per_request(self.cpu?.1)
+    }
+
+    fn per_request(&self, time: Duration) -> Option<f64> {
+        (self.requests > 0).then(|| time.as_secs_f64() * 1e6 / self.requests as f64)
     }
 }
 
@@ -255,6 +265,7 @@ struct Summary {
     p50_ms: f64,
     p99_ms: f64,
     cpu_us: Option<f64>,
+    kernel_us: Option<f64>,
     rss_mib: Option<f64>,
     errors: f64,
 }
@@ -268,6 +279,7 @@ impl Summary {
             p50_ms: median(runs.iter().map(|run| ms(run.percentile(0.5))).collect()),
             p99_ms: median(runs.iter().map(|run| ms(run.percentile(0.99))).collect()),
             cpu_us: all(runs.iter().map(Load::cpu_us).collect()),
+            kernel_us: all(runs.iter().map(Load::kernel_us).collect()),
             rss_mib: all(runs.iter().map(|run| run.rss_kib.map(|kib| kib as f64 / 1024.0)).collect()),
             errors: median(runs.iter().map(|run| run.errors as f64).collect()),
         }
@@ -311,8 +323,10 @@ fn run_load(addr: SocketAddr, query: &str, headers: &'static str, pid: u32, plan
         load.latencies.extend(client.latencies);
     }
     load.latencies.sort_unstable();
-    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
-        load.cpu = Some(Duration::from_secs_f64(after.saturating_sub(before) as f64 / ticks as f64));
+    if let (Some((user_before, kernel_before)), Some((user_after, kernel_after))) = (cpu_before, cpu_after) {
+        let time = |ticks_spent: u64| Duration::from_secs_f64(ticks_spent as f64 / ticks as f64);
+        let kernel = kernel_after.saturating_sub(kernel_before);
+        load.cpu = Some((time(user_after.saturating_sub(user_before) + kernel), time(kernel)));
     }
     if load.requests == 0 {
         return Err(format!("no successful request to {addr} in the measured window ({} errors)", load.errors));
@@ -500,15 +514,16 @@ impl<R: Read> Reader<R> {
 }
 
 /// `utime + stime` of process `pid`, in clock ticks, from `/proc/<pid>/stat`.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+/// The CPU time of process `pid` so far, in clock ticks: user and kernel (utime, stime).
+fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     parse_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+fn parse_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     // `pid (comm) state ppid ...`: the command may hold spaces and parentheses, so count the
     // fields after the last `)`; utime and stime are fields 14 and 15 of the line.
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`), 100 if that cannot be read.
@@ -591,7 +606,7 @@ mod tests {
     #[test]
     fn proc_stat_and_status_are_parsed() {
         let stat = "1234 (tokio (worker) 1) S 1 1234 1234 0 -1 4194560 2000 0 0 0 250 50 0 0 20 0 3 0 100";
-        assert_eq!(parse_cpu_ticks(stat), Some(300));
+        assert_eq!(parse_cpu_ticks(stat), Some((250, 50)));
         assert_eq!(parse_cpu_ticks("garbage"), None);
         assert_eq!(parse_rss_kib("Name:\tdashboard\nVmPeak:\t  9000 kB\nVmRSS:\t   12345 kB\n"), Some(12_345));
     }

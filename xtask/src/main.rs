@@ -40,7 +40,8 @@ tasks:
   e2e     run the dashboard binary and check its answers over HTTP
   bench   every benchmark with its baselines, report in target/bench-report.md (`--quick`: short HTTP and
           brownout runs; `--targets`: only the group and aggregator benches behind issue 19's targets table;
-          `--brownout`: only the dashboard's breaker, budget and retries under a brownout)
+          `--brownout`: only the dashboard's breaker, budget and retries under a brownout; `--http`: only
+          the dashboard against the hand-written services)
   soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)";
 
 fn main() -> ExitCode {

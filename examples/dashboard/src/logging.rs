@@ -23,6 +23,13 @@ use tracing_subscriber::EnvFilter;
 /// Lines buffered for the writer thread before new ones are dropped.
 const BUFFERED_LINES: usize = 16 * 1024;
 
+/// How long the writer thread waits after each write to stderr before it takes the next lines,
+/// so that lines logged meanwhile go out in one `write` (see [`Batched`]).
+const LINGER: Duration = Duration::from_millis(2);
+
+/// A batch written out at once when it grows past this, without waiting for the flush.
+const BATCH_BYTES: usize = 64 * 1024;
+
 /// How long the last line on stderr at exit may take.
 const FINAL_WRITE: Duration = Duration::from_millis(500);
 
@@ -38,6 +45,54 @@ pub fn write_stderr_within(message: String, limit: Duration) {
     });
     if spawned.is_ok() {
         let _ = written.recv_timeout(limit);
+    }
+}
+
+/// The log writer thread's writer: lines are gathered in a buffer and written in one `write`
+/// when tracing-appender's thread flushes, which it does once it has taken every line waiting
+/// in its channel. The flush then waits `linger` before the thread goes back to the channel:
+/// lines logged meanwhile queue up without waking it (a send to a channel whose reader is not
+/// waiting on it is a plain atomic push), and the next flush writes them all at once. Under
+/// load that turns a `write` and a thread wake-up per line into one per `linger`; an idle
+/// process still writes each line at most `linger` late. Only the writer thread waits: the
+/// threads that log never do (the channel is lossy).
+#[derive(Debug)]
+pub struct Batched<W> {
+    inner: W,
+    buffer: Vec<u8>,
+    linger: Duration,
+}
+
+impl<W: std::io::Write> Batched<W> {
+    /// Batches the lines written to `inner`, lingering `linger` after each write out.
+    pub fn new(inner: W, linger: Duration) -> Self {
+        Self { inner, buffer: Vec::with_capacity(BATCH_BYTES), linger }
+    }
+
+    fn write_out(&mut self) -> std::io::Result<()> {
+        // Cleared even when the write fails: a failing stderr drops lines, never keeps them.
+        let written = self.inner.write_all(&self.buffer);
+        self.buffer.clear();
+        written
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Batched<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(line);
+        if self.buffer.len() >= BATCH_BYTES {
+            self.write_out()?;
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return self.inner.flush();
+        }
+        let written = self.write_out().and_then(|()| self.inner.flush());
+        std::thread::sleep(self.linger);
+        written
     }
 }
 
@@ -100,7 +155,7 @@ impl Logging {
             .lossy(true)
             .buffered_lines_limit(BUFFERED_LINES)
             .thread_name("dashboard-log")
-            .finish(std::io::stderr());
+            .finish(Batched::new(std::io::stderr(), LINGER));
         let dropped = writer.error_counter();
         crate::stats::stats().count_log_drops_with(dropped.clone());
         let _ = ACCESS_LOG.set(AccessLog::new(writer.clone()));
@@ -579,6 +634,60 @@ mod tests {
         assert_eq!((fields["source"].as_str(), fields["kind"].as_str()), (Some("profile"), Some("timeout")));
         let without: serde_json::Value = serde_json::from_str(&line(None)).expect("JSON");
         assert!(without["fields"].get("user_id").is_none(), "{without}");
+    }
+
+    /// Records each `write` it gets; fails them all when `broken`.
+    #[derive(Default)]
+    struct Writes {
+        writes: Vec<Vec<u8>>,
+        broken: bool,
+    }
+
+    impl std::io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            if self.broken {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.writes.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn batched_lines_go_out_in_one_write_per_flush_and_a_large_batch_at_once() {
+        use std::io::Write as _;
+        let mut batched = Batched::new(Writes::default(), Duration::ZERO);
+        for line in [&b"one\n"[..], b"two\n", b"three\n"] {
+            batched.write_all(line).expect("buffered");
+        }
+        assert!(batched.inner.writes.is_empty(), "nothing is written before the flush");
+        batched.flush().expect("written");
+        assert_eq!(batched.inner.writes, [b"one\ntwo\nthree\n".to_vec()]);
+        batched.flush().expect("nothing to write");
+        assert_eq!(batched.inner.writes.len(), 1, "an empty flush writes nothing");
+
+        let line = vec![b'x'; BATCH_BYTES / 2 + 1];
+        batched.write_all(&line).expect("buffered");
+        assert_eq!(batched.inner.writes.len(), 1);
+        batched.write_all(&line).expect("written");
+        assert_eq!(batched.inner.writes.len(), 2, "a batch past {BATCH_BYTES} bytes is written at once");
+        assert_eq!(batched.inner.writes[1].len(), line.len() * 2, "whole lines, both of them");
+    }
+
+    #[test]
+    fn a_failing_writer_drops_the_batch_rather_than_keeping_it() {
+        use std::io::Write as _;
+        let mut batched = Batched::new(Writes { broken: true, ..Writes::default() }, Duration::ZERO);
+        batched.write_all(b"lost\n").expect("buffered");
+        assert!(batched.flush().is_err(), "the error is reported");
+        batched.inner.broken = false;
+        batched.write_all(b"next\n").expect("buffered");
+        batched.flush().expect("written");
+        assert_eq!(batched.inner.writes, [b"next\n".to_vec()], "the failed batch is not written again");
     }
 
     #[test]
