@@ -54,7 +54,10 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
     let group = target.join("bench-group.tsv");
     let allocations = target.join("bench-group-allocations.tsv");
     let aggregator = target.join("bench-aggregator.tsv");
-    install_go();
+    // Go is optional: without it, the group benchmark says so and skips the comparison.
+    if !install("go", "golang-go") {
+        eprintln!("bench: could not install golang-go: the Go errgroup comparison is skipped");
+    }
     run_report(&["bench", "-p", "muster-core", "--bench", "group"], &group, extra)?;
     run_report(&["bench", "-p", "muster-core", "--bench", "allocations"], &allocations, extra)?;
     run_report(&["bench", "-p", "muster", "--bench", "aggregator"], &aggregator, extra)?;
@@ -121,17 +124,21 @@ fn run_report(args: &[&str], output: &Path, extra: &[String]) -> Result<(), Stri
     cargo(&args)
 }
 
-/// Installs Go (Debian's `golang-go`) for the errgroup comparison when `go` is missing and
-/// `apt-get` is there, as `.ci/run` installs `redis-server`: non-interactive, with `sudo` only
-/// when not root. Go is optional: when it cannot be installed, the group benchmark says so and
-/// skips the comparison.
-fn install_go() {
+/// Installs Debian's `package` when `program` is not on the path and `apt-get` is there, as
+/// `.ci/run` installs `redis-server`: non-interactive, with `sudo` only when not root. Answers
+/// whether `program` can be run afterwards.
+pub(crate) fn install(program: &str, package: &str) -> bool {
     let works = |program: &str, args: &[&str]| {
         let output = Command::new(program).args(args).stdin(Stdio::null()).output();
         output.is_ok_and(|output| output.status.success())
     };
-    if works("go", &["version"]) || !works("apt-get", &["--version"]) {
-        return;
+    // Found and started: whatever it answers to `--version` (`wrk` prints its usage).
+    let runs = || Command::new(program).arg("--version").stdin(Stdio::null()).output().is_ok();
+    if runs() {
+        return true;
+    }
+    if !works("apt-get", &["--version"]) {
+        return false;
     }
     let root = Command::new("id").arg("-u").output().is_ok_and(|output| output.stdout.trim_ascii() == b"0");
     let apt_get = |args: &[&str]| {
@@ -145,9 +152,7 @@ fn install_go() {
             .status();
         status.is_ok_and(|status| status.success())
     };
-    if !(apt_get(&["update", "-qq"]) && apt_get(&["install", "-y", "-qq", "golang-go"])) {
-        eprintln!("bench: could not install golang-go: the Go errgroup comparison is skipped");
-    }
+    apt_get(&["update", "-qq"]) && apt_get(&["install", "-y", "-qq", package]) && runs()
 }
 
 fn read(path: &Path) -> Result<Vec<Row>, String> {

@@ -1,37 +1,33 @@
 //! The HTTP benchmark of `cargo xtask bench`: the dashboard (muster) against `http-baseline`,
 //! the same service written by hand with `tokio::try_join!` and a pooled client, hyper-util's
 //! (the leanest) and reqwest's (what most teams write, and what DESIGN names), all release
-//! builds, under the same closed-loop load on loopback. Std only.
+//! builds, under the same closed-loop load on loopback.
 //!
 //! Four processes serve: a dashboard started only for its built-in demo backends, and the three
 //! measured services, all pointed at those backends (`--profile-url`, `--transactions-url`),
 //! so the CPU time and memory of a measured process are those of the aggregating service alone.
-//! The load generator holds [`CONNECTIONS`] keep-alive HTTP/1.1 connections, one per thread,
-//! each sending its next request as soon as the previous answer is read; per run it warms up,
-//! then measures throughput, latency percentiles and the server's CPU time per request (from
-//! `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`). Runs alternate between the
+//! The load is wrk's (Debian's `wrk`, installed when missing, as DESIGN names it): [`CONNECTIONS`]
+//! keep-alive HTTP/1.1 connections on [`THREADS`] threads, each sending its next request as soon
+//! as the previous answer is read. Per run it warms up, then measures throughput and latency
+//! percentiles (wrk's), and the server's CPU time per request, user and kernel (from
+//! `/proc/<pid>/stat`), and resident memory (`/proc/<pid>/status`). Runs alternate between the
 //! services, round after round, and the report gives the median of the rounds.
 
 use std::fmt::Write as _;
-use std::io::{self, Read, Write};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::cargo;
 use crate::e2e::target_dir;
 use crate::server::Server;
 
-/// Client connections, one per thread.
+/// wrk's connections, and its threads.
 const CONNECTIONS: usize = 32;
-/// Read, write and connect timeout: a hung server fails a request, not the bench.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// A bound on the requests of one connection in one run, on top of the time bound.
-const MAX_REQUESTS_PER_CONNECTION: u64 = 10_000_000;
-/// After this many errors in one run a connection stops.
-const MAX_ERRORS_PER_CONNECTION: u64 = 1_000;
-/// The longest response head line accepted.
-const MAX_LINE: usize = 16 * 1024;
+const THREADS: usize = 2;
+/// wrk's request timeout: a hung server fails a request, not the bench.
+const TIMEOUT: &str = "5s";
 /// The backend delays measured: the label and the dashboard request's query string.
 const DELAYS: [(&str, &str); 2] = [("0 ms", ""), ("5 ms", "?profile_delay_ms=5&transactions_delay_ms=5")];
 
@@ -60,6 +56,9 @@ const SERVICES: [&str; 3] = ["dashboard (muster)", "baseline: hyper + try_join!"
 /// section of the report. Every server started is killed before it returns, whatever happens.
 pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let plan = Plan::new(quick);
+    if !crate::bench::install("wrk", "wrk") {
+        return Err("the HTTP benchmark needs wrk (Debian's `wrk`), which is not installed and could not be".to_owned());
+    }
     cargo(&["build", "--release", "-p", "dashboard", "-p", "http-baseline"])?;
     let release = target_dir().join("release");
     let exe = |name: &str| release.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
@@ -97,7 +96,7 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
         let mut runs: [Vec<Load>; SERVICES.len()] = Default::default();
         for round in 1..=plan.rounds {
             for (server, runs) in servers.iter().zip(&mut runs) {
-                let load = run_load(server.addr, query, "", server.pid(), plan)?;
+                let load = run_load(server.addr, query, None, server.pid(), plan)?;
                 eprintln!("bench http: delay {delay}, round {round}/{}, {}: {load}", plan.rounds, server.name);
                 runs.push(load);
             }
@@ -108,8 +107,8 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
     let dashboard = &servers[0];
     let (mut plain, mut streamed) = (Vec::new(), Vec::new());
     for round in 1..=plan.rounds {
-        plain.push(run_load(dashboard.addr, DELAYS[1].1, "", dashboard.pid(), plan)?);
-        let load = run_load(dashboard.addr, DELAYS[1].1, STREAMED, dashboard.pid(), plan)?;
+        plain.push(run_load(dashboard.addr, DELAYS[1].1, None, dashboard.pid(), plan)?);
+        let load = run_load(dashboard.addr, DELAYS[1].1, Some(STREAMED), dashboard.pid(), plan)?;
         eprintln!("bench http: streamed, round {round}/{}: {load}", plan.rounds);
         streamed.push(load);
     }
@@ -122,7 +121,7 @@ pub(crate) fn http_bench(quick: bool) -> Result<String, String> {
 }
 
 /// The header that asks the dashboard for streamed sections.
-const STREAMED: &str = "accept: application/x-ndjson\r\n";
+const STREAMED: &str = "accept: application/x-ndjson";
 
 /// The streamed dashboard against the plain one.
 fn streaming_table((plain, streamed): &(Summary, Summary)) -> String {
@@ -144,12 +143,13 @@ fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
         String::from("## http: the dashboard vs a hand-written axum + `try_join!` service (hyper, reqwest)\n\n");
     let _ = write!(
         out,
-        "Closed loop on loopback: {CONNECTIONS} keep-alive HTTP/1.1 connections (one std thread each, \
-         `GET /dashboard/<id>` with varying ids), {} s measured after {} s of warm-up per run, \
+        "Closed loop on loopback: wrk, {CONNECTIONS} keep-alive HTTP/1.1 connections on {THREADS} threads \
+         (`GET /dashboard/42`), {} s measured after {} s of warm-up per run, \
          {} rounds alternating the dashboard and the baselines; medians of the rounds. The services are \
          release builds with a 1 s deadline, fed by the same demo backends running in another \
          process, so CPU time (utime + stime of the service over the measured window, per \
-         successful request) and RSS (at the end of the run) are the aggregating service's own. \
+         successful request; \"of which kernel\": stime) and RSS (at the end of the run) are the aggregating \
+         service's own; latencies are wrk's percentiles. \
          The dashboard runs with `RUST_LOG=info` (one JSON access log line per request, to a file; it also makes \
          request ids and sends the deadline header); the baselines log nothing. Load generator, \
          backends and services share this machine's {cores} cores. \"delay\" is the demo backends' \
@@ -201,15 +201,15 @@ fn table(results: &[(&str, [Summary; SERVICES.len()])], plan: Plan) -> String {
 }
 
 /// What one run measured.
-#[derive(Debug)]
+#[derive(Debug, Default, PartialEq)]
 struct Load {
-    /// Successful (200) responses completed in the measured window.
+    /// Successful (2xx or 3xx) responses completed in the measured window.
     requests: u64,
-    /// Failed requests (I/O error, timeout or a status other than 200) in the window.
+    /// Failed requests (other statuses, and wrk's connect, read, write and timeout errors).
     errors: u64,
     window: Duration,
-    /// Latencies of the successful requests, sorted.
-    latencies: Vec<Duration>,
+    p50: Duration,
+    p99: Duration,
     /// The server's CPU time over the window, if `/proc` could tell: all of it, and the part
     /// spent in the kernel (system time).
     cpu: Option<(Duration, Duration)>,
@@ -219,15 +219,7 @@ struct Load {
 
 impl Load {
     fn rps(&self) -> f64 {
-        self.requests as f64 / self.window.as_secs_f64()
-    }
-
-    fn percentile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[index]
+        self.requests as f64 / self.window.as_secs_f64().max(1e-9)
     }
 
     fn cpu_us(&self) -> Option<f64> {
@@ -245,14 +237,16 @@ impl Load {
 
 impl std::fmt::Display for Load {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
         write!(
             f,
-            "{:.0} req/s, p50 {:.2?}, p99 {:.2?}, {} errors, CPU {} µs/request, RSS {} KiB",
+            "{:.0} req/s, p50 {:.2?}, p99 {:.2?}, {} errors, CPU {} µs/request ({} in the kernel), RSS {} KiB",
             self.rps(),
-            self.percentile(0.5),
-            self.percentile(0.99),
+            self.p50,
+            self.p99,
             self.errors,
-            self.cpu_us().map_or_else(|| "-".to_owned(), |us| format!("{us:.1}")),
+            us(self.cpu_us()),
+            us(self.kernel_us()),
             self.rss_kib.map_or_else(|| "-".to_owned(), |kib| kib.to_string()),
         )
     }
@@ -276,8 +270,8 @@ impl Summary {
         let all = |values: Vec<Option<f64>>| values.into_iter().collect::<Option<Vec<f64>>>().map(median);
         Self {
             rps: median(runs.iter().map(Load::rps).collect()),
-            p50_ms: median(runs.iter().map(|run| ms(run.percentile(0.5))).collect()),
-            p99_ms: median(runs.iter().map(|run| ms(run.percentile(0.99))).collect()),
+            p50_ms: median(runs.iter().map(|run| ms(run.p50)).collect()),
+            p99_ms: median(runs.iter().map(|run| ms(run.p99)).collect()),
             cpu_us: all(runs.iter().map(Load::cpu_us).collect()),
             kernel_us: all(runs.iter().map(Load::kernel_us).collect()),
             rss_mib: all(runs.iter().map(|run| run.rss_kib.map(|kib| kib as f64 / 1024.0)).collect()),
@@ -296,33 +290,16 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// One run: [`CONNECTIONS`] client threads against `addr` for the warm-up and the measured
-/// window, and the server's CPU time over the window. Bounded in time (each thread stops at
-/// the window's end, its last request within [`IO_TIMEOUT`]) and in count.
-fn run_load(addr: SocketAddr, query: &str, headers: &'static str, pid: u32, plan: Plan) -> Result<Load, String> {
-    let started = Instant::now();
-    let from = started + plan.warmup;
-    let until = from + plan.measure;
-    let threads: Vec<_> = (0..CONNECTIONS)
-        .map(|index| {
-            let query = query.to_owned();
-            std::thread::spawn(move || client(addr, &query, headers, index, from, until))
-        })
-        .collect();
+/// One run: wrk against `addr` for the warm-up, then for the measured window, with the
+/// server's CPU time over the window. Bounded in time by wrk's duration and request timeout.
+fn run_load(addr: SocketAddr, query: &str, header: Option<&str>, pid: u32, plan: Plan) -> Result<Load, String> {
+    wrk(addr, query, header, plan.warmup)?;
     let ticks = clock_ticks();
-    std::thread::sleep(from.saturating_duration_since(Instant::now()));
     let cpu_before = cpu_ticks(pid);
-    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    let output = wrk(addr, query, header, plan.measure)?;
     let cpu_after = cpu_ticks(pid);
-    let rss_kib = rss_kib(pid);
-    let mut load = Load { requests: 0, errors: 0, window: plan.measure, latencies: Vec::new(), cpu: None, rss_kib };
-    for thread in threads {
-        let client = thread.join().map_err(|_| "a load client thread panicked".to_owned())?;
-        load.requests += client.latencies.len() as u64;
-        load.errors += client.errors;
-        load.latencies.extend(client.latencies);
-    }
-    load.latencies.sort_unstable();
+    let mut load = parse_wrk(&output).ok_or_else(|| format!("wrk's output could not be read:\n{output}"))?;
+    load.rss_kib = rss_kib(pid);
     if let (Some((user_before, kernel_before)), Some((user_after, kernel_after))) = (cpu_before, cpu_after) {
         let time = |ticks_spent: u64| Duration::from_secs_f64(ticks_spent as f64 / ticks as f64);
         let kernel = kernel_after.saturating_sub(kernel_before);
@@ -334,186 +311,71 @@ fn run_load(addr: SocketAddr, query: &str, headers: &'static str, pid: u32, plan
     Ok(load)
 }
 
-/// What one client thread saw in the measured window.
-#[derive(Debug, Default)]
-struct ClientRun {
-    latencies: Vec<Duration>,
-    errors: u64,
+/// wrk's report of one run of `duration` against `/dashboard/42{query}` on `addr`.
+fn wrk(addr: SocketAddr, query: &str, header: Option<&str>, duration: Duration) -> Result<String, String> {
+    let mut command = Command::new("wrk");
+    command.args(["--threads", &THREADS.to_string(), "--connections", &CONNECTIONS.to_string()]);
+    command.args(["--duration", &format!("{}s", duration.as_secs().max(1)), "--timeout", TIMEOUT, "--latency"]);
+    if let Some(header) = header {
+        command.args(["--header", header]);
+    }
+    command.arg(format!("http://{addr}/dashboard/42{query}"));
+    let output = command.stdin(std::process::Stdio::null()).output().map_err(|error| format!("wrk: {error}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(format!("wrk failed ({}): {stdout}{}", output.status, String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(stdout)
 }
 
-/// A closed loop of keep-alive requests until `until`, reconnecting after an error or a
-/// `Connection: close`; only the requests that complete in `from..until` are recorded.
-fn client(addr: SocketAddr, query: &str, headers: &str, index: usize, from: Instant, until: Instant) -> ClientRun {
-    let mut run = ClientRun::default();
-    let mut connection: Option<(TcpStream, Reader<TcpStream>)> = None;
-    let mut all_errors = 0;
-    let mut request = String::new();
-    for sent in 0..MAX_REQUESTS_PER_CONNECTION {
-        if Instant::now() >= until || all_errors >= MAX_ERRORS_PER_CONNECTION {
-            break;
-        }
-        let id = (index as u64 * 7_919 + sent) % 1_000;
-        request.clear();
-        let _ = write!(request, "GET /dashboard/user-{id}{query} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n");
-        let begun = Instant::now();
-        let outcome = match connection.take().map_or_else(|| connect(addr), Ok) {
-            Ok((mut stream, mut reader)) => {
-                let answer = stream.write_all(request.as_bytes()).and_then(|()| reader.response());
-                if answer.as_ref().is_ok_and(|response| !response.close) {
-                    connection = Some((stream, reader));
-                }
-                answer.map(|response| response.status)
+/// The requests, errors, window and latency percentiles of wrk's report (`--latency`); `None`
+/// when a line the bench needs is missing.
+fn parse_wrk(output: &str) -> Option<Load> {
+    let mut load = Load::default();
+    let (mut total, mut statuses, mut p50, mut p99) = (None, 0, None, None);
+    for line in output.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            // `19091 requests in 2.00s, 7.98MB read`
+            [count, "requests", "in", window, ..] => {
+                total = Some(count.parse::<u64>().ok()?);
+                load.window = duration(window.trim_end_matches(','))?;
             }
-            Err(error) => Err(error),
-        };
-        let done = Instant::now();
-        let ok = matches!(outcome, Ok(200));
-        if !ok {
-            all_errors += 1;
-            if outcome.is_err() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        if done >= from && done <= until {
-            if ok {
-                run.latencies.push(done - begun);
-            } else {
-                run.errors += 1;
-            }
-        }
-    }
-    run
-}
-
-fn connect(addr: SocketAddr) -> io::Result<(TcpStream, Reader<TcpStream>)> {
-    let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-    stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let reader = Reader::new(stream.try_clone()?);
-    Ok((stream, reader))
-}
-
-/// The head of a response, once its body has been read past.
-#[derive(Debug, PartialEq, Eq)]
-struct Response {
-    status: u16,
-    /// The server will close the connection (`Connection: close`, or a body up to the end).
-    close: bool,
-}
-
-/// A buffered HTTP/1.1 response reader: status line, headers, and a body by `Content-Length`,
-/// chunked, or up to the end of the stream.
-#[derive(Debug)]
-struct Reader<R> {
-    inner: R,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl<R: Read> Reader<R> {
-    fn new(inner: R) -> Self {
-        Self { inner, buf: Vec::with_capacity(16 * 1024), pos: 0 }
-    }
-
-    /// Reads more bytes after the unread ones; the end of the stream is an error.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let len = self.buf.len();
-        self.buf.resize(len + 8 * 1024, 0);
-        let read = self.inner.read(&mut self.buf[len..]);
-        self.buf.truncate(len + *read.as_ref().unwrap_or(&0));
-        match read? {
-            0 => Err(io::ErrorKind::UnexpectedEof.into()),
-            _ => Ok(()),
-        }
-    }
-
-    fn line(&mut self) -> io::Result<String> {
-        loop {
-            let unread = &self.buf[self.pos..];
-            if let Some(end) = unread.windows(2).position(|pair| pair == b"\r\n") {
-                let line = String::from_utf8_lossy(&unread[..end]).into_owned();
-                self.pos += end + 2;
-                return Ok(line);
-            }
-            if unread.len() > MAX_LINE {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "response line too long"));
-            }
-            self.fill()?;
-        }
-    }
-
-    fn skip(&mut self, mut count: usize) -> io::Result<()> {
-        loop {
-            let unread = self.buf.len() - self.pos;
-            if unread >= count {
-                self.pos += count;
-                return Ok(());
-            }
-            count -= unread;
-            self.pos = self.buf.len();
-            self.fill()?;
-        }
-    }
-
-    fn response(&mut self) -> io::Result<Response> {
-        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
-        let status_line = self.line()?;
-        let mut words = status_line.split(' ');
-        let status = match (words.next(), words.next().and_then(|code| code.parse::<u16>().ok())) {
-            (Some(version), Some(status)) if version.starts_with("HTTP/1.") => status,
-            _ => return Err(invalid("bad status line")),
-        };
-        let (mut length, mut chunked, mut close) = (None, false, false);
-        loop {
-            let line = self.line()?;
-            if line.is_empty() {
-                break;
-            }
-            let Some((name, value)) = line.split_once(':') else { return Err(invalid("bad header line")) };
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = Some(value.parse::<usize>().map_err(|_| invalid("bad content-length"))?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.to_ascii_lowercase().contains("chunked");
-            } else if name.eq_ignore_ascii_case("connection") {
-                close = value.eq_ignore_ascii_case("close");
-            }
-        }
-        if chunked {
-            loop {
-                let line = self.line()?;
-                let size = line.split(';').next().unwrap_or_default().trim();
-                let size = usize::from_str_radix(size, 16).map_err(|_| invalid("bad chunk size"))?;
-                if size == 0 {
-                    while !self.line()?.is_empty() {}
-                    break;
-                }
-                self.skip(size + 2)?;
-            }
-        } else if let Some(length) = length {
-            self.skip(length)?;
-        } else if !(status < 200 || status == 204 || status == 304) {
-            // No length: the body runs to the end of the stream.
-            close = true;
-            self.pos = self.buf.len();
-            loop {
-                match self.fill() {
-                    Ok(()) => self.pos = self.buf.len(),
-                    Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => break,
-                    Err(error) => return Err(error),
+            ["50%", latency] => p50 = duration(latency),
+            ["99%", latency] => p99 = duration(latency),
+            // `Non-2xx or 3xx responses: 12`
+            ["Non-2xx", "or", "3xx", "responses:", count] => statuses = count.parse::<u64>().ok()?,
+            // `Socket errors: connect 0, read 0, write 0, timeout 0`
+            ["Socket", "errors:", rest @ ..] => {
+                for count in rest.iter().skip(1).step_by(2) {
+                    load.errors += count.trim_end_matches(',').parse::<u64>().ok()?;
                 }
             }
+            _ => {}
         }
-        Ok(Response { status, close })
     }
+    // wrk counts the answers with other statuses among its requests, and the socket errors apart.
+    load.requests = total?.checked_sub(statuses)?;
+    load.errors += statuses;
+    (load.p50, load.p99) = (p50?, p99?);
+    Some(load)
 }
 
-/// `utime + stime` of process `pid`, in clock ticks, from `/proc/<pid>/stat`.
+/// wrk's durations: `812.00us`, `3.35ms`, `1.02s`, `2.00m`.
+fn duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (value, unit) = text.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    let seconds = match unit {
+        "us" => value / 1e6,
+        "ms" => value / 1e3,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
 /// The CPU time of process `pid` so far, in clock ticks: user and kernel (utime, stime).
 fn cpu_ticks(pid: u32) -> Option<(u64, u64)> {
     parse_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
@@ -546,61 +408,81 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
 /// One request to `server` must answer 200 before it is measured.
 fn check(server: &Server, query: &str) -> Result<(), String> {
     let target = format!("/dashboard/42{query}");
-    let error = |error: io::Error| format!("{}: GET {target}: {error}", server.name);
-    let (mut stream, mut reader) = connect(server.addr).map_err(error)?;
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).map_err(error)?;
-    match reader.response().map_err(error)? {
-        Response { status: 200, .. } => Ok(()),
-        Response { status, .. } => Err(format!("{}: GET {target} answered {status}, expected 200", server.name)),
+    let error = |error: std::io::Error| format!("{}: GET {target}: {error}", server.name);
+    let mut stream = TcpStream::connect_timeout(&server.addr, CHECK_TIMEOUT).map_err(error)?;
+    stream.set_read_timeout(Some(CHECK_TIMEOUT)).map_err(error)?;
+    write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).map_err(error)?;
+    let mut answer = Vec::new();
+    stream.take(1024 * 1024).read_to_end(&mut answer).map_err(error)?;
+    let status_line = answer.split(|&byte| byte == b'\r').next().unwrap_or_default();
+    match String::from_utf8_lossy(status_line).split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!(
+            "{}: GET {target} answered {:?}, expected 200",
+            server.name,
+            String::from_utf8_lossy(status_line)
+        )),
     }
 }
+
+/// How long the check before a service is measured may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn read(raw: &str) -> Vec<io::Result<Response>> {
-        let mut reader = Reader::new(raw.as_bytes());
-        let mut responses = Vec::new();
-        loop {
-            let response = reader.response();
-            let end = response.is_err();
-            responses.push(response);
-            if end || reader.pos == reader.buf.len() && reader.fill().is_err() {
-                return responses;
-            }
-        }
-    }
+    const REPORT: &str = "Running 3s test @ http://127.0.0.1:40015/dashboard/42
+  2 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.50ms    2.09ms  24.79ms   84.71%
+    Req/Sec     4.79k   662.63     6.08k    80.00%
+  Latency Distribution
+     50%  812.00us
+     75%    4.15ms
+     90%    5.15ms
+     99%   11.81ms
+  19091 requests in 3.00s, 7.98MB read
+  Socket errors: connect 1, read 2, write 0, timeout 4
+  Non-2xx or 3xx responses: 91
+Requests/sec:   6363.54
+Transfer/sec:      2.66MB
+";
 
     #[test]
-    fn responses_are_read_by_length_chunks_or_to_the_end() {
-        let raw = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello\
-                   HTTP/1.1 502 Bad Gateway\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\n\r\n\
-                   HTTP/1.1 204 No Content\r\n\r\n\
-                   HTTP/1.1 504 Gateway Timeout\r\nConnection: close\r\ncontent-length: 2\r\n\r\nno\
-                   HTTP/1.0 200 OK\r\n\r\nall the rest";
-        let responses: Vec<Response> = read(raw).into_iter().map(|response| response.expect("a response")).collect();
+    fn wrk_reports_are_read() {
+        let load = parse_wrk(REPORT).expect("a report");
         assert_eq!(
-            responses,
-            [
-                Response { status: 200, close: false },
-                Response { status: 502, close: false },
-                Response { status: 204, close: false },
-                Response { status: 504, close: true },
-                Response { status: 200, close: true },
-            ]
+            load,
+            Load {
+                requests: 19_000,
+                errors: 98,
+                window: Duration::from_secs(3),
+                p50: Duration::from_micros(812),
+                p99: Duration::from_micros(11_810),
+                cpu: None,
+                rss_kib: None,
+            }
         );
+        let clean: String = REPORT
+            .lines()
+            .filter(|line| !line.contains("errors") && !line.contains("Non-2xx"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_eq!(parse_wrk(&clean).map(|load| (load.requests, load.errors)), Some((19_091, 0)));
     }
 
     #[test]
-    fn truncated_or_garbled_responses_are_errors() {
-        for raw in [
-            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel",
-            "SSH-2.0\r\n\r\n",
-            "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
-        ] {
-            assert!(read(raw).pop().is_some_and(|last| last.is_err()), "{raw:?} was accepted");
+    fn a_wrk_report_without_its_figures_is_refused() {
+        for missing in ["requests in", "50%", "99%"] {
+            let cut: String =
+                REPORT.lines().filter(|line| !line.contains(missing)).map(|line| format!("{line}\n")).collect();
+            assert_eq!(parse_wrk(&cut), None, "without {missing:?}");
         }
+        assert_eq!(duration("2.5m"), Some(Duration::from_secs(150)));
+        assert_eq!(duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(duration("7"), None);
+        assert_eq!(duration("7ns"), None);
     }
 
     #[test]
