@@ -160,7 +160,12 @@ impl Logging {
         crate::stats::stats().count_log_drops_with(dropped.clone());
         let _ = ACCESS_LOG.set(AccessLog::new(writer.clone()));
         let json = tracing_subscriber::fmt::layer().json().with_writer(writer);
-        let registry = tracing_subscriber::registry().with(filter).with(json);
+        // Without an OTLP endpoint, and with no line below `info`, nothing reads the per-source
+        // spans: they are turned off.
+        let debug = filter.max_level_hint().is_none_or(|level| level >= tracing::level_filters::LevelFilter::DEBUG);
+        let per_source_spans = (otlp.is_none() && !debug)
+            .then(|| tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && is_per_source_span(meta))));
+        let registry = tracing_subscriber::registry().with(filter).with(per_source_spans).with(json);
         let exports = std::sync::Arc::new(ExportFailures::default());
         #[cfg(feature = "otel")]
         {
@@ -233,6 +238,18 @@ impl Logging {
             write_stderr_within(message, FINAL_WRITE);
         }
     }
+}
+
+/// muster's spans of one source (`source`) and of one attempt (`attempt`). They are exported
+/// over OTLP when there is an endpoint, and kept for the log when `RUST_LOG` lets `debug` lines
+/// through (muster's `debug` lines inside a source, such as `retrying`, name it only through its
+/// span). Otherwise they are turned off: a log line at `info` or above carries the context of
+/// its `aggregate` span (the request id, the user id), and the lines muster logs inside a source
+/// at those levels name it in a field of their own (`source`) or are not about one source (the
+/// Redis tier's). With them on, the JSON layer formatted the fields of four spans a request that
+/// no line printed.
+fn is_per_source_span(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("muster") && matches!(meta.name(), "source" | "attempt")
 }
 
 /// The spans' `service.name` when neither `--service-name` nor `OTEL_SERVICE_NAME` gives one.
