@@ -259,17 +259,30 @@ fn new_span(fields: &[(Name, String)], parent: Option<&Span>) -> Span {
     if !tracing::dispatcher::get_default(|dispatch| dispatch.enabled(meta)) {
         return Span::none();
     }
-    let none: [(&Field, Option<&dyn Value>); 0] = [];
-    let values = meta.fields().value_set(&none);
+    // The first fields' values are given when the span is made, so that a subscriber that
+    // formats a span's fields (tracing-subscriber's `fmt` layer) does it once, not once more for
+    // each `record`; a field past them, or not in the metadata, is recorded after.
+    let set = meta.fields();
+    let found: [Option<Field>; GIVEN] = std::array::from_fn(|i| fields.get(i).and_then(|(name, _)| set.field(&**name)));
+    let Some(filler) = set.iter().next() else { return Span::none() };
+    let values: [(&Field, Option<&dyn Value>); GIVEN] = std::array::from_fn(|i| match (&found[i], fields.get(i)) {
+        (Some(field), Some((_, value))) => (field, Some(value as &dyn Value)),
+        // A field of the set with no value: skipped, as `Empty` is.
+        _ => (&filler, None),
+    });
+    let values = set.value_set(&values);
     let span = match parent {
         Some(parent) => Span::child_of(parent, meta, &values),
         None => Span::new(meta, &values),
     };
-    for (name, value) in fields {
+    for (name, value) in fields.get(GIVEN..).unwrap_or_default() {
         span.record(&**name, value.as_str());
     }
     span
 }
+
+/// The context fields given an `aggregate` span's value when it is made; more are recorded.
+const GIVEN: usize = 8;
 
 /// At most this many distinct lists of field names get their own span metadata; calls with
 /// more lists get a span without fields (the report, the error and the failure event still

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use muster::{Aggregator, Deadline, RequestContext, options::Field};
 use muster_adapters::mock::MockFetcher;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context, SubscriberExt as _};
 
 #[path = "support/capture.rs"]
 mod capture;
@@ -86,4 +86,71 @@ async fn a_caller_going_away_is_logged_once_at_info_with_what_was_in_flight() {
     assert_eq!(field(gone[0], "user_id"), Some("7"));
     assert_eq!(field(gone[0], "in_flight"), Some(r#"["transactions"]"#));
     assert!(events.iter().all(|event| field(event, "level") != Some("WARN")));
+}
+
+/// The fields an `aggregate` span was made with, and the fields recorded into it afterwards.
+#[derive(Clone, Default)]
+struct AggregateSpans(std::sync::Arc<std::sync::Mutex<(Fields, Vec<String>)>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for AggregateSpans {
+    fn on_new_span(&self, attributes: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+        if attributes.metadata().name() == "aggregate" {
+            let mut state = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            attributes.record(&mut Given(&mut state.0));
+        }
+    }
+
+    fn on_record(&self, _: &tracing::span::Id, values: &tracing::span::Record<'_>, _: Context<'_, S>) {
+        let mut recorded = Fields::new();
+        values.record(&mut Given(&mut recorded));
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.extend(recorded.into_keys());
+    }
+}
+
+struct Given<'a>(&'a mut Fields);
+
+impl tracing::field::Visit for Given<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.insert(field.name().to_owned(), format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().to_owned(), value.to_owned());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_aggregate_span_is_made_with_its_context_fields_not_recorded_one_by_one() {
+    let spans = AggregateSpans::default();
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::registry().with(spans.clone()).with(capture.clone());
+    let _default = tracing::subscriber::set_default(subscriber);
+    let aggregator = Aggregator::builder()
+        .source("profile", MockFetcher::ok(1u8))
+        .options(Field::new("service", "dashboard"))
+        .build()
+        .unwrap();
+
+    aggregator
+        .aggregate_with(&(), RequestContext::new().field("user_id", 42).field("request_id", "r-1"))
+        .await
+        .unwrap();
+    let (given, recorded) = spans.0.lock().unwrap().clone();
+    let expected: Fields = [("service", "dashboard"), ("user_id", "42"), ("request_id", "r-1")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    assert_eq!(given, expected, "given when the span was made");
+    assert!(recorded.is_empty(), "a success records nothing more: {recorded:?}");
+
+    // More fields than are given at once: the rest are recorded, and every one is on the span.
+    *spans.0.lock().unwrap() = Default::default();
+    let failing = Aggregator::builder().source("profile", MockFetcher::<u8>::err("503")).build().unwrap();
+    let context = (0..11).fold(RequestContext::new(), |context, i| context.field(format!("f{i}"), i));
+    failing.aggregate_with(&(), context).await.unwrap_err();
+    let (given, recorded) = spans.0.lock().unwrap().clone();
+    assert_eq!(given.len(), 8, "{given:?}");
+    assert_eq!(&recorded[..3], ["f8", "f9", "f10"], "{recorded:?}");
+    let events = capture.0.lock().unwrap().clone();
+    let failure = with_message(&events, "aggregation failed");
+    assert!((0..11).all(|i| field(failure[0], &format!("f{i}")) == Some(&*i.to_string())), "{failure:#?}");
 }
