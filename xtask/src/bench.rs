@@ -37,8 +37,8 @@ struct Allocations {
 /// (about half a minute); `--http` only the HTTP benchmark (the dashboard against the
 /// hand-written services; about 2 minutes with `--quick`); other arguments go to `cargo bench`.
 pub(crate) fn bench(args: &[String]) -> Result<(), String> {
-    let quick = args.iter().any(|arg| arg == "--quick");
-    let targets_only = args.iter().any(|arg| arg == "--targets");
+    let only = |flag: &str| args.iter().any(|arg| arg == flag);
+    let (quick, targets_only) = (only("--quick"), only("--targets"));
     let extra: Vec<String> = args
         .iter()
         .filter(|arg| !["--quick", "--targets", "--brownout", "--http"].contains(&arg.as_str()))
@@ -46,7 +46,6 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
         .collect();
     let extra = extra.as_slice();
     let target = target_dir();
-    let only = |flag: &str| args.iter().any(|arg| arg == flag);
     if only("--brownout") || only("--http") {
         let section = if only("--http") { crate::load::http_bench(quick)? } else { crate::brownout::bench(quick)? };
         return write_report(&(String::from("# muster benchmark report\n\n") + &section));
