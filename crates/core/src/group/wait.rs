@@ -13,7 +13,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::Group;
 use super::outputs::Outputs;
-use super::task::{DropPanic, Pooled, State, TaskOutput, drop_contained, panic_message};
+use super::recording::Recording;
+use super::task::{DropPanic, Pooled, Slot, State, TaskOutput, drop_contained, panic_message};
 use crate::cancel::{CancelToken, Cause, Name};
 use crate::deadline::{TokenScope, closing_scoped, token_scoped};
 use crate::error::{BoxError, ErrorKind, GroupError};
@@ -149,6 +150,24 @@ impl<T> fmt::Debug for WaitWithReport<'_, T> {
     }
 }
 
+/// Records the output of the task in `slot` (number `index`), which succeeded: the success
+/// path of `settle`, on the fields it writes, so that `poll_running` can take it while it
+/// holds the slots.
+#[inline(always)]
+fn succeed<T>(
+    running: &mut usize,
+    recording: &mut Option<Box<Recording>>,
+    slot: &mut Slot<'_, T>,
+    index: usize,
+    value: T,
+) {
+    *running -= 1;
+    slot.state = State::Done(value);
+    if let Some(recording) = recording {
+        recording.end_ok(index);
+    }
+}
+
 /// The failures of one wave: the earliest-spawned is the root cause, the others lost the tie.
 /// No allocation for the usual single failure.
 #[derive(Default)]
@@ -250,9 +269,27 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     /// Polls every running task once (in a large group, the woken ones) and settles those
     /// that finished.
     fn poll_running(&mut self, cx: &mut Context<'_>, failed: &mut Failures) {
-        for index in 0..self.slots.len() {
-            let State::Running(task) = &mut self.slots[index].state else { continue };
-            if let Poll::Ready(output) = task.as_mut().poll(cx) {
+        let mut next = 0;
+        while next < self.slots.len() {
+            // The slots are borrowed once for a run of polls, beside the fields that a success
+            // writes: a failure, or any end in a group with handles, is settled through the
+            // whole group, and the run goes on after it.
+            let Self { slots, running, recording, shared, .. } = &mut *self;
+            let handles = shared.get().is_some();
+            let mut ended = None;
+            for (index, slot) in (next..).zip(&mut slots[next..]) {
+                next = index + 1;
+                let State::Running(task) = &mut slot.state else { continue };
+                match task.as_mut().poll(cx) {
+                    Poll::Pending => {}
+                    Poll::Ready(Ok(Ok(value))) if !handles => succeed(running, recording, slot, index, value),
+                    Poll::Ready(output) => {
+                        ended = Some((index, output));
+                        break;
+                    }
+                }
+            }
+            if let Some((index, output)) = ended {
                 self.settle(index, output, failed);
             }
         }
@@ -346,12 +383,9 @@ impl<'a, T: Send + 'a> Group<'a, T> {
     fn settle(&mut self, index: usize, output: TaskOutput<T>, failed: &mut Failures) {
         match output {
             Ok(Ok(value)) => {
-                self.running -= 1;
+                let Self { slots, running, recording, .. } = self;
+                succeed(running, recording, &mut slots[index], index, value);
                 self.mirror();
-                self.slots[index].state = State::Done(value);
-                if let Some(recording) = &mut self.recording {
-                    recording.end_ok(index);
-                }
             }
             Ok(Err(error)) => self.settle_failure(index, Ok(error), failed),
             Err(panic) => self.settle_failure(index, Err(panic), failed),
