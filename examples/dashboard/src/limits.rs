@@ -38,7 +38,8 @@ pub struct Limits {
     pub response_timeout: Duration,
     /// Bytes of response bodies (of known size) held by the process at once, for every
     /// connection together; past it, an answer is replaced by 503 with `Retry-After`. Slow
-    /// readers then pin this much memory at most. Default 64 MiB.
+    /// readers then pin this much memory at most, and the kernel at most
+    /// [`SEND_BUFFER`](crate::server::SEND_BUFFER) (doubled) per connection. Default 64 MiB.
     pub max_response_buffer: usize,
     /// Open connections served normally. Past it, a connection gets one answer with
     /// `connection: close`: `/healthz` is answered, anything else is 503 with `Retry-After`;

@@ -21,7 +21,6 @@ use dashboard::limits::Limits;
 use dashboard::logging::Logging;
 use dashboard::server::Server;
 use dashboard::{AppState, CacheConfig, Config, DemoBackend, Resilience, Service};
-use tokio::net::TcpListener;
 
 /// What `--help` says after the options.
 const AFTER_HELP: &str = "\
@@ -136,7 +135,7 @@ async fn run(args: Args) -> Result<Served, StartError> {
     let descriptors = raise_descriptor_limit();
     let listen = args.listen;
     let cannot_listen = |error| StartError::Listen(listen, error);
-    let listener = TcpListener::bind(listen).await.map_err(cannot_listen)?;
+    let listener = dashboard::server::listen(listen).map_err(cannot_listen)?;
     let addr = listener.local_addr().map_err(cannot_listen)?;
     let mut demos = Vec::new();
     let mut backend = async |url: Option<String>, service: Service| match url {

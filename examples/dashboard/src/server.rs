@@ -9,7 +9,7 @@
 //! use dashboard::server::Server;
 //! use dashboard::limits::Limits;
 //!
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let listener = dashboard::server::listen("127.0.0.1:0".parse().expect("an address"))?;
 //! let router = axum::Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
 //! let stop = async { let _ = tokio::signal::ctrl_c().await; };
 //! let outcome = Server::new(router, Limits::default(), Duration::from_secs(1)).serve(listener, stop).await;
@@ -98,6 +98,31 @@ enum Shed {
     Wait(Instant),
     /// Every connection is serving a request: nothing to shed.
     AllBusy,
+}
+
+/// Each connection's kernel send buffer, as asked of the kernel (Linux doubles it, for its own
+/// bookkeeping): what a client that does not read can pin outside the process.
+pub const SEND_BUFFER: usize = 128 * 1024;
+
+/// The listen backlog of [`listen`]: connections the kernel completes and queues while the
+/// accept loop waits (at the connection cap, for a connection to shed). With the usual 128, a
+/// flood of reconnecting clients fills it and the kernel drops a liveness probe's connection
+/// attempt, which its client only retries a second later. Linux caps it at
+/// `net.core.somaxconn` (4096 by default).
+pub const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` for [`Server::serve`], with a [`BACKLOG`] deep enough for the
+/// connection cap to wait rather than drop.
+///
+/// # Errors
+///
+/// The socket's error: the address is in use, or not this machine's.
+pub fn listen(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restart binds at once, whatever the old connections do.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
 /// How long a new connection has to send its request head before it may be shed at the
@@ -212,6 +237,10 @@ impl Server {
                 }
             };
             let _ = stream.set_nodelay(true);
+            // On its own the kernel grows a socket's send buffer up to 4 MiB: a client that
+            // reads slowly would pin a whole answer there, out of sight of the response budget
+            // and the response timeout. Capped, the rest of the answer stays in the process.
+            let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
             // At the cap, the oldest connection without a complete head is closed to make
             // room, once it had its chance to send one: new clients (a liveness probe) are
             // served whatever a flood of slow heads holds. Waiting for that stops accepting,

@@ -394,7 +394,7 @@ async fn serve_big(size: usize, limits: Limits) -> SocketAddr {
     let router = axum::Router::new()
         .route("/big", axum::routing::get(move || std::future::ready(big.clone())))
         .route("/healthz", axum::routing::get(|| async { "ok" }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = dashboard::server::listen("127.0.0.1:0".parse().expect("an address")).expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = dashboard::server::Server::new(router, limits, ms(1000));
     tokio::spawn(server.serve(listener, std::future::pending()));
@@ -436,6 +436,24 @@ async fn a_slow_reader_is_cut_off_at_the_response_timeout() {
 }
 
 #[tokio::test]
+async fn an_answer_small_enough_for_the_kernel_still_counts_against_the_budget_until_read() {
+    // 2 MiB fits whole in a socket's send buffer as the kernel sizes it on its own (up to
+    // 4 MiB): the answer would count as written at once, and slow readers would pin it in the
+    // kernel, out of the budget's sight and the response timeout's. Room for one, not two.
+    const SIZE: usize = 2 << 20;
+    let limits = Limits { max_response_buffer: 3 << 20, ..Limits::default() };
+    let addr = serve_big(SIZE, limits).await;
+    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
+    tokio::time::sleep(ms(300)).await;
+
+    let second = get(addr, "/big", &[]).await;
+
+    assert_eq!(second.status, 503, "a second answer past the budget: {}", second.status);
+    let (received, _) = slow.await.expect("the slow reader");
+    assert!(received < SIZE, "{received}");
+}
+
+#[tokio::test]
 async fn slow_readers_hold_at_most_the_response_buffer_budget() {
     const SIZE: usize = 24 << 20;
     // Room for one 24 MiB answer, not two.
@@ -452,4 +470,29 @@ async fn slow_readers_hold_at_most_the_response_buffer_budget() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok"), "small answers still fit");
     let (received, _) = slow.await.expect("the slow reader");
     assert!(received < SIZE, "{received}");
+}
+
+#[tokio::test]
+async fn the_listener_queues_a_flood_of_connections_while_nothing_accepts() {
+    // At the connection cap the accept loop waits for a connection to shed, and new ones wait
+    // in the backlog. With the usual 128, the kernel drops a connection attempt past it, and
+    // the client only tries again a second later: a liveness probe times out.
+    const CLIENTS: usize = 400;
+    let listener = dashboard::server::listen("127.0.0.1:0".parse().expect("an address")).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut connects = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        connects.spawn(tokio::time::timeout(ms(500), TcpStream::connect(addr)));
+    }
+    let mut connected = Vec::new();
+    while let Some(result) = connects.join_next().await {
+        if let Ok(Ok(stream)) = result.expect("a connect task") {
+            connected.push(stream);
+        }
+    }
+    // Linux caps the backlog at `net.core.somaxconn`.
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok().and_then(|cap| cap.trim().parse().ok());
+    let expected = cap.map_or(CLIENTS, |cap: usize| cap.min(CLIENTS));
+    assert!(connected.len() >= expected, "{} of {CLIENTS} connected within 500 ms, none accepted", connected.len());
+    drop(listener);
 }

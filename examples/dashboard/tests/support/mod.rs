@@ -11,7 +11,7 @@ use dashboard::server::Server;
 use dashboard::{AppState, Config, DemoBackend, Resilience, Service};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 /// How long anything in these tests may take before it counts as a hang.
@@ -90,7 +90,7 @@ pub(crate) async fn serve_resilient(
     resilience: Resilience,
 ) -> (SocketAddr, JoinHandle<()>) {
     let state = AppState::with_resilience(&config, resilience).expect("valid config");
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind the dashboard");
+    let listener = dashboard::server::listen((Ipv4Addr::LOCALHOST, 0).into()).expect("bind the dashboard");
     let addr = listener.local_addr().expect("local address");
     let server = Server::new(dashboard::app(state), limits, config.timeout);
     let server = tokio::spawn(async move {
