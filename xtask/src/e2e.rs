@@ -5,12 +5,11 @@
 //! then again with the transactions cache on, for the brownout lines (stale answers); then
 //! once more for the breaker, the retry budget and the retries (a brownout, a breaker opening).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::server::Server;
+use crate::server::{Reply, Server, get};
 use crate::{cargo, root};
 
 /// The deadline the dashboard runs with.
@@ -152,25 +151,7 @@ fn checks(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-/// An HTTP/1.1 response as the std-only client read it.
-#[derive(Debug)]
-struct Reply {
-    target: String,
-    status: u16,
-    head: String,
-    body: String,
-    elapsed: Duration,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_once(':'))
-            .find_map(|(key, value)| key.trim().eq_ignore_ascii_case(name).then_some(value.trim()))
-    }
-
     /// Checks the status and that the body contains every one of `parts`, and prints the step.
     fn expect(&self, status: u16, parts: &[&str]) -> Result<(), String> {
         let shown = |body: &str| match body.char_indices().nth(300) {
@@ -193,31 +174,14 @@ impl Reply {
     }
 }
 
-/// `GET target` with `Connection: close`, reading until the server closes; 10 s at most per
-/// read or write, so a hung server fails the check instead of CI.
+/// `GET target`, 10 s at most, so a hung server fails the check instead of CI.
 fn http_get(addr: SocketAddr, target: &str) -> Result<Reply, String> {
     http_get_with(addr, target, &[])
 }
 
 /// [`http_get`] with extra request headers.
 fn http_get_with(addr: SocketAddr, target: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
-    let io = |error: std::io::Error| format!("GET {target}: {error}");
-    let started = Instant::now();
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(io)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-    stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(io)?;
-    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n").map_err(io)?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(io)?;
-    let elapsed = started.elapsed();
-    let text = String::from_utf8_lossy(&raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Err(format!("GET {target}: no HTTP response in {text:?}"));
-    };
-    let status = head.split(' ').nth(1).and_then(|code| code.parse().ok());
-    let status = status.ok_or_else(|| format!("GET {target}: bad status line in {head:?}"))?;
-    Ok(Reply { target: target.to_owned(), status, head: head.to_owned(), body: body.to_owned(), elapsed })
+    get(addr, target, headers, Duration::from_secs(10))
 }
 
 /// Where cargo puts its builds: `CARGO_TARGET_DIR`, or `target/` in the workspace root.

@@ -14,14 +14,13 @@
 //! services, round after round, and the report gives the median of the rounds.
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use crate::cargo;
 use crate::e2e::target_dir;
-use crate::server::Server;
+use crate::server::{Server, get};
 
 /// wrk's connections, and its threads.
 const CONNECTIONS: usize = 32;
@@ -407,26 +406,12 @@ fn parse_rss_kib(status: &str) -> Option<u64> {
 
 /// One request to `server` must answer 200 before it is measured.
 fn check(server: &Server, query: &str) -> Result<(), String> {
-    let target = format!("/dashboard/42{query}");
-    let error = |error: std::io::Error| format!("{}: GET {target}: {error}", server.name);
-    let mut stream = TcpStream::connect_timeout(&server.addr, CHECK_TIMEOUT).map_err(error)?;
-    stream.set_read_timeout(Some(CHECK_TIMEOUT)).map_err(error)?;
-    write!(stream, "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).map_err(error)?;
-    let mut answer = Vec::new();
-    stream.take(1024 * 1024).read_to_end(&mut answer).map_err(error)?;
-    let status_line = answer.split(|&byte| byte == b'\r').next().unwrap_or_default();
-    match String::from_utf8_lossy(status_line).split(' ').nth(1) {
-        Some("200") => Ok(()),
-        _ => Err(format!(
-            "{}: GET {target} answered {:?}, expected 200",
-            server.name,
-            String::from_utf8_lossy(status_line)
-        )),
+    let reply = get(server.addr, &format!("/dashboard/42{query}"), &[], Duration::from_secs(5))?;
+    match reply.status {
+        200 => Ok(()),
+        status => Err(format!("{}: GET {} answered {status}, expected 200", server.name, reply.target)),
     }
 }
-
-/// How long the check before a service is measured may take.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

@@ -15,12 +15,14 @@
 //! cargo xtask e2e     the dashboard binary on 127.0.0.1:0, the README curl lines checked over HTTP
 //! cargo xtask bench   every benchmark, interleaved with its baselines; writes target/bench-report.md
 //! cargo xtask soak    the soak: 200,000 aggregations (`--quick`: 5,000), checks nothing leaks
+//! cargo xtask redteam issue 22's red-team findings against the release dashboard; writes target/redteam-report.md
 //! ```
 
 mod bench;
 mod brownout;
 mod e2e;
 mod load;
+mod redteam;
 mod server;
 
 use std::io::{BufRead, BufReader};
@@ -42,7 +44,8 @@ tasks:
           brownout runs; `--targets`: only the group and aggregator benches behind issue 19's targets table;
           `--brownout`: only the dashboard's breaker, budget and retries under a brownout; `--http`: only
           the dashboard against the hand-written services)
-  soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)";
+  soak    200,000 random aggregations, then leak checks (`--quick`: 5,000; `--count N`)
+  redteam issue 22's red-team findings re-run against the release dashboard, table in target/redteam-report.md (`N...`: only rows N)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         "e2e" => e2e::run(),
         "bench" => bench::bench(rest),
         "soak" => soak(rest),
+        "redteam" => redteam::run(rest),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,10 +1,11 @@
-//! A server process started by an xtask (`e2e`, the HTTP benchmark): started on
-//! `127.0.0.1:0`, its address read from its first line, and killed by its pid when stopped or
-//! dropped, so no error path leaves one running.
+//! A server process started by an xtask (`e2e`, the HTTP benchmark, the red-team check):
+//! started on `127.0.0.1:0`, its address read from its first line, and killed by its pid when
+//! stopped or dropped, so no error path leaves one running; and the one-request HTTP client
+//! ([`get`]) the xtasks check it with.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::io::{self, BufRead, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -100,4 +101,75 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// An answer read to the end of the stream (the request said `connection: close`).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) target: String,
+    pub(crate) status: u16,
+    /// The status line and the headers.
+    pub(crate) head: String,
+    pub(crate) body: String,
+    /// From the connect to the end of the answer.
+    pub(crate) elapsed: Duration,
+}
+
+impl Reply {
+    /// The value of header `name`, if the answer has it.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(':'))
+            .find_map(|(key, value)| key.trim().eq_ignore_ascii_case(name).then_some(value.trim()))
+    }
+}
+
+/// `GET target` with `connection: close` and `headers`, the whole exchange within `limit`, so
+/// that a hung server fails the check instead of the xtask. A write error is not the end: a
+/// server that refuses a request may close before reading it all, and its answer is still read.
+pub(crate) fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)], limit: Duration) -> Result<Reply, String> {
+    let began = Instant::now();
+    let until = began + limit;
+    let io = |what: &str, error: io::Error| format!("GET {target}: {what}: {error}");
+    let mut stream = TcpStream::connect_timeout(&addr, limit).map_err(|error| io("connect", error))?;
+    stream.set_write_timeout(Some(limit)).map_err(|error| io("connect", error))?;
+    let extra: String = headers.iter().map(|(name, value)| format!("{name}: {value}\r\n")).collect();
+    let head = format!("GET {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n{extra}\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let mut raw = Vec::new();
+    let mut chunk = [0; 16 * 1024];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let read = match left.is_zero() {
+            true => Err(io::ErrorKind::TimedOut.into()),
+            false => stream.set_read_timeout(Some(left)).and_then(|()| stream.read(&mut chunk)),
+        };
+        match read {
+            Ok(0) if raw.is_empty() => return Err(format!("GET {target}: closed unanswered")),
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(error) if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                let connected = if raw.is_empty() { "no answer" } else { "no complete answer" };
+                return Err(format!("GET {target}: {connected} in {limit:?}"));
+            }
+            Err(error) if raw.is_empty() => return Err(io("read", error)),
+            Err(_) => break,
+        }
+    }
+    let status = parse_status(&raw).ok_or_else(|| format!("GET {target}: no HTTP answer"))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let (head, body) = (head.to_owned(), body.to_owned());
+    Ok(Reply { target: target.to_owned(), status, head, body, elapsed: began.elapsed() })
+}
+
+/// The status of an HTTP/1.x answer from its first bytes (`HTTP/1.1 200 OK`).
+pub(crate) fn parse_status(raw: &[u8]) -> Option<u16> {
+    let rest = raw.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    (rest.get(1) == Some(&b' ') && code.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(code).ok()?.parse().ok())
+        .flatten()
 }
