@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use crate::cargo;
 use crate::e2e::target_dir;
-use crate::server::{Server, get};
+use crate::server::{Server, get, rss_kib};
 
 /// wrk's connections, and its threads.
 const CONNECTIONS: usize = 32;
@@ -394,16 +394,6 @@ fn clock_ticks() -> u64 {
     ticks.filter(|ticks| *ticks > 0).unwrap_or(100)
 }
 
-/// The resident memory of process `pid` in KiB (`VmRSS` in `/proc/<pid>/status`).
-fn rss_kib(pid: u32) -> Option<u64> {
-    parse_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
-}
-
-fn parse_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
-    line.split_whitespace().next()?.parse().ok()
-}
-
 /// One request to `server` must answer 200 before it is measured.
 fn check(server: &Server, query: &str) -> Result<(), String> {
     let reply = get(server.addr, &format!("/dashboard/42{query}"), &[], Duration::from_secs(5))?;
@@ -416,6 +406,7 @@ fn check(server: &Server, query: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::parse_rss_kib;
 
     const REPORT: &str = "Running 3s test @ http://127.0.0.1:40015/dashboard/42
   2 threads and 32 connections

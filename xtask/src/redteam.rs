@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::cargo;
 use crate::e2e::target_dir;
-use crate::server::{Server, get, parse_status};
+use crate::server::{Server, get, parse_status, rss_kib};
 
 /// One finding of the issue: what it said and what now pins it.
 #[derive(Debug)]
@@ -1378,15 +1378,6 @@ impl Samples {
     }
 }
 
-/// The resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    parse_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
-}
-
-fn parse_rss_kib(status: &str) -> Option<u64> {
-    status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()
-}
-
 /// The descriptors `pid` holds open.
 fn descriptors(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
@@ -1554,6 +1545,7 @@ fn thousands(count: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::parse_rss_kib;
 
     #[test]
     fn statuses_are_read_from_the_first_bytes() {

@@ -165,6 +165,17 @@ pub(crate) fn get(addr: SocketAddr, target: &str, headers: &[(&str, &str)], limi
     Ok(Reply { target: target.to_owned(), status, head, body, elapsed: began.elapsed() })
 }
 
+/// The resident memory of process `pid` in KiB (`VmRSS` in `/proc/<pid>/status`), for the
+/// xtasks that measure a server.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    parse_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+pub(crate) fn parse_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// The status of an HTTP/1.x answer from its first bytes (`HTTP/1.1 200 OK`).
 pub(crate) fn parse_status(raw: &[u8]) -> Option<u16> {
     let rest = raw.strip_prefix(b"HTTP/1.")?;

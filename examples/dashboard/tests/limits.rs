@@ -441,12 +441,7 @@ async fn an_answer_small_enough_for_the_kernel_still_counts_against_the_budget_u
     // 4 MiB): the answer would count as written at once, and slow readers would pin it in the
     // kernel, out of the budget's sight and the response timeout's. Room for one, not two.
     const SIZE: usize = 2 << 20;
-    let limits = Limits { max_response_buffer: 3 << 20, ..Limits::default() };
-    let addr = serve_big(SIZE, limits).await;
-    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
-    tokio::time::sleep(ms(300)).await;
-
-    let second = get(addr, "/big", &[]).await;
+    let (_, second, slow) = beside_a_slow_reader(SIZE, 3 << 20).await;
 
     assert_eq!(second.status, 503, "a second answer past the budget: {}", second.status);
     let (received, _) = slow.await.expect("the slow reader");
@@ -457,12 +452,7 @@ async fn an_answer_small_enough_for_the_kernel_still_counts_against_the_budget_u
 async fn slow_readers_hold_at_most_the_response_buffer_budget() {
     const SIZE: usize = 24 << 20;
     // Room for one 24 MiB answer, not two.
-    let limits = Limits { max_response_buffer: 40 << 20, ..Limits::default() };
-    let addr = serve_big(SIZE, limits).await;
-    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
-    tokio::time::sleep(ms(300)).await;
-
-    let second = get(addr, "/big", &[]).await;
+    let (addr, second, slow) = beside_a_slow_reader(SIZE, 40 << 20).await;
     let health = get(addr, "/healthz", &[]).await;
 
     assert_eq!(second.status, 503, "a second big answer past the budget: {}", second.status);
@@ -470,6 +460,20 @@ async fn slow_readers_hold_at_most_the_response_buffer_budget() {
     assert_eq!((health.status, health.body.as_str()), (200, "ok"), "small answers still fit");
     let (received, _) = slow.await.expect("the slow reader");
     assert!(received < SIZE, "{received}");
+}
+
+/// Serves `size`-byte answers under a response budget of `budget` bytes, has one of them read
+/// slowly for 2 s, and asks for a second one meanwhile: the server, the second answer, and
+/// the slow reader, still reading.
+async fn beside_a_slow_reader(
+    size: usize,
+    budget: usize,
+) -> (SocketAddr, support::Reply, tokio::task::JoinHandle<(usize, Duration)>) {
+    let addr = serve_big(size, Limits { max_response_buffer: budget, ..Limits::default() }).await;
+    let slow = tokio::spawn(read_slowly(addr, ms(2000)));
+    tokio::time::sleep(ms(300)).await;
+    let second = get(addr, "/big", &[]).await;
+    (addr, second, slow)
 }
 
 #[tokio::test]
